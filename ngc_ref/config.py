@@ -1,0 +1,84 @@
+"""Model configuration. The defaults are the paper's (Sec. 3, Appendix B); READING.md settles the rest."""
+from dataclasses import dataclass, asdict, fields
+
+
+@dataclass(frozen=True)
+class Config:
+    channels: tuple = (10, 15, 20, 25, 3)  # top -> bottom, as the paper lists them; last = image channels
+    image_hw: tuple = (32, 32)             # bottom map; each layer up divides it by the stride
+    kernel: int = 3                        # K x K filters
+    stride: int = 2                        # s in *_s and ⊙_s
+    T: int = 60                            # settling steps
+    beta: float = 0.1                      # state correction rate (Eq. 2)
+    gamma: float = 0.001                   # state leak (Eq. 2)
+    leak: float = 0.2                      # leaky-ReLU slope of phi (not in the paper; TensorFlow's default)
+    mu_z: float = 0.5                      # z^L ~ N(mu_z, sigma_z): Appendix B (Sec. 3.1 says 5)
+    sigma_z: float = 0.05
+    w_std: float = 0.1                     # W ~ N(0, 0.1), b = 0
+    pcn: bool = False                      # multiply the bottom-up message by phi'(z): recovers PCN
+    learn_E: bool = False                  # separate learnable error filters (default E = W^T)
+    lam: float = 0.9                       # lambda: dE = lambda * dW
+    optimizer: str = "adam"                # "adam" (the experiments) or "normalized" (Algorithm 2)
+    lr: float = 1e-3                       # Adam step / alpha of the normalised step
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    adam_eps: float = 1e-8
+    norm_eps: float = 1e-8                 # epsilon of Algorithm 2's normalised step
+    max_kernel_norm: float = 1.0           # each K x K kernel is projected back to norm <= this
+
+    def __post_init__(self):
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        object.__setattr__(self, "image_hw", tuple(int(v) for v in self.image_hw))
+        self.validate()
+
+    @property
+    def L(self):
+        """Index of the top layer (layers are 0..L, 0 = image)."""
+        return len(self.channels) - 1
+
+    @property
+    def layer_channels(self):
+        """C_l for l = 0..L (bottom first, the paper's layer index)."""
+        return self.channels[::-1]
+
+    def map_hw(self, l):
+        """(H_l, W_l): the bottom size divided by s^l."""
+        return tuple(v // self.stride ** l for v in self.image_hw)
+
+    def validate(self):
+        if len(self.channels) < 2:
+            raise ValueError("config: need at least two layers (a latent layer and the image), got channels=%s"
+                             % (self.channels,))
+        if any(c < 1 for c in self.channels):
+            raise ValueError("config: every layer needs >= 1 channel, got channels=%s" % (self.channels,))
+        if self.kernel < 1 or self.stride < 1:
+            raise ValueError("config: kernel and stride must be >= 1 (kernel=%d, stride=%d)" % (self.kernel, self.stride))
+        if len(self.image_hw) != 2:
+            raise ValueError("config: image_hw must be (H, W), got %s" % (self.image_hw,))
+        f = self.stride ** self.L
+        for v in self.image_hw:
+            if v % f or v // f < 1:
+                sizes = " -> ".join("%g" % (v / self.stride ** l) for l in range(self.L + 1))
+                raise ValueError(
+                    "config: image side %d does not divide by stride^L = %d^%d = %d, so the maps do not "
+                    "halve cleanly (%s). Use an image side that is a multiple of %d or fewer layers."
+                    % (v, self.stride, self.L, f, sizes, f))
+        if self.T < 0:
+            raise ValueError("config: T must be >= 0, got %d" % self.T)
+        if self.optimizer not in ("adam", "normalized"):
+            raise ValueError("config: unknown optimizer %r (choose 'adam' or 'normalized')" % (self.optimizer,))
+        for name in ("beta", "gamma", "lr", "sigma_z", "w_std", "max_kernel_norm"):
+            v = getattr(self, name)
+            if not (v == v and v >= 0 and v != float("inf")):
+                raise ValueError("config: %s must be a finite number >= 0, got %r" % (name, v))
+
+    def to_dict(self):
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError("config: unknown option(s) %s; known options: %s" % (", ".join(unknown), ", ".join(sorted(known))))
+        return cls(**d)

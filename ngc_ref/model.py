@@ -1,0 +1,159 @@
+"""Conv-NGC inference and learning, written as the paper's equations (Eqs. 1-3, Algorithms 1-2).
+
+Glossary (paper symbol -> code). Layers are indexed l = 0..L, l = 0 is the image, l = L the top.
+  z[l]      z^l      state maps of layer l                    (B, C_l, H_l, W_l)
+  zbar[l]   zbar^l   prediction of layer l made by layer l+1  (B, C_l, H_l, W_l), l = 0..L-1
+  e[l]      e^l      error units z^l - zbar^l                 e[L] = 0 (the top has no prediction)
+  d[l]      d^l      state correction (perturbation), Eq. 2
+  W[l]      W^l      generative filters, layer l predicts l-1 (C_l, C_{l-1}, K, K); W[0] is None
+  b[l]      b^{l-1}  bias of the prediction of layer l-1      (C_{l-1},) one scalar per map (READING.md)
+  E[l]      E^l      error filters carrying e^{l-1} up to l   same layout as W[l]; E = W^T is E[l] is W[l]
+  phi, g             state activation (leaky ReLU), prediction activation (identity)
+  beta, gamma        state correction rate and leak; T settling steps
+
+Reading choices (READING.md), one line each:
+  - a settling step is synchronous: all predictions/errors from the current states, then all corrections.
+  - E = W^T means the bottom-up message is conv2d (correlation) with the *same* stored kernels: the adjoint.
+  - no phi'(z) factor in Eq. 2 (NGC); `cfg.pcn=True` multiplies it in and recovers PCN.
+  - denoising: z^0 is the noisy image at t = 1 only, then evolves with d^0 = -e^0 (and the leak).
+  - the output image is zbar^0 recomputed from the final states after step T.
+"""
+from dataclasses import dataclass
+import numpy as np
+
+from . import ops
+from .config import Config
+
+__all__ = ["Config", "phi", "phi_prime", "predict", "predictions_and_errors", "corrections", "correct", "energy",
+           "init_states", "settle", "SettleResult", "filter_updates", "init_params", "n_filter_weights",
+           "draw_top"]
+
+
+def phi(z, leak):
+    """State activation: leaky ReLU, phi(v) = v if v > 0 else leak * v (leak = 1 gives the identity)."""
+    return np.where(z > 0, z, z * z.dtype.type(leak))
+
+
+def phi_prime(z, leak):
+    """Derivative of phi, used only in PCN mode (cfg.pcn)."""
+    return np.where(z > 0, z.dtype.type(1), z.dtype.type(leak))
+
+
+def g(v):
+    """Prediction activation g^l: the identity for every layer (Appendix B)."""
+    return v
+
+
+def init_params(cfg, rng, dtype=np.float32):
+    """Weights ~ N(0, w_std) (0.1 in the paper), biases 0 (Appendix B). E starts as a copy of W if learnable."""
+    C, K = cfg.layer_channels, cfg.kernel
+    W = [None] + [(rng.standard_normal((C[l], C[l - 1], K, K)) * cfg.w_std).astype(dtype)
+                  for l in range(1, cfg.L + 1)]
+    b = [None] + [np.zeros(C[l - 1], dtype) for l in range(1, cfg.L + 1)]
+    E = [None] + [w.copy() for w in W[1:]] if cfg.learn_E else None
+    return {"W": W, "b": b, "E": E}
+
+
+def n_filter_weights(params):
+    """The paper's parameter count: filter weights only (9,225 for its configuration; biases not counted)."""
+    return sum(w.size for w in params["W"][1:])
+
+
+def predict(z_l, W_l, b, cfg, out_hw):
+    """Eq. 1: zbar_j^{l-1} = g( sum_i W_ij^l (transposed conv, stride s) phi(z_i^l) + b_j )."""
+    mu = ops.conv2d_transpose(phi(z_l, cfg.leak), W_l, cfg.stride, out_hw)   # (B, C_{l-1}, H, W)
+    return g(mu + b[None, :, None, None])
+
+
+def predictions_and_errors(z, params, cfg):
+    """Eq. 1 for every layer at once: zbar^{l-1} from z^l, and e^{l-1} = z^{l-1} - zbar^{l-1}; e^L = 0."""
+    L = cfg.L
+    zbar = [predict(z[l], params["W"][l], params["b"][l], cfg, z[l - 1].shape[2:]) for l in range(1, L + 1)]
+    e = [z[l] - zbar[l] for l in range(L)] + [np.zeros_like(z[L])]
+    return zbar, e
+
+
+def corrections(z, e, params, cfg, free_bottom=False):
+    """Eq. 2's perturbations, for every free layer:
+        d^l = -e^l + sum_j E_ji^l (strided conv, stride s) e_j^{l-1}     (times phi'(z^l) in PCN mode)
+    d[0] is None while z^0 is clamped; with `free_bottom` (denoising after t = 1) d^0 = -e^0.
+    """
+    E = params["E"] if params["E"] is not None else params["W"]
+    d = [-e[0] if free_bottom else None]
+    for l in range(1, cfg.L + 1):
+        up = ops.conv2d(e[l - 1], E[l], cfg.stride)                         # (B, C_l, H_l, W_l)
+        d.append(-e[l] + (up * phi_prime(z[l], cfg.leak) if cfg.pcn else up))
+    return d
+
+
+def correct(z, e, params, cfg, free_bottom=False):
+    """Eq. 2's update, synchronously for every free layer: z^l <- z^l + beta d^l - gamma z^l."""
+    beta, gamma = z[0].dtype.type(cfg.beta), z[0].dtype.type(cfg.gamma)
+    d = corrections(z, e, params, cfg, free_bottom)
+    return [zl if dl is None else zl + beta * dl - gamma * zl for zl, dl in zip(z, d)]
+
+
+def energy(e):
+    """Eq. 3 as a positive energy per image: F = 1/2 sum_l ||e^l||^2 (the paper's ToD is -F). -> (B,)"""
+    return sum(0.5 * np.sum(el.reshape(el.shape[0], -1) ** 2, axis=1) for el in e)
+
+
+def init_states(x, params, cfg, z_top):
+    """Algorithm 1, lines 3-10: z^L given (drawn from N(mu_z, sigma_z) by the caller, see `draw_top`),
+    then the ancestral pass z^l = zbar^l for l = L-1 .. 1, and z^0 = x."""
+    L = cfg.L
+    z = [None] * (L + 1)
+    z[0], z[L] = x, z_top
+    for l in range(L - 1, 0, -1):
+        z[l] = predict(z[l + 1], params["W"][l + 1], params["b"][l + 1], cfg, cfg.map_hw(l))
+    return z
+
+
+@dataclass
+class SettleResult:
+    """What settling returns: final states z, predictions zbar and errors e recomputed from them
+    (zbar[0] is the output image), and the energy per image before each step and after the last: (T+1, B)."""
+    z: list
+    zbar: list
+    e: list
+    energy: np.ndarray
+
+
+def settle(params, x, cfg, z_top, T=None, clamp="always"):
+    """Algorithm 1: ancestral initialisation then T synchronous steps of Eq. 1 + Eq. 2.
+
+    x: (B, C_0, H, W) image (the noisy one for denoising); z_top: (B, C_L, H_L, W_L) initial top state.
+    clamp="always": z^0 = x throughout (reconstruction, training); clamp="first": z^0 = x at t = 1 only.
+    """
+    T = cfg.T if T is None else T
+    z = init_states(x, params, cfg, z_top)
+    trace = []
+    for _ in range(T):
+        zbar, e = predictions_and_errors(z, params, cfg)                  # all from the same states
+        trace.append(energy(e))
+        z = correct(z, e, params, cfg, free_bottom=(clamp == "first"))
+    zbar, e = predictions_and_errors(z, params, cfg)
+    trace.append(energy(e))
+    return SettleResult(z, zbar, e, np.stack(trace))
+
+
+def filter_updates(res, params, cfg):
+    """Sec. 3.2 / Algorithm 2, lines 9-10, from the final states and errors of `settle`:
+        dW_ij^l = e_j^{l-1} (stride-1 corr) Dilate(phi(z_i^l), s)    summed over the batch (our choice)
+        db^{l-1} = sum of e^{l-1} over batch and space
+        dE^l = lambda dW^l          (E stored in W's layout, so (dW_ij)^T is dW[i, j] itself)
+    These are displacements (minus the energy gradient): descent adds them.
+    """
+    K, s = cfg.kernel, cfg.stride
+    dW = [None] + [ops.conv2d_weight_grad(res.e[l - 1], phi(res.z[l], cfg.leak), K, s)
+                   for l in range(1, cfg.L + 1)]
+    db = [None] + [res.e[l - 1].sum(axis=(0, 2, 3)) for l in range(1, cfg.L + 1)]
+    dE = [None] + [cfg.lam * w for w in dW[1:]] if params["E"] is not None else None
+    return {"W": dW, "b": db, "E": dE}
+
+
+def draw_top(cfg, batch, rng, dtype=np.float32):
+    """Algorithm 1 line 4: z^L ~ N(mu_z, sigma_z) per element, drawn on the host so every backend
+    starts from the same numbers."""
+    shape = (batch, cfg.layer_channels[cfg.L]) + cfg.map_hw(cfg.L)
+    return (cfg.mu_z + cfg.sigma_z * rng.standard_normal(shape)).astype(dtype)

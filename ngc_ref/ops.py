@@ -1,0 +1,150 @@
+"""The paper's operators, written literally in NumPy (Conv-NGC, Sec. 3 "Notation").
+
+Layout, stated once for the whole project:
+  activations  NCHW: (B, C, H, W)
+  filters      W^l stored as (C_l, C_{l-1}, K, K): W[i, j] is the paper's W_ij, the kernel by which
+               map i of layer l predicts map j of layer l-1 (Eq. 1).
+
+Padding is TensorFlow's "SAME" (READING.md "Shapes"): the strided convolution of an input of side n
+produces ceil(n / s) outputs and pads max((out-1)*s + K - n, 0) zeros in total, the smaller half
+before (top/left), the extra one after (bottom/right). For K=3, s=2 that is 0 before, 1 after. The
+transposed convolution is the exact adjoint of that strided convolution.
+
+Vectorisation: windows come from `sliding_window_view` and are contracted with `tensordot`; there is
+no Python loop over pixels, channels or batch. Everything computes in the dtype it is given.
+"""
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+__all__ = ["dilate", "same_padding", "pad2d", "conv2d", "conv2d_transpose", "conv2d_weight_grad",
+           "conv_out_size"]
+
+
+def conv_out_size(n, s):
+    """SAME output side of a stride-s convolution over n inputs: ceil(n / s)."""
+    return -(-n // s)
+
+
+def same_padding(n, K, s):
+    """TensorFlow SAME padding for a stride-s, K-tap convolution over n inputs: (before, after).
+
+    total = max((ceil(n/s) - 1) * s + K - n, 0); before = total // 2; after = total - before.
+    """
+    out = conv_out_size(n, s)
+    total = max((out - 1) * s + K - n, 0)
+    return total // 2, total - total // 2
+
+
+def dilate(x, s):
+    """Dilate(v, s) (paper notation): insert s-1 zeros between neighbouring pixels.
+
+    (B, C, H, W) -> (B, C, (H-1)*s + 1, (W-1)*s + 1); the stride-s transpose trick
+    (Dumoulin & Visin, 2016).
+    """
+    B, C, H, W = x.shape
+    out = np.zeros((B, C, (H - 1) * s + 1, (W - 1) * s + 1), x.dtype)
+    out[:, :, ::s, ::s] = x                                           # (B, C, H', W')
+    return out
+
+
+def pad2d(x, top, bottom, left, right):
+    """Zero-pad the two spatial axes of an NCHW array."""
+    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+
+
+def _correlate(x, w, s=1):
+    """Multi-channel 'valid' cross-correlation at stride s (no padding here); every conv in this file ends here.
+
+    out[b, o, y, x] = sum_{c, ky, kx} x[b, c, y*s + ky, x*s + kx] * w[o, c, ky, kx]
+    x: (B, C, Hp, Wp), w: (O, C, K, K) -> (B, O, (Hp-K)//s + 1, (Wp-K)//s + 1)
+
+    Two vectorisations of the same sum, chosen for speed, both exact:
+      s == 1: a sum over the K*K taps of (tap's channel-mixing matrix) @ (input shifted by the tap),
+              one GEMM per tap over all pixels at once; rows that wrap past an edge are cropped away.
+      s > 1:  gather the K*K windows at the strided positions (sliding_window_view) and contract
+              them with the filters in one GEMM.
+    """
+    B, C, Hp, Wp = x.shape
+    O, K = w.shape[0], w.shape[-1]
+    Ho, Wo = (Hp - K) // s + 1, (Wp - K) // s + 1
+    if s == 1:
+        X = x.transpose(1, 0, 2, 3).reshape(C, -1)                        # (C, B*Hp*Wp)
+        acc = np.zeros((O, B, Hp, Wp), x.dtype)
+        flat = acc.reshape(O, -1)                                         # (O, B*Hp*Wp)
+        for ky in range(K):
+            for kx in range(K):
+                off = ky * Wp + kx                                        # the tap's shift, flattened
+                flat[:, :flat.shape[1] - off] += w[:, :, ky, kx] @ X[:, off:]
+        return np.ascontiguousarray(acc[:, :, :Ho, :Wo].transpose(1, 0, 2, 3))   # (B, O, Ho, Wo)
+    xl = x.transpose(0, 2, 3, 1)                                          # (B, Hp, Wp, C) view
+    win = sliding_window_view(xl, (K, K), axis=(1, 2))[:, ::s, ::s]       # (B, Ho, Wo, C, K, K)
+    cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(B * Ho * Wo, K * K * C)
+    out = cols @ w.transpose(2, 3, 1, 0).reshape(K * K * C, O)           # (B*Ho*Wo, O)
+    return np.ascontiguousarray(out.reshape(B, Ho, Wo, O).transpose(0, 3, 1, 2))
+
+
+def conv2d(x, w, stride=2):
+    """Strided convolution `*_s` (Eq. 2's bottom-up message E_ji *_s e_j^{l-1}).
+
+    out[b, i] = sum_j SAMEpad(x[b, j]) (correlate, stride s) w[i, j]
+    x: (B, C_{l-1}, H, W), w: (C_l, C_{l-1}, K, K) -> (B, C_l, ceil(H/s), ceil(W/s)).
+    Like every deep-learning "convolution" it is a cross-correlation; with E = W^T (the paper's
+    setting) pass the generative filters W unchanged: this op is then the adjoint of conv2d_transpose.
+    """
+    _check(x, w, x.shape[1] == w.shape[1], "conv2d: x has %d channels, w expects %d" % (x.shape[1], w.shape[1]))
+    K = w.shape[-1]
+    pt, pb = same_padding(x.shape[2], K, stride)
+    pl, pr = same_padding(x.shape[3], K, stride)
+    return _correlate(pad2d(x, pt, pb, pl, pr), w, stride)              # (B, C_l, Ho, Wo)
+
+
+def conv2d_transpose(z, w, stride=2, out_hw=None):
+    """Transposed convolution `⊙_s` (Eq. 1's W_ij ⊙_s phi(z_i)): dilate, pad, correlate with the flipped kernel.
+
+    z: (B, C_l, H, W), w: (C_l, C_{l-1}, K, K) -> (B, C_{l-1}, H_out, W_out), H_out = s*H unless
+    `out_hw` names the size of the layer below (needed when that size is odd: ceil(H_out/s) must be H).
+    It is exactly the adjoint of conv2d with SAME padding over an input of side H_out:
+      pad before = K - 1 - pad_before(SAME),  pad after = H_out + pad_before(SAME) - (H-1)*s - 1.
+    """
+    _check(z, w, z.shape[1] == w.shape[0], "conv2d_transpose: z has %d channels, w expects %d" % (z.shape[1], w.shape[0]))
+    B, C, H, W = z.shape
+    K = w.shape[-1]
+    Ho, Wo = out_hw if out_hw is not None else (H * stride, W * stride)
+    if conv_out_size(Ho, stride) != H or conv_out_size(Wo, stride) != W:
+        raise ValueError("conv2d_transpose: output %dx%d does not map back to input %dx%d at stride %d "
+                         "(SAME needs ceil(out/s) == in)" % (Ho, Wo, H, W, stride))
+    pt, _ = same_padding(Ho, K, stride)
+    pl, _ = same_padding(Wo, K, stride)
+    zd = dilate(z, stride)                                              # (B, C_l, (H-1)s+1, (W-1)s+1)
+    zp = pad2d(zd, K - 1 - pt, Ho + pt - zd.shape[2], K - 1 - pl, Wo + pl - zd.shape[3])
+    w_flip = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)                  # (C_{l-1}, C_l, K, K), flipped
+    return _correlate(zp, w_flip, 1)                                    # (B, C_{l-1}, Ho, Wo)
+
+
+def conv2d_weight_grad(e, a, K, stride=2):
+    """Sec. 3.2 / Alg. 2 line 9: Delta W_ij = e_j *_1 Dilate(a_i, s), summed over the batch.
+
+    e: (B, C_{l-1}, Ho, Wo) error of the layer below, a = phi(z^l): (B, C_l, H, W) -> (C_l, C_{l-1}, K, K).
+    The error, SAME-padded as for conv2d, is correlated at stride 1 with the dilated activity used as
+    the kernel; the K x K 'valid' result is the filter displacement. With e = z - zbar this is minus
+    the gradient of 1/2 ||e||^2 with respect to W (tested by finite differences).
+    """
+    B, C, H, W = a.shape
+    pt, pb = same_padding(e.shape[2], K, stride)
+    pl, pr = same_padding(e.shape[3], K, stride)
+    ad = dilate(a, stride)                                              # (B, C_l, Hd, Wd)
+    Hd, Wd = ad.shape[2:]
+    # inputs past (out-1)*s + K never meet a tap (only when SAME's padding was clipped at 0): crop them
+    ep = pad2d(e, pt, pb, pl, pr)[:, :, :Hd + K - 1, :Wd + K - 1]      # (B, C_{l-1}, Hd+K-1, Wd+K-1)
+    win = sliding_window_view(ep, (Hd, Wd), axis=(2, 3))              # (B, C_{l-1}, K, K, Hd, Wd)
+    return np.tensordot(ad, win, axes=([0, 2, 3], [0, 4, 5]))           # (C_l, C_{l-1}, K, K)
+
+
+def _check(x, w, ok, msg):
+    if x.ndim != 4 or w.ndim != 4:
+        raise ValueError("expected 4-D arrays (B, C, H, W) and (C_out, C_in, K, K), got %s and %s"
+                         % (x.shape, w.shape))
+    if w.shape[2] != w.shape[3]:
+        raise ValueError("filters must be square, got %s" % (w.shape,))
+    if not ok:
+        raise ValueError(msg)
