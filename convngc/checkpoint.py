@@ -1,0 +1,124 @@
+"""Checkpoints: one .npz holding the parameters, the optimiser state and a JSON header.
+
+Written atomically (temporary file in the same folder, fsync, os.replace), so a crash mid-write never
+leaves a half checkpoint where a good one was. Loading checks the format, the config and every shape.
+"""
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from ngc_ref.config import Config
+
+FORMAT = "convngc-checkpoint-1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, corrupt, or not matching the model."""
+
+
+def atomic_write(path, write_fn, suffix=""):
+    """Call write_fn(tmp_path) for a temporary file beside `path`, then move it into place atomically."""
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp" + suffix, dir=d)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _flatten(prefix, tree, out):
+    for key, arrs in tree.items():
+        if arrs is None:
+            continue
+        for l, a in enumerate(arrs):
+            if a is not None:
+                out["%s%s/%d" % (prefix, key, l)] = np.asarray(a)
+
+
+def save(path, cfg, params, opt_state=None, meta=None):
+    """Save parameters (+ optimiser state and free-form JSON metadata) to `path` atomically."""
+    arrays = {}
+    _flatten("params/", params, arrays)
+    header = {"format": FORMAT, "config": cfg.to_dict(), "meta": meta or {},
+              "has_E": params.get("E") is not None, "opt_t": None}
+    if opt_state is not None:
+        header["opt_t"] = int(opt_state["t"])
+        _flatten("adam_m/", opt_state["m"], arrays)
+        _flatten("adam_v/", opt_state["v"], arrays)
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    atomic_write(path, write)
+
+
+def load(path, expect_cfg=None):
+    """Load a checkpoint -> (cfg, params, opt_state or None, meta). Raises CheckpointError naming the problem.
+
+    If `expect_cfg` is given, the checkpoint's config must equal it (the differing options are listed).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError("checkpoint %s does not exist" % path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:  # zipfile.BadZipFile, ValueError, EOFError, OSError...
+        raise CheckpointError("checkpoint %s is not a readable .npz file (%s: %s); it may be truncated or "
+                              "not a convngc checkpoint" % (path, type(exc).__name__, exc)) from None
+    if "header" not in arrays:
+        raise CheckpointError("checkpoint %s has no convngc header; is it a convngc checkpoint?" % path)
+    try:
+        header = json.loads(arrays.pop("header").tobytes().decode())
+    except ValueError as exc:
+        raise CheckpointError("checkpoint %s: corrupt header (%s)" % (path, exc)) from None
+    if header.get("format") != FORMAT:
+        raise CheckpointError("checkpoint %s: unknown format %r (expected %r)" % (path, header.get("format"), FORMAT))
+    try:
+        cfg = Config.from_dict(header["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError("checkpoint %s: invalid config (%s)" % (path, exc)) from None
+    if expect_cfg is not None and expect_cfg != cfg:
+        a, b = cfg.to_dict(), expect_cfg.to_dict()
+        diff = ", ".join("%s: checkpoint %r vs requested %r" % (k, a[k], b[k]) for k in a if a[k] != b[k])
+        raise CheckpointError("checkpoint %s was trained with a different config (%s)" % (path, diff))
+
+    L, C, K = cfg.L, cfg.layer_channels, cfg.kernel
+    shapes = {"W": lambda l: (C[l], C[l - 1], K, K), "b": lambda l: (C[l - 1],), "E": lambda l: (C[l], C[l - 1], K, K)}
+    keys = ("W", "b", "E") if header.get("has_E") else ("W", "b")
+
+    def tree(prefix):
+        out = {}
+        for key in keys:
+            out[key] = [None]
+            for l in range(1, L + 1):
+                name = "%s%s/%d" % (prefix, key, l)
+                if name not in arrays:
+                    raise CheckpointError("checkpoint %s: missing array %s" % (path, name))
+                a = arrays[name]
+                if a.shape != shapes[key](l):
+                    raise CheckpointError("checkpoint %s: %s has shape %s but the config needs %s"
+                                          % (path, name, a.shape, shapes[key](l)))
+                if not np.isfinite(a).all():
+                    raise CheckpointError("checkpoint %s: %s contains NaN/Inf" % (path, name))
+                out[key].append(a)
+        out.setdefault("E", None)
+        return out
+
+    params = tree("params/")
+    opt_state = None
+    if header.get("opt_t") is not None:
+        m, v = tree("adam_m/"), tree("adam_v/")
+        opt_state = {"t": header["opt_t"], "m": {k: m[k] for k in keys}, "v": {k: v[k] for k in keys}}
+    return cfg, params, opt_state, header.get("meta", {})

@@ -1,0 +1,155 @@
+"""ConvNGC: the user-facing model, one class for every backend.
+
+    model = ConvNGC(Config(), backend="numpy")      # or "cuda" (GPU), "cuda-emu" (kernels emulated on the CPU)
+    res = model.settle(x)                            # Algorithm 1 on a (B, 3, 32, 32) batch in [0, 1]
+    res.energy[-1], res.zbar[0]                      # energy per image after T steps, the reconstruction
+    model.learn(x)                                   # settle + Algorithm 2 (Adam by default)
+
+The math lives in the backends: `ngc_ref` (NumPy, the ground truth) and `ngc_cuda` (CUDA kernels). This
+class only validates input, moves arrays, draws the random initial top state on the host (so every
+backend starts from the same numbers) and keeps the optimiser state.
+"""
+import types
+
+import numpy as np
+
+from ngc_ref import model as ref_model, optim as ref_optim
+from ngc_ref.config import Config
+
+BACKENDS = ("numpy", "cuda", "cuda-emu")
+
+
+class DivergenceError(FloatingPointError):
+    """Settling or learning produced NaN/Inf."""
+
+
+def get_backend(name):
+    """Return a namespace (settle, filter_updates, init_state, step, to_device, to_host, dtype) for a backend."""
+    if name == "numpy":
+        return types.SimpleNamespace(name=name, settle=ref_model.settle, filter_updates=ref_model.filter_updates,
+                                     init_state=ref_optim.init_state, step=ref_optim.step,
+                                     to_device=np.asarray, to_host=np.asarray)
+    if name in ("cuda", "cuda-emu"):
+        import ngc_cuda
+        from ngc_cuda import model as cu_model, optim as cu_optim
+        if name == "cuda":
+            ngc_cuda.require_gpu()
+            import cupy as cp
+            to_device, to_host = (lambda a: cp.ascontiguousarray(cp.asarray(a, dtype=np.float32))), cp.asnumpy
+        else:
+            to_device, to_host = (lambda a: np.ascontiguousarray(a, dtype=np.float32)), np.asarray
+        return types.SimpleNamespace(name=name, settle=cu_model.settle, filter_updates=cu_model.filter_updates,
+                                     init_state=cu_optim.init_state, step=cu_optim.step,
+                                     to_device=to_device, to_host=to_host)
+    raise ValueError("unknown backend %r: choose one of %s ('cuda-emu' runs the CUDA kernels on the CPU, "
+                     "to validate them; it is slow)" % (name, ", ".join(BACKENDS)))
+
+
+def check_batch(x, cfg, what="x"):
+    """Validate an image batch for the model: float array (B, C_0, H, W) matching the config, finite."""
+    x = np.asarray(x) if not hasattr(x, "__cuda_array_interface__") else x
+    if x.ndim != 4:
+        raise ValueError("%s: expected a 4-D batch (B, C, H, W), got shape %s" % (what, tuple(x.shape)))
+    C0 = cfg.layer_channels[0]
+    if x.shape[1] != C0:
+        hint = " (is it NHWC? convngc.data.to_model converts uint8 NHWC images)" if x.shape[-1] == C0 else ""
+        raise ValueError("%s: expected %d channels in axis 1, got shape %s%s" % (what, C0, tuple(x.shape), hint))
+    if tuple(x.shape[2:]) != cfg.image_hw:
+        raise ValueError("%s: expected images of %dx%d (config image_hw), got %dx%d"
+                         % ((what,) + cfg.image_hw + tuple(x.shape[2:])))
+    if x.dtype.kind != "f":
+        raise TypeError("%s: expected floating-point pixels in [0, 1], got dtype %s (convert uint8 images "
+                        "with convngc.data.to_model)" % (what, x.dtype))
+    xp = _xp(x)
+    if not bool(xp.isfinite(x).all()):
+        raise ValueError("%s: contains NaN or Inf" % what)
+    return x
+
+
+def _xp(a):
+    if hasattr(a, "__cuda_array_interface__"):
+        import cupy
+        return cupy
+    return np
+
+
+def _check_finite_params(params, where):
+    for key, arrs in params.items():
+        if arrs is None:
+            continue
+        for l, a in enumerate(arrs):
+            if a is not None and not bool(_xp(a).isfinite(a).all()):
+                raise DivergenceError("%s: parameter %s[%d] contains NaN/Inf; lower the learning rate (lr) "
+                                      "or beta" % (where, key, l))
+
+
+class ConvNGC:
+    """A Conv-NGC model (Ororbia & Mali): parameters, optimiser state, and a backend that does the math."""
+
+    def __init__(self, cfg=None, backend="numpy", seed=0, dtype=np.float32, params=None):
+        self.cfg = cfg if cfg is not None else Config()
+        self.backend = get_backend(backend)
+        self.dtype = np.dtype(dtype)
+        if backend != "numpy" and self.dtype != np.float32:
+            raise TypeError("backend %r computes in float32 only; got dtype %s" % (backend, self.dtype))
+        self.rng = np.random.default_rng(seed)
+        host = params if params is not None else ref_model.init_params(self.cfg, self.rng, self.dtype)
+        self.params = {k: None if v is None else [None if a is None else self.backend.to_device(a.astype(self.dtype))
+                                                  for a in v] for k, v in host.items()}
+        _check_finite_params(self.params, "ConvNGC(params=...)")
+        self.opt_state = self.backend.init_state(self.params)
+
+    # -- inference (Algorithm 1) ---------------------------------------------------------------
+    def settle(self, x, T=None, clamp="always", z_top=None):
+        """Run Algorithm 1 on a batch x (B, C, H, W) in [0, 1]; returns a SettleResult (arrays on the backend)."""
+        if clamp not in ("always", "first"):
+            raise ValueError("clamp must be 'always' (reconstruction/training) or 'first' (denoising), got %r" % clamp)
+        x = check_batch(x, self.cfg)
+        if z_top is None:
+            z_top = ref_model.draw_top(self.cfg, x.shape[0], self.rng, self.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):      # divergence is reported below, by step
+            res = self.backend.settle(self.params, self.backend.to_device(x.astype(self.dtype, copy=False)),
+                                      self.cfg, self.backend.to_device(z_top), T=T, clamp=clamp)
+        energy = self.backend.to_host(res.energy)
+        if not np.isfinite(energy).all():
+            t = int(np.argmax(~np.isfinite(energy).all(axis=1)))
+            raise DivergenceError("settling diverged: the energy became NaN/Inf at step %d of %d; lower beta "
+                                  "(now %g) or check the parameters" % (t, energy.shape[0] - 1, self.cfg.beta))
+        return res
+
+    def reconstruct(self, x, T=None):
+        """Reconstruction: z^0 clamped to x for all T steps; returns zbar^0 on the host (B, C, H, W)."""
+        return self.backend.to_host(self.settle(x, T=T, clamp="always").zbar[0])
+
+    def denoise(self, x_noisy, T=None):
+        """Denoising: z^0 = x_noisy at t = 1 only, then it evolves (Eq. 2); returns zbar^0 on the host."""
+        return self.backend.to_host(self.settle(x_noisy, T=T, clamp="first").zbar[0])
+
+    # -- learning (Algorithm 2) ----------------------------------------------------------------
+    def learn(self, x, T=None):
+        """Settle on x, then update the filters once. Returns the mean energy per image after settling."""
+        res = self.settle(x, T=T, clamp="always")
+        deltas = self.backend.filter_updates(res, self.params, self.cfg)
+        self.backend.step(self.params, deltas, self.opt_state, self.cfg)
+        _check_finite_params(self.params, "learn")
+        return float(np.mean(self.backend.to_host(res.energy[-1])))
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+    @property
+    def n_filter_weights(self):
+        return sum(int(np.prod(w.shape)) for w in self.params["W"][1:])
+
+    def host_params(self):
+        """A NumPy copy of the parameters ({"W": [None, ...], "b": [...], "E": [...] or None})."""
+        return {k: None if v is None else [None if a is None else np.array(self.backend.to_host(a)) for a in v]
+                for k, v in self.params.items()}
+
+    def host_opt_state(self):
+        st = self.opt_state
+        conv = lambda d: {k: [None if a is None else np.array(self.backend.to_host(a)) for a in v] for k, v in d.items()}
+        return {"t": int(st["t"]), "m": conv(st["m"]), "v": conv(st["v"])}
+
+    def load_opt_state(self, st):
+        conv = lambda d: {k: [None if a is None else self.backend.to_device(a.astype(self.dtype)) for a in v]
+                          for k, v in d.items()}
+        self.opt_state = {"t": int(st["t"]), "m": conv(st["m"]), "v": conv(st["v"])}

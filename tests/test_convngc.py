@@ -1,0 +1,199 @@
+"""The shared layer: the ConvNGC API, its input checks, checkpoints, run folders and the CLI."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from convngc import checkpoint, cli, train
+from convngc.model import ConvNGC, DivergenceError
+from ngc_ref.config import Config
+
+TINY = Config(T=3)
+
+
+@pytest.fixture
+def x():
+    return np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+
+
+def test_settle_and_reconstruct(x):
+    m = ConvNGC(TINY, seed=0)
+    res = m.settle(x)
+    assert res.energy.shape == (4, 2) and res.zbar[0].shape == x.shape
+    assert m.reconstruct(x).shape == x.shape and m.n_filter_weights == 9225
+
+
+def test_same_seed_same_numbers(x):
+    a, b = ConvNGC(TINY, seed=3), ConvNGC(TINY, seed=3)
+    np.testing.assert_array_equal(a.reconstruct(x), b.reconstruct(x))
+    assert not np.array_equal(a.reconstruct(x), ConvNGC(TINY, seed=4).reconstruct(x))
+
+
+@pytest.mark.parametrize("bad,err,msg", [
+    (lambda x: x.transpose(0, 2, 3, 1), ValueError, "expected 3 channels.*NHWC"),
+    (lambda x: (x * 255).astype(np.uint8), TypeError, "floating-point.*uint8"),
+    (lambda x: x[0], ValueError, "4-D"),
+    (lambda x: x[:, :, :16, :16], ValueError, "images of 32x32"),
+    (lambda x: np.where(np.arange(32) == 5, np.nan, x).astype(np.float32), ValueError, "NaN or Inf"),
+    (lambda x: x[:, :1], ValueError, "expected 3 channels"),
+])
+def test_bad_images_are_named(x, bad, err, msg):
+    with pytest.raises(err, match=msg):
+        ConvNGC(TINY).settle(bad(x))
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="unknown backend 'gpu'"):
+        ConvNGC(TINY, backend="gpu")
+    with pytest.raises(ValueError, match="clamp must be"):
+        ConvNGC(TINY).settle(np.zeros((1, 3, 32, 32), np.float32), clamp="never")
+    with pytest.raises(ValueError, match="does not divide by stride\\^L"):
+        Config(image_hw=(30, 32))
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        Config(optimizer="sgd")
+    with pytest.raises(ValueError, match="unknown option.*bogus"):
+        Config.from_dict({"bogus": 1})
+    with pytest.raises(ValueError, match="beta must be a finite number"):
+        Config(beta=float("nan"))
+
+
+def test_divergence_is_reported(x):
+    with pytest.raises(DivergenceError, match="energy became NaN/Inf at step"):
+        ConvNGC(Config(T=60, beta=40.0)).settle(x)
+
+
+def test_nan_parameters_are_refused():
+    p = ConvNGC(TINY).host_params()
+    p["W"][2][0, 0, 0, 0] = np.nan
+    with pytest.raises(DivergenceError, match="W\\[2\\] contains NaN"):
+        ConvNGC(TINY, params=p)
+
+
+def test_learning_lowers_the_energy_of_the_batch(x):
+    m = ConvNGC(Config(T=10, lr=1e-2), seed=0)
+    m.rng = np.random.default_rng(1)
+    before = float(m.settle(x).energy[-1].mean())
+    for _ in range(3):
+        m.learn(x)
+    m.rng = np.random.default_rng(1)
+    assert float(m.settle(x).energy[-1].mean()) < before
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+def test_checkpoint_round_trip(tmp_path, x):
+    m = ConvNGC(Config(T=3, learn_E=True), seed=0)
+    m.learn(x)
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, m.cfg, m.host_params(), m.host_opt_state(), {"epoch": 1})
+    cfg, params, opt, meta = checkpoint.load(path, expect_cfg=m.cfg)
+    assert cfg == m.cfg and meta == {"epoch": 1} and opt["t"] == 1
+    for key in ("W", "b", "E"):
+        for a, b in zip(params[key][1:], m.host_params()[key][1:]):
+            np.testing.assert_array_equal(a, b)
+    assert not [f for f in os.listdir(tmp_path) if f != "c.npz"]      # no temporary files left
+
+
+def test_checkpoint_errors(tmp_path, x):
+    m = ConvNGC(TINY)
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, m.cfg, m.host_params())
+    with pytest.raises(checkpoint.CheckpointError, match="different config.*T: checkpoint 3 vs requested 60"):
+        checkpoint.load(path, expect_cfg=Config())
+    with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
+        checkpoint.load(tmp_path / "missing.npz")
+    trunc = tmp_path / "t.npz"
+    trunc.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(checkpoint.CheckpointError, match="not a readable .npz.*truncated"):
+        checkpoint.load(trunc)
+    p = m.host_params()
+    p["W"][1] = p["W"][1][:, :2]
+    checkpoint.save(tmp_path / "s.npz", m.cfg, p)
+    with pytest.raises(checkpoint.CheckpointError, match="params/W/1 has shape .* needs \\(25, 3, 3, 3\\)"):
+        checkpoint.load(tmp_path / "s.npz")
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(checkpoint.CheckpointError, match="no convngc header"):
+        checkpoint.load(tmp_path / "other.npz")
+
+
+def test_crash_during_save_keeps_the_old_checkpoint(tmp_path):
+    path = tmp_path / "c.npz"
+    path.write_bytes(b"the earlier checkpoint")
+
+    def crash(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"half")
+        raise OSError("disk full")
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.atomic_write(path, crash)
+    assert path.read_bytes() == b"the earlier checkpoint"
+    assert os.listdir(tmp_path) == ["c.npz"]
+
+
+def test_run_folder_is_never_overwritten(tmp_path):
+    run = tmp_path / "run"
+    train.make_run_dir(run)
+    (run / "metrics.json").write_text("{}")
+    with pytest.raises(train.RunDirError, match="already holds a run.*--resume"):
+        train.make_run_dir(run)
+    assert (run / "metrics.json").read_text() == "{}"
+
+
+# -- the CLI end to end (tiny: 3 settling steps, 40 embedded images) -----------------------------
+def _train(out, *extra):
+    return cli.main(["train", "--dataset", "embedded", "--limit", "40", "--val-limit", "10", "--batch-size", "20",
+                     "--T", "3", "--seed", "1", "--no-progress", "--out", str(out)] + list(extra))
+
+
+def test_cli_train_evaluate_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(run, "--epochs", "1") == 0
+    for f in ("config.json", "checkpoint.npz", "history.json", "training.png"):
+        assert (run / f).exists(), f
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["model"]["T"] == 3 and cfg["n_filter_weights"] == 9225
+
+    assert cli.main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
+    assert len(json.loads((run / "history.json").read_text())["val_mse"]) == 2
+
+    # the same two epochs without the interruption give the very same filters
+    straight = tmp_path / "straight"
+    assert _train(straight, "--epochs", "2") == 0
+    a = checkpoint.load(run / "checkpoint.npz")[1]["W"]
+    b = checkpoint.load(straight / "checkpoint.npz")[1]["W"]
+    for wa, wb in zip(a[1:], b[1:]):
+        np.testing.assert_array_equal(wa, wb)
+
+    assert cli.main(["evaluate", str(run), "--limit", "10", "--trials", "2", "--tasks", "reconstruction",
+                     "denoising", "--no-progress"]) == 0
+    res = json.loads((run / "metrics.json").read_text())["results"]
+    assert set(res) == {"reconstruction", "denoising"} and len(res["denoising"]["trials"]) == 2
+    for f in ("samples_reconstruction.png", "samples_denoising.png", "energy.png"):
+        assert (run / f).exists(), f
+    out = capsys.readouterr().out
+    assert "MSE" in out and "PSNR" in out
+
+
+def test_cli_refuses_to_overwrite_a_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(run, "--epochs", "1") == 0
+    before = (run / "checkpoint.npz").read_bytes()
+    assert _train(run, "--epochs", "1") == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (run / "checkpoint.npz").read_bytes() == before
+
+
+def test_cli_bad_options(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--dataset", "imagenet"])
+    with pytest.raises(SystemExit, match="unknown option 'bogus'"):
+        cli.main(["train", "--set", "bogus=1", "--out", str(tmp_path / "r")])
+    with pytest.raises(SystemExit, match="does not divide"):
+        cli.main(["train", "--channels", "10,15,20,25,30,3", "--out", str(tmp_path / "r2"), "--set", "image_hw=30,30"])
+    assert cli.main(["evaluate", str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_info(capsys):
+    assert cli.main(["info"]) in (0, None)
+    assert "filter weights: 9225" in capsys.readouterr().out
