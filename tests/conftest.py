@@ -1,0 +1,16 @@
+"""Shared pytest fixtures."""
+import os
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> pathlib.Path:
+    """Shared read-only data dir: $CONVNGC_SHARED_DATA or <repo>/../shared/data; skip if absent."""
+    path = pathlib.Path(os.environ.get("CONVNGC_SHARED_DATA", REPO.parent / "shared" / "data"))
+    if not path.is_dir():
+        pytest.skip(f"shared data dir {path} not found (set CONVNGC_SHARED_DATA)")
+    return path

@@ -1,0 +1,572 @@
+"""Tests of convngc.data / convngc.download: real formats written byte-exactly, the shared real files, errors."""
+import functools
+import gzip
+import hashlib
+import http.server
+import importlib.util
+import io
+import pickle
+import socket
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from convngc import data as D
+from convngc import download as DL
+from convngc.data import DataError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------------ helpers / fixtures
+def write_idx(path: Path, arr: np.ndarray) -> Path:
+    """Write ``arr`` (uint8) in idx format; gzip when the name ends in .gz."""
+    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    raw = header + np.ascontiguousarray(arr, np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
+    return path
+
+
+def write_cifar_batch(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+    """A batch exactly as the CIFAR-10 python version: dict with bytes keys, data (N, 3072) R,G,B planes."""
+    d = {b"batch_label": b"testing batch 1 of 1", b"labels": [int(v) for v in y],
+         b"data": x.transpose(0, 3, 1, 2).reshape(len(x), 3072).copy(),
+         b"filenames": [f"img_{i}.png".encode() for i in range(len(x))]}
+    with open(path, "wb") as f:
+        pickle.dump(d, f, protocol=2)
+
+
+@pytest.fixture(scope="module")
+def cifar_test(shared_data):
+    d = np.load(shared_data / "cifar10" / "cifar10_test.npz")
+    return d["x"], d["y"]
+
+
+@pytest.fixture(scope="module")
+def mnist_test(shared_data):
+    d = np.load(shared_data / "mnist" / "mnist_test.npz")
+    return d["x"], d["y"]
+
+
+@pytest.fixture
+def small_images():
+    rng = np.random.default_rng(1)
+    return rng.integers(0, 256, (7, 28, 28), dtype=np.uint8), rng.integers(0, 10, 7, dtype=np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------ MNIST idx
+@pytest.mark.parametrize("suffix", [".gz", ""])
+def test_idx_roundtrip_and_mnist_folder(tmp_path, small_images, suffix):
+    x, y = small_images
+    write_idx(tmp_path / f"train-images-idx3-ubyte{suffix}", x)
+    write_idx(tmp_path / f"train-labels-idx1-ubyte{suffix}", y)
+    got = D.load_idx(tmp_path / f"train-images-idx3-ubyte{suffix}")
+    assert got.dtype == np.uint8 and got.shape == (7, 28, 28) and np.array_equal(got, x)
+    gx, gy = D.load_mnist(tmp_path, "train")
+    assert np.array_equal(gx, x) and np.array_equal(gy, y)
+
+
+def test_idx_header_bytes_are_the_standard_ones(tmp_path, small_images):
+    # 0x00000803, then big-endian dims: the loader must not accept little-endian dims
+    p = write_idx(tmp_path / "a-idx3-ubyte", small_images[0])
+    assert p.read_bytes()[:16] == bytes.fromhex("00000803 00000007 0000001c 0000001c".replace(" ", ""))
+    bad = tmp_path / "le-idx3-ubyte"
+    raw = bytearray(p.read_bytes())
+    raw[4:8] = (7).to_bytes(4, "little")
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="payload size mismatch"):
+        D.load_idx(bad)
+
+
+def test_idx_truncated_gzip(tmp_path, small_images):
+    p = write_idx(tmp_path / "train-images-idx3-ubyte.gz", small_images[0])
+    p.write_bytes(p.read_bytes()[:-100])
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz: truncated gzip stream.*re-download"):
+        D.load_idx(p)
+
+
+def test_idx_corrupt_gzip(tmp_path):
+    p = tmp_path / "t10k-images-idx3-ubyte.gz"
+    p.write_bytes(b"<html>404 not found</html>")
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz: corrupt gzip stream"):
+        D.load_idx(p)
+
+
+def test_idx_wrong_magic_labels_given_as_images(tmp_path, small_images):
+    x, y = small_images
+    # images and labels swapped: the classic mistake
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", y)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", x)
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz: wrong idx magic 0x00000801 \(expected "
+                                        r"0x00000803 for images\); is this a labels file\?"):
+        D.load_mnist(tmp_path, "test")
+
+
+def test_idx_not_an_idx_file(tmp_path):
+    p = tmp_path / "x-idx3-ubyte"
+    p.write_bytes(b"\x1f\x8b\x08\x00" + bytes(20))  # a gzip file saved without .gz
+    with pytest.raises(DataError, match=r"x-idx3-ubyte: wrong idx magic 0x1f8b0800"):
+        D.load_idx(p)
+
+
+@pytest.mark.parametrize("delta,what", [(-5, "truncated"), (3, "trailing bytes")])
+def test_idx_payload_size_mismatch(tmp_path, small_images, delta, what):
+    p = write_idx(tmp_path / "train-images-idx3-ubyte", small_images[0])
+    raw = p.read_bytes()
+    p.write_bytes(raw[:delta] if delta < 0 else raw + bytes(delta))
+    n = 7 * 28 * 28
+    with pytest.raises(DataError, match=rf"payload size mismatch \({what}\): header dims \(7, 28, 28\) need {n} "
+                                        rf"bytes of uint8, file has {n + delta}"):
+        D.load_idx(p)
+
+
+def test_mnist_missing_file(tmp_path, small_images):
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", small_images[0])
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte\[\.gz\]: file not found.*convngc download mnist"):
+        D.load_mnist(tmp_path, "train")
+
+
+def test_real_mnist_idx_equals_npz(shared_data, mnist_test):
+    raw = shared_data / "mnist" / "raw"
+    x = D.load_idx(raw / "t10k-images-idx3-ubyte.gz", expect_ndim=3)
+    y = D.load_idx(raw / "t10k-labels-idx1-ubyte.gz", expect_ndim=1)
+    assert x.shape == (10000, 28, 28) and x.dtype == np.uint8
+    assert np.array_equal(x, mnist_test[0]) and np.array_equal(y, mnist_test[1])
+    ytr = D.load_idx(raw / "train-labels-idx1-ubyte.gz")
+    assert np.array_equal(ytr, np.load(shared_data / "mnist" / "mnist_train.npz")["y"])
+    for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "train-labels-idx1-ubyte"):
+        body = gzip.decompress((raw / f"{stem}.gz").read_bytes())
+        assert hashlib.md5(body).hexdigest() == DL.MNIST_RAW_MD5[stem]
+    assert np.array_equal(D.load_mnist(raw, "test")[0], x)
+
+
+# ------------------------------------------------------------------------------------------------ CIFAR-10 pickles
+@pytest.fixture
+def cifar_folder(tmp_path, cifar_test):
+    x, y = cifar_test
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for i in range(5):
+        write_cifar_batch(folder / f"data_batch_{i + 1}", x[4 * i:4 * i + 4], y[4 * i:4 * i + 4])
+    write_cifar_batch(folder / "test_batch", x[:10], y[:10])
+    return folder
+
+
+def test_cifar_batch_layout(tmp_path, cifar_test):
+    x, y = cifar_test
+    write_cifar_batch(tmp_path / "b", x[:3], y[:3])
+    with open(tmp_path / "b", "rb") as f:
+        data = pickle.load(f, encoding="bytes")[b"data"]
+    # row = 1024 red values, then green, then blue, each plane row-major
+    assert data[1, 0] == x[1, 0, 0, 0] and data[1, 1] == x[1, 0, 1, 0] and data[1, 32] == x[1, 1, 0, 0]
+    assert data[1, 1024] == x[1, 0, 0, 1] and data[1, 2048 + 33] == x[1, 1, 1, 2]
+    gx, gy = D.load_cifar_batch(tmp_path / "b")
+    assert gx.shape == (3, 32, 32, 3) and gx.dtype == np.uint8 and gy.dtype == np.uint8
+    assert np.array_equal(gx, x[:3]) and np.array_equal(gy, y[:3])
+
+
+def test_cifar_folder_parent_and_tarball(tmp_path, cifar_folder, cifar_test):
+    x, y = cifar_test
+    for where in (cifar_folder, tmp_path):  # the extracted folder or its parent
+        tx, ty = D.load_cifar10(where, "train")
+        assert tx.shape == (20, 32, 32, 3) and np.array_equal(tx, x[:20]) and np.array_equal(ty, y[:20])
+    tar_path = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as tar:
+        tar.add(cifar_folder, arcname="cifar-10-batches-py")
+    sx, sy = D.load_cifar10(tar_path, "test")
+    assert np.array_equal(sx, x[:10]) and sy.tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
+
+
+def test_cifar_registry_original_format(tmp_path, cifar_folder, cifar_test):
+    x, y = cifar_test
+    tx, ty = D.load_dataset("cifar10", "test", data_dir=tmp_path)
+    assert np.array_equal(tx, x[:10])
+    tr, va = D.load_dataset("cifar10", "train", data_dir=tmp_path)[0], D.load_dataset("cifar10", "val",
+                                                                                        data_dir=tmp_path)[0]
+    assert len(tr) == 18 and len(va) == 2  # 10% of a 20-image training set
+    assert {a.tobytes() for a in tr}.isdisjoint({a.tobytes() for a in va})
+
+
+def test_cifar_corrupt_pickle(tmp_path, cifar_folder):
+    p = cifar_folder / "data_batch_3"
+    p.write_bytes(p.read_bytes()[:500])
+    with pytest.raises(DataError, match=r"data_batch_3: corrupt CIFAR-10 pickle.*convngc download cifar10"):
+        D.load_cifar10(cifar_folder, "train")
+
+
+def test_cifar_pickle_with_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            import os
+            return os.system, ("echo pwned",)
+    p = tmp_path / "data_batch_1"
+    p.write_bytes(pickle.dumps({b"data": Evil()}))
+    with pytest.raises(DataError, match=r"corrupt CIFAR-10 pickle.*refusing to load global"):
+        D.load_cifar_batch(p)
+
+
+def test_cifar_wrong_content_and_missing(tmp_path, cifar_folder):
+    p = tmp_path / "other"
+    p.write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"fine_labels": [1, 2]}))
+    with pytest.raises(DataError, match=r"not a CIFAR-10 batch.*'fine_labels'"):
+        D.load_cifar_batch(p)
+    (cifar_folder / "data_batch_5").unlink()
+    with pytest.raises(DataError, match=r"missing CIFAR-10 batch file\(s\) \['data_batch_5'\]"):
+        D.load_cifar10(cifar_folder, "train")
+    with pytest.raises(DataError, match="directory not found"):
+        D.load_cifar10(tmp_path / "nope", "test")
+
+
+def test_real_cifar_npz_and_png_samples(shared_data, cifar_test):
+    x, y = D.load_dataset("cifar10", "test", data_dir=shared_data)
+    assert x.shape == (10000, 32, 32, 3) and y[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
+    # the original PNGs decode to the same pixels
+    for png in sorted((shared_data / "cifar10" / "png_samples").glob("*.png")):
+        idx, cls = png.stem.split("_")
+        assert np.array_equal(np.asarray(Image.open(png).convert("RGB")), x[int(idx)])
+        assert D.CIFAR10_CLASSES[y[int(idx)]] == cls
+
+
+def test_real_cifar_partial_train_split(shared_data):
+    with pytest.warns(UserWarning, match="only 2 of 5 training files"):
+        tr, ytr = D.load_dataset("cifar10", "train", data_dir=shared_data, limit=5)
+    b1 = np.load(shared_data / "cifar10" / "cifar10_train_batch1.npz")["y"]
+    if len(list((shared_data / "cifar10").glob("cifar10_train_batch*.npz"))) == 2:
+        idx_tr, idx_va = D.split_train_val(20000, seed=0)
+        assert len(idx_va) == 2000 and ytr.tolist() == b1[idx_tr[:5]].tolist()
+
+
+# ------------------------------------------------------------------------------------------------ SVHN
+def test_svhn_mat_roundtrip(tmp_path, cifar_test):
+    x = cifar_test[0][:6]
+    labels = np.array([[10], [1], [2], [10], [9], [5]], np.uint8)  # 10 means digit 0
+    scipy.io.savemat(tmp_path / "train_32x32.mat", {"X": x.transpose(1, 2, 3, 0), "y": labels})
+    gx, gy = D.load_svhn(tmp_path, "train")
+    assert gx.shape == (6, 32, 32, 3) and gx.dtype == np.uint8 and np.array_equal(gx, x)
+    assert gy.tolist() == [0, 1, 2, 0, 9, 5]
+    scipy.io.savemat(tmp_path / "test_32x32.mat", {"X": x.transpose(1, 2, 3, 0)[..., :2], "y": labels[:2]})
+    assert len(D.load_dataset("svhn", "test", data_dir=tmp_path)[0]) == 2
+
+
+def test_svhn_unreadable_mat(tmp_path):
+    p = tmp_path / "test_32x32.mat"
+    p.write_bytes(b"MATLAB 5.0 MAT-file" + bytes(50))
+    with pytest.raises(DataError, match=r"test_32x32\.mat: unreadable \.mat file.*convngc download svhn"):
+        D.load_svhn_mat(p)
+    scipy.io.savemat(p, {"images": np.zeros((2, 2))})
+    with pytest.raises(DataError, match=r"not an SVHN \.mat: variables \['images'\]"):
+        D.load_svhn_mat(p)
+    scipy.io.savemat(p, {"X": np.zeros((5, 32, 32, 3), np.uint8), "y": np.zeros((5, 1))})
+    with pytest.raises(DataError, match=r"'X' must be uint8 \(32, 32, 3, N\)"):
+        D.load_svhn_mat(p)
+
+
+def test_svhn_missing_gives_download_hint(tmp_path):
+    with pytest.raises(DataError, match=r"(?s)no supported files found.*train_32x32\.mat.*convngc download svhn"):
+        D.load_dataset("svhn", "train", data_dir=tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ PNG trees, npz
+def _png_tree(root: Path, cifar_x):
+    for split, start in (("train", 0), ("test", 20)):
+        for k, cls in enumerate(["cat", "airplane"]):  # deliberately unsorted
+            (root / split / cls).mkdir(parents=True)
+            for j in range(3):
+                Image.fromarray(cifar_x[start + 3 * k + j]).save(root / split / cls / f"{j}.png")
+    gray = cifar_x[40, ..., 0]
+    Image.fromarray(gray, mode="L").save(root / "train" / "cat" / "9_gray.png")
+    return gray
+
+
+def test_image_folder_cinic_layout(tmp_path, cifar_test):
+    x = cifar_test[0]
+    gray = _png_tree(tmp_path / "cinic10", x)
+    gx, gy, classes = D.load_image_folder(tmp_path / "cinic10", "train")
+    assert classes == ("airplane", "cat") and gy.tolist() == [0, 0, 0, 1, 1, 1, 1]
+    assert gx.shape == (7, 32, 32, 3) and gx.dtype == np.uint8
+    assert np.array_equal(gx[:3], x[3:6]) and np.array_equal(gx[3:6], x[0:3])
+    assert np.array_equal(gx[6], np.stack([gray] * 3, -1))  # grayscale PNG -> RGB
+    fx, _, fclasses = D.load_image_folder(tmp_path / "cinic10" / "test")  # root/<class>/*.png
+    assert fclasses == classes and np.array_equal(fx[:3], x[23:26])
+    tx, ty = D.load_dataset("cinic10", "test", data_dir=tmp_path)
+    assert np.array_equal(tx, fx)
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(DataError, match=r"nope/train: directory not found"):
+        D.load_image_folder(tmp_path / "nope", "train")
+    (tmp_path / "a" / "cls").mkdir(parents=True)
+    (tmp_path / "a" / "cls" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"cls/x\.png: unreadable image"):
+        D.load_image_folder(tmp_path / "a")
+
+
+def test_cinic_sample_uses_imagenet_images(shared_data):
+    path = shared_data / "cinic10" / "cinic10_sample2000.npz"
+    z = np.load(path)
+    x, y = D.load_cinic10_sample(path)
+    assert x.shape == (1532, 32, 32, 3) and np.array_equal(x, z["x"][z["source"] == 0])
+    assert len(D.load_cinic10_sample(path, imagenet_only=False)[0]) == 2000
+    allx = D.load_dataset("cinic10", "all", data_dir=shared_data)[0]
+    parts = [D.load_dataset("cinic10", s, data_dir=shared_data)[0] for s in D.SPLITS]
+    assert len(allx) == 1532 and sum(map(len, parts)) == 1532
+
+
+def test_npz_errors(tmp_path):
+    p = tmp_path / "bad.npz"
+    p.write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(DataError, match=r"bad\.npz: unreadable \.npz"):
+        D.load_npz(p)
+    np.savez(p, x=np.zeros((2, 4, 4, 3), np.float32))
+    with pytest.raises(DataError, match=r"'x' must be uint8"):
+        D.load_npz(p)
+
+
+# ------------------------------------------------------------------------------------------------ Color-MNIST
+def test_color_mnist_properties(mnist_test):
+    x = mnist_test[0][:500]
+    c, red = D.color_mnist(x, seed=3)
+    assert c.shape == (500, 32, 32, 3) and c.dtype == np.uint8
+    r_on, g_on = c[..., 0].reshape(500, -1).any(1), c[..., 1].reshape(500, -1).any(1)
+    assert np.all(r_on ^ g_on) and not c[..., 2].any()  # exactly one of R/G, never blue
+    assert np.array_equal(r_on, red) and 0.4 < red.mean() < 0.6
+    c2, red2 = D.color_mnist(x, seed=3)
+    assert np.array_equal(c, c2) and not np.array_equal(red, D.color_mnist(x, seed=4)[1])
+    # bilinear 28 -> 32, the same as skimage's resize(order=1)
+    from skimage.transform import resize
+    ref = np.rint(resize(x[7], (32, 32), order=1, mode="edge", anti_aliasing=False, preserve_range=True))
+    assert np.abs(c[7].max(-1).astype(int) - ref).max() <= 1
+    assert c[7].max() >= 250 and c.max(-1).astype(float).mean() == pytest.approx(x.mean(), rel=0.05)
+
+
+def test_resize_bilinear_matches_skimage():
+    from skimage.transform import resize
+    img = np.random.default_rng(0).integers(0, 256, (2, 28, 30, 3), dtype=np.uint8)
+    got = D.resize_bilinear(img, (32, 33))
+    ref = np.stack([resize(i, (32, 33), order=1, mode="edge", anti_aliasing=False, preserve_range=True) for i in img])
+    assert got.shape == (2, 32, 33, 3) and np.abs(got - ref).max() <= 0.5 + 1e-9
+    assert np.array_equal(D.resize_bilinear(img, (28, 30)), img)
+
+
+def test_color_mnist_registry_consistent(shared_data, mnist_test):
+    got, y = D.load_dataset("color-mnist", "test", data_dir=shared_data, limit=50)
+    want, _ = D.color_mnist(mnist_test[0][:50], seed=(0, 1))
+    assert np.array_equal(got, want) and np.array_equal(y, mnist_test[1][:50])
+    val, _ = D.load_dataset("color-mnist", "val", data_dir=shared_data, limit=20)
+    assert val.shape == (20, 32, 32, 3)
+
+
+# ------------------------------------------------------------------------------------------------ embedded
+def test_embedded_patches_are_natural_images():
+    x, y = D.embedded_images()
+    assert x.ndim == 4 and x.shape[1:] == (32, 32, 3) and x.dtype == np.uint8 and len(x) > 2000
+    assert len(np.unique(y)) >= 5
+    x2, _ = D.embedded_images(n=100, seed=1)
+    assert np.array_equal(x2, D.embedded_images(n=100, seed=1)[0]) and len(x2) == 100
+    assert not np.array_equal(x2, D.embedded_images(n=100, seed=2)[0])
+    f = x.astype(np.float64)
+    assert f.reshape(len(x), -1).std(1).min() >= D.EMBEDDED_MIN_STD  # not constant
+    a, b = f[:, :, :-1].ravel(), f[:, :, 1:].ravel()
+    assert np.corrcoef(a, b)[0, 1] > 0.8  # neighbouring pixels correlate: not noise
+    assert len({p.tobytes() for p in x[:500]}) == 500
+
+
+def test_embedded_splits():
+    parts = {s: D.load_dataset("embedded", s)[0] for s in D.SPLITS}
+    keys = {s: {p.tobytes() for p in v} for s, v in parts.items()}
+    assert keys["train"].isdisjoint(keys["val"]) and keys["train"].isdisjoint(keys["test"])
+    assert keys["val"].isdisjoint(keys["test"])
+    assert len(parts["val"]) > 0.08 * len(parts["train"])
+    assert np.array_equal(parts["test"], D.load_dataset("embedded", "test", seed=5)[0])  # test fixed
+    assert len(D.load_dataset("embedded", "train", limit=7)[0]) == 7
+
+
+# ------------------------------------------------------------------------------------------------ splits, registry
+def test_split_train_val():
+    tr, va = D.split_train_val(60000, seed=0)
+    assert len(va) == 5000 and len(tr) == 55000
+    assert np.array_equal(np.sort(np.concatenate([tr, va])), np.arange(60000))
+    tr2, va2 = D.split_train_val(60000, seed=0)
+    assert np.array_equal(va, va2) and np.all(np.diff(va) > 0)
+    assert not np.array_equal(va, D.split_train_val(60000, seed=1)[1])
+    assert len(D.split_train_val(20000)[1]) == 2000 and len(D.split_train_val(50000)[1]) == 5000
+
+
+def test_mnist_registry_splits(shared_data):
+    full = np.load(shared_data / "mnist" / "mnist_train.npz")
+    tr, ytr = D.load_dataset("mnist", "train", data_dir=shared_data)
+    va, yva = D.load_dataset("mnist", "val", data_dir=shared_data)
+    idx_tr, idx_va = D.split_train_val(60000, 0)
+    assert tr.shape == (55000, 28, 28) and va.shape == (5000, 28, 28)
+    assert np.array_equal(va, full["x"][idx_va]) and np.array_equal(ytr, full["y"][idx_tr])
+    lim, _ = D.load_dataset("mnist", "val", data_dir=shared_data, limit=10)
+    assert np.array_equal(lim, va[:10])
+
+
+def test_registry_errors(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match=r"unknown dataset 'imagenet'; choose one of cifar10, cinic10"):
+        D.load_dataset("imagenet", "train")
+    with pytest.raises(DataError, match=r"unknown split 'valid'"):
+        D.load_dataset("mnist", "valid")
+    monkeypatch.setenv("CONVNGC_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataError) as e:
+        D.load_dataset("mnist", "test")
+    msg = str(e.value)
+    assert str(tmp_path / "mnist" / "mnist_test.npz") in msg and "t10k-images-idx3-ubyte" in msg
+    assert "convngc download mnist" in msg and "--data-dir" in msg
+
+
+def test_default_data_dirs(tmp_path, monkeypatch):
+    monkeypatch.delenv("CONVNGC_DATA_DIR", raising=False)
+    assert D.default_data_dirs(tmp_path) == [tmp_path]
+    monkeypatch.setenv("CONVNGC_DATA_DIR", str(tmp_path / "x"))
+    assert D.default_data_dirs() == [tmp_path / "x"]
+
+
+# ------------------------------------------------------------------------------------------------ model conversion
+def test_to_model_and_check_images():
+    x = np.arange(2 * 4 * 5 * 3, dtype=np.uint8).reshape(2, 4, 5, 3)
+    m = D.to_model(x)
+    assert m.shape == (2, 3, 4, 5) and m.dtype == np.float32 and m.flags.c_contiguous
+    assert m[1, 2, 3, 4] == pytest.approx(x[1, 3, 4, 2] / 255)
+    g = D.to_model(x[..., 0])
+    assert g.shape == (2, 1, 4, 5)
+    g3 = D.to_model(x[..., 0], channels=3)
+    assert g3.shape == (2, 3, 4, 5) and np.array_equal(g3[:, 0], g3[:, 2])
+    assert D.check_images(m, channels=3, size=(4, 5)) is m
+    with pytest.raises(DataError, match="expects uint8"):
+        D.to_model(m)
+    with pytest.raises(DataError, match="images have 3 channels, cannot convert to 1"):
+        D.to_model(x, channels=1)
+    assert D.add_channel(x[..., 0]).shape == (2, 4, 5, 1)
+
+
+@pytest.mark.parametrize("make,kwargs,pattern", [
+    (lambda m: np.where(np.arange(m.size).reshape(m.shape) == 7, np.nan, m), {}, r"contain NaN values \(1 entries"),
+    (lambda m: m * np.inf, {}, r"contain (NaN|Inf) values"),
+    (lambda m: m, {"channels": 1}, r"images have 3 channels \(shape \(2, 3, 4, 4\)\), model expects 1"),
+    (lambda m: m.transpose(0, 2, 3, 1), {"channels": 3}, r"looks like NHWC"),
+    (lambda m: m[0], {}, r"4-d NCHW batch, got 3-d"),
+    (lambda m: (m * 255).astype(np.uint8), {}, r"must be float32 NCHW.*got dtype uint8.*to_model"),
+    (lambda m: m, {"size": 32}, r"images are 4x4, model expects 32x32"),
+    (lambda m: m * 255, {}, r"must lie in \[0, 1\].*uint8 scale"),
+])
+def test_check_images_errors(make, kwargs, pattern):
+    m = D.to_model(np.full((2, 4, 4, 3), 128, np.uint8))
+    with pytest.raises(DataError, match=pattern):
+        D.check_images(make(m), **kwargs)
+    assert issubclass(DataError, ValueError)
+
+
+# ------------------------------------------------------------------------------------------------ download
+@pytest.fixture
+def server(tmp_path):
+    """HTTP server on 127.0.0.1:<free port> serving tmp_path/'srv'; yields (base_url, served dir, request paths)."""
+    root = tmp_path / "srv"
+    root.mkdir()
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            requests.append(self.path)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", root, requests
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def tiny_dataset(server, monkeypatch):
+    base, root, requests = server
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        payload = b"hello conv-ngc\n" * 100
+        info = tarfile.TarInfo("tiny-batches/a.txt")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    (root / "tiny.tar.gz").write_bytes(buf.getvalue())
+    sha = hashlib.sha256(buf.getvalue()).hexdigest()
+    monkeypatch.setitem(DL.DATASETS, "tiny", DL.Source(
+        files=(DL.Remote("tiny.tar.gz", "https://invalid.example/tiny.tar.gz", f"sha256:{sha}", extract=True),),
+        homepage="test"))
+    return base, sha, requests, payload
+
+
+def test_download_verifies_and_extracts(tmp_path, tiny_dataset):
+    base, sha, requests, payload = tiny_dataset
+    dest = tmp_path / "dest"
+    folder = DL.download("tiny", dest, base_url=base, progress=False)
+    assert folder == dest / "tiny"
+    assert DL.file_checksum(folder / "tiny.tar.gz") == sha
+    assert (folder / "tiny-batches" / "a.txt").read_bytes() == payload
+    assert not [p for p in folder.iterdir() if p.name.endswith(".part") or p.name.startswith(".extract-")]
+    n = len(requests)
+    before = (folder / "tiny.tar.gz").stat().st_mtime_ns
+    DL.download("tiny", dest, base_url=base, progress=False)  # verified file kept, nothing fetched
+    assert len(requests) == n and (folder / "tiny.tar.gz").stat().st_mtime_ns == before
+
+
+def test_download_bad_checksum_leaves_nothing(tmp_path, tiny_dataset, monkeypatch):
+    base, sha, requests, _ = tiny_dataset
+    wrong = "0" * 64
+    dest = tmp_path / "dest"
+    with pytest.raises(DataError, match=rf"checksum mismatch for tiny\.tar\.gz: expected sha256 {wrong}, got {sha}"):
+        DL.download("tiny", dest, base_url=base, progress=False, checksums={"tiny.tar.gz": f"sha256:{wrong}"})
+    assert requests and not [p for p in dest.rglob("*") if p.is_file()]
+
+
+def test_download_never_overwrites_corrupt_file(tmp_path, tiny_dataset):
+    base, *_ = tiny_dataset
+    target = tmp_path / "dest" / "tiny" / "tiny.tar.gz"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"partial")
+    with pytest.raises(DataError, match=r"tiny\.tar\.gz: exists but its sha256 is .*Delete it"):
+        DL.download("tiny", tmp_path / "dest", base_url=base, progress=False)
+    assert target.read_bytes() == b"partial"
+
+
+def test_download_errors(tmp_path):
+    with pytest.raises(DataError, match=r"unknown dataset 'embedded' for download.*embedded needs no download"):
+        DL.download("embedded", tmp_path)
+    with pytest.raises(DataError, match=r"cinic10: no published checksum.*--checksum sha256"):
+        DL.download("cinic10", tmp_path)
+    with pytest.raises(DataError, match=r"must look like 'md5:<hex>'"):
+        DL.fetch("http://127.0.0.1:1/x", tmp_path / "x", "abc")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now: connection refused
+    with pytest.raises(DataError, match=rf"127\.0\.0\.1:{port}/x: download failed"):
+        DL.fetch(f"http://127.0.0.1:{port}/x", tmp_path / "x", "md5:" + "0" * 32, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_download_table_is_complete():
+    assert set(DL.DATASETS) == {"mnist", "cifar10", "svhn", "cinic10"}
+    for name, src in DL.DATASETS.items():
+        for r in src.files:
+            assert r.url.startswith(("http://", "https://")) and r.url.endswith(r.filename)
+            if name != "cinic10":
+                algo, hexd = r.checksum.split(":")
+                assert len(hexd) == {"md5": 32, "sha256": 64}[algo]
+    assert DL.DATASETS["cifar10"].files[0].checksum == "md5:c58f30108f718f92721af3b95e74349a"
+
+
+def test_download_script(tmp_path, tiny_dataset, capsys):
+    base, sha, _, _ = tiny_dataset
+    spec = importlib.util.spec_from_file_location("dl_script", REPO / "data" / "download.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["tiny", "--dest", str(tmp_path / "d"), "--base-url", base, "--quiet"]) == 0
+    assert (tmp_path / "d" / "tiny" / "tiny-batches" / "a.txt").is_file()
+    assert mod.main(["tiny", "--dest", str(tmp_path / "e"), "--base-url", base, "--quiet",
+                     "--checksum", "md5:" + "1" * 32]) == 1
+    assert "checksum mismatch" in capsys.readouterr().err
