@@ -119,9 +119,9 @@ def build_parser():
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--out", default=None)
 
-    p = sub.add_parser("download", help="fetch a dataset from its official source and verify its checksum")
-    p.add_argument("name")
-    p.add_argument("--dest", default=None, help="target folder (default $CONVNGC_DATA_DIR or ./data_cache)")
+    p = sub.add_parser("download", add_help=False, help="fetch a dataset from its official source and verify its "
+                       "checksum (see `convngc download --help`)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
 
     sub.add_parser("info", help="print the paper configuration and its parameter count")
     return ap
@@ -207,8 +207,9 @@ def cmd_run(args, log=print):
 
 def cmd_download(args, log=print):
     from . import download
-    dest = args.dest or os.environ.get("CONVNGC_DATA_DIR") or "data_cache"
-    return download.download(args.name, dest)
+    rc = download.main(args.rest, prog="convngc download")
+    if rc:
+        raise SystemExit(rc)
 
 
 def cmd_info(args, log=print):
@@ -220,10 +221,15 @@ def cmd_info(args, log=print):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["download"]:                       # its own parser: `convngc download --help` works
+        from . import download
+        return download.main(argv[1:], prog="convngc download")
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run, "download": cmd_download,
-                "info": cmd_info}[args.cmd](args) and 0
+        {"train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run, "download": cmd_download,
+         "info": cmd_info}[args.cmd](args)
+        return 0
     except (data.DataError, checkpoint.CheckpointError, train.RunDirError, DivergenceError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2

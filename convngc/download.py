@@ -15,9 +15,11 @@ download stops with a :class:`~convngc.data.DataError` asking you to delete it.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -204,7 +206,7 @@ def download(name: str, dest, base_url: Optional[str] = None, progress: bool = T
         if checksum is None:
             raise DataError(f"{name}: no published checksum for {r.filename} ({DATASETS[name].note}); get the "
                             f"file's sha256 from a source you trust and pass it, e.g. "
-                            f"`python data/download.py {name} --dest DIR --checksum sha256:<hex>`")
+                            f"`convngc download {name} --dest DIR --checksum sha256:<hex>`")
         url = base_url.rstrip("/") + "/" + r.filename if base_url else r.url
         path = fetch(url, folder / r.filename, checksum, progress=progress)
         marker = folder / f".{r.filename}.extracted"
@@ -212,3 +214,34 @@ def download(name: str, dest, base_url: Optional[str] = None, progress: bool = T
             extract(path, folder)
             marker.write_text(checksum + "\n")
     return folder
+
+
+def main(argv=None, prog=None) -> int:
+    """`convngc download` and `python data/download.py`: NAME --dest DIR [--base-url] [--checksum] [--quiet]."""
+    p = argparse.ArgumentParser(prog=prog, description="Download a dataset in its original format, verified by checksum.")
+    p.add_argument("name", choices=sorted(DATASETS))
+    p.add_argument("--dest", default=os.environ.get("CONVNGC_DATA_DIR"), required=not os.environ.get("CONVNGC_DATA_DIR"),
+                   help="data root; files go to DEST/NAME/ (default $CONVNGC_DATA_DIR)")
+    p.add_argument("--base-url", default=None, help="mirror to fetch the files from instead of the official host")
+    p.add_argument("--checksum", action="append", default=[], metavar="[FILE=]ALGO:HEX",
+                   help="checksum to use (required for cinic10); FILE= selects the file of a multi-file dataset")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+    files = [r.filename for r in DATASETS[a.name].files]
+    checksums = {}
+    for c in a.checksum:
+        fname, sep, value = c.partition("=")
+        if not sep:
+            if len(files) != 1:
+                p.error(f"{a.name} has several files {files}: use --checksum FILE=ALGO:HEX")
+            fname, value = files[0], c
+        checksums[fname] = value
+    try:
+        folder = download(a.name, a.dest, base_url=a.base_url, progress=not a.quiet, checksums=checksums)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{a.name}: ready in {folder}")
+    return 0
+
+
