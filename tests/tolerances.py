@@ -1,0 +1,40 @@
+"""Float32-kernel vs float64-reference tolerances: the one table (STYLE.md section 5), and assert_close.
+
+Inputs are drawn as float32 and upcast for the reference, so the only difference measured is the
+kernels' float32 arithmetic (and its summation order). A tolerance raised above STYLE.md's values
+carries a comment saying why.
+"""
+import numpy as np
+
+TOL = {
+    # elementwise: one or two float32 roundings per value (Adam, the normalised step, the projection)
+    "elementwise": dict(rtol=1e-6, atol=1e-6),
+    # convolutions: sums of C*K*K products (what CuPy's own ndimage convolve tests use)
+    "conv": dict(rtol=1e-5, atol=1e-5),
+    # one fused settling step (predict + error, or correct): a conv plus two elementwise roundings
+    "step": dict(rtol=1e-5, atol=1e-5),
+    # weight gradients and bias sums: sums over B*H*W products
+    "reduction": dict(rtol=1e-4, atol=1e-5),
+    # after T settling steps (drift accumulated over T steps of float32)
+    "settled": dict(rtol=1e-3, atol=1e-4),
+}
+
+
+def assert_close(actual, desired, rtol, atol, name="value"):
+    """np.allclose-style check (|a - d| <= atol + rtol |d|) that reports the max abs diff, the max rel
+    diff and the worst index (the one furthest outside the bound), not just 'False'."""
+    a = np.asarray(actual.get() if hasattr(actual, "get") else actual, dtype=np.float64)
+    d = np.asarray(desired.get() if hasattr(desired, "get") else desired, dtype=np.float64)
+    assert a.shape == d.shape, "%s: shape %s != reference shape %s" % (name, a.shape, d.shape)
+    if a.size == 0:
+        return
+    assert np.all(np.isfinite(a)), "%s: non-finite values at %s" % (name, np.argwhere(~np.isfinite(a))[:5].tolist())
+    diff = np.abs(a - d)
+    excess = diff - (atol + rtol * np.abs(d))
+    worst = np.unravel_index(np.argmax(excess), a.shape)
+    rel = diff / np.maximum(np.abs(d), np.finfo(np.float64).tiny)
+    ok = excess[worst] <= 0
+    assert ok, ("%s: max|diff| %.3g, max rel diff %.3g; worst at index %s: got %.9g, ref %.9g "
+                "(|diff| %.3g > atol %.1g + rtol %.1g * |ref|)"
+                % (name, diff.max(), rel.max(), tuple(int(i) for i in worst), a[worst], d[worst], diff[worst],
+                   atol, rtol))
