@@ -19,7 +19,7 @@ import numpy as np
 from ngc_ref.config import Config
 
 from . import checkpoint, data, train
-from .model import BACKENDS, ConvNGC, DivergenceError
+from .model import BACKENDS, BackendUnavailable, ConvNGC, DivergenceError
 
 TASKS = ("reconstruction", "denoising", "ood")
 
@@ -144,10 +144,10 @@ def cmd_train(args, log=print):
     else:
         cfg = _config_from_args(args)
         run_dir = args.out or os.path.join("runs", "%s-%s" % (args.dataset, time.strftime("%Y%m%d-%H%M%S")))
-        train.make_run_dir(run_dir)
         dataset, limit, val_limit, seed, start, history = args.dataset, args.limit, args.val_limit, args.seed, 0, None
         batch_size = args.batch_size or 500
-        model = ConvNGC(cfg, backend=args.backend, seed=seed)
+        model = ConvNGC(cfg, backend=args.backend, seed=seed)     # fails before any folder is made
+        train.make_run_dir(run_dir)
     run_args = {"dataset": dataset, "limit": limit, "val_limit": val_limit, "batch_size": batch_size,
                 "data_dir": args.data_dir, "seed": seed, "epochs": args.epochs}
     train_x = _load_images(dataset, "train", args, limit, model.cfg.layer_channels[0])
@@ -180,7 +180,8 @@ def cmd_evaluate(args, model=None, run_dir=None, log=print):
         split = "all" if (task == "ood" and name == "cinic10") else args.split
         x = _load_images(name, split, args, args.limit, C0)
         log("%s on %s/%s: %d images x %d trials" % (task, name, split, len(x), args.trials))
-        res, last[task] = train.evaluate(model, x, task, args.trials, bs, args.T, args.seed)
+        res, last[task] = train.evaluate(model, x, task, args.trials, bs, args.T, args.seed,
+                                         progress=not getattr(args, "no_progress", False))
         res["dataset"] = name
         results[task] = res
         s = res["summary"]
@@ -201,7 +202,8 @@ def cmd_run(args, log=print):
     run_dir, model = cmd_train(args, log)
     ev = argparse.Namespace(checkpoint=run_dir, dataset=args.dataset, split="test", tasks=["reconstruction", "denoising"],
                             ood_dataset="cifar10", trials=args.trials, limit=500, T=None, out=run_dir,
-                            batch_size=100, seed=args.seed, data_dir=args.data_dir, backend=args.backend)
+                            batch_size=100, seed=args.seed, data_dir=args.data_dir, backend=args.backend,
+                            no_progress=args.no_progress)
     return cmd_evaluate(ev, model=model, run_dir=run_dir, log=log)
 
 
@@ -230,7 +232,8 @@ def main(argv=None):
         {"train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run, "download": cmd_download,
          "info": cmd_info}[args.cmd](args)
         return 0
-    except (data.DataError, checkpoint.CheckpointError, train.RunDirError, DivergenceError) as exc:
+    except (data.DataError, checkpoint.CheckpointError, train.RunDirError, DivergenceError,
+            BackendUnavailable) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -23,6 +23,10 @@ class DivergenceError(FloatingPointError):
     """Settling or learning produced NaN/Inf."""
 
 
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run here (e.g. "cuda" without a GPU)."""
+
+
 def get_backend(name):
     """Return a namespace (settle, filter_updates, init_state, step, to_device, to_host, dtype) for a backend."""
     if name == "numpy":
@@ -33,7 +37,10 @@ def get_backend(name):
         import ngc_cuda
         from ngc_cuda import model as cu_model, optim as cu_optim
         if name == "cuda":
-            ngc_cuda.require_gpu()
+            try:
+                ngc_cuda.require_gpu()
+            except RuntimeError as exc:
+                raise BackendUnavailable(str(exc)) from None
             import cupy as cp
             to_device, to_host = (lambda a: cp.ascontiguousarray(cp.asarray(a, dtype=np.float32))), cp.asnumpy
         else:
@@ -98,6 +105,7 @@ class ConvNGC:
                                                   for a in v] for k, v in host.items()}
         _check_finite_params(self.params, "ConvNGC(params=...)")
         self.opt_state = self.backend.init_state(self.params)
+        self.last_result = None                              # the SettleResult of the last learn() call
 
     # -- inference (Algorithm 1) ---------------------------------------------------------------
     def settle(self, x, T=None, clamp="always", z_top=None):
@@ -128,7 +136,7 @@ class ConvNGC:
     # -- learning (Algorithm 2) ----------------------------------------------------------------
     def learn(self, x, T=None):
         """Settle on x, then update the filters once. Returns the mean energy per image after settling."""
-        res = self.settle(x, T=T, clamp="always")
+        res = self.last_result = self.settle(x, T=T, clamp="always")
         deltas = self.backend.filter_updates(res, self.params, self.cfg)
         self.backend.step(self.params, deltas, self.opt_state, self.cfg)
         _check_finite_params(self.params, "learn")

@@ -68,17 +68,17 @@ def _bar(iterable, total, desc, progress):
     return iterable
 
 
-def run_task(model, x, task, batch_size=100, T=None, seed=0, noise_std=NOISE_STD):
+def run_task(model, x, task, batch_size=100, T=None, seed=0, noise_std=NOISE_STD, progress=False):
     """One trial of a task over images x (N, C, H, W) in [0, 1] -> (output, model input, energy trace)."""
     rng = np.random.default_rng(seed)
     saved, model.rng = model.rng, np.random.default_rng([seed, 1])      # the z^L draws of this trial
     try:
-        return _run_task(model, x, task, batch_size, T, rng, noise_std)
+        return _run_task(model, x, task, batch_size, T, rng, noise_std, progress)
     finally:
         model.rng = saved                                   # evaluation never shifts training's random stream
 
 
-def _run_task(model, x, task, batch_size, T, rng, noise_std):
+def _run_task(model, x, task, batch_size, T, rng, noise_std, progress):
     inp = x
     if task == "denoising":
         inp = (x + rng.normal(0.0, noise_std, size=x.shape)).astype(x.dtype)
@@ -86,18 +86,18 @@ def _run_task(model, x, task, batch_size, T, rng, noise_std):
         raise ValueError("unknown task %r: choose reconstruction, denoising or ood" % (task,))
     outs, energies = [], []
     clamp = "first" if task == "denoising" else "always"
-    for idx in batches(len(x), batch_size):
+    for idx in _bar(batches(len(x), batch_size), -(-len(x) // batch_size), task, progress):
         res = model.settle(inp[idx], T=T, clamp=clamp)
         outs.append(model.backend.to_host(res.zbar[0]))
         energies.append(model.backend.to_host(res.energy))
     return np.concatenate(outs), inp, np.concatenate(energies, axis=1)
 
 
-def evaluate(model, x, task="reconstruction", trials=1, batch_size=100, T=None, seed=0):
+def evaluate(model, x, task="reconstruction", trials=1, batch_size=100, T=None, seed=0, progress=False):
     """Metrics of a task, per trial and as mean/std over trials (trial k uses seed + k)."""
     per_trial, last = [], None
     for k in range(trials):
-        out, inp, energy = run_task(model, x, task, batch_size, T, seed + k)
+        out, inp, energy = run_task(model, x, task, batch_size, T, seed + k, progress=progress)
         per_trial.append({key: float(v) for key, v in metrics.evaluate_metrics(out, x).items()})
         last = (out, inp, energy)
     summary = {key: {"mean": m, "std": s} for key, (m, s) in metrics.mean_std(per_trial).items()}
@@ -122,7 +122,8 @@ def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=Tr
         for idx in bar:
             energies.append(model.learn(train_x[idx]))
             if progress and tqdm is not None:
-                bar.set_postfix(energy="%.3g" % energies[-1])
+                recon = model.backend.to_host(model.last_result.zbar[0])
+                bar.set_postfix(energy="%.3g" % energies[-1], mse="%.1f" % metrics.mse(recon, train_x[idx]))
         val = evaluate(model, val_x, "reconstruction", 1, val_batch, seed=seed)[0]["summary"]["mse"]["mean"] \
             if len(val_x) else float("nan")
         history["train_energy"].append(float(np.mean(energies)))

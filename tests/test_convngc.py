@@ -197,3 +197,36 @@ def test_cli_bad_options(tmp_path, capsys):
 def test_cli_info(capsys):
     assert cli.main(["info"]) in (0, None)
     assert "filter weights: 9225" in capsys.readouterr().out
+
+
+# -- the same shared layer on the emulated CUDA backend ------------------------------------------
+def test_cuda_emu_backend_matches_numpy_through_convngc(x):
+    """ConvNGC with backend="cuda-emu" (the kernels on the CPU emulator) learns what the reference learns."""
+    cfg = Config(T=4)
+    ref, emu = ConvNGC(cfg, "numpy", seed=5), ConvNGC(cfg, "cuda-emu", seed=5)
+    for _ in range(2):
+        e_ref, e_emu = ref.learn(x), emu.learn(x)
+        assert e_emu == pytest.approx(e_ref, rel=1e-4)
+    for a, b in zip(ref.host_params()["W"][1:], emu.host_params()["W"][1:]):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)    # float32 vs float32, different sum orders
+
+
+def test_cuda_backend_without_gpu_points_to_the_emulator(tmp_path, capsys):
+    import ngc_cuda
+    if ngc_cuda.available():
+        pytest.skip("a GPU is present: this checks the message given without one")
+    from convngc.model import BackendUnavailable
+    with pytest.raises(BackendUnavailable, match="cuda-emu"):
+        ConvNGC(TINY, backend="cuda")
+    assert cli.main(["train", "--backend", "cuda", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert "cuda-emu" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()                        # no empty run folder left behind
+
+
+def test_cli_ood_evaluation(tmp_path, shared_data):
+    run = tmp_path / "run"
+    assert _train(run, "--epochs", "1") == 0
+    assert cli.main(["evaluate", str(run), "--tasks", "ood", "--ood-dataset", "cinic10", "--limit", "12",
+                     "--trials", "2", "--data-dir", str(shared_data), "--T", "3", "--no-progress"]) == 0
+    res = json.loads((run / "metrics.json").read_text())["results"]["ood"]
+    assert res["dataset"] == "cinic10" and res["n_images"] == 12
