@@ -68,17 +68,17 @@ def _bar(iterable, total, desc, progress):
     return iterable
 
 
-def run_task(model, x, task, batch_size=100, T=None, seed=0, noise_std=NOISE_STD, progress=False):
+def run_task(model, x, task, batch_size=100, T=None, seed=0, noise_std=NOISE_STD, progress=False, desc=None):
     """One trial of a task over images x (N, C, H, W) in [0, 1] -> (output, model input, energy trace)."""
     rng = np.random.default_rng(seed)
     saved, model.rng = model.rng, np.random.default_rng([seed, 1])      # the z^L draws of this trial
     try:
-        return _run_task(model, x, task, batch_size, T, rng, noise_std, progress)
+        return _run_task(model, x, task, batch_size, T, rng, noise_std, progress, desc or task)
     finally:
         model.rng = saved                                   # evaluation never shifts training's random stream
 
 
-def _run_task(model, x, task, batch_size, T, rng, noise_std, progress):
+def _run_task(model, x, task, batch_size, T, rng, noise_std, progress, desc):
     inp = x
     if task == "denoising":
         inp = (x + rng.normal(0.0, noise_std, size=x.shape)).astype(x.dtype)
@@ -86,7 +86,7 @@ def _run_task(model, x, task, batch_size, T, rng, noise_std, progress):
         raise ValueError("unknown task %r: choose reconstruction, denoising or ood" % (task,))
     outs, energies = [], []
     clamp = "first" if task == "denoising" else "always"
-    for idx in _bar(batches(len(x), batch_size), -(-len(x) // batch_size), task, progress):
+    for idx in _bar(batches(len(x), batch_size), -(-len(x) // batch_size), desc, progress):
         res = model.settle(inp[idx], T=T, clamp=clamp)
         outs.append(model.backend.to_host(res.zbar[0]))
         energies.append(model.backend.to_host(res.energy))
@@ -97,7 +97,8 @@ def evaluate(model, x, task="reconstruction", trials=1, batch_size=100, T=None, 
     """Metrics of a task, per trial and as mean/std over trials (trial k uses seed + k)."""
     per_trial, last = [], None
     for k in range(trials):
-        out, inp, energy = run_task(model, x, task, batch_size, T, seed + k, progress=progress)
+        out, inp, energy = run_task(model, x, task, batch_size, T, seed + k, progress=progress,
+                                    desc="%s, trial %d/%d" % (task, k + 1, trials))
         per_trial.append({key: float(v) for key, v in metrics.evaluate_metrics(out, x).items()})
         last = (out, inp, energy)
     summary = {key: {"mean": m, "std": s} for key, (m, s) in metrics.mean_std(per_trial).items()}
