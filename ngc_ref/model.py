@@ -30,8 +30,12 @@ __all__ = ["Config", "phi", "phi_prime", "predict", "predictions_and_errors", "c
 
 
 def phi(z, leak):
-    """State activation: leaky ReLU, phi(v) = v if v > 0 else leak * v (leak = 1 gives the identity)."""
-    return np.where(z > 0, z, z * z.dtype.type(leak))
+    """State activation: leaky ReLU, phi(v) = v if v > 0 else leak * v (leak = 1 gives the identity).
+
+    Computed as max(v, leak * v), the same numbers for leak <= 1 (min for leak > 1) without a mask.
+    """
+    lv = z * z.dtype.type(leak)
+    return np.maximum(z, lv, out=lv) if leak <= 1 else np.minimum(z, lv, out=lv)
 
 
 def phi_prime(z, leak):
@@ -62,7 +66,8 @@ def n_filter_weights(params):
 def predict(z_l, W_l, b, cfg, out_hw):
     """Eq. 1: zbar_j^{l-1} = g( sum_i W_ij^l (transposed conv, stride s) phi(z_i^l) + b_j )."""
     mu = ops.conv2d_transpose(phi(z_l, cfg.leak), W_l, cfg.stride, out_hw)   # (B, C_{l-1}, H, W)
-    return g(mu + b[None, :, None, None])
+    mu += b[None, :, None, None]                                             # mu is ours: add in place
+    return g(mu)
 
 
 def predictions_and_errors(z, params, cfg):
@@ -82,7 +87,10 @@ def corrections(z, e, params, cfg, free_bottom=False):
     d = [-e[0] if free_bottom else None]
     for l in range(1, cfg.L + 1):
         up = ops.conv2d(e[l - 1], E[l], cfg.stride)                         # (B, C_l, H_l, W_l)
-        d.append(-e[l] + (up * phi_prime(z[l], cfg.leak) if cfg.pcn else up))
+        if cfg.pcn:
+            up *= phi_prime(z[l], cfg.leak)
+        up -= e[l]                                                          # -e^l + up, in place
+        d.append(up)
     return d
 
 
@@ -90,12 +98,20 @@ def correct(z, e, params, cfg, free_bottom=False):
     """Eq. 2's update, synchronously for every free layer: z^l <- z^l + beta d^l - gamma z^l."""
     beta, gamma = z[0].dtype.type(cfg.beta), z[0].dtype.type(cfg.gamma)
     d = corrections(z, e, params, cfg, free_bottom)
-    return [zl if dl is None else zl + beta * dl - gamma * zl for zl, dl in zip(z, d)]
+    z_new = []
+    for zl, dl in zip(z, d):
+        if dl is not None:           # d^l is a fresh array: build z^l + beta d^l - gamma z^l in it
+            dl *= beta
+            dl += zl
+            dl -= gamma * zl
+        z_new.append(zl if dl is None else dl)
+    return z_new
 
 
 def energy(e):
     """Eq. 3 as a positive energy per image: F = 1/2 sum_l ||e^l||^2 (the paper's ToD is -F). -> (B,)"""
-    return sum(0.5 * np.sum(el.reshape(el.shape[0], -1) ** 2, axis=1) for el in e)
+    flat = [el.reshape(el.shape[0], -1) for el in e]                    # (B, C_l*H_l*W_l)
+    return sum(0.5 * np.einsum("bi,bi->b", f, f) for f in flat)          # row-wise dot, no squared copy
 
 
 def init_states(x, params, cfg, z_top):

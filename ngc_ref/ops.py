@@ -10,8 +10,9 @@ produces ceil(n / s) outputs and pads max((out-1)*s + K - n, 0) zeros in total, 
 before (top/left), the extra one after (bottom/right). For K=3, s=2 that is 0 before, 1 after. The
 transposed convolution is the exact adjoint of that strided convolution.
 
-Vectorisation: windows come from `sliding_window_view` and are contracted with `tensordot`; there is
-no Python loop over pixels, channels or batch. Everything computes in the dtype it is given.
+Vectorisation: every convolution ends in `_correlate`, which loops only over the K*K filter taps and
+contracts channels with one batched matmul; there is no Python loop over pixels, channels or batch.
+Everything computes in the dtype it is given.
 """
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -48,8 +49,11 @@ def dilate(x, s):
 
 
 def pad2d(x, top, bottom, left, right):
-    """Zero-pad the two spatial axes of an NCHW array."""
-    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    """Zero-pad the two spatial axes of an NCHW array (zeros, then copy x into the middle)."""
+    B, C, H, W = x.shape
+    out = np.zeros((B, C, top + H + bottom, left + W + right), x.dtype)
+    out[:, :, top:top + H, left:left + W] = x                         # (B, C, H+top+bottom, W+left+right)
+    return out
 
 
 def _correlate(x, w, s=1):
@@ -58,29 +62,34 @@ def _correlate(x, w, s=1):
     out[b, o, y, x] = sum_{c, ky, kx} x[b, c, y*s + ky, x*s + kx] * w[o, c, ky, kx]
     x: (B, C, Hp, Wp), w: (O, C, K, K) -> (B, O, (Hp-K)//s + 1, (Wp-K)//s + 1)
 
-    Two vectorisations of the same sum, chosen for speed, both exact:
-      s == 1: a sum over the K*K taps of (tap's channel-mixing matrix) @ (input shifted by the tap),
-              one GEMM per tap over all pixels at once; rows that wrap past an edge are cropped away.
-      s > 1:  gather the K*K windows at the strided positions (sliding_window_view) and contract
-              them with the filters in one GEMM.
+    The tap (ky, kx) sees the strided window x[:, :, ky::s, kx::s] (cropped to Ho x Wo). Two exact
+    orders of the same sum, one batched matmul each; we take the one with the smaller intermediate:
+      gather, then contract (im2col): copy the K*K windows into cols (B, K*K*C, Ho*Wo) and multiply
+              by the filters as one (O, K*K*C) matrix. Intermediate K*K*C*Ho*Wo per image.
+      contract, then gather: multiply every input pixel by all K*K taps' (O, C) matrices at once,
+              (K*K*O, C) @ (C, Hp*Wp), then add up each tap's window of its own product. Intermediate
+              K*K*O*Hp*Wp per image: the cheaper order when O is small (the 25 -> 3 image layer).
     """
     B, C, Hp, Wp = x.shape
     O, K = w.shape[0], w.shape[-1]
     Ho, Wo = (Hp - K) // s + 1, (Wp - K) // s + 1
-    if s == 1:
-        X = x.transpose(1, 0, 2, 3).reshape(C, -1)                        # (C, B*Hp*Wp)
-        acc = np.zeros((O, B, Hp, Wp), x.dtype)
-        flat = acc.reshape(O, -1)                                         # (O, B*Hp*Wp)
+    def window(a, ky, kx):                                               # a[..., ky::s, kx::s], Ho x Wo
+        return a[..., ky:ky + s * (Ho - 1) + 1:s, kx:kx + s * (Wo - 1) + 1:s]
+    if C * Ho * Wo <= O * Hp * Wp:
+        cols = np.empty((B, K, K, C, Ho, Wo), x.dtype)
         for ky in range(K):
             for kx in range(K):
-                off = ky * Wp + kx                                        # the tap's shift, flattened
-                flat[:, :flat.shape[1] - off] += w[:, :, ky, kx] @ X[:, off:]
-        return np.ascontiguousarray(acc[:, :, :Ho, :Wo].transpose(1, 0, 2, 3))   # (B, O, Ho, Wo)
-    xl = x.transpose(0, 2, 3, 1)                                          # (B, Hp, Wp, C) view
-    win = sliding_window_view(xl, (K, K), axis=(1, 2))[:, ::s, ::s]       # (B, Ho, Wo, C, K, K)
-    cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(B * Ho * Wo, K * K * C)
-    out = cols @ w.transpose(2, 3, 1, 0).reshape(K * K * C, O)           # (B*Ho*Wo, O)
-    return np.ascontiguousarray(out.reshape(B, Ho, Wo, O).transpose(0, 3, 1, 2))
+                cols[:, ky, kx] = window(x, ky, kx)                      # (B, C, Ho, Wo)
+        w_mat = w.transpose(0, 2, 3, 1).reshape(O, K * K * C)            # (O, K*K*C), same (ky, kx, c) order
+        return np.matmul(w_mat, cols.reshape(B, K * K * C, Ho * Wo)).reshape(B, O, Ho, Wo)
+    w_taps = w.transpose(2, 3, 0, 1).reshape(K * K * O, C)               # (K*K*O, C)
+    y = np.matmul(w_taps, x.reshape(B, C, Hp * Wp)).reshape(B, K, K, O, Hp, Wp)
+    out = window(y[:, 0, 0], 0, 0).copy()                                # (B, O, Ho, Wo)
+    for ky in range(K):
+        for kx in range(K):
+            if ky or kx:
+                out += window(y[:, ky, kx], ky, kx)
+    return out
 
 
 def conv2d(x, w, stride=2):
