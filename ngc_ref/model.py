@@ -141,6 +141,8 @@ def settle(params, x, cfg, z_top, T=None, clamp="always"):
     x: (B, C_0, H, W) image (the noisy one for denoising); z_top: (B, C_L, H_L, W_L) initial top state.
     clamp="always": z^0 = x throughout (reconstruction, training); clamp="first": z^0 = x at t = 1 only.
     """
+    if clamp not in ("always", "first"):
+        raise ValueError("settle: clamp must be 'always' or 'first', got %r" % (clamp,))
     T = cfg.T if T is None else T
     z = init_states(x, params, cfg, z_top)
     trace = []

@@ -139,6 +139,9 @@ def conv2d_weight_grad(e, a, K, stride=2):
     the gradient of 1/2 ||e||^2 with respect to W (tested by finite differences).
     """
     B, C, H, W = a.shape
+    if e.ndim != 4 or e.shape[0] != B or (conv_out_size(e.shape[2], stride), conv_out_size(e.shape[3], stride)) != (H, W):
+        raise ValueError("conv2d_weight_grad: error %s and activity %s do not match at stride %d (the activity "
+                         "must be ceil(error size / s) on each side, same batch)" % (e.shape, a.shape, stride))
     pt, pb = same_padding(e.shape[2], K, stride)
     pl, pr = same_padding(e.shape[3], K, stride)
     ad = dilate(a, stride)                                              # (B, C_l, Hd, Wd)

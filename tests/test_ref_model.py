@@ -188,6 +188,14 @@ def test_denoising_mode_lets_the_bottom_evolve():
     assert free.energy[0, 0] == clamped.energy[0, 0]
 
 
+def test_settle_rejects_unknown_clamp():
+    cfg = Config(T=1)
+    rng = np.random.default_rng(9)
+    p = model.init_params(cfg, rng)
+    with pytest.raises(ValueError, match="clamp must be 'always' or 'first'"):
+        model.settle(p, np.zeros((1, 3, 32, 32), np.float32), cfg, model.draw_top(cfg, 1, rng), clamp="sometimes")
+
+
 def test_reference_keeps_the_dtype():
     for dt in (np.float32, np.float64):
         cfg = Config(T=2)

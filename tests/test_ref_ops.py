@@ -139,5 +139,7 @@ def test_ops_reject_bad_shapes(rng):
         ops.conv2d(x[0], rng.standard_normal((2, 3, 3, 3)), 2)
     with pytest.raises(ValueError, match="square"):
         ops.conv2d(x, rng.standard_normal((2, 3, 3, 1)), 2)
+    with pytest.raises(ValueError, match="do not match at stride 2"):
+        ops.conv2d_weight_grad(x, rng.standard_normal((1, 2, 3, 4)), 3, 2)
     with pytest.raises(ValueError, match="does not map back"):
         ops.conv2d_transpose(x, rng.standard_normal((3, 2, 3, 3)), 2, out_hw=(20, 16))
