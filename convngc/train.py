@@ -161,14 +161,27 @@ def load_model(path, backend="numpy", expect_cfg=None):
     return model, meta
 
 
-def report_pictures(run_dir, model, x, tasks_last, energy_name="energy.png"):
-    """PNG grids (original / noisy / reconstruction) per task and the settling energy curve."""
-    for task, (out, inp, energy) in tasks_last.items():
-        rows = {"original": x[:8]}
+def free_suffix(folder, name="metrics.json"):
+    """"" if folder/name is free, else "-2", "-3", ...: a later evaluation never overwrites an earlier one."""
+    stem, ext = os.path.splitext(name)
+    k = 1
+    while os.path.exists(os.path.join(folder, "%s%s%s" % (stem, "" if k == 1 else "-%d" % k, ext))):
+        k += 1
+    return "" if k == 1 else "-%d" % k
+
+
+def report_pictures(run_dir, model, tasks_last, suffix=""):
+    """PNG grids (original / noisy / output) per task, the settling energy curve and the first filters.
+
+    tasks_last: {task: (x, output, model input, energy trace)} from the last trial of each task.
+    """
+    for task, (x, out, inp, energy) in tasks_last.items():
+        pick = np.unique(np.linspace(0, len(out) - 1, 8).astype(int))       # spread over the set, not the first 8
+        rows = {"original": x[pick]}
         if task == "denoising":
-            rows["noisy"] = np.clip(inp[:8], 0, 1)
-        rows["reconstruction" if task != "denoising" else "denoised"] = np.clip(out[:8], 0, 1)
-        viz.save_grid(os.path.join(run_dir, "samples_%s.png" % task), rows)
-    curves = {task: e for task, (_, _, e) in tasks_last.items()}
-    viz.plot_energy(os.path.join(run_dir, energy_name), curves, title="Energy during settling (per image)")
-    viz.save_filters(os.path.join(run_dir, "filters_layer1.png"), model.host_params()["W"][1])
+            rows["noisy"] = np.clip(inp[pick], 0, 1)
+        rows["denoised" if task == "denoising" else "reconstruction"] = np.clip(out[pick], 0, 1)
+        viz.save_grid(os.path.join(run_dir, "samples_%s%s.png" % (task, suffix)), rows)
+    curves = {task: v[3] for task, v in tasks_last.items()}
+    viz.plot_energy(os.path.join(run_dir, "energy%s.png" % suffix), curves, title="Energy during settling (per image)")
+    viz.save_filters(os.path.join(run_dir, "filters_layer1%s.png" % suffix), model.host_params()["W"][1])

@@ -230,3 +230,9 @@ def test_cli_ood_evaluation(tmp_path, shared_data):
                      "--trials", "2", "--data-dir", str(shared_data), "--T", "3", "--no-progress"]) == 0
     res = json.loads((run / "metrics.json").read_text())["results"]["ood"]
     assert res["dataset"] == "cinic10" and res["n_images"] == 12
+    first = (run / "metrics.json").read_bytes()
+    assert cli.main(["evaluate", str(run), "--tasks", "reconstruction", "--limit", "10", "--trials", "1",
+                     "--T", "3", "--no-progress"]) == 0
+    assert (run / "metrics.json").read_bytes() == first                 # the earlier evaluation is kept
+    assert "reconstruction" in json.loads((run / "metrics-2.json").read_text())["results"]
+    assert (run / "samples_reconstruction-2.png").exists()
