@@ -1,8 +1,13 @@
 """Shared pytest fixtures."""
 import os
 import pathlib
+import tempfile
 
 import pytest
+
+# The emulator's g++ builds are cached between runs; keep that cache in the system's temporary folder
+# (tests write only to temporary folders), unless the caller chose a place.
+os.environ.setdefault("CONVNGC_EMU_CACHE", os.path.join(tempfile.gettempdir(), "convngc-emu-cache-%d" % os.getuid()))
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
