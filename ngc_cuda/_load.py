@@ -54,16 +54,22 @@ def _define_opts(defines: dict | None) -> tuple[str, ...]:
     return tuple(f"-D{k}" if v is None or v is True else f"-D{k}={v}" for k, v in sorted((defines or {}).items()))
 
 
+# What cupy.RawModule (CuPy 13/14, NVRTC backend) appends to every compile by itself: the compile check
+# adds these so it builds exactly what the GPU backend runs. -ftz=true flushes float32 denormals (values
+# below 1.2e-38), which the emulator does not do; no test value comes near that range.
+CUPY_ADDED_OPTIONS = ("--device-as-default-execution-space", "-ftz=true")
+
+
 def compile_options(arch: str | None, defines: dict | None = None) -> tuple[str, ...]:
-    """Options for NVRTC, shared by the GPU backend, the compile check and (-D/-I only) the emulator.
+    """Our options for NVRTC, shared by the GPU backend, the compile check and (-D/-I only) the emulator.
 
     arch: "sm_80", "sm_90", ... or None where CuPy adds -arch for the current device itself.
-    --device-as-default-execution-space is what CuPy's RawModule adds; no fast math (STYLE.md 3).
+    CuPy appends CUPY_ADDED_OPTIONS itself; `compile_nvrtc` appends them for the check. No fast math (STYLE.md 3).
     """
     opts = ["-std=c++17"]
     if arch is not None:
         opts.append(f"-arch={arch}")
-    opts += ["--device-as-default-execution-space", f"-I{kernel_dir()}"]
+    opts.append(f"-I{kernel_dir()}")
     return tuple(opts) + _define_opts(defines)
 
 
@@ -137,7 +143,7 @@ def compile_nvrtc(name_or_path, arch: str, defines: dict | None = None, ptxas_ve
     CompileError carrying the NVRTC log when the source does not compile.
     """
     path = source_path(name_or_path)
-    opts = list(compile_options(arch, defines))
+    opts = list(compile_options(arch, defines)) + list(CUPY_ADDED_OPTIONS)   # what RawModule would compile
     if path.parent != kernel_dir():
         opts.append(f"-I{path.parent}")
     if ptxas_verbose:

@@ -205,9 +205,36 @@ def test_compile_check_cli_exit_codes(capsys):
 
 
 def test_compile_options_match_cupy_and_carry_defines():
-    from ngc_cuda._load import compile_options, kernel_dir
+    from ngc_cuda._load import CUPY_ADDED_OPTIONS, compile_options, kernel_dir
     o = compile_options("sm_90", {"TILE": 16, "USE_X": None})
-    assert o[:3] == ("-std=c++17", "-arch=sm_90", "--device-as-default-execution-space")
+    assert o[:2] == ("-std=c++17", "-arch=sm_90")
     assert f"-I{kernel_dir()}" in o and o[-2:] == ("-DTILE=16", "-DUSE_X")
     assert not any("fast" in x for x in o)
     assert "-arch" not in " ".join(compile_options(None))     # CuPy adds -arch for the device itself
+    assert not set(CUPY_ADDED_OPTIONS) & set(o)               # ... and these: not given twice
+
+
+def test_compile_check_adds_what_cupy_adds():
+    """The check must build what RawModule builds: CuPy appends CUPY_ADDED_OPTIONS to every NVRTC compile.
+    Where CuPy is installed, read its compiler to confirm it still adds exactly these."""
+    import inspect
+    from ngc_cuda import _load
+    seen = []
+    real = _load.nvrtc_backend
+
+    def spy():
+        name, compile_, version = real()
+        return name, (lambda src, path, opts: seen.append(list(opts)) or compile_(src, path, opts)), version
+    _load.nvrtc_backend = spy
+    try:
+        _load.compile_nvrtc(KDIR / "reduce.cu", "sm_80")
+    finally:
+        _load.nvrtc_backend = real
+    assert all(opt in seen[0] for opt in _load.CUPY_ADDED_OPTIONS)
+    try:
+        from cupy.cuda import compiler
+    except Exception:
+        return                                                 # nothing more to compare against
+    src = inspect.getsource(compiler)
+    for opt in _load.CUPY_ADDED_OPTIONS:
+        assert "'%s'" % opt in src, "CuPy no longer adds %s: update CUPY_ADDED_OPTIONS" % opt
