@@ -24,18 +24,20 @@ extern "C" __global__ void ngc_predict_v1(const float* __restrict__ z_l, const f
 // ngc_predict_error_v1  ==  ngc_ref.model.predictions_and_errors, one layer   (Eq. 1 + error units)
 // zbar^{l-1} = g(W^l ⊙_s phi(z^l) + b^{l-1}),  e^{l-1} = z^{l-1} - zbar^{l-1}, in one pass.
 // z_l: (B, Cl, H, W), z_below: (B, Cb, Hb, Wb) -> zbar, e: (B, Cb, Hb, Wb).
+// write_zbar = 0 inside the settling loop: only e is stored (the correction needs e, not zbar), so a
+// step keeps nothing in device memory beyond states and errors; the final pass stores zbar too.
 // One thread per pixel of the layer below.
 extern "C" __global__ void ngc_predict_error_v1(const float* __restrict__ z_l, const float* __restrict__ W,
                                                 const float* __restrict__ bias, const float* __restrict__ z_below,
                                                 float* __restrict__ zbar, float* __restrict__ e,
                                                 int B, int Cl, int H, int Wd, int Cb, int Hb, int Wb,
-                                                int K, int s, float leak) {
+                                                int K, int s, float leak, int write_zbar) {
     const int idx = blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= B * Cb * Hb * Wb) return;
     const int X = idx % Wb, Y = (idx / Wb) % Hb, j = (idx / (Wb * Hb)) % Cb, b = idx / (Wb * Hb * Cb);
     const int pt = same_pad_before(Hb, K, s), pl = same_pad_before(Wb, K, s);
     const float pred = conv2d_transpose_pixel(z_l, W, b, j, Y, X, Cl, H, Wd, Cb, K, s, pt, pl, 1, leak) + bias[j];
-    zbar[idx] = pred;
+    if (write_zbar) zbar[idx] = pred;
     e[idx] = z_below[idx] - pred;
 }
 

@@ -193,9 +193,9 @@ def settle(params, x, cfg, z_top, T=None, clamp="always", kernel="auto"):
     e = [xp.empty(z[l].shape, np.float32) for l in range(L)]
     trace = xp.empty((T + 1, B), np.float32)  # row t (a contiguous view) is written by the energy kernel
 
-    def predict_all():
-        for l in range(1, L + 1):            # all from the same states (synchronous)
-            ops.predict_error(z[l], W[l], b[l], z[l - 1], cfg.leak, s, zbar=zbar[l - 1], e=e[l - 1])
+    def predict_all(final=False):
+        for l in range(1, L + 1):            # all from the same states (synchronous); zbar stored only at the end
+            ops.predict_error(z[l], W[l], b[l], z[l - 1], cfg.leak, s, zbar=zbar[l - 1], e=e[l - 1], write_zbar=final)
 
     def energy_into(t):
         ops.energy_(e, out=trace[t])
@@ -206,7 +206,7 @@ def settle(params, x, cfg, z_top, T=None, clamp="always", kernel="auto"):
         for l in range(0 if clamp == "first" else 1, L + 1):
             ops.correct_(z[l], e[l] if l < L else None, e[l - 1] if l > 0 else None, E[l] if l > 0 else None,
                          s, cfg.beta, cfg.gamma, cfg.leak, cfg.pcn)
-    predict_all()
+    predict_all(final=True)
     energy_into(T)
     last_settle_path = "per-step"
     return SettleResult(z, zbar, e + [xp.zeros(z[L].shape, np.float32)], trace)

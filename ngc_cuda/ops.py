@@ -246,11 +246,12 @@ def predict(z_l, W, b, leak, stride, out_hw):
     return zbar
 
 
-def predict_error(z_l, W, b, z_below, leak, stride, zbar=None, e=None):
+def predict_error(z_l, W, b, z_below, leak, stride, zbar=None, e=None, write_zbar=True):
     """Eq. 1 and the error units of one layer pair in one pass (ngc_predict_error_v1):
     zbar^{l-1} = W ⊙_s phi(z^l) + b,  e^{l-1} = z^{l-1} - zbar^{l-1}. -> (zbar, e)
 
     zbar/e: optional preallocated float32 C-contiguous outputs (the settling loop reuses them).
+    write_zbar=False stores only e (inside the settling loop; zbar is left untouched).
     """
     backend = backend_of(z_l, W, b, z_below)
     s = _check_stride("predict_error", stride)
@@ -268,7 +269,7 @@ def predict_error(z_l, W, b, z_below, leak, stride, zbar=None, e=None):
     if zbar.size:
         _launch(backend, "ngc_step", "ngc_predict_error_v1", _grid(zbar.size), BLOCK,
                 (z_l, W, b, z_below, zbar, e, _i32(B), _i32(Cl), _i32(H), _i32(Wd), _i32(Cb), _i32(Hb), _i32(Wb),
-                 _i32(K), _i32(s), _f32(leak)))
+                 _i32(K), _i32(s), _f32(leak), _i32(1 if write_zbar else 0)))
     return zbar, e
 
 

@@ -76,6 +76,22 @@ def test_predict_error_step_matches_ref(be, rng, cfg):
     assert_close(e[cfg.L], e_ref[cfg.L], **TOL["elementwise"], name="e[L]")
 
 
+def test_predict_error_inside_the_loop_stores_only_e(be, rng):
+    """write_zbar=False (the settling loop): e is computed as before and the zbar buffer is not touched."""
+    from ngc_cuda import ops as cuda_ops
+    cfg = SMALL
+    params, _, _ = setup(cfg, rng)
+    z = states(cfg, rng)
+    zbar_ref, e_ref = ref_model.predictions_and_errors([f64(a) for a in z], params64(params), cfg)
+    with be.run():
+        zbar = be(np.full(z[0].shape, 7.0, np.float32))
+        e = be(np.zeros(z[0].shape, np.float32))
+        cuda_ops.predict_error(be(z[1]), be(params["W"][1]), be(params["b"][1]), be(z[0]), cfg.leak, cfg.stride,
+                               zbar=zbar, e=e, write_zbar=False)
+    assert_close(e, e_ref[0], **TOL["step"], name="e[0]")
+    assert_close(zbar, np.full(z[0].shape, 7.0), rtol=0, atol=0, name="untouched zbar")
+
+
 @pytest.mark.parametrize("pcn,free_bottom,learn_E", [(False, False, False), (True, False, False),
                                                       (False, True, False), (False, False, True)],
                          ids=["ngc", "pcn", "free-bottom", "learn-E"])
