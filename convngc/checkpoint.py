@@ -34,6 +34,7 @@ def atomic_write(path, write_fn, suffix=""):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    return path
 
 
 def _flatten(prefix, tree, out):

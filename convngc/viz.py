@@ -10,13 +10,13 @@
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
-from typing import Dict, Iterable, Mapping, Optional, Sequence, Union
+from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from .checkpoint import atomic_write  # one temp-file-and-rename writer for every file we save
 
 __all__ = ["save_grid", "plot_energy", "plot_training", "save_filters", "grid_geometry"]
 
@@ -24,35 +24,12 @@ _BG = 255  # white background
 _LABEL_MARGIN = 6
 
 
-# ----------------------------------------------------------------------------------------------
-# atomic writes
-# ----------------------------------------------------------------------------------------------
-def _atomic_write(path, write_fn) -> str:
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
-
-
 def _save_pil(img: Image.Image, path) -> str:
-    return _atomic_write(path, lambda f: img.save(f, format="PNG"))
+    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
 def _save_fig(fig, path, dpi: int = 100) -> str:
-    return _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
 
 
 def _new_figure(nrows: int = 1, ncols: int = 1, figsize=(6.4, 4.0)):

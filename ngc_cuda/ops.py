@@ -20,6 +20,8 @@ import functools
 
 import numpy as np
 
+from ngc_ref.ops import conv_out_size, same_padding  # noqa: F401  (one SAME rule for both backends)
+
 from . import array_module, backend_of
 
 __all__ = ["conv2d", "conv2d_transpose", "conv2d_weight_grad", "conv_out_size", "same_padding",
@@ -77,17 +79,6 @@ def _launch(backend, file, kernel, grid, block, args):
 
 def ceil_div(a, b):
     return -(-a // b)
-
-
-def conv_out_size(n, s):
-    """SAME output side of a stride-s convolution over n inputs: ceil(n / s) (ngc_ref.ops.conv_out_size)."""
-    return ceil_div(n, s)
-
-
-def same_padding(n, K, s):
-    """TensorFlow SAME padding (before, after), as ngc_ref.ops.same_padding."""
-    total = max((conv_out_size(n, s) - 1) * s + K - n, 0)
-    return total // 2, total - total // 2
 
 
 # ---- argument checks ----------------------------------------------------------------------------

@@ -17,6 +17,8 @@ import numpy as np
 
 from ngc_ref.model import SettleResult
 
+from . import _is_cupy
+
 __all__ = ["smem_bytes", "fits", "settle_whole", "SettleDoesNotFit", "MAX_LAYERS", "KERNEL_NAME"]
 
 KERNEL_FILE = "ngc_settle"
@@ -69,10 +71,6 @@ def fits(cfg, learn_E=False, device_smem_bytes=None):
         return False
     avail = _device_smem_bytes() if device_smem_bytes is None else int(device_smem_bytes)
     return smem_bytes(cfg, learn_E) <= avail
-
-
-def _is_cupy(a):
-    return type(a).__module__.split(".")[0] == "cupy"
 
 
 def _check_f32(name, a):
