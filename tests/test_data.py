@@ -232,13 +232,36 @@ def test_real_cifar_npz_and_png_samples(shared_data, cifar_test):
         assert D.CIFAR10_CLASSES[y[int(idx)]] == cls
 
 
-def test_real_cifar_partial_train_split(shared_data):
-    with pytest.warns(UserWarning, match="only 2 of 5 training files"):
+def test_real_cifar_full_train_split(shared_data):
+    """The shared folder holds all five training batches: 50,000 images, 45,000 train + 5,000 val, no warning."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                      # a "partial" warning would fail here
         tr, ytr = D.load_dataset("cifar10", "train", data_dir=shared_data, limit=5)
-    b1 = np.load(shared_data / "cifar10" / "cifar10_train_batch1.npz")["y"]
-    if len(list((shared_data / "cifar10").glob("cifar10_train_batch*.npz"))) == 2:
-        idx_tr, idx_va = D.split_train_val(20000, seed=0)
-        assert len(idx_va) == 2000 and ytr.tolist() == b1[idx_tr[:5]].tolist()
+        va, _ = D.load_dataset("cifar10", "val", data_dir=shared_data)
+    assert len(va) == 5000
+    ys = np.concatenate([np.load(shared_data / "cifar10" / f"cifar10_train_batch{i}.npz")["y"] for i in range(1, 6)])
+    idx_tr, idx_va = D.split_train_val(50000, seed=0)
+    assert len(idx_tr) == 45000 and ytr.tolist() == ys[idx_tr[:5]].tolist()
+
+
+def test_cifar_partial_train_split_warns(tmp_path, shared_data):
+    """Only some of the five batch files present (a partial copy): train on them, and say so."""
+    d = tmp_path / "cifar10"
+    d.mkdir()
+    src = shared_data / "cifar10"
+    b1 = np.load(src / "cifar10_train_batch1.npz")
+    b2 = np.load(src / "cifar10_train_batch2.npz")
+    for i, b in ((1, b1), (2, b2)):
+        np.savez(d / f"cifar10_train_batch{i}.npz", x=b["x"][:600], y=b["y"][:600])
+    t = np.load(src / "cifar10_test.npz")
+    np.savez(d / "cifar10_test.npz", x=t["x"][:10], y=t["y"][:10])
+    with pytest.warns(UserWarning, match="only 2 of 5 training files"):
+        tr, ytr = D.load_dataset("cifar10", "train", data_dir=tmp_path, limit=5)
+    idx_tr, idx_va = D.split_train_val(1200, seed=0)
+    assert len(idx_va) == 120                                   # 10% of a smaller training set
+    ys = np.concatenate([b1["y"][:600], b2["y"][:600]])
+    assert ytr.tolist() == ys[idx_tr[:5]].tolist()
 
 
 # ------------------------------------------------------------------------------------------------ SVHN
