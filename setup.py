@@ -20,6 +20,9 @@ setup(
         "dev": ["pytest>=7", "nvidia-cuda-nvrtc==13.0.88", "cuda-bindings>=13.0,<14"],
         "cuda12": ["cupy-cuda12x>=13"],
         "cuda13": ["cupy-cuda13x>=13"],
+        # `convngc reproduce`'s Conv-AE/Conv-DAE (PyTorch) and BM3D rows. No torch version is pinned: on Linux
+        # PyPI's torch is the multi-GB CUDA build; install the CPU wheel first (README, "Reproducing the paper").
+        "baselines": ["torch>=2.0", "bm3d>=4.0"],
     },
     entry_points={"console_scripts": ["convngc=convngc.cli:main"]},
 )

@@ -123,6 +123,8 @@ def build_parser():
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
     sub.add_parser("info", help="print the paper configuration and its parameter count")
+    sub.add_parser("reproduce", add_help=False, help="the paper's Tables 1-2 and Figures 3-4 with baselines (see "
+                   "`convngc reproduce --help`)").add_argument("rest", nargs=argparse.REMAINDER)
     return ap
 
 
@@ -233,6 +235,9 @@ def main(argv=None):
     if argv[:1] == ["download"]:                       # its own parser: `convngc download --help` works
         from . import download
         return download.main(argv[1:], prog="convngc download")
+    if argv[:1] == ["reproduce"]:                      # its own parser and module: convngc/reproduce.py
+        from . import reproduce
+        return reproduce.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         {"train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run, "download": cmd_download,

@@ -1,0 +1,642 @@
+"""`convngc reproduce`: the paper's Tables 1-2 and Figures 3-4 from one command, next to its baselines and
+classical denoisers.
+
+    convngc reproduce --scale quick                       # every row the data here allows, 5 trials
+    convngc reproduce --scale quick --rows 'cifar10/*'    # only the CIFAR-10 rows (fnmatch patterns)
+    convngc reproduce --list                              # the rows, their sizes and the time estimate
+
+One row = one model on one dataset (its config: dataset, model, tasks, images, epochs, batch, seeds). A trial
+trains the model from seed k (k = 0 .. trials-1) and evaluates it with seed k: the random initial states and the
+denoising noise N(0, 0.1) of trial k are the same for every model (convngc.train.run_task's draws). Out-of-
+distribution rows reuse the models trained for the source dataset's row in the same trial. Classical denoisers
+are tuned once on validation images (never test images), then evaluated on the same noisy test images.
+
+Writes, under --out (default results/):
+  <table>.md                   mean +/- std (population std over trials) next to the paper's numbers
+  raw/<row>.json               the row's config and every trial's metrics, training history and timings
+  figure3-<dataset>.png        clean / noisy / Conv-NGC-denoised test images (trial 0)
+  figure4-<dataset>.png        the bottom three layers' state maps of Conv-NGC for one test image (trial 0)
+  training-<dataset>-<model>.png  validation reconstruction MSE against epochs, one line per trial
+Tables are rebuilt from every raw/*.json present, so runs of different --rows add up.
+"""
+import argparse
+import dataclasses
+import fnmatch
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from ngc_ref.config import Config
+
+from . import data, metrics, train, viz
+from .model import BACKENDS, ConvNGC
+
+DEFAULT_BACKEND = "cpu" if "cpu" in BACKENDS else "numpy"
+METRICS = ("mse", "ssim_global", "ssim", "psnr")
+DECIMALS = {"mse": 2, "ssim_global": 4, "ssim": 4, "psnr": 2}
+NAMES = {"conv-ngc": "Conv-NGC", "fc-ngc": "NGC (fully connected)", "conv-ae": "Conv-AE", "conv-dae": "Conv-DAE",
+         "res-conv-ngc": "Residual Conv-NGC", "tv": "Total variation (Chambolle)", "nlm": "Non-local means",
+         "bm3d": "BM3D"}
+TRAINED = ("conv-ngc", "fc-ngc", "conv-ae", "conv-dae", "res-conv-ngc")
+CLASSICAL = ("tv", "nlm", "bm3d")
+DATASET_TITLES = {"color-mnist": "Color-MNIST", "cifar10": "CIFAR-10", "svhn": "SVHN", "cinic10": "CINIC-10"}
+
+# The paper's numbers (mean, std over 5 trials). Tables 1 and 2a; "ssim_global" is the paper's SSIM (Eq. 5).
+PAPER = {
+    ("color-mnist", "conv-ae"): {"reconstruction": {"mse": (32.99, 1.068), "ssim_global": (0.9021, 0.0100)},
+                                 "denoising": {"mse": (176.9321, 2.0923), "ssim_global": (0.6912, 0.007)}},
+    ("color-mnist", "conv-dae"): {"reconstruction": {"mse": (23.09, 0.4722), "ssim_global": (0.9324, 0.0060)},
+                                  "denoising": {"mse": (76.8610, 0.8511), "ssim_global": (0.8424, 0.003)}},
+    ("color-mnist", "fc-ngc"): {"reconstruction": {"mse": (328.5659, 3.5), "ssim_global": (0.7652, 0.0032)},
+                                "denoising": {"mse": (887.205, 18.25), "ssim_global": (0.5476, 0.0075)}},
+    ("color-mnist", "conv-ngc"): {"reconstruction": {"mse": (11.2802, 0.5008), "ssim_global": (0.9838, 0.0005)},
+                                  "denoising": {"mse": (202.2222, 1.0511), "ssim_global": (0.6732, 0.0006)}},
+    ("cifar10", "conv-ae"): {"reconstruction": {"mse": (13.6890, 1.6320), "ssim_global": (0.9310, 0.0030),
+                                                "psnr": (36.7872, 1.0056)},
+                             "denoising": {"mse": (208.4608, 9.3928), "ssim_global": (0.7628, 0.0003),
+                                           "psnr": (24.6527, 0.2001)}},
+    ("cifar10", "conv-dae"): {"reconstruction": {"mse": (8.8810, 1.5311), "ssim_global": (0.9720, 0.0010),
+                                                 "psnr": (38.6462, 1.2033)},
+                              "denoising": {"mse": (16.7781, 5.1037), "ssim_global": (0.9110, 0.0020),
+                                            "psnr": (36.4346, 0.2021)}},
+    ("cifar10", "fc-ngc"): {"reconstruction": {"mse": (413.5140, 7.1), "ssim_global": (0.7230, 0.0003),
+                                               "psnr": (22.8462, 0.04)},
+                            "denoising": {"mse": (913.2587, 21.2), "ssim_global": (0.5308, 0.0025),
+                                          "psnr": (19.0410, 0.1203)}},
+    ("cifar10", "conv-ngc"): {"reconstruction": {"mse": (6.3668, 1.2522), "ssim_global": (0.9955, 0.0009),
+                                                 "psnr": (41.0912, 0.0234)},
+                              "denoising": {"mse": (183.8624, 9.4002), "ssim_global": (0.8603, 0.0007),
+                                            "psnr": (25.9004, 0.2004)}},
+    ("svhn", "conv-ae"): {"reconstruction": {"mse": (7.5043, 2.9351), "ssim_global": (0.8934, 0.0002),
+                                             "psnr": (39.3777, 0.2)},
+                          "denoising": {"mse": (154.6783, 25.7555), "ssim_global": (0.7490, 0.0030),
+                                        "psnr": (26.2369, 0.3)}},
+    ("svhn", "conv-dae"): {"reconstruction": {"mse": (2.7263, 1.9286), "ssim_global": (0.9510, 0.0002),
+                                              "psnr": (43.7750, 0.3)},
+                           "denoising": {"mse": (87.9926, 7.2091), "ssim_global": (0.9002, 0.0030),
+                                         "psnr": (28.6864, 0.2)}},
+    ("svhn", "fc-ngc"): {"reconstruction": {"mse": (67.393, 9.02), "ssim_global": (0.9436, 0.0028),
+                                            "psnr": (33.2763, 1.08)},
+                         "denoising": {"mse": (1116.764, 283.55), "ssim_global": (0.6704, 0.0904),
+                                       "psnr": (19.8709, 2.08)}},
+    ("svhn", "conv-ngc"): {"reconstruction": {"mse": (1.9500, 0.5609), "ssim_global": (0.9976, 0.0002),
+                                              "psnr": (45.2305, 0.08)},
+                           "denoising": {"mse": (97.2695, 3.5245), "ssim_global": (0.8650, 0.0007),
+                                         "psnr": (28.2513, 0.16)}},
+    # Table 2b (out-of-distribution reconstruction)
+    ("svhn->cifar10", "conv-ae"): {"ood": {"ssim_global": (0.69, 0.0010), "psnr": (24.03, 0.26), "mse": (387.02, 7.82)}},
+    ("svhn->cifar10", "conv-dae"): {"ood": {"ssim_global": (0.77, 0.0002), "psnr": (29.46, 0.37), "mse": (176.00, 5.09)}},
+    ("svhn->cifar10", "conv-ngc"): {"ood": {"ssim_global": (0.98, 0.0006), "psnr": (35.03, 0.30), "mse": (26.80, 2.00)}},
+    ("svhn->cinic10", "conv-ae"): {"ood": {"ssim_global": (0.70, 0.0050), "psnr": (23.74, 0.31), "mse": (275.09, 8.02)}},
+    ("svhn->cinic10", "conv-dae"): {"ood": {"ssim_global": (0.79, 0.0020), "psnr": (27.10, 0.50), "mse": (127.90, 4.55)}},
+    ("svhn->cinic10", "conv-ngc"): {"ood": {"ssim_global": (0.97, 0.0013), "psnr": (32.54, 0.20), "mse": (47.83, 2.50)}},
+}
+# SVHN is not here: these pairs stand in for the paper's, compared with the paper's pair named beside them
+OOD_SUBSTITUTES = {"cifar10->cinic10": "svhn->cinic10", "color-mnist->cifar10": "svhn->cifar10"}
+
+# Row sizes per scale. train: model -> (training images, epochs, batch); None = the whole training split.
+# The paper gives no epoch counts: the "paper" epochs are ours; the training plots show whether they suffice.
+# quick: batch 100 for the NGC models (not the paper's 500) so that 1,000 images give 10 updates per epoch;
+# sized from COST below to about an hour on 2 cores with the NumPy backend (`convngc reproduce --list`).
+SCALES = {
+    # smoke: checks that every row runs end to end in seconds (the numbers mean nothing)
+    "smoke": {"n_test": 8, "n_val": 4, "n_tune": 4,
+              "train": {m: (16, 2, 8) for m in ("conv-ngc", "fc-ngc", "conv-ae", "conv-dae", "res-conv-ngc")}},
+    "quick": {"n_test": 200, "n_val": 100, "n_tune": 100,
+              "train": {"conv-ngc": (1000, 3, 100), "fc-ngc": (1000, 3, 100), "conv-ae": (2000, 5, 128),
+                        "conv-dae": (2000, 5, 128), "res-conv-ngc": (100, 1, 50)},
+              "n_test_model": {"res-conv-ngc": 50}},          # the residual reference is ~100x Conv-NGC's cost
+    "paper": {"n_test": None, "n_val": 5000, "n_tune": 500,
+              "train": {"conv-ngc": (None, 20, 500), "fc-ngc": (None, 20, 500), "conv-ae": (None, 100, 128),
+                        "conv-dae": (None, 100, 128), "res-conv-ngc": (None, 20, 500)}},
+}
+# Seconds per image on the development machine (2 shared cores): NumPy reference for Conv-NGC (T = 60),
+# FC-NGC (T = 60), PyTorch CPU for the autoencoders, per-image calls for the classical denoisers.
+# (learn or train step, one settle / forward at evaluation). Used only by --list's estimate.
+COST = {"conv-ngc": (0.049, 0.042), "fc-ngc": (0.011, 0.010), "conv-ae": (0.0048, 0.0005),
+        "conv-dae": (0.0048, 0.0005), "res-conv-ngc": (5.0, 4.5), "tv": (0, 0.0046), "nlm": (0, 0.0044),
+        "bm3d": (0, 0.029)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    id: str                 # "cifar10/conv-ngc", "cifar10->cinic10/conv-ngc"
+    table: str              # the results file it belongs to
+    model: str
+    dataset: str            # the dataset the model is trained (or tuned) on
+    test_dataset: str
+    tasks: tuple
+    needs: tuple = ()       # datasets and extras that must be present
+    paper_key: str = ""     # where its paper numbers are (the substituted pair for substitutes)
+    substitute: bool = False
+
+
+def all_rows():
+    """Every row the runner knows, in table order."""
+    rows = []
+    for ds, table in (("color-mnist", "table1-color-mnist"), ("cifar10", "table1-2a-cifar10"),
+                      ("svhn", "table1-2a-svhn")):
+        for m in ("conv-ae", "conv-dae", "fc-ngc", "conv-ngc"):
+            rows.append(Row("%s/%s" % (ds, m), table, m, ds, ds, ("reconstruction", "denoising"), (ds,), ds))
+        for m in CLASSICAL:
+            rows.append(Row("%s/%s" % (ds, m), table, m, ds, ds, ("denoising",), (ds,), ds))
+    for pair in ("svhn->cifar10", "svhn->cinic10", "cifar10->cinic10", "color-mnist->cifar10"):
+        src, dst = pair.split("->")
+        for m in ("conv-ae", "conv-dae", "conv-ngc"):
+            sub = pair in OOD_SUBSTITUTES
+            rows.append(Row("%s/%s" % (pair, m), "table2b-ood", m, src, dst, ("ood",), (src, dst),
+                            OOD_SUBSTITUTES.get(pair, pair), sub))
+    rows.append(Row("cifar10/res-conv-ngc", "extra-residual-cifar10", "res-conv-ngc", "cifar10", "cifar10",
+                    ("reconstruction", "denoising"), ("cifar10",), ""))
+    return rows
+
+
+DEFAULT_EXCLUDE = ("*/res-conv-ngc",)     # not in the paper's tables: only when --rows names it
+
+
+def _have_dataset(name, data_dir):
+    try:
+        data.load_dataset(name, "test" if name != "cinic10" else "all", data_dir=data_dir, limit=1)
+        return True
+    except (data.DataError, OSError):
+        return False
+
+
+def _have_module(name):
+    try:
+        __import__(name)
+        return True
+    except ImportError:
+        return False
+
+
+def select_rows(patterns, data_dir, log=print):
+    """The rows to run: those matching --rows (default: all but DEFAULT_EXCLUDE), minus those whose data or
+    extras are missing (one line each says why), minus the substitutes when SVHN is present."""
+    rows = all_rows()
+    if patterns:
+        unknown = [p for p in patterns if not any(fnmatch.fnmatch(r.id, p) for r in rows)]
+        if unknown:
+            raise SystemExit("error: --rows %s matches no row; `convngc reproduce --list` shows them"
+                             % ", ".join(unknown))
+        rows = [r for r in rows if any(fnmatch.fnmatch(r.id, p) for p in patterns)]
+    else:
+        rows = [r for r in rows if not any(fnmatch.fnmatch(r.id, p) for p in DEFAULT_EXCLUDE)]
+    have = {}
+    svhn = _have_dataset("svhn", data_dir)
+    kept, skipped = [], []
+    for r in rows:
+        why = None
+        for ds in r.needs:
+            if ds not in have:
+                have[ds] = _have_dataset(ds, data_dir)
+            if not have[ds]:
+                why = "no %s data (see data/README.md; `convngc download %s`)" % (DATASET_TITLES.get(ds, ds), ds)
+                break
+        if why is None and r.substitute and svhn:
+            why = "SVHN is present, so the paper's own SVHN pair runs instead of this substitute"
+        if why is None and r.model in ("conv-ae", "conv-dae") and not _have_module("torch"):
+            why = "PyTorch is not installed (pip install .[baselines]; see README for the CPU-only wheel)"
+        if why is None and r.model == "bm3d" and not _have_module("bm3d"):
+            why = "the bm3d package is not installed (pip install .[baselines] or pip install bm3d)"
+        if why:
+            log("skipping %s: %s" % (r.id, why))
+            skipped.append((r, why))
+        else:
+            kept.append(r)
+    return kept, skipped
+
+
+# ------------------------------------------------------------------------------------------------------------
+# data
+# ------------------------------------------------------------------------------------------------------------
+def load(name, split, limit, data_dir):
+    """Float NCHW images in [0, 1]; the CINIC-10 sample has no official test split: all of it is used."""
+    if name == "cinic10" and split == "test":
+        split = "all"
+    x, _ = data.load_dataset(name, split, data_dir=data_dir, seed=0, limit=limit)
+    return data.to_model(x, channels=3)
+
+
+def noisy_inputs(x, seed):
+    """x + N(0, 0.1), not clipped: the very draw train.run_task makes for trial `seed` (tested)."""
+    rng = np.random.default_rng(seed)
+    return (x + rng.normal(0.0, train.NOISE_STD, size=x.shape)).astype(x.dtype)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# models: fit(train, val) -> history with "val_mse"; outputs(x, task, seed) -> (output, model input)
+# ------------------------------------------------------------------------------------------------------------
+def conv_ngc_config():
+    """The Conv-NGC rows' model: the documented default Config() (read, never copied; tests may patch this)."""
+    return Config()
+
+
+class _ConvNGCRow:
+    def __init__(self, seed, backend):
+        self.model = ConvNGC(conv_ngc_config(), backend=backend, seed=seed)
+        self.seed = seed
+
+    def fit(self, tx, vx, epochs, batch, log):
+        return train.fit(self.model, tx, vx, epochs, batch, run_dir=None, progress=False, seed=self.seed,
+                         log=lambda s: log("  " + s))
+
+    def outputs(self, x, task, seed):
+        out, inp, _ = train.run_task(self.model, x, "denoising" if task == "denoising" else "reconstruction",
+                                     batch_size=100, seed=seed)
+        return out, inp
+
+
+class _GenericRow:
+    def __init__(self, model):
+        self.model = model
+
+    def fit(self, tx, vx, epochs, batch, log):
+        return self.model.fit(tx, vx, epochs, batch, log=log)
+
+    def outputs(self, x, task, seed):
+        if task == "denoising":
+            inp = noisy_inputs(x, seed)
+            clamp = "first"
+        else:
+            inp, clamp = x, "always"
+        if hasattr(self.model, "_settle"):
+            return self.model.output(inp, clamp=clamp, seed=seed), inp
+        return self.model.output(inp), inp                  # autoencoders: the network's output
+
+
+def make_model(name, seed, backend):
+    if name == "conv-ngc":
+        return _ConvNGCRow(seed, backend)
+    from . import baselines
+    if name == "fc-ngc":
+        return _GenericRow(baselines.FCNGCModel(seed=seed))
+    if name == "res-conv-ngc":
+        return _GenericRow(baselines.ResidualConvNGC(seed=seed))
+    if name in ("conv-ae", "conv-dae"):
+        from .autoencoder import AutoEncoderModel
+        return _GenericRow(AutoEncoderModel(denoising=(name == "conv-dae"), seed=seed))
+    raise ValueError("unknown model %r" % name)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# running
+# ------------------------------------------------------------------------------------------------------------
+def row_setup(row, scale_cfg, trials, backend):
+    """The row's config as recorded in its JSON: sizes, seeds, and the model's configuration."""
+    s = {"n_test": n_test_for(scale_cfg, row.model), "trials": trials, "seeds": list(range(trials)),
+         "noise_std": train.NOISE_STD}
+    if row.model in TRAINED:
+        n_train, epochs, batch = scale_cfg["train"][row.model]
+        s.update(n_train=n_train, epochs=epochs, batch=batch, n_val=scale_cfg["n_val"])
+    else:
+        s.update(n_tune=scale_cfg["n_tune"])
+    if row.model == "conv-ngc":
+        s.update(backend=backend, config=conv_ngc_config().to_dict())
+    elif row.model in ("fc-ngc", "res-conv-ngc"):
+        s.update(backend="numpy (reference; no kernel)")
+    return s
+
+
+def n_test_for(scale_cfg, model_name):
+    """Test images per dataset for a model (the scale's, or a smaller cap for a very slow model)."""
+    return scale_cfg.get("n_test_model", {}).get(model_name, scale_cfg["n_test"])
+
+
+def _metrics(out, x):
+    return {k: float(v) for k, v in metrics.evaluate_metrics(out, x).items()}
+
+
+def _summary(trials, task):
+    return {k: {"mean": m, "std": s} for k, (m, s) in metrics.mean_std([t[task] for t in trials]).items()}
+
+
+def run_job(model_name, dataset, rows, scale_cfg, trials, backend, data_dir, out_dir, log):
+    """Train (or tune) one model on one dataset, `trials` times, and evaluate every row that uses it."""
+    n_test = n_test_for(scale_cfg, model_name)
+    test_x = {r.test_dataset: load(r.test_dataset, "test", n_test, data_dir) for r in rows}
+    results = {r.id: [] for r in rows}
+    histories = {}
+    if model_name in CLASSICAL:
+        from .baselines import ClassicalDenoiser
+        den = ClassicalDenoiser(model_name)
+        vx = load(dataset, "val", scale_cfg["n_tune"], data_dir)
+        t0 = time.time()
+        tuning = den.tune(vx, noisy_inputs(vx, 10 ** 6), log=log)     # a noise draw no test trial uses
+        tuning["seconds"] = time.time() - t0
+        for k in range(trials):
+            for r in rows:
+                x = test_x[r.test_dataset]
+                t0 = time.time()
+                inp = noisy_inputs(x, k)
+                out = den.output(inp)
+                results[r.id].append({"seed": k, "denoising": _metrics(out, x), "eval_seconds": time.time() - t0})
+            log("  trial %d/%d: denoising MSE %.2f" % (k + 1, trials, results[rows[0].id][-1]["denoising"]["mse"]))
+        return results, {"tuning": tuning}
+    n_train, epochs, batch = scale_cfg["train"][model_name]
+    tx = load(dataset, "train", n_train, data_dir)
+    vx = load(dataset, "val", scale_cfg["n_val"], data_dir)
+    for k in range(trials):
+        log("%s on %s, trial %d/%d: %d training images x %d epochs, batch %d"
+            % (NAMES[model_name], DATASET_TITLES[dataset], k + 1, trials, len(tx), epochs, batch))
+        m = make_model(model_name, k, backend)
+        t0 = time.time()
+        hist = m.fit(tx, vx, epochs, batch, log)
+        train_s = time.time() - t0
+        histories[k] = hist
+        for r in rows:
+            x = test_x[r.test_dataset]
+            rec = {"seed": k, "train_seconds": train_s, "history": hist}
+            t0 = time.time()
+            for task in r.tasks:
+                out, inp = m.outputs(x, task, k)
+                rec[task] = _metrics(out, x)
+                if k == 0 and task == "denoising" and model_name == "conv-ngc":
+                    figure3(os.path.join(out_dir, "figure3-%s.png" % dataset), x, inp, out)
+            rec["eval_seconds"] = time.time() - t0
+            results[r.id].append(rec)
+            log("  %s: %s" % (r.id, "; ".join("%s MSE %.2f, SSIM (Eq. 5) %.4f, PSNR %.2f"
+                                               % (t, rec[t]["mse"], rec[t]["ssim_global"], rec[t]["psnr"])
+                                               for t in r.tasks)))
+        if k == 0 and model_name == "conv-ngc":
+            figure4(os.path.join(out_dir, "figure4-%s.png" % dataset), m.model, test_x[dataset][:1])
+    plot_val_curves(os.path.join(out_dir, "training-%s-%s.png" % (dataset, model_name)),
+                    {"trial %d" % k: h["val_mse"] for k, h in histories.items()},
+                    "%s on %s: validation reconstruction MSE" % (NAMES[model_name], DATASET_TITLES[dataset]))
+    return results, {}
+
+
+def raw_path(out_dir, row_id):
+    return os.path.join(out_dir, "raw", row_id.replace("->", "-to-").replace("/", "__") + ".json")
+
+
+def run(rows, scale, trials, backend, data_dir, out_dir, log=print):
+    """Run the rows (grouped so that a trained model serves every row that uses it), write raw JSON per row,
+    rebuild the tables after each group. Returns {row id: raw record}."""
+    scale_cfg = SCALES[scale]
+    os.makedirs(os.path.join(out_dir, "raw"), exist_ok=True)
+    jobs = {}
+    for r in rows:
+        jobs.setdefault((r.model, r.dataset), []).append(r)
+    written = {}
+    for (model_name, dataset), jrows in jobs.items():
+        t0 = time.time()
+        log("== %s on %s (%s) ==" % (NAMES[model_name], DATASET_TITLES[dataset], ", ".join(r.id for r in jrows)))
+        results, extra = run_job(model_name, dataset, jrows, scale_cfg, trials, backend, data_dir, out_dir, log)
+        for r in jrows:
+            rec = {"row": dataclasses.asdict(r), "scale": scale, "setup": row_setup(r, scale_cfg, trials, backend),
+                   "trials": results[r.id], "summary": {t: _summary(results[r.id], t) for t in r.tasks},
+                   "job_seconds": time.time() - t0}
+            rec.update(extra)
+            train.write_json(raw_path(out_dir, r.id), rec)
+            written[r.id] = rec
+        write_tables(out_dir)
+    return written
+
+
+# ------------------------------------------------------------------------------------------------------------
+# tables and figures
+# ------------------------------------------------------------------------------------------------------------
+def _fmt(v, metric):
+    return "%.*f" % (DECIMALS[metric], v)
+
+
+def _cell(summary, metric):
+    if summary is None or metric not in summary:
+        return "-"
+    return "%s ± %s" % (_fmt(summary[metric]["mean"], metric), _fmt(summary[metric]["std"], metric))
+
+
+def _paper_cell(key, model, task, metric):
+    v = PAPER.get((key, model), {}).get(task, {}).get(metric)
+    return "-" if v is None else "%g ± %g" % v                 # as printed in the paper (trailing zeros dropped)
+
+
+def _setup_cell(rec):
+    s = rec["setup"]
+    if "epochs" in s:
+        n = "all" if s["n_train"] is None else "{:,}".format(s["n_train"])
+        return "%s: %s train imgs x %d ep, batch %d; %d trials" % (rec["scale"], n, s["epochs"], s["batch"], s["trials"])
+    return "%s: tuned on %d val imgs; %d trials" % (rec["scale"], s["n_tune"], s["trials"])
+
+
+def read_raw(out_dir):
+    recs = []
+    folder = os.path.join(out_dir, "raw")
+    for f in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if f.endswith(".json"):
+            with open(os.path.join(folder, f)) as fh:
+                recs.append(json.load(fh))
+    return recs
+
+
+HEADER = """Generated by `convngc reproduce`; do not edit. Ours: mean ± std over trials (population std);
+trial k trains from seed k and draws its own noise (classical rows: the noise only). Paper: mean ± std over
+its five trials, as printed. Metrics on outputs clipped to [0, 1] and scaled to [0, 255] (convngc.metrics):
+MSE (Eq. 4), SSIM (Eq. 5) with whole-image statistics (the paper's SSIM column is listed beside it),
+SSIM (windowed) = Gaussian sigma 1.5 windows (Wang et al. 2004), PSNR (Eq. 6). Denoising inputs are
+x + N(0, 0.1) on the [0, 1] scale, not clipped; every model sees the same noisy images. Classical denoisers
+were tuned on validation images only.
+"""
+
+
+def write_tables(out_dir):
+    """Rebuild every <table>.md from the raw JSON files under out_dir/raw."""
+    by_table = {}
+    for rec in read_raw(out_dir):
+        by_table.setdefault(rec["row"]["table"], []).append(rec)
+    order = {r.id: i for i, r in enumerate(all_rows())}
+    paths = []
+    for table, recs in by_table.items():
+        recs.sort(key=lambda rec: order.get(rec["row"]["id"], 1 << 30))
+        lines = ["# %s" % _table_title(table, recs), "", HEADER]
+        tasks = [t for t in ("reconstruction", "denoising", "ood") if any(t in rec["row"]["tasks"] for rec in recs)]
+        for task in tasks:
+            lines += ["## %s" % {"reconstruction": "Reconstruction", "denoising": "Denoising (x + N(0, 0.1))",
+                                 "ood": "Out-of-distribution reconstruction"}[task], ""]
+            head = ["model"] + (["train -> test"] if task == "ood" else [])
+            for m in METRICS:
+                head.append({"mse": "MSE", "ssim_global": "SSIM (Eq. 5)", "ssim": "SSIM (windowed)",
+                             "psnr": "PSNR (dB)"}[m])
+                if m != "ssim":
+                    head.append("paper")
+            head += ["setup", "job seconds"]
+            lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for rec in recs:
+                row = rec["row"]
+                if task not in row["tasks"]:
+                    continue
+                s = rec["summary"][task]
+                cells = [NAMES[row["model"]]]
+                if task == "ood":
+                    pair = "%s -> %s" % (DATASET_TITLES[row["dataset"]], DATASET_TITLES[row["test_dataset"]])
+                    if row["substitute"]:
+                        pair += " (substitute; paper: %s)" % " -> ".join(DATASET_TITLES[d] for d in
+                                                                        row["paper_key"].split("->"))
+                    cells.append(pair)
+                for m in METRICS:
+                    cells.append(_cell(s, m))
+                    if m != "ssim":
+                        cells.append(_paper_cell(row["paper_key"], row["model"], task, m))
+                cells += [_setup_cell(rec), "%.0f" % rec.get("job_seconds", 0)]
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+        tuned = [rec for rec in recs if "tuning" in rec]
+        if tuned:
+            lines += ["Classical parameters chosen on validation images: " + "; ".join(
+                "%s %s = %g" % (NAMES[rec["row"]["model"]], rec["tuning"]["param"], rec["tuning"]["value"])
+                for rec in tuned) + ".", ""]
+        path = os.path.join(out_dir, table + ".md")
+        text = "\n".join(lines)
+        checkpoint_write(path, text)
+        paths.append(path)
+    return paths
+
+
+def checkpoint_write(path, text):
+    from .checkpoint import atomic_write
+
+    def w(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    atomic_write(path, w)
+
+
+def _table_title(table, recs):
+    if table == "table2b-ood":
+        return "Table 2b: out-of-distribution reconstruction"
+    ds = DATASET_TITLES.get(recs[0]["row"]["dataset"], recs[0]["row"]["dataset"])
+    if table.startswith("extra-"):
+        return "Beyond the paper: %s on %s" % (NAMES[recs[0]["row"]["model"]], ds)
+    return "Tables 1%s: %s, reconstruction and denoising" % (" and 2a" if "2a" in table else "", ds)
+
+
+def figure3(path, x, noisy, out, n=6):
+    """Figure 3: clean / noisy / Conv-NGC denoised test images."""
+    viz.save_grid(path, {"clean": x[:n], "noisy": np.clip(noisy[:n], 0, 1), "denoised": np.clip(out[:n], 0, 1)},
+                  n=n)
+
+
+def _maps(z):
+    """(C, H, W) state maps -> (C, 1, H, W), each map scaled to [0, 1] on its own range."""
+    lo = z.min(axis=(1, 2), keepdims=True)
+    span = np.maximum(z.max(axis=(1, 2), keepdims=True) - lo, 1e-12)
+    return ((z - lo) / span)[:, None]
+
+
+FIGURE4_MAPS = 10          # the first maps of each layer (the paper shows a few)
+
+
+def figure4(path, model, x1):
+    """Figure 4: the bottom three layers of a trained Conv-NGC for one test image (reconstruction settling):
+    the second latent layer on top, then the first, then the clamped input (as the paper stacks them)."""
+    saved, model.rng = model.rng, np.random.default_rng([0, 1])
+    try:
+        res = model.settle(x1)
+    finally:
+        model.rng = saved
+    z = [model.backend.to_host(a)[0] for a in res.z[:3]]
+    rows = {"z^2 (%d maps, %dx%d)" % z[2].shape: _maps(z[2]), "z^1 (%d maps, %dx%d)" % z[1].shape: _maps(z[1]),
+            "z^0 (input channels)": _maps(z[0]), "input (RGB)": x1}
+    viz.save_grid(path, rows, n=FIGURE4_MAPS, upscale=3)
+
+
+def plot_val_curves(path, curves, title):
+    """Validation reconstruction MSE (0-255 scale) against epochs, one line per trial."""
+    fig, axes = viz._new_figure()
+    ax = axes[0, 0]
+    for label, v in curves.items():
+        ax.plot(np.arange(1, len(v) + 1), v, marker="o", markersize=3, label=label)
+    ax.set_xlabel("epoch")
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("validation MSE (0-255 scale)")
+    if viz._use_log([np.asarray(v, float) for v in curves.values()]):
+        ax.set_yscale("log")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return viz._save_fig(fig, path)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# plan and estimate
+# ------------------------------------------------------------------------------------------------------------
+def estimate_seconds(rows, scale, trials, per_job=False):
+    """Rough time from COST (measured per-image seconds): training, per-epoch validation and test settles.
+    per_job=True returns {(model, dataset): seconds} instead of the total."""
+    from .baselines import CLASSICAL as grids
+    sc = SCALES[scale]
+    n_full = {"train": 45000, "val": 5000, "test": 10000}
+    jobs, est = {}, {}
+    for r in rows:
+        jobs.setdefault((r.model, r.dataset), []).append(r)
+    for (m, ds), jrows in jobs.items():
+        learn, ev = COST[m]
+        evals = sum(len(r.tasks) for r in jrows) * (n_test_for(sc, m) or n_full["test"])
+        if m in TRAINED:
+            n_train, epochs, _ = sc["train"][m]
+            n_train = n_train or n_full["train"]
+            est[m, ds] = trials * (learn * n_train * epochs + ev * (sc["n_val"] * epochs + evals))
+        else:
+            est[m, ds] = ev * (sc["n_tune"] * len(grids[m][2]) + trials * evals)
+    return est if per_job else sum(est.values())
+
+
+def list_rows(rows, skipped, scale, trials, log=print):
+    sc = SCALES[scale]
+    log("rows at scale %r (%d trials; test images per dataset: %s):" % (scale, trials, sc["n_test"] or "all"))
+    for r in rows:
+        size = ("%s train imgs x %d epochs, batch %d" % (sc["train"][r.model][0] or "all", *sc["train"][r.model][1:])
+                if r.model in TRAINED else "tuned on %d validation images" % sc["n_tune"])
+        log("  %-32s %-28s %s%s" % (r.id, ", ".join(r.tasks), size, "  [substitute]" if r.substitute else ""))
+    for r, why in skipped:
+        log("  %-32s skipped: %s" % (r.id, why))
+    for (m, ds), sec in estimate_seconds(rows, scale, trials, per_job=True).items():
+        log("  estimate: %-28s on %-12s %6.1f min" % (NAMES[m], DATASET_TITLES[ds], sec / 60))
+    log("estimated time: %.0f min (per-image costs measured with the NumPy backend on 2 shared cores; "
+        "a faster --backend shortens the Conv-NGC rows)" % (estimate_seconds(rows, scale, trials) / 60))
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="convngc reproduce", description="Reproduce the paper's Tables 1-2 and "
+                                 "Figures 3-4 next to its baselines and classical denoisers.")
+    ap.add_argument("--scale", choices=tuple(SCALES), default="quick",
+                    help="quick: fits 2 CPU cores in about an hour; paper: the full protocol")
+    ap.add_argument("--trials", type=int, default=5, help="trials (seeds 0..trials-1); the paper's: 5")
+    ap.add_argument("--rows", nargs="+", default=None, metavar="PATTERN",
+                    help="run only the rows matching these patterns, e.g. 'cifar10/*' 'cifar10->cinic10/conv-ngc'")
+    ap.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND, help="backend of the Conv-NGC rows")
+    ap.add_argument("--data-dir", default=None, help="real data (default: $CONVNGC_DATA_DIR or ../shared/data)")
+    ap.add_argument("--out", default="results", help="folder for the tables, raw JSON and figures")
+    ap.add_argument("--list", action="store_true", help="print the rows, their sizes and a time estimate; run nothing")
+    return ap
+
+
+def main(argv=None, log=print):
+    args = build_parser().parse_args(argv)
+    if args.trials < 1:
+        raise SystemExit("error: --trials must be >= 1")
+    rows, skipped = select_rows(args.rows, args.data_dir, log=(lambda s: None) if args.list else log)
+    if args.list:
+        list_rows(rows, skipped, args.scale, args.trials, log)
+        return 0
+    if not rows:
+        log("nothing to run")
+        return 1
+    log("running %d rows at scale %r with %d trials, Conv-NGC backend %s -> %s (estimate %.0f min)"
+        % (len(rows), args.scale, args.trials, args.backend, args.out,
+           estimate_seconds(rows, args.scale, args.trials) / 60))
+    if args.backend == "numpy" and "cpu" not in BACKENDS:
+        log("note: the Conv-NGC rows run on the NumPy reference (no fast CPU backend in this version)")
+    t0 = time.time()
+    run(rows, args.scale, args.trials, args.backend, args.data_dir, args.out, log)
+    log("done in %.1f min; tables in %s" % ((time.time() - t0) / 60, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
