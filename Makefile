@@ -20,11 +20,11 @@ test-ref: install       ## only the NumPy reference and the shared code
 test-emu: install       ## only the CUDA kernels, emulated on the CPU (four thread orders, guard zones, ASan)
 	$(PYTHON) -m pytest -q tests/test_emu.py tests/test_cuda_ops.py tests/test_cuda_model.py tests/test_cuda_settle_whole.py tests/test_golden.py
 
-compile-check:          ## compile kernels/*.cu with NVRTC for sm_80/sm_90 and compare with kernels/resources.json
+compile-check:          ## compile kernels/*.cu with NVRTC for sm_80/sm_90 and compare with kernels/resources.json + README table
 	$(PYTHON) -m ngc_cuda.compile_check --check
 
-resources:              ## regenerate the committed resource table (kernels/RESOURCES.md, resources.json)
-	$(PYTHON) -m ngc_cuda.compile_check --write kernels/RESOURCES.md
+resources:              ## regenerate the committed resource table (in kernels/README.md, and kernels/resources.json)
+	$(PYTHON) -m ngc_cuda.compile_check --write kernels/README.md
 
 golden:                 ## rewrite tests/golden/paper_T60.npz from ngc_ref (only after a deliberate change of the reference)
 	$(PYTHON) tests/golden_data.py
