@@ -12,8 +12,6 @@ NumPy arrays in -> the kernels run on the CPU emulator (backend "cuda-emu") -> N
 -> the kernels run on the GPU (backend "cuda") -> CuPy out. `backend=` names it instead (backend.py).
 The per-step model kernels (kernels/ngc_step.cu) have their wrappers in ngc_step.py.
 """
-import numpy as np
-
 from ngc_ref.ops import conv_out_size, same_padding  # noqa: F401  (one SAME rule for both backends)
 
 from . import checks

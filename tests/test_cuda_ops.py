@@ -97,7 +97,7 @@ def test_conv2d_and_transpose_are_adjoint(be, rng):
 
 # ---- the fused pieces the model uses -------------------------------------------------------------
 @pytest.mark.parametrize("leak", [0.2, 1.0])
-def test_weight_grad_phi_matches_ref(be, rng, leak):
+def test_conv2d_weight_grad_phi_matches_ref(be, rng, leak):
     e = rng.standard_normal((2, 3, 7, 9), dtype=np.float32)
     z = rng.standard_normal((2, 5, 4, 5), dtype=np.float32)
     ref = ref_ops.conv2d_weight_grad(f64(e), ref_model.phi(f64(z), leak), 3, stride=2)
