@@ -8,11 +8,11 @@ setup(
     long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=["ngc_ref", "ngc_cuda", "ngc_cuda.kernels", "ngc_cuda.emu", "convngc"],
+    packages=["ngc_ref", "ngc_cuda", "ngc_cuda.kernels", "cuda_emu", "convngc"],
     # kernels/*.cu live at the top of the repository (one op family per file) and ship inside
     # ngc_cuda as the ngc_cuda.kernels package, so a non-editable install finds them too.
     package_dir={"ngc_cuda.kernels": "kernels"},
-    package_data={"ngc_cuda.kernels": ["*.cu", "*.cuh", "*.json", "*.md"], "ngc_cuda.emu": ["*.h", "*.cpp"]},
+    package_data={"ngc_cuda.kernels": ["*.cu", "*.cuh", "*.json", "*.md"], "cuda_emu": ["*.h", "*.cpp", "*.md"]},
     install_requires=["numpy>=1.22", "scipy>=1.8", "scikit-image>=0.19", "pillow>=9", "matplotlib>=3.5",
                       "tqdm>=4.60"],
     extras_require={

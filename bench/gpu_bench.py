@@ -159,7 +159,8 @@ def settle_paths(cp, cfg, params_cp, threads):
     import ngc_cuda.model as ngc_model
     from ngc_cuda.settle_whole import settle_whole
     step = step_kernel_name(ngc_model)
-    paths = {"ours/whole@%d" % t: (lambda x, zt, t=t: settle_whole(params_cp, x, cfg, zt, threads=t)) for t in threads}
+    paths = {"ours/whole@%d" % t: (lambda x, zt, t=t: settle_whole(params_cp, x, cfg, zt, cfg.T, threads=t,
+                                                                  backend="cuda")) for t in threads}
     paths["ours/step"] = lambda x, zt: ngc_model.settle(params_cp, x, cfg, zt, kernel=step)
     return paths, step
 
@@ -368,7 +369,8 @@ def smoke(cp):
         p64 = {k: None if v is None else [None if a is None else a.astype(np.float64) for a in v] for k, v in p.items()}
         ref = ref_model.settle(p64, x.astype(np.float64), cfg, zt.astype(np.float64), clamp=clamp)
         pc = to_cupy(cp, p)
-        for name, f in (("whole", lambda: settle_whole(pc, cp.asarray(x), cfg, cp.asarray(zt), clamp=clamp)),
+        for name, f in (("whole", lambda: settle_whole(pc, cp.asarray(x), cfg, cp.asarray(zt), cfg.T, clamp=clamp,
+                                                       backend="cuda")),
                         ("step", lambda: ngc_model.settle(pc, cp.asarray(x), cfg, cp.asarray(zt), clamp=clamp,
                                                           kernel=step))):
             r = f()

@@ -9,6 +9,7 @@ The math lives in the backends: `ngc_ref` (NumPy, the ground truth) and `ngc_cud
 class only validates input, moves arrays, draws the random initial top state on the host (so every
 backend starts from the same numbers) and keeps the optimiser state.
 """
+import functools
 import types
 
 import numpy as np
@@ -45,9 +46,11 @@ def get_backend(name):
             to_device, to_host = (lambda a: cp.ascontiguousarray(cp.asarray(a, dtype=np.float32))), cp.asnumpy
         else:
             to_device, to_host = (lambda a: np.ascontiguousarray(a, dtype=np.float32)), np.asarray
-        return types.SimpleNamespace(name=name, settle=cu_model.settle, filter_updates=cu_model.filter_updates,
-                                     init_state=cu_optim.init_state, step=cu_optim.step,
-                                     to_device=to_device, to_host=to_host)
+        on = functools.partial                          # the backend is this name, not the arrays' type
+        return types.SimpleNamespace(name=name, settle=on(cu_model.settle, backend=name),
+                                     filter_updates=on(cu_model.filter_updates, backend=name),
+                                     init_state=on(cu_optim.init_state, backend=name),
+                                     step=on(cu_optim.step, backend=name), to_device=to_device, to_host=to_host)
     raise ValueError("unknown backend %r: choose one of %s ('cuda-emu' runs the CUDA kernels on the CPU, "
                      "to validate them; it is slow)" % (name, ", ".join(BACKENDS)))
 

@@ -1,14 +1,21 @@
 // common.cuh: device helpers shared by kernels/*.cu (one copy of the index arithmetic).
 //
 // Compiles three ways: nvcc, NVRTC (CuPy RawModule) and g++ through the CPU emulator, which
-// force-includes ngc_cuda/emu/cuda_emu.h ahead of the source (so nothing is included for it here).
-// No standard headers: NVRTC has none, and sqrtf/fmaxf are builtins on every side.
+// force-includes cuda_emu/cuda_emu.h ahead of the source (so nothing is included for it here).
+// No standard headers: NVRTC has none, and sqrtf/fmaxf/min are builtins on every side.
 #pragma once
 
 // Threads per block of the tree reductions (block_sum). A power of two; the Python wrappers launch
-// the reduction kernels with exactly this many threads (ngc_cuda/ops.py REDUCE_THREADS).
+// the reduction kernels with exactly this many threads. Like every constant a kernel shares with its
+// wrapper, it comes as a -D option from ngc_cuda/defines.py.
 #ifndef NGC_REDUCE_THREADS
-#define NGC_REDUCE_THREADS 256
+#error "compile kernels/*.cu with the -D options of ngc_cuda/defines.py (kernel_defines): NGC_REDUCE_THREADS is missing"
+#endif
+
+// A kernel that splits its dynamic shared memory into areas names them, so that the CPU emulator can check
+// the guard zones it leaves between them (cuda_emu/README.md). Nothing on a GPU.
+#ifndef CUDA_EMU_SHARED_AREA
+#define CUDA_EMU_SHARED_AREA(name, ptr, count) ((void)0)
 #endif
 
 __device__ __forceinline__ int ceil_div(int a, int b) { return (a + b - 1) / b; }

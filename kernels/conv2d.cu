@@ -6,6 +6,8 @@
 // x: (B, Cin, H, W), w: (Cout, Cin, K, K) -> out: (B, Cout, ceil(H/s), ceil(W/s)), all float32 NCHW.
 // One thread per output pixel (b, co, y, x) in NCHW order; each loops over Cin*K*K taps.
 // Version 1: a naive port of the reference loop (no dev/cuda harness or later versions yet).
+// Only the tests run it (rung 1 of kernels/README.md): the model runs the fused kernels of ngc_step.cu,
+// which call the same per-pixel function of common.cuh.
 extern "C" __global__ void conv2d_fwd_v1(const float* __restrict__ x, const float* __restrict__ w,
                                          float* __restrict__ out, int B, int Cin, int H, int W,
                                          int Cout, int K, int s) {

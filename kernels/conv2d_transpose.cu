@@ -7,6 +7,8 @@
 // A gather: one thread per output pixel (b, j, Y, X) sums the input pixels and taps that reach it,
 // so the dilated, padded copy of the reference is never built and no two threads write one pixel.
 // Version 1: a naive gather (no dev/cuda harness or later versions yet).
+// Only the tests run it (rung 1 of kernels/README.md): the model runs the fused kernels of ngc_step.cu,
+// which call the same per-pixel function of common.cuh.
 extern "C" __global__ void conv2d_transpose_fwd_v1(const float* __restrict__ z, const float* __restrict__ w,
                                                    float* __restrict__ out, int B, int Cz, int H, int W,
                                                    int Cout, int Ho, int Wo, int K, int s) {

@@ -1,7 +1,7 @@
 // conv2d_weight_grad.cu: the filter displacement of Sec. 3.2 / Algorithm 2 line 9.
 #include "common.cuh"
 
-// conv2d_wgrad_v1  ==  ngc_ref.ops.conv2d_weight_grad   (Alg. 2 line 9: dW_ij = e_j *_1 Dilate(a_i, s))
+// conv2d_weight_grad_v1  ==  ngc_ref.ops.conv2d_weight_grad   (Alg. 2 line 9: dW_ij = e_j *_1 Dilate(a_i, s))
 // dW[i, j, ky, kx] = sum_{b, p, q} act(a[b, i, p, q]) * e[b, j, p*s + ky - pt, q*s + kx - pl]
 //   e: (B, Ce, He, We) error of the layer below, a: (B, Ca, ceil(He/s), ceil(We/s)) -> dW: (Ca, Ce, K, K),
 //   pt/pl = SAME padding before for He/We; error pixels in the padding count as 0.
@@ -9,9 +9,9 @@
 // One block of NGC_REDUCE_THREADS threads per kernel (i, j) = blockIdx.x; for each of the K*K taps
 // the threads stride over the B*Ha*Wa products and meet in a shared-memory tree: deterministic,
 // no float atomics, so a run reproduces bit for bit. Version 1 (no dev/cuda harness yet).
-extern "C" __global__ void conv2d_wgrad_v1(const float* __restrict__ e, const float* __restrict__ a,
-                                           float* __restrict__ dW, int B, int Ce, int He, int We,
-                                           int Ca, int K, int s, int apply_phi, float leak) {
+extern "C" __global__ void conv2d_weight_grad_v1(const float* __restrict__ e, const float* __restrict__ a,
+                                                 float* __restrict__ dW, int B, int Ce, int He, int We,
+                                                 int Ca, int K, int s, int apply_phi, float leak) {
     __shared__ float buf[NGC_REDUCE_THREADS];
     const int i = blockIdx.x / Ce, j = blockIdx.x % Ce;
     const int Ha = conv_out_size(He, s), Wa = conv_out_size(We, s);

@@ -12,61 +12,52 @@
 //     correct item   (l, i-chunk, y, x): NGC_SETTLE_JT maps i of layer l at one pixel.
 //   dev/cuda version: first version (v1), written directly against the reference; no earlier versions.
 //
-// Shared memory (dynamic, float32 unless said otherwise), per image:
-//   hdr   84 ints   C_l, H_l, W_l, state/weight offsets, item counts (filled by thread 0 from `dims`)
-//   red   32        per-warp partial energies for the block reduction
+// Shared memory (dynamic, float32 unless said otherwise), per image, in this order:
+//   hdr   NGC_HDR_INTS ints   C_l, H_l, W_l, state/weight/bias offsets, item counts (filled by thread 0 from `dims`)
+//   red   NGC_RED_FLOATS      per-warp partial energies for the block reduction
 //   z     sum_{l=0..L}   C_l H_l W_l       states z^0..z^L
 //   e     sum_{l=0..L-1} C_l H_l W_l       errors e^0..e^{L-1} (e^L = 0 is never stored)
 //   W     sum_l C_l C_{l-1} K K            generative filters W^1..W^L, the reference's layout
 //   b     sum_{l=0..L-1} C_l               biases b^0..b^{L-1} (one scalar per map)
 //   E     like W, only if the error filters are learnable (otherwise phase 2 reads W: E = W^T)
-// ngc_cuda/settle_whole.py:smem_bytes mirrors this layout exactly; keep the two in step.
+// each area followed by NGC_SMEM_GUARD unused floats: 0 on a GPU; in the CPU emulator a guard zone, and the
+// kernel names its areas (CUDA_EMU_SHARED_AREA) so that a write running out of one is reported by name.
+// ngc_cuda/settle_whole.py:layout describes the same areas, and tests/test_cuda_settle_whole.py compares it
+// with the areas this kernel names.
 //
 // Global layout of the outputs: each of z_out, zbar_out, e_out is the concatenation over layers of
 // (B, C_l, H_l, W_l) blocks, so every layer is one contiguous slice on the host. energy_out is (T+1, B).
 //
 // Numerics: float32, same operation order as the reference where it is cheap
 // (zbar = sum + b; d = -e + up; z = z + beta*d - gamma*z). No fast math.
+#include "common.cuh"
 
-#ifndef NGC_SETTLE_JT
-#define NGC_SETTLE_JT 4            // maps per item: one loaded input value feeds JT FMAs
+// Constants shared with the wrapper come as -D options from ngc_cuda/defines.py (kernel_defines).
+#if !defined(NGC_MAXL) || !defined(NGC_HDR_INTS) || !defined(NGC_RED_FLOATS) || !defined(NGC_SMEM_GUARD) || \
+    !defined(NGC_PCN) || !defined(NGC_CLAMP_FIRST) || !defined(NGC_LEARN_E)
+#error "compile ngc_settle.cu with the -D options of ngc_cuda/defines.py (kernel_defines(\"ngc_settle\"))"
 #endif
-#define NGC_MAXL 8                 // deepest network supported (layers 0..8)
+#ifndef NGC_SETTLE_JT
+#define NGC_SETTLE_JT 4            // maps per item: one loaded input value feeds JT FMAs (a tuning knob)
+#endif
 
-// header slots (ints) at the start of dynamic shared memory
-#define HDR_C      0               // C_l, l = 0..L            (9 slots)
-#define HDR_H      9               // H_l
-#define HDR_W      18              // W_l
-#define HDR_ZOFF   27              // offset of z^l in the z area (floats); e^l uses the same offsets
-#define HDR_WOFF   36              // offset of W^l (l >= 1) in the W area; HDR_WOFF+0 unused
-#define HDR_BOFF   45              // offset of b^{l-1} (stored at l) in the bias area
-#define HDR_MISC   54              // [54] n_z, [55] n_w, [56] n_b, [57] n_e (floats of each area)
-#define HDR_PSTART 64              // first phase-1 item of layer pair l, l = 1..L+1 (prefix sums)
-#define HDR_CSTART 74              // first phase-2 item of layer l, l = 1..L+1
-#define HDR_INTS   84
-#define RED_FLOATS 32
-
-// flags
-#define NGC_PCN          1         // multiply the bottom-up message by phi'(z^l) (PCN, Appendix B)
-#define NGC_CLAMP_FIRST  2         // z^0 = x at t = 1 only, then d^0 = -e^0 (denoising)
-#define NGC_LEARN_E      4         // separate error filters E (else E = W^T: phase 2 reads W)
-
-static __device__ __forceinline__ int ngc_imin(int a, int b) { return a < b ? a : b; }
-static __device__ __forceinline__ int ngc_cdiv(int a, int b) { return (a + b - 1) / b; }
-static __device__ __forceinline__ float ngc_phi(float v, float leak) { return v > 0.0f ? v : v * leak; }
-static __device__ __forceinline__ float ngc_dphi(float v, float leak) { return v > 0.0f ? 1.0f : leak; }
-
-// TensorFlow SAME padding before the data, for a stride-s, K-tap conv over n inputs (ngc_ref.ops.same_padding)
-static __device__ __forceinline__ int ngc_pad_before(int n, int K, int s) {
-    int out = ngc_cdiv(n, s);
-    int total = (out - 1) * s + K - n;
-    return total > 0 ? total / 2 : 0;
-}
+// header slots (ints) at the start of dynamic shared memory, NGC_MAXL + 1 per layer list
+#define HDR_C      0                               // C_l, l = 0..L
+#define HDR_H      (HDR_C + NGC_MAXL + 1)          // H_l
+#define HDR_W      (HDR_H + NGC_MAXL + 1)          // W_l
+#define HDR_ZOFF   (HDR_W + NGC_MAXL + 1)          // offset of z^l in the z area (floats); e^l uses the same offsets
+#define HDR_WOFF   (HDR_ZOFF + NGC_MAXL + 1)       // offset of W^l (l >= 1) in the W area; HDR_WOFF+0 unused
+#define HDR_BOFF   (HDR_WOFF + NGC_MAXL + 1)       // offset of b^{l-1} (stored at l) in the bias area
+#define HDR_MISC   (HDR_BOFF + NGC_MAXL + 1)       // [+0] n_z, [+1] n_w, [+2] n_b, [+3] n_e (floats of each area)
+#define HDR_PSTART (HDR_MISC + 4)                  // first phase-1 item of layer pair l, l = 1..L+1 (prefix sums)
+#define HDR_CSTART (HDR_PSTART + NGC_MAXL + 2)     // first phase-2 item of layer l, l = 1..L+1
+static_assert(HDR_CSTART + NGC_MAXL + 2 == NGC_HDR_INTS, "NGC_HDR_INTS (ngc_cuda/defines.py) != the header's slots");
+static_assert(NGC_RED_FLOATS * 32 >= 1024, "NGC_RED_FLOATS: one partial energy per warp of a 1024-thread block");
 
 // Number of predict items of layer pair l (maps of layer l-1 in chunks of JT, times parity-grouped pixels).
 static __device__ __forceinline__ int ngc_predict_items(const int* hdr, int l, int s) {
     int Cm = hdr[HDR_C + l - 1], Hm = hdr[HDR_H + l - 1], Wm = hdr[HDR_W + l - 1];
-    return ngc_cdiv(Cm, NGC_SETTLE_JT) * s * s * ngc_cdiv(Hm, s) * ngc_cdiv(Wm, s);
+    return ceil_div(Cm, NGC_SETTLE_JT) * s * s * ceil_div(Hm, s) * ceil_div(Wm, s);
 }
 
 // Eq. 1 for one predict item of layer pair l: JT maps j0.. of zbar^{l-1} at pixel (y, x), gather form of
@@ -82,7 +73,7 @@ static __device__ __forceinline__ bool ngc_predict_item(const int* hdr, const fl
     const int K = KK ? KK : K_rt, s = SS ? SS : s_rt;
     const int Cl = hdr[HDR_C + l], Hl = hdr[HDR_H + l], Wl = hdr[HDR_W + l];
     const int Cm = hdr[HDR_C + l - 1], Hm = hdr[HDR_H + l - 1], Wm = hdr[HDR_W + l - 1];
-    const int Hq = ngc_cdiv(Hm, s), Wq = ngc_cdiv(Wm, s);
+    const int Hq = ceil_div(Hm, s), Wq = ceil_div(Wm, s);
     // item -> (jc, py, px, yq, xq), xq fastest
     const int xq = item % Wq;  int r = item / Wq;
     const int yq = r % Hq;     r /= Hq;
@@ -91,9 +82,9 @@ static __device__ __forceinline__ bool ngc_predict_item(const int* hdr, const fl
     const int y = yq * s + py, x = xq * s + px;
     if (y >= Hm || x >= Wm) return false;
     j0 = jc * NGC_SETTLE_JT;
-    jn = ngc_imin(NGC_SETTLE_JT, Cm - j0);
+    jn = min(NGC_SETTLE_JT, Cm - j0);
     pix = y * Wm + x;
-    const int pt = ngc_pad_before(Hm, K, s), pl = ngc_pad_before(Wm, K, s);
+    const int pt = same_pad_before(Hm, K, s), pl = same_pad_before(Wm, K, s);
     const float* z = zs + hdr[HDR_ZOFF + l];                         // (C_l, H_l, W_l)
     const float* w = Ws + hdr[HDR_WOFF + l];                         // (C_l, C_{l-1}, K, K)
     float acc[NGC_SETTLE_JT];
@@ -116,7 +107,7 @@ static __device__ __forceinline__ bool ngc_predict_item(const int* hdr, const fl
                 if (kx >= K) break;
                 const int ix = (x + pl - kx) / s;
                 if (ix < 0 || ix >= Wl) continue;
-                const float a = ngc_phi(zi[iy * Wl + ix], leak);
+                const float a = leaky_relu(zi[iy * Wl + ix], leak);
 #pragma unroll
                 for (int jj = 0; jj < NGC_SETTLE_JT; ++jj)
                     if (jj < jn) acc[jj] += wi[jj * K * K + ky * K + kx] * a;
@@ -142,8 +133,8 @@ static __device__ __forceinline__ void ngc_correct_item(const int* hdr, float* z
     const int Cl = hdr[HDR_C + l], Hl = hdr[HDR_H + l], Wl = hdr[HDR_W + l];
     const int Cm = hdr[HDR_C + l - 1], Hm = hdr[HDR_H + l - 1], Wm = hdr[HDR_W + l - 1];
     const int ox = item % Wl, oy = (item / Wl) % Hl, i0 = (item / (Wl * Hl)) * NGC_SETTLE_JT;
-    const int in = ngc_imin(NGC_SETTLE_JT, Cl - i0);
-    const int pt = ngc_pad_before(Hm, K, s), pl = ngc_pad_before(Wm, K, s);
+    const int in = min(NGC_SETTLE_JT, Cl - i0);
+    const int pt = same_pad_before(Hm, K, s), pl = same_pad_before(Wm, K, s);
     const float* em = es + hdr[HDR_ZOFF + l - 1];                    // e^{l-1}: (C_{l-1}, H_{l-1}, W_{l-1})
     const float* E = Es + hdr[HDR_WOFF + l];                         // (C_l, C_{l-1}, K, K)
     float up[NGC_SETTLE_JT];
@@ -173,7 +164,7 @@ static __device__ __forceinline__ void ngc_correct_item(const int* hdr, float* z
         if (ii >= in) break;
         const int k = off + (i0 + ii) * Hl * Wl + oy * Wl + ox;
         const float zv = zs[k];
-        const float u = (flags & NGC_PCN) ? up[ii] * ngc_dphi(zv, leak) : up[ii];
+        const float u = (flags & NGC_PCN) ? up[ii] * leaky_relu_prime(zv, leak) : up[ii];
         const float d = (l < L ? -es[k] : 0.0f) + u;                    // e^L = 0
         zs[k] = zv + beta * d - gamma * zv;
     }
@@ -210,13 +201,13 @@ ngc_settle_v1(const float* __restrict__ x,        // (B, C_0, H_0, W_0) image
 {
     extern __shared__ float smem[];
     int* hdr = reinterpret_cast<int*>(smem);
-    float* red = smem + HDR_INTS;
+    float* red = smem + NGC_HDR_INTS + NGC_SMEM_GUARD;
     const int b_img = blockIdx.x;
     const int tid = threadIdx.x, nth = blockDim.x;
     const bool learn_E = (flags & NGC_LEARN_E) != 0;
     const bool k3s2 = (K == 3 && s == 2);                            // the paper's filters: unrolled taps
 
-    if (tid == 0) {
+    if (tid == 0) {                                                  // L <= NGC_MAXL: the wrapper checks it
         int nz = 0, nw = 0, nb = 0;
         for (int l = 0; l <= L; ++l) {
             hdr[HDR_C + l] = dims[3 * l];  hdr[HDR_H + l] = dims[3 * l + 1];  hdr[HDR_W + l] = dims[3 * l + 2];
@@ -235,17 +226,24 @@ ngc_settle_v1(const float* __restrict__ x,        // (B, C_0, H_0, W_0) image
         for (int l = 1; l <= L; ++l) {
             hdr[HDR_PSTART + l + 1] = hdr[HDR_PSTART + l] + ngc_predict_items(hdr, l, s);
             hdr[HDR_CSTART + l + 1] = hdr[HDR_CSTART + l]
-                                    + ngc_cdiv(dims[3 * l], NGC_SETTLE_JT) * dims[3 * l + 1] * dims[3 * l + 2];
+                                    + ceil_div(dims[3 * l], NGC_SETTLE_JT) * dims[3 * l + 1] * dims[3 * l + 2];
         }
     }
     __syncthreads();   // hdr is written by thread 0 and read by everyone below
 
     const int nz = hdr[HDR_MISC], nw = hdr[HDR_MISC + 1], nb = hdr[HDR_MISC + 2], ne = hdr[HDR_MISC + 3];
-    float* zs = red + RED_FLOATS;
-    float* es = zs + nz;
-    float* Ws = es + ne;
-    float* bs = Ws + nw;
-    float* Es = learn_E ? bs + nb : Ws;                              // E = W^T: the same stored kernels
+    float* zs = red + NGC_RED_FLOATS + NGC_SMEM_GUARD;               // each area, then its guard (0 on a GPU)
+    float* es = zs + nz + NGC_SMEM_GUARD;
+    float* Ws = es + ne + NGC_SMEM_GUARD;
+    float* bs = Ws + nw + NGC_SMEM_GUARD;
+    float* Es = learn_E ? bs + nb + NGC_SMEM_GUARD : Ws;             // E = W^T: the same stored kernels
+    CUDA_EMU_SHARED_AREA("hdr", hdr, NGC_HDR_INTS);                  // the emulator checks the guards between
+    CUDA_EMU_SHARED_AREA("red", red, NGC_RED_FLOATS);
+    CUDA_EMU_SHARED_AREA("z", zs, nz);
+    CUDA_EMU_SHARED_AREA("e", es, ne);
+    CUDA_EMU_SHARED_AREA("W", Ws, nw);
+    CUDA_EMU_SHARED_AREA("b", bs, nb);
+    if (learn_E) CUDA_EMU_SHARED_AREA("E", Es, nw);
 
     // ---- load: filters, biases, z^0 = x, z^L = z_top (Algorithm 1 lines 3-4) ----
     for (int k = tid; k < nw; k += nth) Ws[k] = Wg[k];

@@ -4,39 +4,40 @@
 // ngc_correct_v1 for every free layer (in place: each thread reads and writes only its own z pixel,
 // and no kernel of the correction phase reads another layer's z), then ngc_energy_v1 for the trace.
 // Every kernel here is version 1: a direct port of the reference (no dev/cuda harness or later versions yet).
+// In shapes, m stands for the layer below, l - 1: (Cm, Hm, Wm).
 #include "common.cuh"
 
 // ngc_predict_v1  ==  ngc_ref.model.predict   (Eq. 1; also the ancestral pass of Algorithm 1)
 // zbar[b, j, Y, X] = g( sum_{i, ky, kx} W[i, j, ky, kx] phi(z_l[b, i, p, q]) + bias[j] ),  g = identity
-// z_l: (B, Cl, H, W), W: (Cl, Cb, K, K), bias: (Cb,) -> zbar: (B, Cb, Hb, Wb), ceil(Hb/s) == H.
+// z_l: (B, Cl, H, W), W: (Cl, Cm, K, K), bias: (Cm,) -> zbar: (B, Cm, Hm, Wm), ceil(Hm/s) == H.
 // One thread per output pixel (b, j, Y, X); the transposed conv is a gather (common.cuh).
 extern "C" __global__ void ngc_predict_v1(const float* __restrict__ z_l, const float* __restrict__ W,
                                           const float* __restrict__ bias, float* __restrict__ zbar,
-                                          int B, int Cl, int H, int Wd, int Cb, int Hb, int Wb,
+                                          int B, int Cl, int H, int Wd, int Cm, int Hm, int Wm,
                                           int K, int s, float leak) {
     const int idx = blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= B * Cb * Hb * Wb) return;
-    const int X = idx % Wb, Y = (idx / Wb) % Hb, j = (idx / (Wb * Hb)) % Cb, b = idx / (Wb * Hb * Cb);
-    const int pt = same_pad_before(Hb, K, s), pl = same_pad_before(Wb, K, s);
-    zbar[idx] = conv2d_transpose_pixel(z_l, W, b, j, Y, X, Cl, H, Wd, Cb, K, s, pt, pl, 1, leak) + bias[j];
+    if (idx >= B * Cm * Hm * Wm) return;
+    const int X = idx % Wm, Y = (idx / Wm) % Hm, j = (idx / (Wm * Hm)) % Cm, b = idx / (Wm * Hm * Cm);
+    const int pt = same_pad_before(Hm, K, s), pl = same_pad_before(Wm, K, s);
+    zbar[idx] = conv2d_transpose_pixel(z_l, W, b, j, Y, X, Cl, H, Wd, Cm, K, s, pt, pl, 1, leak) + bias[j];
 }
 
 // ngc_predict_error_v1  ==  ngc_ref.model.predictions_and_errors, one layer   (Eq. 1 + error units)
 // zbar^{l-1} = g(W^l ⊙_s phi(z^l) + b^{l-1}),  e^{l-1} = z^{l-1} - zbar^{l-1}, in one pass.
-// z_l: (B, Cl, H, W), z_below: (B, Cb, Hb, Wb) -> zbar, e: (B, Cb, Hb, Wb).
+// z_l: (B, Cl, H, W), z_below: (B, Cm, Hm, Wm) -> zbar, e: (B, Cm, Hm, Wm).
 // write_zbar = 0 inside the settling loop: only e is stored (the correction needs e, not zbar), so a
 // step keeps nothing in device memory beyond states and errors; the final pass stores zbar too.
 // One thread per pixel of the layer below.
 extern "C" __global__ void ngc_predict_error_v1(const float* __restrict__ z_l, const float* __restrict__ W,
                                                 const float* __restrict__ bias, const float* __restrict__ z_below,
                                                 float* __restrict__ zbar, float* __restrict__ e,
-                                                int B, int Cl, int H, int Wd, int Cb, int Hb, int Wb,
+                                                int B, int Cl, int H, int Wd, int Cm, int Hm, int Wm,
                                                 int K, int s, float leak, int write_zbar) {
     const int idx = blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= B * Cb * Hb * Wb) return;
-    const int X = idx % Wb, Y = (idx / Wb) % Hb, j = (idx / (Wb * Hb)) % Cb, b = idx / (Wb * Hb * Cb);
-    const int pt = same_pad_before(Hb, K, s), pl = same_pad_before(Wb, K, s);
-    const float pred = conv2d_transpose_pixel(z_l, W, b, j, Y, X, Cl, H, Wd, Cb, K, s, pt, pl, 1, leak) + bias[j];
+    if (idx >= B * Cm * Hm * Wm) return;
+    const int X = idx % Wm, Y = (idx / Wm) % Hm, j = (idx / (Wm * Hm)) % Cm, b = idx / (Wm * Hm * Cm);
+    const int pt = same_pad_before(Hm, K, s), pl = same_pad_before(Wm, K, s);
+    const float pred = conv2d_transpose_pixel(z_l, W, b, j, Y, X, Cl, H, Wd, Cm, K, s, pt, pl, 1, leak) + bias[j];
     if (write_zbar) zbar[idx] = pred;
     e[idx] = z_below[idx] - pred;
 }
@@ -44,12 +45,12 @@ extern "C" __global__ void ngc_predict_error_v1(const float* __restrict__ z_l, c
 // ngc_correct_v1  ==  ngc_ref.model.correct, one layer   (Eq. 2)
 // d^l = -e^l + sum_j E^l_ji (strided conv, stride s) e^{l-1}_j   [times phi'(z^l) when pcn]
 // z^l <- z^l + beta d^l - gamma z^l                                 (in place)
-// z, e_own: (B, Cl, H, W); e_below: (B, Cb, Hb, Wb) with ceil(Hb/s) == H; E: (Cl, Cb, K, K).
+// z, e_own: (B, Cl, H, W); e_below: (B, Cm, Hm, Wm) with ceil(Hm/s) == H; E: (Cl, Cm, K, K).
 // has_own = 0 for the top layer (e^L = 0), has_below = 0 for a free bottom layer (d^0 = -e^0);
 // the unused array arguments are then never read. One thread per pixel of layer l.
 extern "C" __global__ void ngc_correct_v1(float* __restrict__ z, const float* __restrict__ e_own,
                                           const float* __restrict__ e_below, const float* __restrict__ E,
-                                          int B, int Cl, int H, int Wd, int Cb, int Hb, int Wb,
+                                          int B, int Cl, int H, int Wd, int Cm, int Hm, int Wm,
                                           int K, int s, float beta, float gamma, float leak,
                                           int has_own, int has_below, int pcn) {
     const int idx = blockIdx.x * blockDim.x + threadIdx.x;
@@ -58,8 +59,8 @@ extern "C" __global__ void ngc_correct_v1(float* __restrict__ z, const float* __
     const float zv = z[idx];
     float d = has_own ? -e_own[idx] : 0.0f;
     if (has_below) {
-        const int pt = same_pad_before(Hb, K, s), pl = same_pad_before(Wb, K, s);
-        float up = conv2d_pixel(e_below, E, b, i, y, x, Cb, Hb, Wb, K, s, pt, pl);
+        const int pt = same_pad_before(Hm, K, s), pl = same_pad_before(Wm, K, s);
+        float up = conv2d_pixel(e_below, E, b, i, y, x, Cm, Hm, Wm, K, s, pt, pl);
         if (pcn) up *= leaky_relu_prime(zv, leak);
         d += up;
     }

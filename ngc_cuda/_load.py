@@ -2,16 +2,19 @@
 GPU architecture with NVRTC alone (no device needed, the compile check).
 
     load_module("conv2d", backend="cuda")        # cupy.RawModule, compiled once per device
-    load_module("conv2d", backend="cuda-emu")    # ngc_cuda.emu.EmuModule, same calling code
+    load_module("conv2d", backend="cuda-emu")    # cuda_emu.EmuModule, same calling code
     compile_nvrtc("conv2d", "sm_90")              # (cubin, log with the ptxas resource lines)
 
-All three share compile_options(), so the check compiles exactly what the backend runs.
+All three share compile_options() and the -D constants of ngc_cuda/defines.py, so the check compiles
+exactly what the backend runs.
 """
 from __future__ import annotations
 
 import functools
 import re
 from pathlib import Path
+
+from .defines import kernel_defines
 
 REPO_KERNELS = Path(__file__).resolve().parent.parent / "kernels"
 
@@ -139,10 +142,13 @@ def nvrtc_backend():
 def compile_nvrtc(name_or_path, arch: str, defines: dict | None = None, ptxas_verbose: bool = True):
     """Compile one kernel file for `arch` (e.g. "sm_90") with NVRTC, no GPU needed -> (cubin, log).
 
+    A file of kernels/ gets the GPU backend's -D constants (defines.kernel_defines), `defines` on top.
     With ptxas_verbose the log holds ptxas' resource lines (parse them with parse_ptxas). Raises
     CompileError carrying the NVRTC log when the source does not compile.
     """
     path = source_path(name_or_path)
+    if path.parent == kernel_dir():
+        defines = {**kernel_defines(path.stem, "cuda"), **(defines or {})}
     opts = list(compile_options(arch, defines)) + list(CUPY_ADDED_OPTIONS)   # what RawModule would compile
     if path.parent != kernel_dir():
         opts.append(f"-I{path.parent}")
@@ -184,40 +190,34 @@ def parse_ptxas(log: str) -> list[dict]:
 
 
 # -- the backends --------------------------------------------------------------------------------------
-def _freeze(defines: dict | None):
-    return tuple(sorted((defines or {}).items()))
-
-
 @functools.lru_cache(maxsize=None)
-def _gpu_module(name, device_id, defines):
+def _gpu_module(name, device_id):
     import cupy as cp
     with cp.cuda.Device(device_id):
         # CuPy appends -arch for this device and keeps its own on-disk cache keyed by source + options
-        return cp.RawModule(code=read_source(name), options=compile_options(None, dict(defines)))
+        return cp.RawModule(code=read_source(name), options=compile_options(None, kernel_defines(name, "cuda")))
 
 
-def gpu_module(name: str, defines: dict | None = None):
-    """cupy.RawModule for kernels/<name>.cu on the current device (cached per name, device, defines)."""
+def gpu_module(name: str):
+    """cupy.RawModule for kernels/<name>.cu on the current device (cached per name and device)."""
     import cupy as cp
-    return _gpu_module(name, cp.cuda.runtime.getDevice(), _freeze(defines))
+    return _gpu_module(name, cp.cuda.runtime.getDevice())
 
 
 @functools.lru_cache(maxsize=None)
-def _emu_module(name, defines, order, sanitize):
-    from ngc_cuda.emu import EmuModule
-    return EmuModule(path=source_path(name), options=compile_options(None, dict(defines)), order=order,
-                     sanitize=sanitize)
+def emu_module(name: str, order: str = "forward", sanitize: bool = False):
+    """cuda_emu.EmuModule for kernels/<name>.cu (built with g++, cached on disk and per process); its
+    shared-memory limit is cuda_emu's default, H100_SMEM_LIMIT."""
+    from cuda_emu import EmuModule
+    return EmuModule(path=source_path(name), options=compile_options(None, kernel_defines(name, "cuda-emu")),
+                     order=order, sanitize=sanitize)
 
 
-def emu_module(name: str, defines: dict | None = None, order: str = "forward", sanitize: bool = False):
-    """ngc_cuda.emu.EmuModule for kernels/<name>.cu (built with g++, cached on disk and per process)."""
-    return _emu_module(name, _freeze(defines), order, sanitize)
-
-
-def load_module(name: str, backend: str = "cuda", defines: dict | None = None):
-    """A module with .get_function(kernel) -> f(grid, block, args, shared_mem=0), for either backend."""
+def load_module(name: str, backend: str = "cuda", order: str = "forward", sanitize: bool = False):
+    """A module with .get_function(kernel) -> f(grid, block, args, shared_mem=0), for either backend
+    (order and sanitize are the emulator's settings; a GPU ignores them)."""
     if backend == "cuda":
-        return gpu_module(name, defines)
+        return gpu_module(name)
     if backend == "cuda-emu":
-        return emu_module(name, defines)
+        return emu_module(name, order, sanitize)
     raise ValueError(f"backend must be 'cuda' or 'cuda-emu', got {backend!r}")

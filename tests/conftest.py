@@ -1,8 +1,10 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures: the shared data folder, a seeded generator, and where the kernels run."""
+import contextlib
 import os
 import pathlib
 import tempfile
 
+import numpy as np
 import pytest
 
 # The emulator's g++ builds are cached between runs; keep that cache in the system's temporary folder
@@ -19,3 +21,65 @@ def shared_data() -> pathlib.Path:
     if not path.is_dir():
         pytest.skip(f"shared data dir {path} not found (set CONVNGC_SHARED_DATA)")
     return path
+
+
+@pytest.fixture
+def rng():
+    """A seeded generator: every test draws the same numbers on every run."""
+    return np.random.default_rng(1234)
+
+
+# ---- where the kernels run ------------------------------------------------------------------------
+class KernelBackend:
+    """Where the kernels run in a test: 'emu-<order>' (NumPy arrays, the CPU emulator in that thread
+    order) or 'cuda' (CuPy arrays, a GPU)."""
+
+    def __init__(self, name):
+        self.name = name
+        self.gpu = name == "cuda"
+        self.backend = "cuda" if self.gpu else "cuda-emu"
+        self.order = None if self.gpu else name.split("-", 1)[1]
+
+    def __call__(self, a):
+        """float32 NumPy array -> the backend's array type."""
+        if self.gpu:
+            import cupy as cp
+            return cp.asarray(a)
+        return a
+
+    @contextlib.contextmanager
+    def run(self, sanitize=False):
+        """Launches inside run in this backend's thread order (the emulator; a GPU has its own)."""
+        if self.gpu:
+            yield
+        else:
+            from ngc_cuda.launch import emulation
+            with emulation(order=self.order, sanitize=sanitize):
+                yield
+
+    def __repr__(self):
+        return self.name
+
+
+def _gpu():
+    from ngc_cuda.backend import available
+    return available()
+
+
+# forward / reverse / shuffle run every thread to its next barrier or warp sync, in that order; warp runs
+# one warp at a time (cuda_emu/README.md): a missing __syncthreads() changes a result in at least one.
+EMU_ORDERS = ("forward", "reverse", "shuffle", "warp")
+KERNEL_BACKENDS = [pytest.param("emu-" + o) for o in EMU_ORDERS] + [
+    pytest.param("cuda", marks=pytest.mark.skipif(not _gpu(), reason="no GPU (CuPy + device)"))]
+
+
+@pytest.fixture(params=KERNEL_BACKENDS)
+def be(request):
+    """Every place the kernels run: the emulator in each thread order, and the GPU when there is one."""
+    return KernelBackend(request.param)
+
+
+@pytest.fixture
+def one_be():
+    """One place for the expensive kernel tests: the GPU when there is one, else the emulator."""
+    return KernelBackend("cuda" if _gpu() else "emu-forward")

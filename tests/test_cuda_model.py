@@ -1,36 +1,25 @@
 """Rings (b) and (c) for the model: the fused step kernels, a whole T = 60 settle, the filter updates and
 the optimisers of ngc_cuda against ngc_ref in float64.
 
-Kernels run on the CPU emulator (thread orders forward/reverse/shuffle) and on the GPU when there is one.
+Kernels run on the CPU emulator (the four thread orders of conftest.py's `be`) and on the GPU when there is one.
 """
 import logging
 
 import numpy as np
 import pytest
 
-import ngc_cuda
 from ngc_cuda import model as cuda_model
+from ngc_cuda import ngc_step
 from ngc_cuda import optim as cuda_optim
 from ngc_ref import model as ref_model
 from ngc_ref import optim as ref_optim
 from ngc_ref.config import Config
 
-from test_cuda_ops import BACKENDS, Backend
 from tolerances import TOL, assert_close
 
 # small configurations with awkward sizes: odd maps, H != W, C not a multiple of 32, K 3 and 5, s 2 and 3
 SMALL = Config(channels=(4, 5, 3), image_hw=(12, 20), T=8)
 ODD = Config(channels=(3, 4, 2), image_hw=(9, 18), kernel=5, stride=3, T=6)
-
-
-@pytest.fixture(params=BACKENDS)
-def be(request):
-    return Backend(request.param)
-
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng(7)
 
 
 def f64(a):
@@ -78,7 +67,6 @@ def test_predict_error_step_matches_ref(be, rng, cfg):
 
 def test_predict_error_inside_the_loop_stores_only_e(be, rng):
     """write_zbar=False (the settling loop): e is computed as before and the zbar buffer is not touched."""
-    from ngc_cuda import ops as cuda_ops
     cfg = SMALL
     params, _, _ = setup(cfg, rng)
     z = states(cfg, rng)
@@ -86,8 +74,8 @@ def test_predict_error_inside_the_loop_stores_only_e(be, rng):
     with be.run():
         zbar = be(np.full(z[0].shape, 7.0, np.float32))
         e = be(np.zeros(z[0].shape, np.float32))
-        cuda_ops.predict_error(be(z[1]), be(params["W"][1]), be(params["b"][1]), be(z[0]), cfg.leak, cfg.stride,
-                               zbar=zbar, e=e, write_zbar=False)
+        ngc_step.predict_error(be(z[1]), be(params["W"][1]), be(params["b"][1]), be(z[0]), cfg,
+                               zbar=zbar, e=e, write_zbar=False, backend=be.backend)
     assert_close(e, e_ref[0], **TOL["step"], name="e[0]")
     assert_close(zbar, np.full(z[0].shape, 7.0), rtol=0, atol=0, name="untouched zbar")
 
@@ -119,7 +107,7 @@ def _settle_both(be, cfg, params, x, z_top, T, clamp="always"):
     ref = ref_model.settle(params64(params), f64(x), cfg, f64(z_top), T=T, clamp=clamp)
     with be.run():
         res = cuda_model.settle(on(be, params), be(x), cfg, be(z_top), T=T, clamp=clamp, kernel="per-step")
-    assert cuda_model.last_settle_path == "per-step"
+    assert res.path == "per-step"
     return res, ref
 
 
@@ -132,11 +120,10 @@ def _compare(res, ref, cfg, tol, what):
     assert_close(res.energy, ref.energy, **tol, name="%s energy" % what)
 
 
-def test_paper_config_settle_T60_matches_ref(rng):
+def test_paper_config_settle_T60_matches_ref(one_be, rng):
     """The paper's configuration (Config() defaults: 4 layers, 32x32x3, K3 s2, T = 60), B = 2, per-step
     kernels vs ngc_ref in float64: step 1 tightly, then all 60 steps with the settled tolerance."""
-    cfg = Config()
-    be = Backend("cuda" if ngc_cuda.available() else "emu-forward")
+    cfg, be = Config(), one_be
     params, x, z_top = setup(cfg, rng, B=2)
     one, one_ref = _settle_both(be, cfg, params, x, z_top, T=1)
     _compare(one, one_ref, cfg, TOL["step"], "T=1")
@@ -192,28 +179,35 @@ def test_settle_validates_arguments(rng):
 
 # ---- kernel="auto": which path runs --------------------------------------------------------------
 def test_auto_uses_whole_settle_when_it_fits(rng, caplog, monkeypatch):
-    sw = pytest.importorskip("ngc_cuda.settle_whole")   # another engineer's module; per-step is tested above
+    from ngc_cuda import settle_whole as sw
     params, x, z_top = setup(SMALL, rng)
     ref = ref_model.settle(params64(params), f64(x), SMALL, f64(z_top), T=4)
     with caplog.at_level(logging.DEBUG, logger="ngc_cuda.model"):
         res = cuda_model.settle(params, x, SMALL, z_top, T=4, kernel="auto")
-    assert cuda_model.last_settle_path == "whole"
+    assert res.path == "whole"
     assert "whole" in caplog.text
     _compare(res, ref, SMALL, TOL["settled"], "auto/whole")
     # when it does not fit, auto falls back to the per-step kernels
     monkeypatch.setattr(sw, "fits", lambda *a, **k: False)
     res = cuda_model.settle(params, x, SMALL, z_top, T=4, kernel="auto")
-    assert cuda_model.last_settle_path == "per-step"
+    assert res.path == "per-step"
     _compare(res, ref, SMALL, TOL["settled"], "auto/per-step")
 
 
-def test_auto_falls_back_when_settle_whole_is_missing(rng, monkeypatch):
+def test_the_backend_is_decided_once_per_call(rng, monkeypatch):
+    """settle(backend=...) with the name, as convngc passes it: nothing below asks the arrays' type, on
+    either path; without a name, it is asked once, at the entry."""
+    from ngc_cuda import backend
     params, x, z_top = setup(SMALL, rng)
-    monkeypatch.setattr(cuda_model, "_settle_whole_module", lambda: None)
-    cuda_model.settle(params, x, SMALL, z_top, T=2, kernel="auto")
-    assert cuda_model.last_settle_path == "per-step"
-    with pytest.raises(RuntimeError, match="settle_whole"):
-        cuda_model.settle(params, x, SMALL, z_top, T=2, kernel="whole")
+    calls = []
+    real = backend.backend_of
+    monkeypatch.setattr(backend, "backend_of", lambda *a: calls.append(len(a)) or real(*a))
+    for kernel in ("whole", "per-step"):
+        res = cuda_model.settle(params, x, SMALL, z_top, T=2, kernel=kernel, backend="cuda-emu")
+        assert res.path == kernel and calls == []
+        cuda_model.settle(params, x, SMALL, z_top, T=2, kernel=kernel)
+        assert len(calls) == 1
+        calls.clear()
 
 
 # ---- learning: filter updates and the optimisers -------------------------------------------------
@@ -291,12 +285,12 @@ def test_project_kernels_matches_ref(be, rng):
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "normalized"])
-def test_three_training_steps_end_to_end(rng, optimizer):
+def test_three_training_steps_end_to_end(one_be, rng, optimizer):
     """Ring (c): settle -> filter_updates -> optim.step, three times, each backend on its own
     trajectory; the filters stay within the settled tolerance of the reference, and the energy falls."""
     import dataclasses
     cfg = dataclasses.replace(SMALL, optimizer=optimizer, T=10, lr=0.01)
-    be = Backend("cuda" if ngc_cuda.available() else "emu-forward")
+    be = one_be
     params, x, z_top = setup(cfg, rng, B=3)
     p_ref, p_cuda = params64(params), on(be, params)
     s_ref, s_cuda = ref_optim.init_state(p_ref), cuda_optim.init_state(p_cuda)

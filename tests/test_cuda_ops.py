@@ -1,18 +1,18 @@
 """Ring (b): ngc_cuda.ops (the kernels) against ngc_ref.ops (float64), one op at a time, in float32.
 
-Every kernel test runs on the CPU emulator of the kernels in the three thread orders ("forward",
-"reverse", "shuffle": a missing __syncthreads() changes a result in at least one of them), and on the
-GPU as well when there is one (the "cuda" case is skipped, and reported as skipped, without a GPU).
+Every kernel test runs on the CPU emulator of the kernels in the four thread orders of conftest.py's `be`
+("forward", "reverse", "shuffle", "warp": a missing __syncthreads() changes a result in at least one of
+them), and on the GPU as well when there is one (the "cuda" case is skipped, and reported as skipped,
+without a GPU).
 """
-import contextlib
-
 import numpy as np
 import pytest
 
 import ngc_cuda
-from ngc_cuda import ops
+from ngc_cuda import ngc_step, ops
 from ngc_ref import model as ref_model
 from ngc_ref import ops as ref_ops
+from ngc_ref.config import Config
 
 from tolerances import TOL, assert_close
 
@@ -20,47 +20,6 @@ from tolerances import TOL, assert_close
 SHAPES = [(2, 3, 4, 8, 8, 3, 2), (1, 2, 5, 7, 5, 3, 2), (2, 3, 2, 9, 6, 5, 3), (1, 4, 3, 4, 4, 1, 2),
           (2, 3, 3, 6, 7, 3, 1), (1, 1, 2, 5, 5, 1, 3), (1, 2, 2, 11, 4, 5, 2), (1, 33, 5, 5, 3, 3, 2)]
 IDS = ["B%d-C%d-O%d-%dx%d-K%d-s%d" % s for s in SHAPES]
-
-
-class Backend:
-    """Where the kernels run in a test: 'emu-<order>' (NumPy arrays, CPU emulator) or 'cuda' (CuPy)."""
-
-    def __init__(self, name):
-        self.name = name
-        self.gpu = name == "cuda"
-        self.order = None if self.gpu else name.split("-", 1)[1]
-
-    def __call__(self, a):
-        """float32 NumPy array -> the backend's array type."""
-        if self.gpu:
-            import cupy as cp
-            return cp.asarray(a)
-        return a
-
-    @contextlib.contextmanager
-    def run(self):
-        if self.gpu:
-            yield
-        else:
-            with ops.emulation(order=self.order):
-                yield
-
-    def __repr__(self):
-        return self.name
-
-
-BACKENDS = [pytest.param("emu-forward"), pytest.param("emu-reverse"), pytest.param("emu-shuffle"),
-            pytest.param("cuda", marks=pytest.mark.skipif(not ngc_cuda.available(), reason="no GPU (CuPy + device)"))]
-
-
-@pytest.fixture(params=BACKENDS)
-def be(request):
-    return Backend(request.param)
-
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng(1234)
 
 
 def f64(a):
@@ -138,13 +97,13 @@ def test_conv2d_and_transpose_are_adjoint(be, rng):
 
 # ---- the fused pieces the model uses -------------------------------------------------------------
 @pytest.mark.parametrize("leak", [0.2, 1.0])
-def test_weight_grad_phi_matches_ref(be, rng, leak):
+def test_conv2d_weight_grad_phi_matches_ref(be, rng, leak):
     e = rng.standard_normal((2, 3, 7, 9), dtype=np.float32)
     z = rng.standard_normal((2, 5, 4, 5), dtype=np.float32)
     ref = ref_ops.conv2d_weight_grad(f64(e), ref_model.phi(f64(z), leak), 3, stride=2)
     with be.run():
-        out = ops.weight_grad_phi(be(e), be(z), 3, 2, leak)
-    assert_close(out, ref, **TOL["reduction"], name="weight_grad_phi")
+        out = ops.conv2d_weight_grad_phi(be(e), be(z), 3, 2, leak)
+    assert_close(out, ref, **TOL["reduction"], name="conv2d_weight_grad_phi")
 
 
 def test_bias_grad_matches_ref(be, rng):
@@ -158,7 +117,7 @@ def test_energy_matches_ref(be, rng):
     errors = [rng.standard_normal((3,) + shp, dtype=np.float32) for shp in [(3, 16, 12), (5, 8, 6), (7, 4, 3)]]
     ref = ref_model.energy([f64(e) for e in errors])
     with be.run():
-        out = ops.energy_([be(e) for e in errors])
+        out = ngc_step.energy([be(e) for e in errors], backend=be.backend)
     assert_close(out, ref, **TOL["reduction"], name="energy")
 
 
@@ -219,24 +178,44 @@ def test_backend_of_and_gpu_requirements():
             ngc_cuda.require_gpu()
 
 
+def test_a_named_backend_is_not_asked_again(rng, monkeypatch):
+    """backend= decides where a call runs once, at its entry: nothing below asks the arrays' type again."""
+    from ngc_cuda import backend
+    x = rng.standard_normal((1, 2, 5, 5), dtype=np.float32)
+    w = rng.standard_normal((3, 2, 3, 3), dtype=np.float32)
+    monkeypatch.setattr(backend, "backend_of", lambda *a: pytest.fail("backend_of called below the entry"))
+    assert_close(ops.conv2d(x, w, 2, backend="cuda-emu"), ref_ops.conv2d(f64(x), f64(w), 2), **TOL["conv"],
+                 name="conv2d, backend named")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        ops.conv2d(x, w, 2, backend="cpu-emu")
+
+
 # ---- the sanitizer build (ASan + UBSan, one child process per launch): small shapes only ----------
 def test_kernels_under_sanitizers(rng):
     """Every kernel family of ngc_step.cu and conv2d_weight_grad.cu once, on a small odd shape, under
     -fsanitize=address,undefined with arrays allocated to their exact size: an out-of-bounds read or
-    write, or undefined behaviour, fails the launch."""
+    write, or undefined behaviour, fails the launch; and every result matches the reference."""
+    from ngc_cuda.launch import emulation
+    cfg = Config(pcn=True, beta=0.1, gamma=0.001)
     z = rng.standard_normal((1, 3, 3, 2), dtype=np.float32)
     zb = rng.standard_normal((1, 2, 5, 3), dtype=np.float32)
+    e_own = rng.standard_normal(z.shape, dtype=np.float32)
     W = rng.standard_normal((3, 2, 3, 3), dtype=np.float32)
     b = rng.standard_normal(2, dtype=np.float32)
-    with ops.emulation(sanitize=True):
-        zbar, e = ops.predict_error(z, W, b, zb, 0.2, 2)
-        z1 = z.copy()
-        ops.correct_(z1, rng.standard_normal(z.shape, dtype=np.float32), e, W, 2, 0.1, 0.001, 0.2, pcn=True)
-        en = ops.energy_([e])
-        dW = ops.weight_grad_phi(e, z, 3, 2, 0.2)
-    ref_zbar = ref_model.predict(f64(z), f64(W), f64(b), ref_model.Config(), (5, 3))
+    with emulation(sanitize=True):
+        zbar, e = ngc_step.predict_error(z, W, b, zb, cfg, backend="cuda-emu")
+        z1 = ngc_step.correct_(z.copy(), e_own, e, W, cfg, backend="cuda-emu")
+        en = ngc_step.energy([e], backend="cuda-emu")
+        dW = ops.conv2d_weight_grad_phi(e, z, 3, 2, cfg.leak)
+        db = ops.bias_grad(e)
+    ref_zbar = ref_model.predict(f64(z), f64(W), f64(b), cfg, (5, 3))
     assert_close(zbar, ref_zbar, **TOL["step"], name="zbar (sanitized)")
+    assert_close(e, f64(zb) - ref_zbar, **TOL["step"], name="e (sanitized)")
+    # the correction of layer 1 of a two-layer model (z^0 = zb below it, z^1 = z) by the reference
+    ref_z1 = ref_model.correct([f64(zb), f64(z)], [f64(e), f64(e_own)], {"W": [None, f64(W)], "E": None},
+                               Config(channels=(3, 2), pcn=True))[1]
+    assert_close(z1, ref_z1, **TOL["step"], name="corrected z (sanitized)")
     assert_close(en, ref_model.energy([f64(e)]), **TOL["reduction"], name="energy (sanitized)")
-    assert_close(dW, ref_ops.conv2d_weight_grad(f64(e), ref_model.phi(f64(z), 0.2), 3, 2),
+    assert_close(dW, ref_ops.conv2d_weight_grad(f64(e), ref_model.phi(f64(z), cfg.leak), 3, 2),
                  **TOL["reduction"], name="dW (sanitized)")
-    assert not np.array_equal(z1, z)
+    assert_close(db, f64(e).sum(axis=(0, 2, 3)), **TOL["reduction"], name="db (sanitized)")

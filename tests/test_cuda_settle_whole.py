@@ -4,50 +4,31 @@ The whole of Algorithm 1 runs in one launch, so a wrong index or a missing barri
 trajectory that drifts away from the float64 reference. Inputs are drawn in float32 and upcast for the
 reference. Step 1's energy is checked tightly (it depends only on the ancestral pass and one predict),
 the rest after T steps. On a machine with a GPU the kernel runs there (CuPy arrays); otherwise on the CPU
-emulation of the same .cu file, where the thread order can be reversed or shuffled to expose a missing
-__syncthreads().
+emulation of the same .cu file, where the thread order can be reversed, shuffled or run one warp at a time
+to expose a missing __syncthreads(), with guard zones between its shared-memory areas. The last tests plant
+bugs in a copy of the kernel and check that these checks fire.
 """
 import numpy as np
 import pytest
 
 from ngc_ref import model
 from ngc_ref.config import Config
-from ngc_cuda import settle_whole as sw
+from ngc_cuda import launch, model as cuda_model, settle_whole as sw
+from ngc_cuda.backend import available
+from ngc_cuda.defines import SMEM_GUARD_FLOATS
 
-try:                                              # the shared float32 tolerance table (STYLE.md section 5)
-    from tolerances import TOL as _TOL
-except ImportError:                               # not there: the same numbers, defined here
-    _TOL = {}
-# step-1 energy: one ancestral pass + one predict (the table's "step", 1e-5 / 1e-5)
-TOL_STEP1 = _TOL.get("step", dict(rtol=1e-5, atol=1e-5))
-# after T settling steps (STYLE.md: 1e-3 / 1e-4)
-TOL_SETTLED = _TOL.get("settled", dict(rtol=1e-3, atol=1e-4))
+from tolerances import TOL, assert_close
 
-try:
+GPU = available()
+if GPU:
     import cupy as cp
-    GPU = bool(cp.cuda.is_available())
-except Exception:                                 # no CuPy or no driver: emulate
-    cp, GPU = None, False
 
 PAPER = Config()                                  # channels (10,15,20,25,3), 32x32, K 3, s 2, T 60
 AWKWARD = Config(channels=(4, 5, 2), image_hw=(12, 20), kernel=5, stride=2)       # 3x5 -> 6x10 -> 12x20
 K1 = Config(channels=(3, 4, 2), image_hw=(8, 12), kernel=1, stride=2)
 STRIDE1 = Config(channels=(3, 2), image_hw=(5, 7), kernel=3, stride=1)            # odd sides, no stride
 K2S3 = Config(channels=(2, 3, 1), image_hw=(9, 18), kernel=2, stride=3)           # even K, stride 3
-
-
-def assert_close(actual, desired, rtol, atol, what=""):
-    """np.testing-style check that reports max abs diff, max rel diff and the worst index."""
-    actual, desired = np.asarray(actual, np.float64), np.asarray(desired, np.float64)
-    assert actual.shape == desired.shape, "%s: shape %s vs %s" % (what, actual.shape, desired.shape)
-    diff = np.abs(actual - desired)
-    bad = ~(diff <= atol + rtol * np.abs(desired))                   # NaN counts as a mismatch
-    if bad.any():
-        rel = diff / np.maximum(np.abs(desired), 1e-300)
-        worst = np.unravel_index(np.argmax(np.nan_to_num(diff - rtol * np.abs(desired), nan=np.inf)), diff.shape)
-        raise AssertionError("%s: %d of %d elements differ; max |diff| %.3g, max rel %.3g; worst at %s: %r vs %r"
-                             % (what, bad.sum(), bad.size, diff.max(), rel.max(), worst,
-                                actual[worst], desired[worst]))
+PCN8 = Config(channels=(4, 5, 2), image_hw=(8, 8), pcn=True)
 
 
 def make_problem(cfg, B, seed, learn_E=False, bias=True):
@@ -69,15 +50,17 @@ def upcast(p):
     return {k: None if v is None else [None if a is None else a.astype(np.float64) for a in v] for k, v in p.items()}
 
 
-def run_kernel(p, x, cfg, z_top, **kw):
-    """settle_whole on the GPU (CuPy arrays) when there is one, else emulated; NumPy results either way."""
+def run_kernel(p, x, cfg, z_top, T=None, order="forward", sanitize=False, **kw):
+    """settle_whole on the GPU (CuPy arrays) when there is one, else emulated in `order`; NumPy results."""
+    T = cfg.T if T is None else T
     if GPU:
-        kw.pop("order", None)
         to = lambda v: None if v is None else [None if a is None else cp.asarray(a) for a in v]  # noqa: E731
-        res = sw.settle_whole({k: to(v) for k, v in p.items()}, cp.asarray(x), cfg, cp.asarray(z_top), **kw)
+        res = sw.settle_whole({k: to(v) for k, v in p.items()}, cp.asarray(x), cfg, cp.asarray(z_top), T,
+                              backend="cuda", **kw)
         get = cp.asnumpy
     else:
-        res = sw.settle_whole(p, x, cfg, z_top, **kw)
+        with launch.emulation(order=order, sanitize=sanitize):
+            res = sw.settle_whole(p, x, cfg, z_top, T, backend="cuda-emu", **kw)
         get = np.asarray
     return model.SettleResult([get(a) for a in res.z], [get(a) for a in res.zbar], [get(a) for a in res.e],
                               get(res.energy))
@@ -89,17 +72,17 @@ def check_against_ref(cfg, B=2, seed=0, T=None, clamp="always", learn_E=False, *
     ref = model.settle(upcast(p), x.astype(np.float64), cfg, z_top.astype(np.float64), T=T, clamp=clamp)
     T = cfg.T if T is None else T
     assert out.energy.shape == (T + 1, B) and out.energy.dtype == np.float32
-    assert_close(out.energy[0], ref.energy[0], what="energy before step 1", **TOL_STEP1)
-    assert_close(out.energy, ref.energy, what="energy trace", **TOL_SETTLED)
+    assert_close(out.energy[0], ref.energy[0], name="energy before step 1", **TOL["step"])
+    assert_close(out.energy, ref.energy, name="energy trace", **TOL["settled"])
     for l in range(cfg.L + 1):
         assert out.z[l].shape == ref.z[l].shape and out.z[l].dtype == np.float32
-        assert_close(out.z[l], ref.z[l], what="z^%d" % l, **TOL_SETTLED)
-        assert_close(out.e[l], ref.e[l], what="e^%d" % l, **TOL_SETTLED)
+        assert_close(out.z[l], ref.z[l], name="z^%d" % l, **TOL["settled"])
+        assert_close(out.e[l], ref.e[l], name="e^%d" % l, **TOL["settled"])
     for l in range(cfg.L):
-        assert_close(out.zbar[l], ref.zbar[l], what="zbar^%d" % l, **TOL_SETTLED)
+        assert_close(out.zbar[l], ref.zbar[l], name="zbar^%d" % l, **TOL["settled"])
     if clamp == "always":
         np.testing.assert_array_equal(out.z[0], x)                      # clamped: untouched, bit for bit
-    return out, ref
+    return out, ref, x
 
 
 # ---- the paper's configuration, full T = 60 --------------------------------------------------------
@@ -110,8 +93,14 @@ def test_settle_whole_paper_config_matches_ref(order):
 
 
 def test_settle_whole_denoising_frees_bottom():
-    out, ref = check_against_ref(PAPER, B=2, seed=1, clamp="first")
-    assert not np.array_equal(out.z[0], ref.z[0] * 0)                   # z^0 moved off the noisy image
+    """clamp="first": z^0 starts at the noisy image and then evolves (d^0 = -e^0), as the reference's does.
+    A kernel that kept z^0 clamped would leave it equal to x, much further from the reference's z^0 than
+    the settled tolerance."""
+    out, ref, x = check_against_ref(PAPER, B=2, seed=1, clamp="first")
+    moved = np.abs(ref.z[0] - x)
+    tol = TOL["settled"]
+    assert np.any(moved > 100 * (tol["atol"] + tol["rtol"] * np.abs(ref.z[0]))), "the reference's z^0 barely moved"
+    assert np.abs(out.z[0].astype(np.float64) - x).max() > 0.5 * moved.max()
 
 
 def test_settle_whole_pcn():
@@ -131,10 +120,11 @@ def test_settle_whole_small_configs(cfg, clamp):
 
 
 @pytest.mark.skipif(GPU, reason="thread order is an emulator setting")
-@pytest.mark.parametrize("cfg", [AWKWARD, Config(channels=(4, 5, 2), image_hw=(8, 8), pcn=True)],
-                         ids=["K5_12x20", "pcn_8x8"])
-def test_settle_whole_shuffled_thread_order(cfg):
-    check_against_ref(cfg, B=2, seed=5, T=12, clamp="first", learn_E=True, order="shuffle")
+@pytest.mark.parametrize("order", ["shuffle", "warp"])
+@pytest.mark.parametrize("cfg", [AWKWARD, PCN8], ids=["K5_12x20", "pcn_8x8"])
+def test_settle_whole_other_thread_orders(cfg, order):
+    """The unmutated kernel in the shuffled order and one warp at a time (test_planted_* show what each sees)."""
+    check_against_ref(cfg, B=2, seed=5, T=12, clamp="first", learn_E=True, order=order)
 
 
 @pytest.mark.parametrize("threads", [32, 96, 1024])
@@ -145,45 +135,65 @@ def test_settle_whole_block_sizes(threads):
 
 def test_settle_whole_T0_is_the_ancestral_pass():
     cfg = AWKWARD
-    out, ref = check_against_ref(cfg, B=2, seed=7, T=0)
+    out, ref, _ = check_against_ref(cfg, B=2, seed=7, T=0)
     assert out.energy.shape == (1, 2)
+    for l in range(1, cfg.L):                     # each middle state is its own prediction
+        assert_close(out.e[l], np.zeros_like(out.e[l]), **TOL["step"], name="e^%d at T = 0" % l)
 
 
 # ---- the wrapper: sizes, fits, validation -----------------------------------------------------------
 
 def test_smem_bytes_paper_config():
-    # states 11,032 + errors 10,992 + filters 9,225 + biases 63 floats, plus 84 header ints + 32 partials
-    assert sw.smem_bytes(PAPER) == 4 * (11032 + 10992 + 9225 + 63 + 84 + 32) == 125712
-    assert sw.smem_bytes(PAPER, learn_E=True) == 125712 + 4 * 9225
-    assert sw.fits(PAPER, device_smem_bytes=227 * 1024)            # H100 / H200
-    assert sw.fits(PAPER, learn_E=True, device_smem_bytes=163 * 1024)   # A100 (sm_80), just
-    assert not sw.fits(PAPER, device_smem_bytes=48 * 1024)         # without the opt-in
+    # states 11,032 + errors 10,992 + filters 9,225 + biases 63 floats, plus 78 header ints + 32 partials
+    assert sw.smem_bytes(PAPER) == 4 * (11032 + 10992 + 9225 + 63 + 78 + 32) == 125688
+    assert sw.smem_bytes(PAPER, learn_E=True) == 125688 + 4 * 9225
+    assert sw.fits(PAPER, False, 227 * 1024)                          # H100 / H200
+    assert sw.fits(PAPER, True, 163 * 1024)                           # A100 (sm_80), just
+    assert not sw.fits(PAPER, False, 48 * 1024)                       # without the opt-in
+    assert sw.smem_bytes(PAPER, guard=16) == 125688 + 6 * 16 * 4      # a guard after each of the 6 areas
+
+
+@pytest.mark.skipif(GPU, reason="the emulator reports the areas a kernel names")
+@pytest.mark.parametrize("cfg,learn_E", [(AWKWARD, False), (K2S3, True)], ids=["K5_12x20", "K2_s3-learn-E"])
+def test_kernel_and_wrapper_agree_on_the_shared_memory_layout(cfg, learn_E):
+    """The kernel computes its areas from the -D constants of ngc_cuda/defines.py and names them
+    (CUDA_EMU_SHARED_AREA); settle_whole.layout computes them in Python. They must be the same areas, at
+    the same offsets, of the same sizes, with the emulator's guard zones between them."""
+    check_against_ref(cfg, B=1, seed=3, T=1, learn_E=learn_E)
+    named = launch.function("cuda-emu", sw.KERNEL_FILE, sw.KERNEL_NAME).shared_areas
+    assert named == sw.layout(cfg, learn_E, guard=SMEM_GUARD_FLOATS["cuda-emu"])
+    assert [n for n, _, _ in named] == ["hdr", "red", "z", "e", "W", "b"] + (["E"] if learn_E else [])
 
 
 def test_too_big_config_does_not_fit_and_says_why():
     cfg = Config(channels=(64, 64, 64, 3), image_hw=(64, 64))
-    assert not sw.fits(cfg)
-    assert not sw.fits(cfg, device_smem_bytes=227 * 1024)
+    assert not sw.fits(cfg, False, 227 * 1024)
     p, x, z_top = make_problem(cfg, 1, 0)
     with pytest.raises(sw.SettleDoesNotFit) as info:
-        sw.settle_whole(p, x, cfg, z_top, T=1)
+        cuda_model.settle(p, x, cfg, z_top, T=1, kernel="whole")
     msg = str(info.value)
     assert str(sw.smem_bytes(cfg)) in msg and "per-step" in msg and "bytes" in msg
 
 
 def test_rejects_float64_and_wrong_shapes():
+    """The entry (model.settle) checks the inputs of either path before any kernel sees them."""
     cfg = AWKWARD
     p, x, z_top = make_problem(cfg, 2, 0)
+
+    def settle(p, x, z_top, **kw):
+        return cuda_model.settle(p, x, cfg, z_top, T=1, kernel="whole", **kw)
     with pytest.raises(TypeError, match="float32"):
-        sw.settle_whole(p, x.astype(np.float64), cfg, z_top, T=1)
+        settle(p, x.astype(np.float64), z_top)
     with pytest.raises(TypeError, match="float32"):
-        sw.settle_whole(upcast(p), x, cfg, z_top, T=1)
+        settle(upcast(p), x, z_top)
     with pytest.raises(ValueError, match="z_top"):
-        sw.settle_whole(p, x, cfg, z_top[:, :1], T=1)
-    with pytest.raises(ValueError, match="x"):
-        sw.settle_whole(p, x[:, :, :-1], cfg, z_top, T=1)
+        settle(p, x, z_top[:, :1])
+    with pytest.raises(ValueError, match="x has shape"):
+        settle(p, x[:, :, :-1], z_top)
     with pytest.raises(ValueError, match="clamp"):
-        sw.settle_whole(p, x, cfg, z_top, T=1, clamp="never")
+        settle(p, x, z_top, clamp="never")
+    with pytest.raises(ValueError, match=r"W\[2\] has shape"):
+        settle(dict(p, W=p["W"][:2] + [p["W"][2][:, :1]]), x, z_top)
 
 
 def test_non_contiguous_inputs_are_copied():
@@ -196,7 +206,91 @@ def test_non_contiguous_inputs_are_copied():
 
 
 @pytest.mark.skipif(GPU, reason="AddressSanitizer/UBSan run the emulated kernel; on a GPU use compute-sanitizer")
-def test_settle_whole_under_address_sanitizer():
-    """Out-of-bounds shared/global accesses by source line (ASan + UBSan build of the emulator)."""
+@pytest.mark.parametrize("learn_E", [False, True], ids=["E=W", "learn-E"])
+def test_settle_whole_under_address_sanitizer(learn_E):
+    """Out-of-bounds shared/global accesses by source line (ASan + UBSan build of the emulator). With E = W^T
+    the biases are the last area, so a write past them reaches the end of the launch's shared memory."""
     for cfg in (AWKWARD, K2S3):
-        check_against_ref(cfg, B=2, seed=9, T=2, clamp="first", learn_E=True, threads=96, sanitize=True)
+        check_against_ref(cfg, B=2, seed=9, T=2, clamp="first", learn_E=learn_E, threads=96, sanitize=True)
+
+
+# ---- planted bugs: a mutated copy of ngc_settle.cu, and the check that must fire ---------------------
+def _mutant(monkeypatch, *edits):
+    """Run settle_whole on a copy of kernels/ngc_settle.cu with `edits` ((old, new) text pairs, each of
+    which must occur exactly once, so a changed kernel fails here instead of silently planting nothing).
+    The copy goes to the system's temporary folder under a name made of its content, so that the
+    emulator's build cache (keyed by path and content) serves it again on the next run."""
+    import hashlib
+    import os
+    import pathlib
+    import tempfile
+    from cuda_emu import EmuModule
+    from ngc_cuda import _load
+    from ngc_cuda.defines import kernel_defines
+    src = _load.read_source(sw.KERNEL_FILE)
+    for old, new in edits:
+        assert src.count(old) == 1, "the planted edit no longer matches kernels/ngc_settle.cu: %r" % old[:60]
+        src = src.replace(old, new)
+    folder = pathlib.Path(tempfile.gettempdir()) / ("convngc-mutants-%d" % os.getuid())
+    folder.mkdir(exist_ok=True)
+    path = folder / ("ngc_settle-%s.cu" % hashlib.sha256(src.encode()).hexdigest()[:16])
+    if not path.is_file():
+        path.write_text(src)
+    modules = {}
+    real = launch.function
+
+    def function(backend, file, kernel):
+        if file != sw.KERNEL_FILE:
+            return real(backend, file, kernel)
+        key = tuple(sorted(launch.emu_settings().items()))
+        if key not in modules:
+            modules[key] = EmuModule(path=path, options=_load.compile_options(None, kernel_defines(file, "cuda-emu")),
+                                     **dict(key))
+        return modules[key].get_function(kernel)
+    monkeypatch.setattr(launch, "function", function)
+
+
+# Part 1 of issue 11: the barrier between phase 1 (predictions, errors, the warp partials of the energy)
+# and phase 2 (corrections) removed; the energy is read after the step's last barrier instead.
+NO_PHASE_BARRIER = [
+    ("""        ngc_warp_partial(part, red);
+        __syncthreads();""", """        ngc_warp_partial(part, red);
+        if (last) { __syncthreads(); if (tid == 0) energy_out[(size_t)t * B + b_img] = 0.5f * ngc_block_total(red); }"""),
+    ("""        if (tid == 0) energy_out[(size_t)t * B + b_img] = 0.5f * ngc_block_total(red);
+        if (last) break;""", """        if (last) break;"""),
+    ("""        __syncthreads();   // next phase 1 reads the corrected states of every layer (and red[] is reused)
+    }""", """        __syncthreads();
+        if (tid == 0) energy_out[(size_t)t * B + b_img] = 0.5f * ngc_block_total(red);
+    }"""),
+]
+
+
+@pytest.mark.skipif(GPU, reason="planted bugs are run on the emulator")
+def test_planted_missing_phase_barrier_is_caught_one_warp_at_a_time(monkeypatch):
+    """Without the barrier, phase 2 of one warp reads errors other warps have not written yet. The warp
+    shuffle of the energy just before it hides that in the orders that run every thread to its next
+    synchronisation point (the shuffle then acts as a block barrier, which it never is on a GPU): they
+    pass. Run one warp at a time, the kernel settles to the wrong states."""
+    _mutant(monkeypatch, *NO_PHASE_BARRIER)
+    for order in ("forward", "reverse", "shuffle"):
+        check_against_ref(AWKWARD, B=2, seed=5, T=6, order=order, threads=96)
+    with pytest.raises(AssertionError):
+        check_against_ref(AWKWARD, B=2, seed=5, T=6, order="warp", threads=96)
+
+
+# Part 2 of issue 11: the bias load writes one float past the end of the bias area (a loop bound <=).
+BIAS_OVERRUN = [("for (int k = tid; k < nb; k += nth) bs[k] = bg[k];",
+                 "for (int k = tid; k <= nb; k += nth) bs[k] = k < nb ? bg[k] : 0.0f;")]
+
+
+@pytest.mark.skipif(GPU, reason="planted bugs are run on the emulator")
+@pytest.mark.parametrize("learn_E", [False, True], ids=["E=W", "learn-E"])
+def test_planted_write_past_the_biases_is_reported_by_area(monkeypatch, learn_E):
+    """The extra float changes no result: with E = W^T nothing is stored after the biases, and with
+    learnable E the load of E may land after it on a GPU. So only the guard zone after 'b' sees it, and the
+    emulator names the area that overflowed. (ASan reports the same write by line: the guard zones are
+    poisoned in the sanitizer build, tests/test_emu.py shows it on a small kernel.)"""
+    _mutant(monkeypatch, *BIAS_OVERRUN)
+    after = "between 'b' and 'E'" if learn_E else "after 'b', the last area,"
+    with pytest.raises(RuntimeError, match="guard zone %s was written" % after):
+        check_against_ref(K2S3, B=1, seed=9, T=1, learn_E=learn_E)

@@ -1,17 +1,19 @@
-"""The kernel checks that need no GPU: the CPU emulator (ngc_cuda.emu) and the NVRTC compile check.
+"""The kernel checks that need no GPU: the CPU emulator (cuda_emu) and the NVRTC compile check.
 
-Test kernels live in tests/emu_kernels/. g++ builds are cached on disk ($CONVNGC_EMU_CACHE or
-~/.cache/convngc/emu): a cold run spends ~10 s compiling, a warm one ~2 s in total.
+Test kernels live in tests/emu_kernels/, several with a planted bug that a check must catch. g++ builds
+are cached on disk ($CONVNGC_EMU_CACHE or ~/.cache/convngc/emu): a cold run spends ~10 s compiling, a
+warm one ~2 s in total.
 """
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ngc_cuda.emu import EmuModule, parse_kernels
+from cuda_emu import ORDERS, EmuModule, parse_kernels
+
+from tolerances import TOL, assert_close
 
 KDIR = Path(__file__).resolve().parent / "emu_kernels"
-ORDERS = ("forward", "reverse", "shuffle")
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +21,9 @@ def mod():
     return EmuModule(path=KDIR / "reduce.cu")
 
 
-@pytest.fixture
-def rng():
-    return np.random.default_rng(1234)
+@pytest.fixture(scope="module")
+def warp_mod():
+    return EmuModule(path=KDIR / "warp_barrier.cu")
 
 
 def block_sums(x, n_blocks, bs):
@@ -38,7 +40,7 @@ def test_block_reduction_matches_numpy_in_every_order(mod, rng, order):
     f = mod.get_function("block_sum_v1")
     f.order = order
     f((4,), (bs,), (x, out, np.int32(n)))
-    np.testing.assert_allclose(out, block_sums(x, 4, bs), rtol=1e-5)
+    assert_close(out, block_sums(x, 4, bs), **TOL["reduction"], name="block sums (%s)" % order)
 
 
 def test_missing_barrier_is_caught_by_comparing_orders(mod, rng):
@@ -53,7 +55,7 @@ def test_missing_barrier_is_caught_by_comparing_orders(mod, rng):
         out = np.zeros(4, np.float32)
         f((4,), (bs,), (x, out, np.int32(n)))
         results[order] = out
-    wrong = [o for o, r in results.items() if not np.allclose(r, ref, rtol=1e-5)]
+    wrong = [o for o, r in results.items() if not np.allclose(r, ref, **TOL["reduction"])]
     assert wrong, "the racy reduction gave the right answer in every order"
     assert not all(np.array_equal(results["forward"], r) for r in results.values())
 
@@ -94,7 +96,7 @@ def test_float_atomic_add_across_blocks(mod, rng):
     x = rng.standard_normal(n).astype(np.float32)
     out = np.zeros(1, np.float32)
     mod.get_function("atomic_sum")((8,), (32, 4), (x, out, np.int32(n)))    # 2D blocks
-    np.testing.assert_allclose(out[0], x.astype(np.float64).sum(), rtol=1e-4, atol=1e-4)
+    assert_close(out[:1], x.astype(np.float64).sum(keepdims=True), **TOL["reduction"], name="atomic sum")
 
 
 @pytest.mark.parametrize("order", ORDERS)
@@ -107,7 +109,101 @@ def test_warp_shuffle_reduction(mod, rng, order):
     f((2,), (128,), (x, out, np.int32(n)))
     xp = np.zeros(256)
     xp[:n] = x
-    np.testing.assert_allclose(out, xp.reshape(8, 32).sum(1), rtol=1e-5, atol=1e-6)
+    assert_close(out, xp.reshape(8, 32).sum(1), **TOL["reduction"], name="warp sums (%s)" % order)
+
+
+# ---- the "warp" order: one warp at a time --------------------------------------------------------
+def neighbour_warp_sums(x, B, n):
+    xs = x.astype(np.float64).reshape(B, n)
+    return (np.repeat(xs.reshape(B, n // 32, 32).sum(-1), 32, axis=1) + np.roll(xs, -32, axis=1)).ravel()
+
+
+def test_a_warp_shuffle_is_not_a_block_barrier_in_warp_order(warp_mod, rng):
+    """neighbour_warp_sum_no_barrier reads another warp's shared memory after a warp shuffle, with no
+    __syncthreads(): forward, reverse and shuffle run every thread to the shuffle before any warp goes on,
+    so the shuffle acts as a block barrier and the planted bug gives the right answer in all three. Run one
+    warp at a time, as a GPU may, warp 0 reads warp 1's entries before they are written (NaN). The kernel
+    with its barrier is right in every order."""
+    B, n = 2, 96
+    x = rng.standard_normal(B * n).astype(np.float32)
+    ref = neighbour_warp_sums(x, B, n)
+    for kernel, wrong_in in (("neighbour_warp_sum_v1", set()), ("neighbour_warp_sum_no_barrier", {"warp"})):
+        f = warp_mod.get_function(kernel)
+        for order in ORDERS:
+            f.order = order
+            y = np.zeros_like(x)
+            f((B,), (n,), (x, y))
+            if order in wrong_in:
+                assert np.isnan(y[:32]).all(), "%s, %s order: warp 0 did not read unwritten memory" % (kernel, order)
+            else:
+                assert_close(y, ref, **TOL["reduction"], name="%s, %s order" % (kernel, order))
+
+
+def test_warp_order_keeps_warp_syncs_and_block_barriers(mod, rng):
+    """In warp order a warp's shuffles still meet (each warp's own lanes) and __syncthreads() still holds."""
+    f = mod.get_function("warp_sum")
+    f.order = "warp"
+    x = rng.standard_normal(200).astype(np.float32)
+    out = np.zeros(8, np.float32)
+    f((2,), (128,), (x, out, np.int32(200)))
+    xp = np.zeros(256)
+    xp[:200] = x
+    assert_close(out, xp.reshape(8, 32).sum(1), **TOL["reduction"], name="warp sums (warp order)")
+    with pytest.raises(RuntimeError, match=r"exited while .* wait at __syncthreads\(\)"):
+        g = mod.get_function("early_exit")
+        g.order = "warp"
+        g((1,), (64,), (np.arange(64, dtype=np.float32), np.int32(40)))
+
+
+# ---- shared memory: NaN before each block, guard zones between named areas --------------------------
+@pytest.mark.parametrize("order", ORDERS)
+def test_unwritten_static_shared_memory_reads_nan_in_every_block(warp_mod, rng, order):
+    """Static __shared__ arrays are filled with NaN bytes before each block uses them (dynamic ones are
+    filled by the launch), so reading an entry this block never wrote gives NaN in every order, and never
+    a stale value of the previous block (the planted bug of unwritten_static_smem)."""
+    f = warp_mod.get_function("unwritten_static_smem")
+    f.order = order
+    x = rng.standard_normal(3 * 64).astype(np.float32)
+    y = np.zeros_like(x)
+    f((3,), (64,), (x, y, np.int32(40)))
+    y, x = y.reshape(3, 64), x.reshape(3, 64)
+    assert np.isnan(y[:, 40:]).all()
+    np.testing.assert_array_equal(y[:, :40], x[:, :40])
+
+
+@pytest.fixture(scope="module")
+def areas_mod():
+    return EmuModule(path=KDIR / "areas.cu")
+
+
+def _two_areas(m, n=50, gap=8, over_a=0, over_b=0, shared=None, threads=64):
+    f = m.get_function("two_areas")
+    x = np.arange(n, dtype=np.float32)
+    y = np.zeros(n, np.float32)
+    shared = 4 * 2 * (n + gap) if shared is None else shared
+    f((1,), (threads,), (x, y, np.int32(n), np.int32(gap), np.int32(over_a), np.int32(over_b)), shared_mem=shared)
+    return f, x, y
+
+
+def test_named_shared_memory_areas_and_their_guard_zones(areas_mod):
+    f, x, y = _two_areas(areas_mod)
+    np.testing.assert_array_equal(y, 3 * x)
+    assert f.shared_areas == [("a", 0, 200), ("b", 232, 200)]
+    with pytest.raises(RuntimeError, match="guard zone between 'a' and 'b' was written \\(byte 0 past the end of 'a'"):
+        _two_areas(areas_mod, over_a=1)                # planted: one float past a
+    with pytest.raises(RuntimeError, match="guard zone after 'b', the last area, was written \\(byte 0 past its end"):
+        _two_areas(areas_mod, over_b=2)                # planted: two floats past b, the last area
+    with pytest.raises(RuntimeError, match="area 'b' .* runs past the 400 bytes of dynamic shared memory"):
+        _two_areas(areas_mod, shared=400)              # the launch asked for less than the areas span
+    _two_areas(areas_mod)                              # the module stays usable
+
+
+def test_asan_reports_the_line_that_writes_into_a_guard_zone():
+    m = EmuModule(path=KDIR / "areas.cu", sanitize=True)
+    f, x, y = _two_areas(m)
+    np.testing.assert_array_equal(y, 3 * x)
+    with pytest.raises(RuntimeError, match=r"(?s)AddressSanitizer: use-after-poison.*areas\.cu:15"):
+        _two_areas(m, over_a=2)
 
 
 def test_scalar_kinds_and_argument_checks(mod, rng):
@@ -115,7 +211,7 @@ def test_scalar_kinds_and_argument_checks(mod, rng):
     y = np.zeros_like(x)
     f = mod.get_function("scalars")
     f(1, 128, (x, y, np.uint32(100), np.float32(2), np.float64(0.5)))
-    np.testing.assert_allclose(y, 2 * x + 0.5, rtol=1e-6)
+    assert_close(y, 2 * x.astype(np.float64) + 0.5, **TOL["elementwise"], name="a x + b")
     good = (x, y, np.uint32(100), np.float32(2), np.float64(0.5))
     bad = {
         2: (100, TypeError, "'n'.*np.uint32.*got int"),                     # Python int: long long on a GPU

@@ -1,6 +1,4 @@
 """Tests for convngc.metrics: skimage as the oracle, hand-computed cases, guards and errors."""
-import os
-
 import numpy as np
 import pytest
 
@@ -8,7 +6,6 @@ from convngc import metrics as M
 
 skm = pytest.importorskip("skimage.metrics")
 
-CIFAR = "/work/shared/data/cifar10/cifar10_test.npz"
 RTOL = 1e-6
 
 
@@ -95,10 +92,11 @@ def test_ssim_windowed_chunking_invariant():
     np.testing.assert_array_equal(a, b)
 
 
-def test_metrics_match_skimage_on_cifar10():
-    if not os.path.exists(CIFAR):
-        pytest.skip(f"{CIFAR} not available")
-    with np.load(CIFAR) as d:
+def test_metrics_match_skimage_on_cifar10(shared_data):
+    path = shared_data / "cifar10" / "cifar10_test.npz"
+    if not path.is_file():
+        pytest.skip(f"{path} not available")
+    with np.load(path) as d:
         x = d["x"][:24]
     assert x.dtype == np.uint8 and x.ndim == 4 and x.shape[-1] == 3
     t = x.transpose(0, 3, 1, 2).astype(np.float64) / 255.0

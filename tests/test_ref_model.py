@@ -5,6 +5,8 @@ import pytest
 from ngc_ref import model, optim
 from ngc_ref.config import Config
 
+from tolerances import TOL, central_difference_atol
+
 SMALL = dict(channels=(3, 4, 2), image_hw=(8, 12), T=10)       # 2x3 -> 4x6 -> 8x12, fast in float64
 
 
@@ -28,7 +30,10 @@ def F(z, p, cfg):
     return float(model.energy(model.predictions_and_errors(z, p, cfg)[1]).sum())
 
 
-def numgrad(f, arr, idx, h=1e-6):
+H = 1e-6                                                         # central-difference step
+
+
+def numgrad(f, arr, idx, h=H):
     old = arr[idx]
     arr[idx] = old + h
     fp = f()
@@ -46,10 +51,11 @@ def test_state_correction_is_minus_energy_gradient(leak, pcn):
     p, z = params64(cfg, rng), random_states(cfg, 2, rng, away_from_zero=True)
     _, e = model.predictions_and_errors(z, p, cfg)
     d = model.corrections(z, e, p, cfg, free_bottom=True)
+    atol = central_difference_atol(F(z, p, cfg), H)
     for l in range(cfg.L + 1):
         for idx in [(0, 0, 0, 0), (1, z[l].shape[1] - 1, z[l].shape[2] - 1, z[l].shape[3] - 1), (1, 0, 1, 2)]:
             g = numgrad(lambda: F(z, p, cfg), z[l], idx)
-            assert d[l][idx] == pytest.approx(-g, rel=1e-6, abs=1e-8), (l, idx)
+            assert d[l][idx] == pytest.approx(-g, rel=TOL["finite-difference"]["rtol"], abs=atol), (l, idx)
 
 
 def test_without_phi_prime_the_correction_is_not_the_gradient():
@@ -71,11 +77,12 @@ def test_filter_updates_are_minus_energy_gradient(leak):
     zbar, e = model.predictions_and_errors(z, p, cfg)
     res = model.SettleResult(z, zbar, e, None)
     up = model.filter_updates(res, p, cfg)
+    tol = dict(rel=TOL["finite-difference"]["rtol"], abs=central_difference_atol(F(z, p, cfg), H))
     for l in range(1, cfg.L + 1):
         for idx in [(0, 0, 0, 0), (p["W"][l].shape[0] - 1, p["W"][l].shape[1] - 1, 2, 1), (1, 0, 1, 1)]:
-            assert up["W"][l][idx] == pytest.approx(-numgrad(lambda: F(z, p, cfg), p["W"][l], idx), rel=1e-6, abs=1e-8)
+            assert up["W"][l][idx] == pytest.approx(-numgrad(lambda: F(z, p, cfg), p["W"][l], idx), **tol)
         for j in range(p["b"][l].shape[0]):
-            assert up["b"][l][j] == pytest.approx(-numgrad(lambda: F(z, p, cfg), p["b"][l], (j,)), rel=1e-6, abs=1e-8)
+            assert up["b"][l][j] == pytest.approx(-numgrad(lambda: F(z, p, cfg), p["b"][l], (j,)), **tol)
 
 
 def test_learnable_error_filters_are_used_and_updated():

@@ -9,6 +9,8 @@ from scipy.signal import correlate2d
 
 from ngc_ref import ops
 
+from tolerances import TOL
+
 # (B, C_in, C_out, H, W, K, s): odd sizes, H != W, K in {1, 3, 5}, strides 1-3, B = 1
 SHAPES = [(2, 3, 4, 8, 8, 3, 2), (1, 2, 5, 7, 5, 3, 2), (2, 3, 2, 9, 6, 5, 3), (1, 4, 3, 4, 4, 1, 2),
           (2, 3, 3, 6, 7, 3, 1), (1, 1, 2, 5, 5, 1, 3), (1, 2, 2, 11, 4, 5, 2), (3, 5, 3, 2, 2, 3, 2)]
@@ -50,11 +52,6 @@ def conv2d_transpose_loop(z, w, s, out_hw):
     return out
 
 
-@pytest.fixture
-def rng():
-    return np.random.default_rng(1234)
-
-
 def test_same_padding_is_tensorflows():
     assert ops.same_padding(32, 3, 2) == (0, 1)     # K=3, s=2: 0 before, 1 after (READING.md)
     assert ops.same_padding(7, 3, 2) == (1, 1)
@@ -74,13 +71,14 @@ def test_dilate_inserts_zeros():
 
 @pytest.mark.parametrize("B,Ci,Co,H,W,K,s", SHAPES)
 def test_transpose_is_adjoint_of_strided_conv(rng, B, Ci, Co, H, W, K, s):
-    """<conv_s(x), y> = <x, deconv_s(y)> for every x, y: the defining property (float64, rtol 1e-12)."""
+    """<conv_s(x), y> = <x, deconv_s(y)> for every x, y: the defining property (float64, TOL["adjoint"])."""
     x = rng.standard_normal((B, Ci, H, W))
     w = rng.standard_normal((Co, Ci, K, K))
     y = rng.standard_normal((B, Co, -(-H // s), -(-W // s)))
     lhs = np.vdot(ops.conv2d(x, w, s), y)
     rhs = np.vdot(x, ops.conv2d_transpose(y, w, s, (H, W)))
-    assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12 * np.sqrt(x.size * y.size))
+    tol = TOL["adjoint"]
+    assert lhs == pytest.approx(rhs, rel=tol["rtol"], abs=tol["atol"] * np.sqrt(x.size * y.size))
 
 
 @pytest.mark.parametrize("B,Ci,Co,H,W,K,s", SHAPES)
@@ -88,7 +86,7 @@ def test_conv2d_matches_loop_and_scipy(rng, B, Ci, Co, H, W, K, s):
     x = rng.standard_normal((B, Ci, H, W))
     w = rng.standard_normal((Co, Ci, K, K))
     out = ops.conv2d(x, w, s)
-    np.testing.assert_allclose(out, conv2d_loop(x, w, s), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out, conv2d_loop(x, w, s), **TOL["float64"])
     # SciPy oracle: pad as SAME, full stride-1 'valid' correlation, then subsample at stride s
     pt, pb = ops.same_padding(H, K, s)
     pl, pr = ops.same_padding(W, K, s)
@@ -96,7 +94,7 @@ def test_conv2d_matches_loop_and_scipy(rng, B, Ci, Co, H, W, K, s):
     for b in range(B):
         for i in range(Co):
             full = sum(correlate2d(xp[b, j], w[i, j], mode="valid") for j in range(Ci))
-            np.testing.assert_allclose(out[b, i], full[::s, ::s][:out.shape[2], :out.shape[3]], rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(out[b, i], full[::s, ::s][:out.shape[2], :out.shape[3]], **TOL["float64"])
 
 
 @pytest.mark.parametrize("B,Ci,Co,H,W,K,s", SHAPES)
@@ -104,7 +102,7 @@ def test_conv2d_transpose_matches_scatter_loop(rng, B, Ci, Co, H, W, K, s):
     z = rng.standard_normal((B, Co, -(-H // s), -(-W // s)))
     w = rng.standard_normal((Co, Ci, K, K))
     np.testing.assert_allclose(ops.conv2d_transpose(z, w, s, (H, W)), conv2d_transpose_loop(z, w, s, (H, W)),
-                               rtol=1e-10, atol=1e-12)
+                               **TOL["float64"])
 
 
 @pytest.mark.parametrize("B,Ci,Co,H,W,K,s", SHAPES)
@@ -119,7 +117,7 @@ def test_weight_grad_is_linear_form_of_transpose(rng, B, Ci, Co, H, W, K, s):
         unit = np.zeros((Co, Ci, K, K))
         unit[idx] = 1.0
         expect = np.vdot(e, conv2d_transpose_loop(a, unit, s, (H, W)))
-        assert dW[idx] == pytest.approx(expect, rel=1e-10, abs=1e-10)
+        assert dW[idx] == pytest.approx(expect, rel=TOL["float64"]["rtol"], abs=TOL["float64"]["atol"])
 
 
 def test_transpose_paper_shape(rng):

@@ -13,6 +13,8 @@ import pytest
 from ngc_ref import model, ops, optim
 from ngc_ref.config import Config
 
+from tolerances import TOL
+
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch); the baseline of "
                                             "bench/gpu_bench.py is untested, which is NOT a pass")
 
@@ -21,7 +23,7 @@ _spec = importlib.util.spec_from_file_location(
 tn = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tn)
 
-RTOL, ATOL = 1e-10, 1e-12           # float64 on both sides: only summation order differs
+RTOL, ATOL = TOL["float64"]["rtol"], TOL["float64"]["atol"]     # float64 on both sides: only sum order differs
 CONFIGS = {
     "paper": Config(),
     "K5_12x20": Config(channels=(4, 5, 2), image_hw=(12, 20), kernel=5, stride=2),

@@ -2,11 +2,13 @@
 //
 // Each block's threads are cooperative fibers on one OS thread: a one-time makecontext per fiber
 // stack, then _setjmp/_longjmp switches (~50 ns). __syncthreads() parks the calling fiber; the
-// scheduler runs every runnable fiber of the block up to its next barrier (in "forward", "reverse"
-// or seeded "shuffle" order), then opens the barrier once every live thread waits at the same one.
-// A thread that exits while others wait, threads parked at different barriers, or a warp shuffle
-// whose partner lanes never arrive are reported as errors (return code + message), never a hang.
-// Blocks run one after another. See ngc_cuda/emu/README.md for what an emulated pass proves.
+// scheduler runs the block's fibers up to their next synchronisation point in one of four orders
+// ("forward", "reverse", seeded "shuffle": every runnable thread to its next barrier or warp sync;
+// "warp": one warp at a time, each to its next __syncthreads()), then opens the barrier once every
+// live thread waits at the same one. A thread that exits while others wait, threads parked at
+// different barriers, or a warp shuffle whose partner lanes never arrive are reported as errors
+// (return code + message), never a hang. Blocks run one after another.
+// See cuda_emu/README.md for what an emulated pass proves.
 //
 // Nothing here is active under nvcc/NVRTC: the same .cu keeps compiling for the GPU.
 // Build flags: -std=c++17 -O2 -ffp-contract=off -fno-fast-math -U_FORTIFY_SOURCE (glibc's fortified
@@ -41,9 +43,10 @@
 #define CUDA_EMU_STACK_SIZE (64 * 1024)
 #endif
 #endif
-#ifndef CUDA_EMU_DYN_SMEM_MAX          // storage behind each `extern __shared__` array (H100: 227 KB)
-#define CUDA_EMU_DYN_SMEM_MAX (227 * 1024)
+#ifndef CUDA_EMU_DYN_SMEM_MAX          // storage behind each `extern __shared__` array: EmuModule(smem_limit=...)
+#error "CUDA_EMU_DYN_SMEM_MAX is set by cuda_emu.EmuModule (its smem_limit, cuda_emu.H100_SMEM_LIMIT by default)"
 #endif
+#define CUDA_EMU 1
 
 // ---- CUDA keywords -------------------------------------------------------------------------------
 #define __global__
@@ -56,9 +59,10 @@
 #define __align__(n) __attribute__((aligned(n)))
 #define __launch_bounds__(...)
 #define __grid_constant__
-// Static __shared__ variables become one copy per OS thread, shared by the block's fibers; an
-// `extern __shared__ T name[]` declaration binds to a definition that the generated launcher code
-// (ngc_cuda/emu) appends: CUDA_EMU_DYN_SMEM_MAX bytes, of which the launch may use shared_mem bytes.
+// Static __shared__ variables become one copy per OS thread, shared by the block's fibers (cuda_emu
+// appends CUDA_EMU_STATIC_SHARED(name) to each declaration so that every block sees them filled with
+// 0xFF bytes); an `extern __shared__ T name[]` declaration binds to a definition that the generated
+// code (cuda_emu/module.py) appends: CUDA_EMU_DYN_SMEM_MAX bytes, of which the launch may use shared_mem.
 #define __shared__ thread_local
 
 struct uint3 { unsigned int x, y, z; };
@@ -79,7 +83,7 @@ static inline uint3 make_uint3(unsigned x, unsigned y, unsigned z) { return {x, 
 namespace cuda_emu {
 
 enum FiberState { RUNNABLE = 0, AT_BLOCK_BARRIER = 1, AT_WARP_BARRIER = 2, DONE = 3 };
-enum Order { ORDER_FORWARD = 0, ORDER_REVERSE = 1, ORDER_SHUFFLE = 2 };
+enum Order { ORDER_FORWARD = 0, ORDER_REVERSE = 1, ORDER_SHUFFLE = 2, ORDER_WARP = 3 };
 
 struct Fiber {
     jmp_buf ctx;            // where the fiber is parked (valid while it waits at a barrier)
@@ -87,6 +91,7 @@ struct Fiber {
     char* stack_lo;         // usable stack [stack_lo, stack_lo + stack_size); guard page below
     size_t stack_size;
     int state;
+    int started;            // 0 until the fiber first runs in this block (then it resumes from ctx)
     const char* site_file;  // barrier the fiber waits at
     int site_line;
     int site_phase;         // warp barriers: 0/1 for the two halves of a shuffle
@@ -103,7 +108,7 @@ struct LaunchCfg {                      // filled by the Python side (ctypes) or
     unsigned long long shared_mem_cap;  // what the function attribute allows (checked again here)
     int order;                          // Order
     unsigned long long seed;
-    int fill_shared;                    // fill dynamic shared memory with 0xFF bytes (NaN, -1) per block
+    int fill_shared;                    // fill shared memory with 0xFF bytes (NaN, -1) per block; guard zones
 };
 
 typedef void (*BodyFn)(void*);
@@ -285,35 +290,63 @@ static inline const char* state_name(int s) {
     return s == RUNNABLE ? "running" : s == AT_BLOCK_BARRIER ? "__syncthreads" : s == AT_WARP_BARRIER ? "warp sync" : "exited";
 }
 
-// Release the warp barriers that can open; returns 1 if any opened, -1 on error.
+// Open the warp barrier of lanes [w0, w1) if every lane it waits for has arrived: returns 1 if it
+// opened, 0 if not (yet), -1 on an error (a lane exited, or lanes wait at different warp syncs).
+inline int release_warp(unsigned w0, unsigned w1, char* err, int errlen) {
+    bool any = false;
+    for (unsigned i = w0; i < w1; ++i) {
+        Fiber& f = g_fibers[i];
+        if (f.state != AT_WARP_BARRIER) continue;
+        any = true;
+        for (unsigned l = 0; l < 32 && w0 + l < w1; ++l) {
+            if (!(f.warp_mask >> l & 1u)) continue;
+            Fiber& g = g_fibers[w0 + l];
+            if (g.state == DONE)
+                return fail(err, errlen, "thread %u exited while lane %u waits for it at a warp sync (%s:%d)",
+                            w0 + l, i - w0, f.site_file, f.site_line);
+            if (g.state != AT_WARP_BARRIER) return 0;
+            if (g.site_line != f.site_line || g.site_phase != f.site_phase || strcmp(g.site_file, f.site_file) != 0)
+                return fail(err, errlen, "lanes of warp %u wait at different warp syncs: %s:%d and %s:%d",
+                            w0 / 32, f.site_file, f.site_line, g.site_file, g.site_line);
+        }
+    }
+    if (!any) return 0;
+    for (unsigned i = w0; i < w1; ++i)
+        if (g_fibers[i].state == AT_WARP_BARRIER) g_fibers[i].state = RUNNABLE;
+    return 1;
+}
+
+// Release every warp barrier that can open; returns 1 if any opened, -1 on error.
 inline int release_warps(unsigned n, char* err, int errlen) {
     int opened = 0;
     for (unsigned w0 = 0; w0 < n; w0 += 32) {
-        unsigned w1 = w0 + 32 < n ? w0 + 32 : n;
-        bool any = false, ok = true;
-        for (unsigned i = w0; i < w1 && ok; ++i) {
-            Fiber& f = g_fibers[i];
-            if (f.state != AT_WARP_BARRIER) continue;
-            any = true;
-            for (unsigned l = 0; l < 32 && w0 + l < w1; ++l) {
-                if (!(f.warp_mask >> l & 1u)) continue;
-                Fiber& g = g_fibers[w0 + l];
-                if (g.state == DONE)
-                    return fail(err, errlen, "thread %u exited while lane %u waits for it at a warp sync (%s:%d)",
-                                w0 + l, i - w0, f.site_file, f.site_line);
-                if (g.state != AT_WARP_BARRIER) { ok = false; break; }
-                if (g.site_line != f.site_line || g.site_phase != f.site_phase || strcmp(g.site_file, f.site_file) != 0)
-                    return fail(err, errlen, "lanes of warp %u wait at different warp syncs: %s:%d and %s:%d",
-                                w0 / 32, f.site_file, f.site_line, g.site_file, g.site_line);
-            }
-        }
-        if (any && ok) {
-            for (unsigned i = w0; i < w1; ++i)
-                if (g_fibers[i].state == AT_WARP_BARRIER) g_fibers[i].state = RUNNABLE;
-            opened = 1;
-        }
+        int r = release_warp(w0, w0 + 32 < n ? w0 + 32 : n, err, errlen);
+        if (r < 0) return -1;
+        opened |= r;
     }
     return opened;
+}
+
+// Run one fiber until it parks at a barrier or a warp sync, or exits.
+inline void resume(Fiber* f) {
+    g_cur = f;
+    sched_resume(f, !f->started);
+    f->started = 1;
+    g_cur = nullptr;
+}
+
+// ORDER_WARP: run the lanes [w0, w1) of one warp, opening its own warp syncs as they complete, until
+// every lane waits at a __syncthreads() or has exited (or waits at a warp sync that cannot open: the
+// caller reports that). The other warps do not move meanwhile, as a GPU is free to schedule them.
+inline int run_warp(unsigned w0, unsigned w1, char* err, int errlen) {
+    for (;;) {
+        bool ran = false;
+        for (unsigned i = w0; i < w1; ++i)
+            if (g_fibers[i].state == RUNNABLE) { resume(&g_fibers[i]); ran = true; }
+        if (!ran) return 0;
+        const int r = release_warp(w0, w1, err, errlen);
+        if (r <= 0) return r;
+    }
 }
 
 inline int run_block(const LaunchCfg& cfg, unsigned* order_buf, char* err, int errlen) {
@@ -321,6 +354,7 @@ inline int run_block(const LaunchCfg& cfg, unsigned* order_buf, char* err, int e
     for (unsigned i = 0; i < n; ++i) {
         Fiber& f = g_fibers[i];
         f.state = RUNNABLE;
+        f.started = 0;
         f.tid = {i % bx, (i / bx) % by, i / (bx * by)};
         f.linear = i;
         f.asan_fake = nullptr;
@@ -329,26 +363,26 @@ inline int run_block(const LaunchCfg& cfg, unsigned* order_buf, char* err, int e
     }
     unsigned long long rng = cfg.seed * 0x100000001B3ull ^ (((unsigned long long)g_block_idx.z << 42) ^
                               ((unsigned long long)g_block_idx.y << 21) ^ g_block_idx.x);
-    bool fresh_started = false;
     for (;;) {
-        unsigned m = 0;                                // this phase's runnable fibers, in order
-        for (unsigned i = 0; i < n; ++i) if (g_fibers[i].state == RUNNABLE) order_buf[m++] = i;
-        if (cfg.order == ORDER_REVERSE) {
-            for (unsigned i = 0; i < m / 2; ++i) { unsigned t = order_buf[i]; order_buf[i] = order_buf[m - 1 - i]; order_buf[m - 1 - i] = t; }
-        } else if (cfg.order == ORDER_SHUFFLE) {
-            for (unsigned i = m; i > 1; --i) { unsigned j = (unsigned)(splitmix(rng) % i); unsigned t = order_buf[i - 1]; order_buf[i - 1] = order_buf[j]; order_buf[j] = t; }
+        if (cfg.order == ORDER_WARP) {                 // warp 0 to its next __syncthreads(), then warp 1, ...
+            for (unsigned w0 = 0; w0 < n; w0 += 32)
+                if (run_warp(w0, w0 + 32 < n ? w0 + 32 : n, err, errlen) < 0) return -1;
+        } else {
+            unsigned m = 0;                            // this phase's runnable fibers, in order
+            for (unsigned i = 0; i < n; ++i) if (g_fibers[i].state == RUNNABLE) order_buf[m++] = i;
+            if (cfg.order == ORDER_REVERSE) {
+                for (unsigned i = 0; i < m / 2; ++i) { unsigned t = order_buf[i]; order_buf[i] = order_buf[m - 1 - i]; order_buf[m - 1 - i] = t; }
+            } else if (cfg.order == ORDER_SHUFFLE) {
+                for (unsigned i = m; i > 1; --i) { unsigned j = (unsigned)(splitmix(rng) % i); unsigned t = order_buf[i - 1]; order_buf[i - 1] = order_buf[j]; order_buf[j] = t; }
+            }
+            for (unsigned k = 0; k < m; ++k) resume(&g_fibers[order_buf[k]]);
+            // every thread is at its next synchronisation point: open the warp syncs first (lanes of other
+            // warps may wait at a block barrier meanwhile). This is what makes a warp sync act as a block-wide
+            // barrier in these three orders; ORDER_WARP does not have that blind spot.
+            int r = release_warps(n, err, errlen);
+            if (r < 0) return -1;
+            if (r > 0) continue;
         }
-        for (unsigned k = 0; k < m; ++k) {
-            Fiber* f = &g_fibers[order_buf[k]];
-            g_cur = f;
-            sched_resume(f, !fresh_started);
-        }
-        fresh_started = true;
-        g_cur = nullptr;
-        // open warp barriers first (lanes of other warps may wait at a block barrier meanwhile)
-        int r = release_warps(n, err, errlen);
-        if (r < 0) return -1;
-        if (r > 0) continue;
         unsigned done = 0, at_block = 0, first_block = n, first_done = n;
         for (unsigned i = 0; i < n; ++i) {
             int s = g_fibers[i].state;
@@ -392,6 +426,131 @@ inline int register_dyn_smem(void* (*addr)()) {
     return 0;
 }
 
+// ---- shared-memory areas and their guard zones -----------------------------------------------------
+// A kernel that splits its dynamic shared memory into areas (states, errors, filters, ...) can name each
+// one with CUDA_EMU_SHARED_AREA(name, ptr, count) and leave a gap after it (the whole-settle kernel does,
+// in the emulated build only). The gaps, and the tail after the last area up to the launch's shared_mem,
+// keep the block's 0xFF fill; when the block ends a changed byte there is reported with the names of the
+// areas on either side. Under ASan the gaps are poisoned as well, so the faulting line is reported.
+struct SharedArea { const char* name; char* begin; size_t bytes; int dyn; };
+inline thread_local SharedArea g_areas[32];
+inline thread_local int g_n_areas = 0;
+inline thread_local SharedArea g_last_areas[32];       // the areas of the last block that ended (for Python)
+inline thread_local int g_n_last_areas = 0;
+inline thread_local char g_area_err[512];
+inline thread_local unsigned long long g_launch_shared_mem = 0;
+inline thread_local int g_launch_fill = 1;
+
+inline int dyn_index(const void* p) {
+    for (int i = 0; i < g_n_dyn_smem; ++i) {
+        const char* base = (const char*)g_dyn_smem[i].addr();
+        if ((const char*)p >= base && (const char*)p < base + CUDA_EMU_DYN_SMEM_MAX) return i;
+    }
+    return -1;
+}
+
+// The areas of dynamic array d sorted by address (n <= 32: insertion sort).
+inline int sorted_areas(int d, SharedArea* out) {
+    int m = 0;
+    for (int i = 0; i < g_n_areas; ++i) {
+        if (g_areas[i].dyn != d) continue;
+        int j = m++;
+        while (j > 0 && out[j - 1].begin > g_areas[i].begin) { out[j] = out[j - 1]; --j; }
+        out[j] = g_areas[i];
+    }
+    return m;
+}
+
+// Visit every gap of dynamic array d: fn(gap_begin, gap_end, area before, area after or nullptr).
+template <class Fn> inline void for_each_gap(int d, Fn fn) {
+    SharedArea s[32];
+    const int m = sorted_areas(d, s);
+    char* end_of_launch = (char*)g_dyn_smem[d].addr() + g_launch_shared_mem;
+    for (int i = 0; i < m; ++i) {
+        char* a = s[i].begin + s[i].bytes;
+        char* b = i + 1 < m ? s[i + 1].begin : end_of_launch;
+        if (b > a) fn(a, b, s[i], i + 1 < m ? &s[i + 1] : nullptr);
+    }
+}
+
+inline void shared_area(const char* name, const void* ptr, size_t bytes, const char* file, int line) {
+    if (g_area_err[0]) return;
+    for (int i = 0; i < g_n_areas; ++i)
+        if (strcmp(g_areas[i].name, name) == 0) {            // every thread names the areas: once is enough
+            if (g_areas[i].begin != (const char*)ptr || g_areas[i].bytes != bytes)
+                snprintf(g_area_err, sizeof g_area_err, "shared-memory area '%s' named twice with different extents (%s:%d)",
+                         name, file, line);
+            return;
+        }
+    const int d = dyn_index(ptr);
+    if (d < 0) { snprintf(g_area_err, sizeof g_area_err, "shared-memory area '%s' is not in dynamic shared memory (%s:%d)", name, file, line); return; }
+    if (g_n_areas == 32) { snprintf(g_area_err, sizeof g_area_err, "more than 32 shared-memory areas (%s:%d)", file, line); return; }
+    const size_t off = (const char*)ptr - (const char*)g_dyn_smem[d].addr();
+    if (off + bytes > g_launch_shared_mem) {
+        snprintf(g_area_err, sizeof g_area_err, "shared-memory area '%s' (bytes %zu..%zu) runs past the %llu bytes of dynamic "
+                 "shared memory the launch requested (%s:%d)", name, off, off + bytes, g_launch_shared_mem, file, line);
+        return;
+    }
+    g_areas[g_n_areas++] = {name, (char*)ptr, bytes, d};
+#if CUDA_EMU_ASAN                  // the tail after the last area named so far was poisoned: start again
+    __asan_unpoison_memory_region(g_dyn_smem[d].addr(), g_launch_shared_mem);
+    for_each_gap(d, [](char* a, char* b, const SharedArea&, const SharedArea*) { __asan_poison_memory_region(a, b - a); });
+#endif
+}
+
+// At the end of a block: the guard zones must still hold the fill. Then forget the block's areas.
+inline int check_areas(int rc, char* err, int errlen) {
+    if (rc == 0 && g_area_err[0]) rc = fail(err, errlen, "%s", g_area_err);
+    for (int d = 0; d < g_n_dyn_smem && rc == 0; ++d) {
+        if (!g_launch_fill) break;                            // without the fill there is nothing to compare with
+#if CUDA_EMU_ASAN
+        for_each_gap(d, [](char* a, char* b, const SharedArea&, const SharedArea*) { __asan_unpoison_memory_region(a, b - a); });
+#endif
+        for_each_gap(d, [&](char* a, char* b, const SharedArea& before, const SharedArea* after) {
+            for (char* p = a; p < b && rc == 0; ++p)
+                if ((unsigned char)*p != 0xFF) {
+                    if (after)
+                        rc = fail(err, errlen, "shared-memory guard zone between '%s' and '%s' was written (byte %zu past the end "
+                                  "of '%s', %zu before the start of '%s'): an index ran out of '%s' or into '%s' from below",
+                                  before.name, after->name, (size_t)(p - a), before.name, (size_t)(b - p), after->name,
+                                  before.name, after->name);
+                    else
+                        rc = fail(err, errlen, "shared-memory guard zone after '%s', the last area, was written (byte %zu past "
+                                  "its end): an index ran out of '%s'", before.name, (size_t)(p - a), before.name);
+                }
+        });
+    }
+#if CUDA_EMU_ASAN
+    for (int d = 0; d < g_n_dyn_smem; ++d) __asan_unpoison_memory_region(g_dyn_smem[d].addr(), g_launch_shared_mem);
+#endif
+    for (int i = 0; i < g_n_areas; ++i) g_last_areas[i] = g_areas[i];
+    g_n_last_areas = g_n_areas;
+    g_n_areas = 0;
+    g_area_err[0] = 0;
+    return rc;
+}
+
+// ---- static __shared__ variables: filled with 0xFF at their first use in each block ----------------
+// cuda_emu/module.py appends CUDA_EMU_STATIC_SHARED(name) to every function-scope `__shared__` declaration.
+// The first thread of a block to pass the declaration fills the variable (no thread can touch it before
+// passing its own declaration), so reading static shared memory that this block never wrote gives NaN
+// (or -1) in every order, as reading unwritten dynamic shared memory does.
+struct StaticShared { void* p; size_t n; unsigned long long block; };
+inline thread_local StaticShared g_static[256];
+inline thread_local int g_n_static = 0;
+inline thread_local unsigned long long g_block_serial = 0;   // +1 for every block of every launch
+
+inline void static_shared(void* p, size_t n) {
+    if (!g_launch_fill) return;
+    for (int i = 0; i < g_n_static; ++i)
+        if (g_static[i].p == p) {
+            if (g_static[i].block != g_block_serial) { memset(p, 0xFF, n); g_static[i].block = g_block_serial; }
+            return;
+        }
+    if (g_n_static < 256) g_static[g_n_static++] = {p, n, g_block_serial};
+    memset(p, 0xFF, n);
+}
+
 inline int launch(const LaunchCfg& cfg, BodyFn body, void* ctx, char* err, int errlen) {
     err[0] = 0;
     const unsigned* b = cfg.block;
@@ -414,6 +573,10 @@ inline int launch(const LaunchCfg& cfg, BodyFn body, void* ctx, char* err, int e
     g_body = body;
     g_body_ctx = ctx;
     g_nthreads = (unsigned)nt;
+    g_launch_shared_mem = cfg.shared_mem;
+    g_launch_fill = cfg.fill_shared;
+    g_n_areas = 0;
+    g_area_err[0] = 0;
 #if CUDA_EMU_ASAN                                     // exactly shared_mem bytes are addressable
     for (int i = 0; i < g_n_dyn_smem; ++i) {
         char* p = (char*)g_dyn_smem[i].addr();
@@ -430,9 +593,10 @@ inline int launch(const LaunchCfg& cfg, BodyFn body, void* ctx, char* err, int e
             for (unsigned y = 0; y < g[1] && rc == 0; ++y)
                 for (unsigned x = 0; x < g[0] && rc == 0; ++x) {
                     g_block_idx = {x, y, z};
+                    ++g_block_serial;                 // static __shared__ variables are refilled at first use
                     if (cfg.fill_shared)
                         for (int i = 0; i < g_n_dyn_smem; ++i) memset(g_dyn_smem[i].addr(), 0xFF, cfg.shared_mem);
-                    rc = run_block(cfg, order_buf, err, errlen);
+                    rc = check_areas(run_block(cfg, order_buf, err, errlen), err, errlen);
                 }
     } else {
         const char* where = "";
@@ -447,6 +611,7 @@ inline int launch(const LaunchCfg& cfg, BodyFn body, void* ctx, char* err, int e
     }
     g_in_launch = 0;
     g_cur = nullptr;
+    g_n_areas = 0;
 #if CUDA_EMU_ASAN
     for (int i = 0; i < g_n_dyn_smem; ++i) __asan_unpoison_memory_region(g_dyn_smem[i].addr(), CUDA_EMU_DYN_SMEM_MAX);
 #endif
@@ -551,6 +716,9 @@ namespace cuda_emu { inline int width_arg(int w = 32) { return w; } }
 #define __any_sync(m, p) (::cuda_emu::ballot((m), (p), __FILE__, __LINE__) != 0u)
 #define __all_sync(m, p) (::cuda_emu::ballot((m), !(p), __FILE__, __LINE__) == 0u)
 #define __threadfence() __atomic_thread_fence(__ATOMIC_SEQ_CST)
+#define CUDA_EMU_SHARED_AREA(name, ptr, count) \
+    ::cuda_emu::shared_area((name), (ptr), (size_t)(count) * sizeof(*(ptr)), __FILE__, __LINE__)
+#define CUDA_EMU_STATIC_SHARED(var) ::cuda_emu::static_shared((void*)&(var), sizeof(var))
 #define __threadfence_block() __atomic_signal_fence(__ATOMIC_SEQ_CST)
 
 // ---- atomics: fibers never interleave inside one call, and blocks run one at a time -------------
@@ -612,5 +780,18 @@ static inline float min(float a, float b) { return fminf(a, b); }
 static inline float max(float a, float b) { return fmaxf(a, b); }
 static inline double min(double a, double b) { return fmin(a, b); }
 static inline double max(double a, double b) { return fmax(a, b); }
+
+// The shared-memory areas the last block named, one "name offset bytes" line each (offset from the start
+// of its dynamic shared memory array): EmuFunction.shared_areas reads this after a launch.
+extern "C" __attribute__((visibility("default"))) int cuda_emu_shared_areas(char* buf, int len) {
+    int n = 0;
+    buf[0] = 0;
+    for (int i = 0; i < ::cuda_emu::g_n_last_areas && n < len; ++i) {
+        const ::cuda_emu::SharedArea& a = ::cuda_emu::g_last_areas[i];
+        n += snprintf(buf + n, len - n, "%s %zu %zu\n", a.name,
+                      (size_t)(a.begin - (char*)::cuda_emu::g_dyn_smem[a.dyn].addr()), a.bytes);
+    }
+    return n;
+}
 
 #endif  // !__CUDACC__ && !__CUDACC_RTC__

@@ -1,6 +1,6 @@
 // launcher_main.cpp: main() of the sanitizer flavour (EmuModule(sanitize=True)).
 //
-// ngc_cuda/emu appends `#include "launcher_main.cpp"` to the generated translation unit and builds an
+// cuda_emu/module.py appends `#include "launcher_main.cpp"` to the generated translation unit and builds an
 // executable with -fsanitize=address,undefined. One process runs one launch, so ASan's runtime is
 // loaded the normal way (no LD_PRELOAD into Python) and a report ends only this process.
 // Each memory region is read from its own file into a malloc'd buffer of exactly its size (so ASan's

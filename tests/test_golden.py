@@ -1,0 +1,43 @@
+"""Every backend reproduces the golden file (tests/golden_data.py): a seeded T = 60 settle and one learning
+step of the paper's configuration, computed once by ngc_ref. The reference itself is held to it too, so a
+silent change of the reference (which the parity tests between backends cannot see) fails here.
+After a deliberate change of the reference: `make golden`, and say why in the commit.
+"""
+import numpy as np
+import pytest
+
+import golden_data as golden
+from convngc.model import get_backend
+from ngc_cuda.backend import available
+
+from tolerances import TOL, assert_close
+
+# (backend, dtype it computes in, tolerance of TOL): adding a backend is one line
+BACKENDS = [
+    pytest.param("numpy", np.float64, "golden-ref", id="numpy"),          # the reference, in float64
+    pytest.param("cuda-emu", np.float32, "settled", id="cuda-emu"),       # the CUDA kernels, emulated
+    pytest.param("cuda", np.float32, "settled", id="cuda",
+                 marks=pytest.mark.skipif(not available(), reason="no GPU (CuPy + device)")),
+]
+
+
+def test_golden_file_is_the_paper_configuration():
+    params, x, z_top, want = golden.load()
+    assert [w.shape for w in params["W"][1:]] == [(25, 3, 3, 3), (20, 25, 3, 3), (15, 20, 3, 3), (10, 15, 3, 3)]
+    assert sum(w.size for w in params["W"][1:]) == 9225 and x.shape == (golden.B, 3, 32, 32)
+    assert want["energy"].shape == (golden.CFG.T + 1, golden.B)
+
+
+@pytest.mark.parametrize("name,dtype,tol", BACKENDS)
+def test_backend_reproduces_the_golden_file(name, dtype, tol):
+    params, x, z_top, want = golden.load()
+    be = get_backend(name)
+
+    def on(a):
+        return None if a is None else be.to_device(a.astype(dtype))
+    p = {k: None if v is None else [on(a) for a in v] for k, v in params.items()}
+    res, p = golden.learning_step(be.settle, be.filter_updates, be.init_state, be.step, p, on(x), on(z_top))
+    got = golden.flatten(res, p)
+    assert sorted(got) == sorted(want)
+    for key in want:                               # energy, z1..zL, zbar0, then the learning step: W1.., b1..
+        assert_close(be.to_host(got[key]), want[key], **TOL[tol], name="%s: %s" % (name, key))
