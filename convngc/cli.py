@@ -18,7 +18,7 @@ import time
 from ngc_ref.config import Config
 
 from . import checkpoint, data, train
-from .model import BACKENDS, BackendUnavailable, ConvNGC, DivergenceError
+from .model import BACKENDS, BackendUnavailable, ConvNGC, DivergenceError, default_backend
 
 TASKS = ("reconstruction", "denoising", "ood")
 
@@ -63,7 +63,8 @@ def _load_images(name, split, args, limit=None, channels=3):
 
 def _add_common(p):
     p.add_argument("--data-dir", default=None, help="folder with real data (default: $CONVNGC_DATA_DIR or ../shared/data)")
-    p.add_argument("--backend", default="numpy", choices=BACKENDS, help="numpy (reference), cuda (GPU), "
+    p.add_argument("--backend", default=None, choices=BACKENDS, help="default: the fastest available (cuda with a "
+                   "usable GPU, else cpu); numpy (the literal reference, slow), cpu (compiled, all cores), cuda (GPU), "
                    "cuda-emu (CUDA kernels emulated on the CPU: a validation tool, slow)")
     p.add_argument("--seed", type=int, default=0, help="makes the run repeatable (init, shuffling, z^L draws, noise)")
     p.add_argument("--batch-size", type=int, default=None)
@@ -234,6 +235,9 @@ def main(argv=None):
         from . import download
         return download.main(argv[1:], prog="convngc download")
     args = build_parser().parse_args(argv)
+    if getattr(args, "backend", "") is None:
+        args.backend = default_backend()
+        print("backend: %s (the fastest available here; --backend numpy runs the literal reference)" % args.backend)
     try:
         {"train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run, "download": cmd_download,
          "info": cmd_info}[args.cmd](args)
