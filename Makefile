@@ -26,8 +26,8 @@ compile-check:          ## compile kernels/*.cu with NVRTC for sm_80/sm_90 and c
 resources:              ## regenerate the committed resource table (kernels/RESOURCES.md, resources.json)
 	$(PYTHON) -m ngc_cuda.compile_check --write kernels/RESOURCES.md
 
-bench:                  ## CPU: the reference's settling loop vs this machine's matmul rate
-	$(PYTHON) bench/ref_bench.py
+bench: install          ## CPU: the cpu backend vs PyTorch eager vs the NumPy reference (paper config, B 100/500)
+	$(PYTHON) bench/cpu_bench.py
 
 gpu-check:              ## on a machine with a GPU: kernel tests, compute-sanitizer, benchmark
 	bash bench/gpu_check.sh

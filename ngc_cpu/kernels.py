@@ -355,12 +355,14 @@ def conv2d_tiles(t0, t1, src, out, geo, Ec, V):
 def _wgrad_tile(at, et, aoff, eoff, Cu, Hu, Wu, Cl, Hl, Wl, K, s, pt, pl, out, obase, scratch, V):
     """out[obase + ((i Cl + j) K + ky) K + kx] = sum over this tile's lanes and pixels of
     a[i, y, x] e[j, s y + ky - PT, s x + kx - PL]: Alg. 2 line 9, e *_1 Dilate(a, s), as a gather over the
-    real pixels of a (no dilation zeros); summed over the pixels in the dtype, over the lanes in float64."""
+    real pixels of a (no dilation zeros). Four maps j at once share each load of a; summed over the
+    pixels in the dtype, then over the lanes in float64, in a fixed order."""
     for i in range(Cu):
-        for j in range(Cl):
-            for ky in range(K):
-                for kx in range(K):
-                    acc = vzeros(at)
+        for ky in range(K):
+            for kx in range(K):
+                for j0 in range(0, Cl, JB):
+                    j1, j2, j3 = min(j0 + 1, Cl - 1), min(j0 + 2, Cl - 1), min(j0 + 3, Cl - 1)   # past Cl: dropped
+                    c0 = c1 = c2 = c3 = vzeros(at)
                     for y in range(Hu):
                         Y = y * s + ky - pt
                         if Y < 0 or Y >= Hl:
@@ -369,13 +371,18 @@ def _wgrad_tile(at, et, aoff, eoff, Cu, Hu, Wu, Cl, Hl, Wl, K, s, pt, pl, out, o
                             X = x * s + kx - pl
                             if X < 0 or X >= Wl:
                                 continue
-                            acc = vfmav(acc, vload(at, aoff + ((y * Wu + x) * Cu + i) * V),
-                                        vload(et, eoff + ((Y * Wl + X) * Cl + j) * V))
-                    vstore(scratch, 0, acc)
-                    total = 0.0
-                    for q in range(V):                       # fixed order over the tile's images
-                        total += scratch[q]
-                    out[obase + ((i * Cl + j) * K + ky) * K + kx] = total
+                            a = vload(at, aoff + ((y * Wu + x) * Cu + i) * V)
+                            pe = eoff + (Y * Wl + X) * Cl * V
+                            c0 = vfmav(c0, a, vload(et, pe + j0 * V))
+                            c1 = vfmav(c1, a, vload(et, pe + j1 * V))
+                            c2 = vfmav(c2, a, vload(et, pe + j2 * V))
+                            c3 = vfmav(c3, a, vload(et, pe + j3 * V))
+                    for jj in range(min(JB, Cl - j0)):
+                        vstore(scratch, 0, c0 if jj == 0 else (c1 if jj == 1 else (c2 if jj == 2 else c3)))
+                        total = 0.0
+                        for q in range(V):                   # fixed order over the tile's images
+                            total += scratch[q]
+                        out[obase + ((i * Cl + j0 + jj) * K + ky) * K + kx] = total
 
 
 @njit(**_opts)

@@ -34,9 +34,12 @@ class _Run:
         self.V = lanes(dtype)
         self.geo, P = geometry(cfg, self.V)
         self.nt = n_tiles(B, self.V)
-        self.z = np.zeros((self.nt, P), dtype)
-        self.e = np.zeros((self.nt, P), dtype)
-        self.zb = np.zeros((self.nt, P), dtype)
+        # every region is written before it is read (inputs by put(), the rest by the kernels), except
+        # e^L: the top has no prediction, its error stays zero
+        self.z = np.empty((self.nt, P), dtype)
+        self.e = np.empty((self.nt, P), dtype)
+        self.zb = np.empty((self.nt, P), dtype)
+        self.region(self.e, cfg.L)[:] = 0
         self.Wp, self.Ec, self.bm, self.poff = pack(params, cfg, dtype)
         gamma0 = cfg.gamma if cfg.gamma_bottom else 0.0
         self.consts = np.array([cfg.leak, cfg.beta, cfg.gamma, gamma0], dtype)
