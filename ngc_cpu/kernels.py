@@ -3,8 +3,8 @@
 Layout. A *tile* is V images side by side, V = one vector of lanes (16 float32 or 8 float64, see simd.py).
 Every layer of a tile is stored (H, W, C, V): the V images of one pixel and channel are one vector, so
 each multiply-add below does the same arithmetic for V images at once, and the C channels of one pixel
-are consecutive, so the inner loop over channels reads memory in order (measured on the paper's largest
-layer, one core: 106 GFLOP/s in this layout, 27 GFLOP/s with (C, H, W, V), whose channel planes are 4 KB
+are consecutive, so the inner loop over channels reads memory in order (a prototype of the paper's largest
+prediction, one core: 106 GFLOP/s in this layout, 27 GFLOP/s in (C, H, W, V), whose channel planes are 4 KB
 apart and fall out of L1). The states of all layers of one tile are one flat buffer (layer l at offset
 geo[l, OFF]); errors and predictions use the same offsets.
 
@@ -41,7 +41,7 @@ import numpy as np
 from numba import njit
 from numba.extending import register_jitable
 
-from .simd import vadd, vbroadcast, vfmav, vload, vmul, vphi, vphi_prime, vscale, vsplat, vstore, vsub, vzeros
+from .simd import vadd, vbroadcast, vfmav, vload, vmul, vphi, vphi_prime, vscale, vstore, vsub, vzeros
 
 C_, H_, W_, OFF, PT, PL = range(6)            # columns of geo
 JB = 4                                        # output maps per register block
@@ -170,21 +170,9 @@ def predict_layer(ph, zt, et, zbt, en, scratch, geo, l, Wp, bm, poff, K, s, mode
         for X in range(Wl):
             for j0 in range(0, Cl, JB):
                 bi = bbase + (Y * Wl + X) * Clp + j0
-                a0, a1, a2, a3 = vbroadcast(bm, bi), vbroadcast(bm, bi + 1), vbroadcast(bm, bi + 2), vbroadcast(bm, bi + 3)
-                for a in range(ny[Y]):                       # the transposed conv: taps on real pixels only
-                    ky, y = ky_t[Y, a], y_t[Y, a]
-                    for c in range(nx[X]):
-                        kx, x = kx_t[X, c], x_t[X, c]
-                        p = (y * Wu + x) * Cu * V
-                        w = wbase + (ky * K + kx) * Cu * Clp + j0
-                        for i in range(Cu):
-                            v = vload(ph, p)
-                            a0 = vfmav(a0, vbroadcast(Wp, w), v)
-                            a1 = vfmav(a1, vbroadcast(Wp, w + 1), v)
-                            a2 = vfmav(a2, vbroadcast(Wp, w + 2), v)
-                            a3 = vfmav(a3, vbroadcast(Wp, w + 3), v)
-                            p += V
-                            w += Clp
+                a0, a1, a2, a3 = tconv_pixel(ph, np.int64(0), Cu, Wu, Wp, wbase, Clp, j0, Y, X, K, ky_t, y_t, ny,
+                                             kx_t, x_t, nx, vbroadcast(bm, bi), vbroadcast(bm, bi + 1),
+                                             vbroadcast(bm, bi + 2), vbroadcast(bm, bi + 3), V)
                 o = off + ((Y * Wl + X) * Cl + j0) * V
                 nj = min(JB, Cl - j0)
                 for jj in range(nj):

@@ -15,12 +15,12 @@ import numpy as np
 
 from ngc_ref import checks
 from ngc_ref.config import Config
-from ngc_ref.model import SettleResult, bias_shape, draw_top, init_params, n_filter_weights, output_image
+from ngc_ref.model import SettleResult, bias_shape, draw_top, init_params, n_filter_weights, output_image, phi
 
-from . import kernels, threads
+from . import kernels, ops, threads
 from .layout import from_tiles, geometry, lanes, n_tiles, pack, to_tiles
 
-__all__ = ["Config", "SettleResult", "predictions_and_errors", "correct", "energy", "init_states", "settle",
+__all__ = ["Config", "SettleResult", "predict", "predictions_and_errors", "correct", "energy", "init_states", "settle",
            "filter_updates", "init_params", "draw_top", "n_filter_weights", "bias_shape", "output_image", "DTYPES"]
 
 DTYPES = (np.float32, np.float64)
@@ -80,6 +80,12 @@ def _check_states(z, cfg, what="z"):
         if z[l].dtype != dtype:
             raise TypeError("%s[%d] is %s but %s[0] is %s; pass one dtype" % (what, l, z[l].dtype, what, dtype))
     return B, dtype
+
+
+def predict(z_l, W_l, b, cfg, out_hw):
+    """Eq. 1 for one layer: zbar^{l-1} = g( W^l (transposed conv, stride s) phi(z^l) + b^l ), g = identity."""
+    b_map = b[:, None, None] if b.ndim == 1 else b
+    return ops.conv2d_transpose(phi(z_l, cfg.leak), W_l, cfg.stride, out_hw) + b_map
 
 
 def init_states(x, params, cfg, z_top):

@@ -2,10 +2,11 @@
 
 Why it exists: a register-blocked loop keeps a few accumulators in registers while it streams the inputs.
 Written with NumPy arrays as accumulators, Numba (LLVM) cannot prove that the accumulator array does not
-alias the input arrays, so every multiply-add becomes load + FMA + store (measured: 23 GFLOP/s on one
-core for the paper's largest layer, against 30 with the accumulators in registers, and 5 GFLOP/s
-for the plain lane loop). With a vector *value* type there is nothing to alias: an accumulator is an
-SSA value, so LLVM keeps it in a register.
+alias the input arrays, so every multiply-add becomes load + FMA + store. With a vector *value* type there
+is nothing to alias: an accumulator is an SSA value, and LLVM keeps it in a register. Measured on one core,
+the paper's largest prediction (20 -> 25 maps, 8x8 -> 16x16), in the first tile layout tried: 5 GFLOP/s for
+a plain loop over the lanes (not vectorised: aliasing again), 24 with array accumulators, 30 with these
+vector values (and 106 once the layout was fixed too, kernels.py).
 
 `Vec(dtype)` is LLVM's <N x float> (N = 16 for float32, 8 for float64: 64 bytes, one AVX-512 register,
 two AVX2 registers). Every operation is exact IEEE arithmetic in the array's dtype; the multiply-add
@@ -17,9 +18,7 @@ does not (so results can differ in the last bit between such machines, never bet
     vzeros(a)                 a vector of zeros of a's dtype
     vbroadcast(a, i)          N copies of a[i] (no negative-index wraparound: Numba's a[i] checks i < 0
                               on every access, which costs more than the multiply-add in the inner loops)
-    vsplat(s)                 N copies of the scalar s
-    vfma(acc, s, v)           acc + s * v       (s a scalar: one filter weight)
-    vfmav(acc, u, v)          acc + u * v       (elementwise)
+    vfmav(acc, u, v)          acc + u * v       (elementwise, one fused multiply-add per lane)
     vadd, vsub, vmul          elementwise u + v, u - v, u * v
     vscale(v, s)              v * s
     vphi(v, leak)             leaky ReLU: v if v > 0 else leak * v
@@ -31,7 +30,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["LANE_BYTES", "lanes", "Vec", "vload", "vstore", "vbroadcast", "vzeros", "vsplat", "vfma", "vfmav", "vadd", "vsub",
+__all__ = ["LANE_BYTES", "lanes", "Vec", "vload", "vstore", "vbroadcast", "vzeros", "vfmav", "vadd", "vsub",
            "vmul", "vscale", "vphi", "vphi_prime"]
 
 LANE_BYTES = 64                     # one vector = 64 bytes: 16 float32 or 8 float64
@@ -132,26 +131,6 @@ def vzeros(typingctx, arr):
     def codegen(context, builder, sig, args):
         return ir.Constant(context.get_value_type(vty), None)
     return vty(arr), codegen
-
-
-@intrinsic
-def vsplat(typingctx, s):
-    vty = Vec(_float_type(s, "vsplat"))
-
-    def codegen(context, builder, sig, args):
-        return _splat(builder, context.get_value_type(vty), args[0])
-    return vty(s), codegen
-
-
-@intrinsic
-def vfma(typingctx, acc, s, v):
-    if not isinstance(acc, Vec) or v != acc or s != acc.dtype:
-        raise TypeError("simd.vfma(acc, s, v): acc, v vectors and s a scalar of one dtype, got %s, %s, %s" % (acc, s, v))
-
-    def codegen(context, builder, sig, args):
-        vty_ll = context.get_value_type(acc)
-        return _fmuladd(builder, vty_ll, _splat(builder, vty_ll, args[1]), args[2], args[0])
-    return acc(acc, s, v), codegen
 
 
 @intrinsic

@@ -271,3 +271,14 @@ def test_three_training_steps_end_to_end(rng):
         for l in range(1, cfg.L + 1):
             assert_close(p_cpu["W"][l], p_ref["W"][l], **TOL["settled"], name="W[%d] after update %d" % (l, it + 1))
     assert energies[-1] < energies[0]
+
+
+@pytest.mark.parametrize("bias", ["channel", "pixel"])
+def test_predict_one_layer_matches_ref(rng, bias):
+    cfg = dataclasses.replace(CONFIGS["K5s3"], bias=bias)
+    params, _, _ = setup(cfg, rng)
+    z = states(cfg, rng, B=4)
+    out = cpu_model.predict(z[1], params["W"][1], params["b"][1], cfg, cfg.map_hw(0))
+    ref = ref_model.predict(f64(z[1]), f64(params["W"][1]), f64(params["b"][1]), cfg, cfg.map_hw(0))
+    assert out.dtype == np.float32
+    assert_close(out, ref, **TOL["step"], name="predict")
