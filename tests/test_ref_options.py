@@ -95,3 +95,14 @@ def test_options_round_trip_through_to_dict():
     assert Config.from_dict(cfg.to_dict()) == cfg
     old = {k: v for k, v in Config().to_dict().items() if k not in ("bias", "reduce", "gamma_bottom", "output")}
     assert Config.from_dict(old) == Config()                    # a config saved before the options existed
+
+
+def test_import_exposes_the_modules():
+    """`import ngc_ref` (and `import ngc_cpu`) alone give the submodules, in a fresh interpreter."""
+    import subprocess
+    import sys
+    code = ("import ngc_ref, ngc_cpu; ngc_ref.model.settle; ngc_ref.ops.conv2d_transpose; ngc_ref.optim.apply_step; "
+            "ngc_ref.config.Config; ngc_ref.checks.check_settle_inputs; ngc_cpu.model.settle; ngc_cpu.ops.conv2d; "
+            "ngc_cpu.optim.step; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
