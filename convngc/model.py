@@ -31,9 +31,12 @@ class BackendUnavailable(RuntimeError):
 
 
 def default_backend():
-    """The fastest backend usable here: "cuda" when a GPU is usable, else "cpu"."""
+    """The fastest backend usable here: "cuda" when a GPU is usable, else "cpu" (else "numpy" without Numba)."""
+    import importlib.util
     import ngc_cuda
-    return "cuda" if ngc_cuda.available() else "cpu"
+    if ngc_cuda.available():
+        return "cuda"
+    return "cpu" if importlib.util.find_spec("numba") is not None else "numpy"
 
 
 def get_backend(name):
@@ -43,7 +46,10 @@ def get_backend(name):
                                      init_state=ref_optim.init_state, step=ref_optim.step,
                                      to_device=np.asarray, to_host=np.asarray)
     if name == "cpu":
-        from ngc_cpu import model as cpu_model, optim as cpu_optim
+        try:
+            from ngc_cpu import model as cpu_model, optim as cpu_optim
+        except ImportError as exc:
+            raise BackendUnavailable("backend 'cpu' needs Numba (pip install numba): %s" % exc) from None
         return types.SimpleNamespace(name=name, settle=cpu_model.settle, filter_updates=cpu_model.filter_updates,
                                      init_state=cpu_optim.init_state, step=cpu_optim.step,
                                      to_device=np.ascontiguousarray, to_host=np.asarray)
