@@ -6,7 +6,7 @@ a free z^0, any channels / kernel / stride / map sizes the Config accepts).
 
 How it is fast (kernels.py): the batch is cut into tiles of 16 images (8 in float64), stored so that the
 16 images of one pixel are one vector; one thread runs Algorithm 1 for a whole tile, all T steps, with its
-states and errors (~1.8 MB for 16 images of the paper's model) staying in the core's caches; the two
+states, errors and one buffer (1.8 MB for 16 images of the paper's model) staying in the caches; the two
 convolutions are gathers that skip the zeros of the dilation; 4 output maps are accumulated at once in
 registers. Threads share the tiles (threads.py), and every image is computed the same way whatever
 the thread count.
