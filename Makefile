@@ -29,8 +29,8 @@ resources:              ## regenerate the committed resource table (in kernels/R
 golden:                 ## rewrite tests/golden/paper_T60.npz from ngc_ref (only after a deliberate change of the reference)
 	$(PYTHON) tests/golden_data.py
 
-bench:                  ## CPU: the reference's settling loop vs this machine's matmul rate
-	$(PYTHON) bench/ref_bench.py
+bench: install          ## CPU: the cpu backend vs PyTorch eager vs the NumPy reference (paper config, B 100/500)
+	$(PYTHON) bench/cpu_bench.py
 
 gpu-check:              ## on a machine with a GPU: kernel tests, compute-sanitizer, benchmark
 	bash bench/gpu_check.sh

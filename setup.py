@@ -4,17 +4,17 @@ from setuptools import setup
 setup(
     name="convngc",
     version="0.1.0",
-    description="Convolutional Neural Generative Coding (Ororbia & Mali): NumPy reference + CUDA kernels",
+    description="Convolutional Neural Generative Coding (Ororbia & Mali): NumPy reference, fast CPU backend, CUDA kernels",
     long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=["ngc_ref", "ngc_cuda", "ngc_cuda.kernels", "cuda_emu", "convngc"],
+    packages=["ngc_ref", "ngc_cpu", "ngc_cuda", "ngc_cuda.kernels", "cuda_emu", "convngc"],
     # kernels/*.cu live at the top of the repository (one op family per file) and ship inside
     # ngc_cuda as the ngc_cuda.kernels package, so a non-editable install finds them too.
     package_dir={"ngc_cuda.kernels": "kernels"},
     package_data={"ngc_cuda.kernels": ["*.cu", "*.cuh", "*.json", "*.md"], "cuda_emu": ["*.h", "*.cpp", "*.md"]},
     install_requires=["numpy>=1.22", "scipy>=1.8", "scikit-image>=0.19", "pillow>=9", "matplotlib>=3.5",
-                      "tqdm>=4.60"],
+                      "tqdm>=4.60", "numba>=0.59"],      # numba: the cpu backend (ngc_cpu), compiled on first use
     extras_require={
         # compile check of kernels/*.cu for sm_80/sm_90 with NVRTC (no GPU needed) + the tests
         "dev": ["pytest>=7", "nvidia-cuda-nvrtc==13.0.88", "cuda-bindings>=13.0,<14"],

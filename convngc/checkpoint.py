@@ -9,6 +9,7 @@ import tempfile
 
 import numpy as np
 
+from ngc_ref.checks import param_shape
 from ngc_ref.config import Config
 
 FORMAT = "convngc-checkpoint-1"
@@ -95,8 +96,7 @@ def load(path, expect_cfg=None):
         diff = ", ".join("%s: checkpoint %r vs requested %r" % (k, a[k], b[k]) for k in a if a[k] != b[k])
         raise CheckpointError("checkpoint %s was trained with a different config (%s)" % (path, diff))
 
-    L, C, K = cfg.L, cfg.layer_channels, cfg.kernel
-    shapes = {"W": lambda l: (C[l], C[l - 1], K, K), "b": lambda l: (C[l - 1],), "E": lambda l: (C[l], C[l - 1], K, K)}
+    L = cfg.L
     keys = ("W", "b", "E") if header.get("has_E") else ("W", "b")
 
     def tree(prefix):
@@ -108,9 +108,9 @@ def load(path, expect_cfg=None):
                 if name not in arrays:
                     raise CheckpointError("checkpoint %s: missing array %s" % (path, name))
                 a = arrays[name]
-                if a.shape != shapes[key](l):
+                if a.shape != param_shape(cfg, key, l):                  # b's shape follows cfg.bias
                     raise CheckpointError("checkpoint %s: %s has shape %s but the config needs %s"
-                                          % (path, name, a.shape, shapes[key](l)))
+                                          % (path, name, a.shape, param_shape(cfg, key, l)))
                 if not np.isfinite(a).all():
                     raise CheckpointError("checkpoint %s: %s contains NaN/Inf" % (path, name))
                 out[key].append(a)

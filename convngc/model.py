@@ -1,11 +1,12 @@
 """ConvNGC: the user-facing model, one class for every backend.
 
-    model = ConvNGC(Config(), backend="numpy")      # or "cuda" (GPU), "cuda-emu" (kernels emulated on the CPU)
+    model = ConvNGC(Config(), backend="numpy")      # or "cpu" (fast, all cores), "cuda" (GPU), "cuda-emu" (kernels emulated on the CPU)
     res = model.settle(x)                            # Algorithm 1 on a (B, 3, 32, 32) batch in [0, 1]
     res.energy[-1], res.zbar[0]                      # energy per image after T steps, the reconstruction
     model.learn(x)                                   # settle + Algorithm 2 (Adam by default)
 
-The math lives in the backends: `ngc_ref` (NumPy, the ground truth) and `ngc_cuda` (CUDA kernels). This
+The math lives in the backends: `ngc_ref` (NumPy, the ground truth), `ngc_cpu` (compiled, fast on the CPU)
+and `ngc_cuda` (CUDA kernels). This
 class only validates input, moves arrays, draws the random initial top state on the host (so every
 backend starts from the same numbers) and keeps the optimiser state.
 """
@@ -17,7 +18,9 @@ import numpy as np
 from ngc_ref import model as ref_model, optim as ref_optim
 from ngc_ref.config import Config
 
-BACKENDS = ("numpy", "cuda", "cuda-emu")
+BACKENDS = ("numpy", "cpu", "cuda", "cuda-emu")
+# Config readings the CUDA kernels do not implement yet (their defaults are what the kernels compute)
+_CUDA_DEFAULTS = {"bias": "channel", "reduce": "sum", "gamma_bottom": True}
 
 
 class DivergenceError(FloatingPointError):
@@ -28,12 +31,29 @@ class BackendUnavailable(RuntimeError):
     """The requested backend cannot run here (e.g. "cuda" without a GPU)."""
 
 
+def default_backend():
+    """The fastest backend usable here: "cuda" when a GPU is usable, else "cpu" (else "numpy" without Numba)."""
+    import importlib.util
+    import ngc_cuda
+    if ngc_cuda.available():
+        return "cuda"
+    return "cpu" if importlib.util.find_spec("numba") is not None else "numpy"
+
+
 def get_backend(name):
     """Return a namespace (settle, filter_updates, init_state, step, to_device, to_host, dtype) for a backend."""
     if name == "numpy":
         return types.SimpleNamespace(name=name, settle=ref_model.settle, filter_updates=ref_model.filter_updates,
                                      init_state=ref_optim.init_state, step=ref_optim.step,
                                      to_device=np.asarray, to_host=np.asarray)
+    if name == "cpu":
+        try:
+            from ngc_cpu import model as cpu_model, optim as cpu_optim
+        except ImportError as exc:
+            raise BackendUnavailable("backend 'cpu' needs Numba (pip install numba): %s" % exc) from None
+        return types.SimpleNamespace(name=name, settle=cpu_model.settle, filter_updates=cpu_model.filter_updates,
+                                     init_state=cpu_optim.init_state, step=cpu_optim.step,
+                                     to_device=np.ascontiguousarray, to_host=np.asarray)
     if name in ("cuda", "cuda-emu"):
         import ngc_cuda
         from ngc_cuda import model as cu_model, optim as cu_optim
@@ -98,9 +118,16 @@ class ConvNGC:
 
     def __init__(self, cfg=None, backend="numpy", seed=0, dtype=np.float32, params=None):
         self.cfg = cfg if cfg is not None else Config()
+        if backend in ("cuda", "cuda-emu"):
+            for key, default in _CUDA_DEFAULTS.items():
+                if getattr(self.cfg, key) != default:
+                    raise ValueError("backend %r does not implement the option %s=%r yet (only %r); use "
+                                     "backend 'cpu' or 'numpy'" % (backend, key, getattr(self.cfg, key), default))
         self.backend = get_backend(backend)
         self.dtype = np.dtype(dtype)
-        if backend != "numpy" and self.dtype != np.float32:
+        if backend == "cpu" and self.dtype not in (np.float32, np.float64):
+            raise TypeError("backend 'cpu' computes in float32 or float64; got dtype %s" % self.dtype)
+        if backend in ("cuda", "cuda-emu") and self.dtype != np.float32:
             raise TypeError("backend %r computes in float32 only; got dtype %s" % (backend, self.dtype))
         self.rng = np.random.default_rng(seed)
         host = params if params is not None else ref_model.init_params(self.cfg, self.rng, self.dtype)
@@ -129,12 +156,14 @@ class ConvNGC:
         return res
 
     def reconstruct(self, x, T=None):
-        """Reconstruction: z^0 clamped to x for all T steps; returns zbar^0 on the host (B, C, H, W)."""
-        return self.backend.to_host(self.settle(x, T=T, clamp="always").zbar[0])
+        """Reconstruction: z^0 clamped to x for all T steps; returns the output image (zbar^0, or z^0 with
+        cfg.output = "z") on the host (B, C, H, W)."""
+        return self.backend.to_host(ref_model.output_image(self.settle(x, T=T, clamp="always"), self.cfg))
 
     def denoise(self, x_noisy, T=None):
-        """Denoising: z^0 = x_noisy at t = 1 only, then it evolves (Eq. 2); returns zbar^0 on the host."""
-        return self.backend.to_host(self.settle(x_noisy, T=T, clamp="first").zbar[0])
+        """Denoising: z^0 = x_noisy at t = 1 only, then it evolves (Eq. 2); returns the output image
+        (zbar^0, or z^0 with cfg.output = "z") on the host."""
+        return self.backend.to_host(ref_model.output_image(self.settle(x_noisy, T=T, clamp="first"), self.cfg))
 
     # -- learning (Algorithm 2) ----------------------------------------------------------------
     def learn(self, x, T=None):

@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from ngc_ref.model import output_image
+
 from . import checkpoint, metrics, viz
 from .model import ConvNGC
 
@@ -88,7 +90,7 @@ def _run_task(model, x, task, batch_size, T, rng, noise_std, progress, desc):
     clamp = "first" if task == "denoising" else "always"
     for idx in _bar(batches(len(x), batch_size), -(-len(x) // batch_size), desc, progress):
         res = model.settle(inp[idx], T=T, clamp=clamp)
-        outs.append(model.backend.to_host(res.zbar[0]))
+        outs.append(model.backend.to_host(output_image(res, model.cfg)))      # zbar^0, or z^0 (cfg.output)
         energies.append(model.backend.to_host(res.energy))
     return np.concatenate(outs), inp, np.concatenate(energies, axis=1)
 

@@ -1,4 +1,10 @@
-"""Model configuration. The defaults are the paper's (Sec. 3, Appendix B); READING.md settles the rest."""
+"""Model configuration. The defaults are the paper's (Sec. 3, Appendix B); READING.md settles the rest.
+
+Channel order, stated once for the whole project: `channels` lists the maps per layer from the TOP down,
+as the paper writes its configuration ({10, 15, 20, 25, 3}: the last entry is the image's colours).
+Everywhere else (model code, params lists, the glossary of ngc_ref/model.py) layers are indexed bottom-up,
+l = 0 (the image) .. L (the top), and `layer_channels[l]` = C_l = channels[L - l].
+"""
 from dataclasses import dataclass, asdict, fields
 
 
@@ -25,6 +31,11 @@ class Config:
     adam_eps: float = 1e-8
     norm_eps: float = 1e-8                 # epsilon of Algorithm 2's normalised step
     max_kernel_norm: float = 1.0           # each K x K kernel is projected back to norm <= this
+    # Readings of points the paper leaves open (READING.md); the defaults are the literal/first reading.
+    bias: str = "channel"                  # b^l: "channel" one scalar per map of layer l-1; "pixel" a map (C_{l-1}, H_{l-1}, W_{l-1})
+    reduce: str = "sum"                    # dW and db over the batch: "sum" or "mean" (the sum divided by the batch size)
+    gamma_bottom: bool = True              # denoising: the leak gamma also acts on a free z^0 (False: z^0 <- z^0 - beta e^0)
+    output: str = "zbar"                   # the output image: "zbar" = zbar^0 of the final states, "z" = z^0 (differs only in denoising)
 
     def __post_init__(self):
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -67,6 +78,12 @@ class Config:
             raise ValueError("config: T must be >= 0, got %d" % self.T)
         if self.optimizer not in ("adam", "normalized"):
             raise ValueError("config: unknown optimizer %r (choose 'adam' or 'normalized')" % (self.optimizer,))
+        for name, allowed in (("bias", ("channel", "pixel")), ("reduce", ("sum", "mean")), ("output", ("zbar", "z"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError("config: unknown %s %r (choose %s)" % (name, getattr(self, name),
+                                                                      " or ".join(repr(a) for a in allowed)))
+        if not isinstance(self.gamma_bottom, bool):
+            raise ValueError("config: gamma_bottom must be True or False, got %r" % (self.gamma_bottom,))
         for name in ("beta", "gamma", "lr", "sigma_z", "w_std", "max_kernel_norm"):
             v = getattr(self, name)
             if not (v == v and v >= 0 and v != float("inf")):

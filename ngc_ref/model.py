@@ -1,12 +1,15 @@
 """Conv-NGC inference and learning, written as the paper's equations (Eqs. 1-3, Algorithms 1-2).
 
-Glossary (paper symbol -> code). Layers are indexed l = 0..L, l = 0 is the image, l = L the top.
+Glossary (paper symbol -> code). Layers are indexed l = 0..L, l = 0 is the image, l = L the top
+(Config's docstring states the channel order once).
   z[l]      z^l      state maps of layer l                    (B, C_l, H_l, W_l)
   zbar[l]   zbar^l   prediction of layer l made by layer l+1  (B, C_l, H_l, W_l), l = 0..L-1
   e[l]      e^l      error units z^l - zbar^l                 e[L] = 0 (the top has no prediction)
   d[l]      d^l      state correction (perturbation), Eq. 2
   W[l]      W^l      generative filters, layer l predicts l-1 (C_l, C_{l-1}, K, K); W[0] is None
-  b[l]      b^{l-1}  bias of the prediction of layer l-1      (C_{l-1},) one scalar per map (READING.md)
+  b[l]      b^l      bias added to the prediction of layer l-1, as Algorithm 1 lines 10 and 19 write it
+                     (zbar^{l-1} = g(... + b^l)); b[0] is None. One scalar per map, (C_{l-1},), or with
+                     cfg.bias = "pixel" a bias map (C_{l-1}, H_{l-1}, W_{l-1})
   E[l]      E^l      error filters carrying e^{l-1} up to l   same layout as W[l]; E = W^T is E[l] is W[l]
   phi, g             state activation (leaky ReLU), prediction activation (identity)
   beta, gamma        state correction rate and leak; T settling steps
@@ -15,32 +18,30 @@ Reading choices (READING.md), one line each:
   - a settling step is synchronous: all predictions/errors from the current states, then all corrections.
   - E = W^T means the bottom-up message is conv2d (correlation) with the *same* stored kernels: the adjoint.
   - no phi'(z) factor in Eq. 2 (NGC); `cfg.pcn=True` multiplies it in and recovers PCN.
-  - denoising: z^0 is the noisy image at t = 1 only, then evolves with d^0 = -e^0 (and the leak).
-  - the output image is zbar^0 recomputed from the final states after step T.
+  - denoising: z^0 is the noisy image at t = 1 only, then evolves with d^0 = -e^0 and the leak gamma
+    (`cfg.gamma_bottom=False`: without the leak).
+  - the output image is zbar^0 recomputed from the final states after step T (`cfg.output="z"`: z^0).
+  - dW and db are summed over the batch (`cfg.reduce="mean"`: averaged).
 """
 from dataclasses import dataclass
 import numpy as np
 
-from . import ops
+from . import checks, ops
 from .config import Config
 
 __all__ = ["Config", "phi", "phi_prime", "predict", "predictions_and_errors", "corrections", "correct", "energy",
            "init_states", "settle", "SettleResult", "filter_updates", "init_params", "n_filter_weights",
-           "draw_top"]
+           "draw_top", "bias_shape", "output_image"]
 
 
-def phi(z, leak):
-    """State activation: leaky ReLU, phi(v) = v if v > 0 else leak * v (leak = 1 gives the identity).
-
-    Computed as max(v, leak * v), the same numbers for leak <= 1 (min for leak > 1) without a mask.
-    """
-    lv = z * z.dtype.type(leak)
-    return np.maximum(z, lv, out=lv) if leak <= 1 else np.minimum(z, lv, out=lv)
+def phi(v, leak):
+    """State activation: leaky ReLU, phi(v) = v if v > 0 else leak * v (leak = 1 gives the identity)."""
+    return np.where(v > 0, v, leak * v)
 
 
-def phi_prime(z, leak):
+def phi_prime(v, leak):
     """Derivative of phi, used only in PCN mode (cfg.pcn)."""
-    return np.where(z > 0, z.dtype.type(1), z.dtype.type(leak))
+    return np.where(v > 0, v.dtype.type(1), v.dtype.type(leak))
 
 
 def g(v):
@@ -48,12 +49,17 @@ def g(v):
     return v
 
 
+def bias_shape(cfg, l):
+    """Shape of b^l, the bias of the prediction of layer l-1: (C_{l-1},), or (C_{l-1}, H_{l-1}, W_{l-1}) per pixel."""
+    return checks.param_shape(cfg, "b", l)
+
+
 def init_params(cfg, rng, dtype=np.float32):
     """Weights ~ N(0, w_std) (0.1 in the paper), biases 0 (Appendix B). E starts as a copy of W if learnable."""
     C, K = cfg.layer_channels, cfg.kernel
     W = [None] + [(rng.standard_normal((C[l], C[l - 1], K, K)) * cfg.w_std).astype(dtype)
                   for l in range(1, cfg.L + 1)]
-    b = [None] + [np.zeros(C[l - 1], dtype) for l in range(1, cfg.L + 1)]
+    b = [None] + [np.zeros(bias_shape(cfg, l), dtype) for l in range(1, cfg.L + 1)]
     E = [None] + [w.copy() for w in W[1:]] if cfg.learn_E else None
     return {"W": W, "b": b, "E": E}
 
@@ -65,9 +71,8 @@ def n_filter_weights(params):
 
 def predict(z_l, W_l, b, cfg, out_hw):
     """Eq. 1: zbar_j^{l-1} = g( sum_i W_ij^l (transposed conv, stride s) phi(z_i^l) + b_j )."""
-    mu = ops.conv2d_transpose(phi(z_l, cfg.leak), W_l, cfg.stride, out_hw)   # (B, C_{l-1}, H, W)
-    mu += b[None, :, None, None]                                             # mu is ours: add in place
-    return g(mu)
+    b_map = b[:, None, None] if b.ndim == 1 else b                          # (C_{l-1}, 1, 1) or (C_{l-1}, H, W)
+    return g(ops.conv2d_transpose(phi(z_l, cfg.leak), W_l, cfg.stride, out_hw) + b_map)   # (B, C_{l-1}, H, W)
 
 
 def predictions_and_errors(z, params, cfg):
@@ -83,35 +88,34 @@ def corrections(z, e, params, cfg, free_bottom=False):
         d^l = -e^l + sum_j E_ji^l (strided conv, stride s) e_j^{l-1}     (times phi'(z^l) in PCN mode)
     d[0] is None while z^0 is clamped; with `free_bottom` (denoising after t = 1) d^0 = -e^0.
     """
-    E = params["E"] if params["E"] is not None else params["W"]
+    E = params["E"] if params.get("E") is not None else params["W"]
     d = [-e[0] if free_bottom else None]
     for l in range(1, cfg.L + 1):
         up = ops.conv2d(e[l - 1], E[l], cfg.stride)                         # (B, C_l, H_l, W_l)
         if cfg.pcn:
-            up *= phi_prime(z[l], cfg.leak)
-        up -= e[l]                                                          # -e^l + up, in place
-        d.append(up)
+            up = up * phi_prime(z[l], cfg.leak)
+        d.append(-e[l] + up)
     return d
 
 
 def correct(z, e, params, cfg, free_bottom=False):
-    """Eq. 2's update, synchronously for every free layer: z^l <- z^l + beta d^l - gamma z^l."""
-    beta, gamma = z[0].dtype.type(cfg.beta), z[0].dtype.type(cfg.gamma)
+    """Eq. 2's update, synchronously for every free layer: z^l <- z^l + beta d^l - gamma z^l.
+    A free z^0 takes the leak too unless cfg.gamma_bottom is False (then z^0 <- z^0 + beta d^0)."""
     d = corrections(z, e, params, cfg, free_bottom)
     z_new = []
-    for zl, dl in zip(z, d):
-        if dl is not None:           # d^l is a fresh array: build z^l + beta d^l - gamma z^l in it
-            dl *= beta
-            dl += zl
-            dl -= gamma * zl
-        z_new.append(zl if dl is None else dl)
+    for l, (zl, dl) in enumerate(zip(z, d)):
+        if dl is None:                                       # clamped
+            z_new.append(zl)
+        elif l == 0 and not cfg.gamma_bottom:
+            z_new.append(zl + cfg.beta * dl)
+        else:
+            z_new.append(zl + cfg.beta * dl - cfg.gamma * zl)
     return z_new
 
 
 def energy(e):
     """Eq. 3 as a positive energy per image: F = 1/2 sum_l ||e^l||^2 (the paper's ToD is -F). -> (B,)"""
-    flat = [el.reshape(el.shape[0], -1) for el in e]                    # (B, C_l*H_l*W_l)
-    return sum(0.5 * np.einsum("bi,bi->b", f, f) for f in flat)          # row-wise dot, no squared copy
+    return sum(0.5 * np.sum(el.reshape(el.shape[0], -1) ** 2, axis=1) for el in e)
 
 
 def init_states(x, params, cfg, z_top):
@@ -143,7 +147,8 @@ def settle(params, x, cfg, z_top, T=None, clamp="always"):
     """
     if clamp not in ("always", "first"):
         raise ValueError("settle: clamp must be 'always' or 'first', got %r" % (clamp,))
-    T = cfg.T if T is None else T
+    checks.check_settle_inputs(params, x, cfg, z_top)
+    T = cfg.T if T is None else checks.check_steps(T)
     z = init_states(x, params, cfg, z_top)
     trace = []
     for _ in range(T):
@@ -157,17 +162,28 @@ def settle(params, x, cfg, z_top, T=None, clamp="always"):
 
 def filter_updates(res, params, cfg):
     """Sec. 3.2 / Algorithm 2, lines 9-10, from the final states and errors of `settle`:
-        dW_ij^l = e_j^{l-1} (stride-1 corr) Dilate(phi(z_i^l), s)    summed over the batch (our choice)
-        db^{l-1} = sum of e^{l-1} over batch and space
+        dW_ij^l = e_j^{l-1} (stride-1 corr) Dilate(phi(z_i^l), s)    summed over the batch
+        db^l = sum of e^{l-1} over batch and space                   (over the batch only for a bias map)
         dE^l = lambda dW^l          (E stored in W's layout, so (dW_ij)^T is dW[i, j] itself)
+    With cfg.reduce = "mean" every sum over the batch becomes a mean (divided by the batch size).
     These are displacements (minus the energy gradient): descent adds them.
     """
     K, s = cfg.kernel, cfg.stride
     dW = [None] + [ops.conv2d_weight_grad(res.e[l - 1], phi(res.z[l], cfg.leak), K, s)
                    for l in range(1, cfg.L + 1)]
-    db = [None] + [res.e[l - 1].sum(axis=(0, 2, 3)) for l in range(1, cfg.L + 1)]
-    dE = [None] + [cfg.lam * w for w in dW[1:]] if params["E"] is not None else None
+    axes = (0, 2, 3) if cfg.bias == "channel" else (0,)
+    db = [None] + [res.e[l - 1].sum(axis=axes) for l in range(1, cfg.L + 1)]
+    if cfg.reduce == "mean":
+        B = res.e[0].shape[0]
+        dW = [None] + [w / B for w in dW[1:]]
+        db = [None] + [v / B for v in db[1:]]
+    dE = [None] + [cfg.lam * w for w in dW[1:]] if params.get("E") is not None else None
     return {"W": dW, "b": db, "E": dE}
+
+
+def output_image(res, cfg):
+    """The model's output image after settling: zbar^0 (cfg.output = "zbar", the default) or z^0 ("z")."""
+    return res.zbar[0] if cfg.output == "zbar" else res.z[0]
 
 
 def draw_top(cfg, batch, rng, dtype=np.float32):

@@ -3,10 +3,14 @@
 Sign (READING.md): the displacements dW of `model.filter_updates` are minus the energy gradient, so
 descent *adds* them: W <- W + alpha dW / (||dW|| + eps); for Adam the gradient passed in is -dW.
 Algorithm 2 prints a minus sign, which would climb the energy; a test proves the descent direction.
+
+`apply_step` is the loop over the learnable arrays (W, b, E and their layers), written once for every
+backend: a backend passes its own per-array rules (adam, normalized, project) with the signatures of
+`_adam`, `_normalized` and `project_kernels` below; `step` is that loop with the NumPy rules.
 """
 import numpy as np
 
-__all__ = ["init_state", "step", "project_kernels"]
+__all__ = ["init_state", "step", "apply_step", "project_kernels"]
 
 
 def init_state(params):
@@ -22,9 +26,10 @@ def project_kernels(w, max_norm=1.0):
     return w * scale
 
 
-def _adam(p, grad, m, v, t, cfg):
-    """One bias-corrected Adam step (Kingma & Ba) on grad = -displacement; updates m, v in place."""
+def _adam(p, d, m, v, t, cfg):
+    """One bias-corrected Adam step (Kingma & Ba) on the gradient -d (d: the displacement); m, v in place."""
     b1, b2 = cfg.adam_b1, cfg.adam_b2
+    grad = -d
     m *= b1
     m += (1 - b1) * grad
     v *= b2
@@ -42,9 +47,10 @@ def _normalized(p, delta, cfg, per_kernel):
     return p + (cfg.lr * delta / (n + cfg.norm_eps)).astype(p.dtype)
 
 
-def step(params, deltas, opt_state, cfg):
-    """Apply one update in place: Adam (cfg.optimizer == "adam") or the normalised step, then project
-    each filter kernel (W and learnable E) back into the ball of radius cfg.max_kernel_norm."""
+def apply_step(params, deltas, opt_state, cfg, adam, normalized, project):
+    """One update of every learnable array, in place in `params`: for W, b and E (when learnable), layer by
+    layer, p <- adam(p, d, m, v, t, cfg) or normalized(p, d, cfg, per_kernel), then the filters (W, E)
+    p <- project(p, cfg.max_kernel_norm). The rules return the new array (or p itself, updated)."""
     opt_state["t"] += 1
     t = opt_state["t"]
     for key in ("W", "b", "E"):
@@ -52,11 +58,20 @@ def step(params, deltas, opt_state, cfg):
             continue
         for l in range(1, len(params[key])):
             p, d = params[key][l], deltas[key][l]
+            if tuple(d.shape) != tuple(p.shape):
+                raise ValueError("step: displacement %s[%d] has shape %s, the parameter %s"
+                                 % (key, l, tuple(d.shape), tuple(p.shape)))
             if cfg.optimizer == "adam":
-                p = _adam(p, -d, opt_state["m"][key][l], opt_state["v"][key][l], t, cfg)
+                p = adam(p, d, opt_state["m"][key][l], opt_state["v"][key][l], t, cfg)
             else:
-                p = _normalized(p, d, cfg, per_kernel=(key != "b"))
+                p = normalized(p, d, cfg, per_kernel=(key != "b"))
             if key != "b":
-                p = project_kernels(p, cfg.max_kernel_norm)
+                p = project(p, cfg.max_kernel_norm)
             params[key][l] = p
     return params
+
+
+def step(params, deltas, opt_state, cfg):
+    """Apply one update in place: Adam (cfg.optimizer == "adam") or the normalised step, then project
+    each filter kernel (W and learnable E) back into the ball of radius cfg.max_kernel_norm."""
+    return apply_step(params, deltas, opt_state, cfg, _adam, _normalized, project_kernels)

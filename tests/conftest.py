@@ -10,6 +10,8 @@ import pytest
 # The emulator's g++ builds are cached between runs; keep that cache in the system's temporary folder
 # (tests write only to temporary folders), unless the caller chose a place.
 os.environ.setdefault("CONVNGC_EMU_CACHE", os.path.join(tempfile.gettempdir(), "convngc-emu-cache-%d" % os.getuid()))
+# Numba's compiled-code cache for ngc_cpu likewise (set before anything imports numba).
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "convngc-numba-cache-%d" % os.getuid()))
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -1,0 +1,101 @@
+"""The three CPU-runnable backends through the one user-facing class, ConvNGC: numpy (the reference), cpu
+(ngc_cpu) and cuda-emu (the CUDA kernels on the emulator) learn and infer the same numbers; options a
+backend does not implement are refused by name; the command line picks the fastest backend."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+import ngc_cuda
+from convngc import checkpoint, cli
+from convngc.model import ConvNGC, default_backend
+from ngc_ref.config import Config
+
+from tolerances import TOL, assert_close
+
+
+@pytest.fixture
+def x():
+    return np.random.default_rng(0).random((5, 3, 32, 32), dtype=np.float32)
+
+
+def test_numpy_cpu_and_cuda_emu_agree_through_convngc(x):
+    """Two learning steps (settle + dW + Adam + projection) and a denoising pass, seeded alike: the
+    energies, the filters and the outputs of the three backends agree within the float32 tolerance."""
+    cfg = Config(T=4)
+    models = {name: ConvNGC(cfg, name, seed=5) for name in ("numpy", "cpu", "cuda-emu")}
+    energies = {name: [m.learn(x) for _ in range(2)] for name, m in models.items()}
+    for name in ("cpu", "cuda-emu"):
+        assert energies[name] == pytest.approx(energies["numpy"], rel=1e-4), name
+        for key in ("W", "b"):
+            for a, b in zip(models[name].host_params()[key][1:], models["numpy"].host_params()[key][1:]):
+                assert_close(a, b, **TOL["reduction"], name="%s %s after two steps" % (name, key))
+    outs = {}
+    for name, m in models.items():
+        m.rng = np.random.default_rng(9)                       # the same z^L draw for every backend
+        outs[name] = m.denoise(x)
+    for name in ("cpu", "cuda-emu"):
+        assert_close(outs[name], outs["numpy"], **TOL["settled"], name="%s denoised image" % name)
+
+
+@pytest.mark.parametrize("option", [dict(bias="pixel"), dict(reduce="mean"), dict(gamma_bottom=False)])
+@pytest.mark.parametrize("backend", ["cuda", "cuda-emu"])
+def test_cuda_backends_refuse_options_they_do_not_implement(backend, option):
+    (key, value), = option.items()
+    with pytest.raises(ValueError, match="backend %r does not implement the option %s=%r" % (backend, key, value)):
+        ConvNGC(Config(T=2, **option), backend)
+
+
+def test_cpu_backend_options_and_dtypes(x):
+    cfg = Config(T=3, bias="pixel", reduce="mean", gamma_bottom=False, pcn=True, learn_E=True)
+    ref, cpu = ConvNGC(cfg, "numpy", seed=2), ConvNGC(cfg, "cpu", seed=2)
+    assert cpu.learn(x) == pytest.approx(ref.learn(x), rel=1e-4)
+    for a, b in zip(cpu.host_params()["b"][1:], ref.host_params()["b"][1:]):
+        assert a.shape == b.shape and a.ndim == 3
+        assert_close(a, b, **TOL["reduction"], name="pixel bias after a mean-reduced step")
+    m64 = ConvNGC(Config(T=2), "cpu", dtype=np.float64)
+    assert m64.settle(x.astype(np.float64)).z[1].dtype == np.float64
+    with pytest.raises(TypeError, match="backend 'cpu' computes in float32 or float64"):
+        ConvNGC(Config(T=2), "cpu", dtype=np.float16)
+
+
+def test_output_z_reads_the_bottom_state(x):
+    """output="z": reconstruction returns z^0, which is clamped to x; denoising returns the evolved z^0."""
+    cfg = Config(T=3, output="z")
+    m = ConvNGC(cfg, "cpu", seed=1)
+    np.testing.assert_array_equal(m.reconstruct(x), x)
+    m.rng = np.random.default_rng(4)
+    out = m.denoise(x)
+    m.rng = np.random.default_rng(4)
+    res = m.settle(x, clamp="first")
+    np.testing.assert_array_equal(out, res.z[0])
+    assert not np.allclose(out, res.zbar[0])
+
+
+def test_checkpoint_keeps_the_options_and_the_pixel_bias(tmp_path, x):
+    cfg = Config(T=2, bias="pixel", reduce="mean", gamma_bottom=False, output="z")
+    m = ConvNGC(cfg, "cpu", seed=0)
+    m.learn(x)
+    checkpoint.save(tmp_path / "c.npz", m.cfg, m.host_params(), m.host_opt_state(), {"epoch": 1})
+    cfg2, params, opt, _ = checkpoint.load(tmp_path / "c.npz", expect_cfg=cfg)
+    assert cfg2 == cfg and params["b"][1].shape == (3, 32, 32)
+    np.testing.assert_array_equal(params["b"][2], m.host_params()["b"][2])
+    wrong = dataclasses.replace(cfg, bias="channel")
+    p = m.host_params()
+    checkpoint.save(tmp_path / "w.npz", wrong, p)            # a per-pixel bias under a per-channel config
+    with pytest.raises(checkpoint.CheckpointError, match=r"params/b/1 has shape \(3, 32, 32\) but the config needs \(3,\)"):
+        checkpoint.load(tmp_path / "w.npz")
+
+
+def test_command_line_uses_the_fastest_backend_and_says_so(tmp_path, capsys):
+    expected = "cuda" if ngc_cuda.available() else "cpu"
+    assert default_backend() == expected
+    assert cli.main(["train", "--dataset", "embedded", "--limit", "20", "--val-limit", "5", "--batch-size", "10",
+                     "--T", "2", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "backend: %s (the fastest available here" % expected in out and "backend %s" % expected in out
+    assert cli.main(["train", "--backend", "numpy", "--dataset", "embedded", "--limit", "20", "--val-limit", "5",
+                     "--batch-size", "10", "--T", "2", "--epochs", "1", "--no-progress", "--out",
+                     str(tmp_path / "ref")]) == 0
+    out = capsys.readouterr().out
+    assert "fastest available" not in out and "backend numpy" in out
