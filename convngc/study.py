@@ -65,10 +65,10 @@ for ds in ("cifar10", "color-mnist"):
 
 
 def _open_point(name, what, **cfg):
-    _add("open-" + name, "open", what, batch=100, epochs=12, eval_every=2, cfg=dict(dict(lr=3e-3), **cfg))
+    _add("open-" + name, "open", what, batch=100, epochs=12, eval_every=2, cfg=dict(dict(lr=1e-3), **cfg))
 
 
-_open_point("base", "the reference point of the open-point sweep: paper model, Adam 3e-3, batch 100")
+_open_point("base", "the reference point of the open-point sweep: paper model, Adam 1e-3 (the paper), batch 100")
 _open_point("leak0.01", "leaky-ReLU slope 0.01", leak=0.01)
 _open_point("leak1", "slope 1: phi is the identity (a linear model)", leak=1.0)
 _open_point("muz5", "mu_z = 5 (Sec. 3.1) instead of 0.5 (Appendix B)", mu_z=5.0)
