@@ -297,6 +297,42 @@ def run(name, backend="cpu", results=RESULTS, state=STATE, log=print, progress=T
     return rec
 
 
+def fixedpoint(name, marks=(0, 1, 2, 5, 10, 20, 30, 60, 100, 200, 400, 700, 1000, 2000, 3000), n=100,
+               results=RESULTS, state=STATE, log=print):
+    """Denoising with a free z^0 run far past T: where it goes, for the literal update, without the leak on
+    z^0, and with no leak at all (gamma = 0). Writes results/study/fixedpoint-<name>.json.
+
+    Derivation (STUDY.md): with z^0 free, a fixed point has e^0 = -(gamma/beta) z^0 and, layer by layer,
+    errors of order gamma/beta times the states: every layer equals its prediction up to 1 %, so the image is
+    generated ancestrally from the top code (C_L H_L W_L = 40 numbers here), and the leak then shrinks it."""
+    from ngc_cpu import model as cm
+    from ngc_ref.model import draw_top
+    exp = EXPERIMENTS[name]
+    cfg0 = _cfg(exp)
+    params = load_params(os.path.join(state, name, "last.npz"), cfg0)
+    x = data.to_model(data.load_dataset(exp["dataset"], "val", limit=n)[0])
+    noisy = denoise_input(x, 0)
+    out = {"experiment": name, "n_images": len(x), "noisy_psnr": metrics.psnr(noisy, x),
+           "clean_mean": float(x.mean()), "variants": {}}
+    for variant, over in (("literal", {}), ("no leak on z0", {"gamma_bottom": False}), ("gamma = 0", {"gamma": 0.0})):
+        cfg = dataclasses.replace(cfg0, **over)
+        z = cm.init_states(noisy, params, cfg, draw_top(cfg, len(x), np.random.default_rng([0, 7])))
+        rows = []
+        for t in range(max(marks) + 1):
+            zbar, e = cm.predictions_and_errors(z, params, cfg)
+            if t in marks:
+                ratio = float(np.linalg.norm(e[0] + (cfg.gamma / cfg.beta) * z[0]) / max(np.linalg.norm(e[0]), 1e-30))
+                rows.append({"t": t, "psnr_zbar": metrics.psnr(zbar[0], x), "psnr_z0": metrics.psnr(z[0], x),
+                             "energy": float(cm.energy(e).mean()), "mean_z0": float(z[0].mean()),
+                             "fixed_point_residual": ratio})
+                log("%s t=%d: PSNR %.2f dB, energy %.3g, mean z0 %.3f" % (variant, t, rows[-1]["psnr_zbar"],
+                                                                       rows[-1]["energy"], rows[-1]["mean_z0"]))
+            z = cm.correct(z, e, params, cfg, free_bottom=True)
+        out["variants"][variant] = rows
+    _write_json(os.path.join(results, "fixedpoint-%s.json" % name), _clean(out))
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m convngc.study", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -305,6 +341,8 @@ def main(argv=None):
     p.add_argument("names", nargs="*")
     p.add_argument("--group", default=None)
     p.add_argument("--backend", default="cpu")
+    p = sub.add_parser("fixedpoint", help="denoising with a free z^0 run to t = 3000 on a trained experiment")
+    p.add_argument("name")
     p = sub.add_parser("report", help="plots and tables from results/study/*.json")
     args = ap.parse_args(argv)
     if args.cmd == "list":
@@ -320,6 +358,9 @@ def main(argv=None):
             return 2
         for n in names:
             run(n, backend=args.backend)
+        return 0
+    if args.cmd == "fixedpoint":
+        fixedpoint(args.name)
         return 0
     if args.cmd == "report":
         from . import study_report
