@@ -24,7 +24,9 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                 ("numpy", "ndarray"), ("numpy", "dtype"), ("copy_reg", "_reconstructor"),
                 ("copyreg", "_reconstructor"), ("builtins", "object"),
-                ("_codecs", "encode")}  # protocol-2 pickles written by Python 3 store bytes this way
+                ("_codecs", "encode"),  # protocol-2 pickles written by Python 3 store bytes this way
+                # protocol 5 stores an array as _frombuffer(bytes, dtype, shape, order): data, not code
+                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
 
     def find_class(self, module, name):
         if (module, name) not in self._ALLOWED:
@@ -48,6 +50,9 @@ def _parse_cifar_batch(data: bytes, where: str) -> XY:
     y = np.asarray(d["labels"])
     if x.ndim != 2 or x.shape[1] != 3072 or x.dtype != np.uint8:
         raise DataError(f"{where}: CIFAR-10 'data' must be uint8 (N, 3072), got {x.dtype} {x.shape}")
+    if y.dtype.kind not in "iub":
+        got = "strings" if y.dtype.kind in "USO" else y.dtype.name
+        raise DataError(f"{where}: CIFAR-10 'labels' must be integers 0..9, got {got} (e.g. {y.ravel()[:3].tolist()})")
     if y.shape != (len(x),) or (y.size and (y.min() < 0 or y.max() > 9)):
         raise DataError(f"{where}: CIFAR-10 'labels' must be N={len(x)} ints in 0..9, got shape {y.shape}")
     # rows are 1024 R, 1024 G, 1024 B values, each plane row-major 32x32 -> NHWC

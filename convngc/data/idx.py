@@ -64,6 +64,9 @@ def load_idx(path, expect_ndim: Optional[int] = None, hint: str = "") -> Array:
     if len(raw) < header:
         raise DataError(f"{path}: truncated idx header ({len(raw)} bytes, need {header}); re-download{hint}")
     dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    if 0 in dims:
+        raise DataError(f"{path}: zero-sized dimension in header dims {dims}: the file holds no data; re-download"
+                        f"{hint}")
     dtype = _IDX_DTYPES[code]
     want = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     got = len(raw) - header

@@ -1,6 +1,7 @@
 """The ``.npz`` files of the shared data folder (``x`` uint8 NHWC, ``y`` uint8) and the CINIC-10 sample."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Iterable, Optional, Tuple
 
@@ -30,8 +31,14 @@ def load_npz(path, keys: Iterable[str] = ()) -> dict:
     x = out["x"]
     if x.dtype != np.uint8 or x.ndim not in (3, 4):
         raise DataError(f"{path}: 'x' must be uint8 (N,H,W) or (N,H,W,C), got {x.dtype} {x.shape}")
+    if len(x) == 0 or x.size == 0:
+        raise DataError(f"{path}: holds no images ('x' has shape {x.shape})")
     if "y" in out and out["y"].shape != (len(x),):
         raise DataError(f"{path}: 'y' has shape {out['y'].shape}, expected ({len(x)},)")
+    top = int(x.max())
+    if top <= 1:
+        what = "every pixel is 0" if top == 0 else "pixel values are only 0 and 1, not 0-255 (a binarised copy or a mask?)"
+        warnings.warn(f"{path}: {what}; the images will look black to the model")
     return out
 
 

@@ -14,6 +14,20 @@ Array = np.ndarray
 _IMG_EXT = (".png", ".jpg", ".jpeg", ".bmp")
 
 
+def _rgb8(im) -> Array:
+    """A PIL image as (H, W, 3) uint8. 16-bit grayscale PNGs (modes I;16*, or I) are scaled by 255/65535:
+    PIL's convert("RGB") would clip them, so that every pixel above 255 became white."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        a = np.asarray(im, dtype=np.float64)
+        if a.min() < 0 or a.max() > 65535:
+            raise DataError(f"{getattr(im, 'filename', 'image')}: integer pixels outside 0..65535; not a 16-bit image")
+        g = np.rint(a / 257.0).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=-1)
+    if im.mode == "F":
+        raise DataError(f"{getattr(im, 'filename', 'image')}: floating-point pixels (mode F); expected 8- or 16-bit")
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
 def load_image_folder(root, split: Optional[str] = None, classes: Optional[Sequence[str]] = None,
                       ) -> Tuple[Array, Array, Tuple[str, ...]]:
     """Images in ``root/<split>/<class>/*.png`` (or ``root/<class>/*.png`` when ``split`` is None).
@@ -38,7 +52,7 @@ def load_image_folder(root, split: Optional[str] = None, classes: Optional[Seque
         for f in files:
             try:
                 with Image.open(f) as im:
-                    a = np.asarray(im.convert("RGB"), dtype=np.uint8)
+                    a = _rgb8(im)
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
                 raise DataError(f"{f}: unreadable image ({e}); delete or replace it") from e
             if images and a.shape != images[0].shape:

@@ -25,6 +25,17 @@ DATASET_NAMES = ("cifar10", "cinic10", "mnist", "color-mnist", "svhn", "embedded
 SPLITS = ("train", "val", "test")
 
 REPO = Path(__file__).resolve().parents[2]
+# what one image of each set is, in the shared .npz layout (the original formats check their own)
+IMAGE_SHAPES = {"mnist": (28, 28), "cifar10": (32, 32, 3), "svhn": (32, 32, 3), "cinic10": (32, 32, 3)}
+
+
+def _check_shape(path: Path, x: Array, name: str) -> Array:
+    want = IMAGE_SHAPES.get(name)
+    if want is not None and x.shape[1:] != want:
+        hint = " (a grayscale copy?)" if len(want) == 3 and x.ndim == 3 else ""
+        raise DataError(f"{path}: 'x' has shape {x.shape}, but {name} images are (N, {', '.join(map(str, want))})"
+                        f"{hint}; restore the original file")
+    return x
 
 
 def default_data_dirs(data_dir=None) -> list:
@@ -46,12 +57,14 @@ def _npz_loader(files_train: Sequence[Path], file_test: Path, name: str) -> Call
     def load(part: str) -> XY:
         if part == "test":
             d = load_npz(file_test)
-            return d["x"], d.get("y")
+            return _check_shape(file_test, d["x"], name), d.get("y")
         present = [f for f in files_train if f.is_file()]
         if len(present) < len(files_train):
             warnings.warn(f"{name}: only {len(present)} of {len(files_train)} training files present "
                           f"({', '.join(f.name for f in present)}); training on that subset")
         parts = [load_npz(f) for f in present]
+        for f, d in zip(present, parts):
+            _check_shape(f, d["x"], name)
         return np.concatenate([p["x"] for p in parts]), np.concatenate([p["y"] for p in parts])
     return load
 
@@ -97,8 +110,13 @@ def _candidates(name: str, root: Path, part: str) -> list:
         for d in (root / "cinic10", root):
             f = d / "cinic10_sample2000.npz"
             out.append((f"{f} (sample: ImageNet-derived images only)", f.is_file(),
-                        lambda p, f=f: load_cinic10_sample(f), False))
+                        lambda p, f=f: _sample(f), False))
     return out
+
+
+def _sample(f: Path) -> XY:
+    x, y = load_cinic10_sample(f)
+    return _check_shape(f, x, "cinic10"), y
 
 
 def _load_original(name: str, split: str, data_dir, seed: int) -> XY:
@@ -119,6 +137,9 @@ def _load_original(name: str, split: str, data_dir, seed: int) -> XY:
                 return x, y
             tr, va = split_train_val(len(x), seed)
             idx = va if split == "val" else tr
+            if len(idx) == 0:
+                raise DataError(f"dataset {name!r}, split {split!r}: 0 images: {desc} holds only {len(x)} training "
+                                f"images, too few to hold out a validation split (10%)")
             return x[idx], (y[idx] if y is not None else None)
     where = "\n  ".join(looked) if looked else "(no data dir: none given, $CONVNGC_DATA_DIR unset, no ../shared/data)"
     raise DataError(f"dataset {name!r}: no supported files found. Looked for:\n  {where}\n"
@@ -143,8 +164,8 @@ def load_dataset(name: str, split: str = "train", data_dir=None, seed: int = 0, 
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
     if split not in SPLITS + ("all",):
         raise DataError(f"unknown split {split!r} for {name}; choose one of {', '.join(SPLITS)} (or 'all')")
-    if limit is not None and limit < 0:
-        raise DataError(f"limit must be >= 0, got {limit}")
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be >= 1, got {limit} (None: every image)")
     if name == "embedded":
         x, y = embedded_images(seed=0)
         if split != "all":
@@ -161,4 +182,6 @@ def load_dataset(name: str, split: str = "train", data_dir=None, seed: int = 0, 
         x, y = _load_original(name, split, data_dir, seed)
     if limit is not None:
         x, y = x[:limit], (y[:limit] if y is not None else None)
+    if len(x) == 0:
+        raise DataError(f"dataset {name!r}, split {split!r}: 0 images")
     return x, y

@@ -36,6 +36,9 @@ def load_svhn_mat(path) -> XY:
     X, y = np.asarray(m["X"]), np.asarray(m["y"]).reshape(-1)
     if X.ndim != 4 or X.shape[:3] != (32, 32, 3) or X.dtype != np.uint8:
         raise DataError(f"{path}: SVHN 'X' must be uint8 (32, 32, 3, N), got {X.dtype} {X.shape}")
+    if y.dtype.kind not in "iubf":
+        got = "strings" if y.dtype.kind in "USO" else y.dtype.name
+        raise DataError(f"{path}: SVHN 'y' must be integer labels 0..10, got {got} (e.g. {y.ravel()[:3].tolist()})")
     if len(y) != X.shape[3] or (y.size and (y.min() < 0 or y.max() > 10)):
         raise DataError(f"{path}: SVHN 'y' must be N={X.shape[3]} labels in 0..10, got {y.shape}")
     return np.ascontiguousarray(X.transpose(3, 0, 1, 2)), (y % 10).astype(np.uint8)
