@@ -487,7 +487,7 @@ def cmd_evaluate(args, model=None, run_dir=None, log=print, status=None, ckpt=No
         cfg, _, _, meta = checkpoint.load(ckpt)
         if os.path.basename(ckpt) == "checkpoint.npz":
             _check_same_config(run_dir, _read_config_json(run_dir), cfg)
-        model, meta = train.load_model(ckpt, backend=args.backend or meta.get("backend") or DEFAULT_BACKEND)
+        model, meta = train.load_model(ckpt, backend=args.backend or DEFAULT_BACKEND)    # any backend evaluates any run
         run_args = meta.get("run_args", {})
         dataset = args.dataset or run_args.get("dataset", "embedded")
         data_dir = _abs(args.data_dir) or run_args.get("data_dir")
