@@ -36,7 +36,8 @@ DEFAULT_BACKEND = "numpy"     # the reference; the CLI's default backend is chos
 MAIN_JOB = dict(
     dataset="embedded",       # photo patches bundled with scikit-image: no download
     epochs=3, limit=2000, val_limit=200, batch_size=100,
-    lr=1e-2,                  # a short job needs a bigger Adam step than the paper's 1e-3 to show learning
+    lr=5e-3,                  # a short job needs a bigger Adam step than the paper's 1e-3 to show learning; on the
+                              # capped embedded set 1e-2 made settling unstable in epoch 3 (val MSE 193 -> 513)
     trials=3, eval_limit=300, eval_batch_size=100,
 )
 # Defaults of `train` and `evaluate`. The parser's own defaults are None, so that `--resume` can tell an option
