@@ -7,117 +7,268 @@
   convngc evaluate runs/cifar --tasks ood --ood-dataset cinic10
   convngc download cifar10 --dest ~/data
   convngc info
+
+Every option is checked before any data is loaded or any folder is made. Exit status: 0 done; 1 a file could
+not be written (full disk, read-only folder); 2 a bad option, bad data, or a run folder that cannot be used;
+130 Ctrl-C; 143 SIGTERM.
 """
 import argparse
 import dataclasses
+import hashlib
+import json
 import os
 import sys
 import time
+import warnings
 
+import numpy as np
 
-from ngc_ref.config import Config
+from ngc_ref.config import RANGES, Config, ConfigError, check_option, describe_range
 
 from . import checkpoint, data, train
+from .download import Terminated, sigterm_raises
 from .model import BACKENDS, BackendUnavailable, ConvNGC, DivergenceError, default_backend
 
 TASKS = ("reconstruction", "denoising", "ood")
+# The CLI's default backend is chosen here and only here: the fastest one usable on this machine (cuda with a
+# usable GPU, else cpu; numpy, the literal reference, only when Numba is missing). It is printed when used.
+def _default_backend(log=print):
+    name = default_backend()
+    log("backend: %s (the fastest available here; --backend numpy runs the literal reference)" % name)
+    return name
+
+# The main job (`convngc run`, what `make run` does): all its settings in one place, so it is retuned here.
+MAIN_JOB = dict(
+    dataset="embedded",       # photo patches bundled with scikit-image: no download
+    epochs=3, limit=2000, val_limit=200, batch_size=100,
+    lr=5e-3,                  # a short job needs a bigger Adam step than the paper's 1e-3 to show learning; on the
+                              # capped embedded set 1e-2 made settling unstable in epoch 3 (val MSE 193 -> 513)
+    trials=3, eval_limit=300, eval_batch_size=100,
+)
+# Defaults of `train` and `evaluate`. The parser's own defaults are None, so that `--resume` can tell an option
+# the user gave from one left at its default; these fill in what was not given.
+TRAIN_DEFAULTS = dict(dataset="embedded", epochs=5, batch_size=500, seed=0)
+EVAL_DEFAULTS = dict(batch_size=100, seed=0, trials=5)
+# Config fields with an option of their own; every other field is set with --set KEY=VALUE.
+MODEL_FLAGS = {"T": "--T", "beta": "--beta", "gamma": "--gamma", "lr": "--lr", "leak": "--leak",
+               "optimizer": "--optimizer", "channels": "--channels", "pcn": "--pcn", "learn_E": "--learn-E"}
+# What a resumed run keeps from its record (config.json / the checkpoint), with the option that sets it.
+RUN_FLAGS = {"dataset": "--dataset", "limit": "--limit", "val_limit": "--val-limit", "batch_size": "--batch-size",
+             "seed": "--seed"}
 
 
-def _config_from_args(args):
-    """The paper's Config, with --T/--beta/... and any --set key=value overrides."""
+class UsageError(Exception):
+    """An option that cannot apply (found after parsing, e.g. against a run's record): exit status 2."""
+
+
+class _Status:
+    """What the Ctrl-C message needs to know: the run folder in use and its last checkpointed epoch."""
+
+    def __init__(self):
+        self.run_dir, self.epoch = None, 0
+
+    def checkpointed(self, epoch):
+        self.epoch = epoch
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# option values, checked by argparse before any work
+# ---------------------------------------------------------------------------------------------------------------
+def _int_at_least(lo):
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or v < lo:
+            raise argparse.ArgumentTypeError("must be an integer >= %d, got %r" % (lo, text))
+        return v
+    return parse
+
+
+def _parse_field(name, text):
+    """Text -> the value of Config field `name`, checked against Config's own range table."""
+    field = {f.name: f for f in dataclasses.fields(Config)}[name]
+    default = field.default
+    if name in RANGES:
+        kind = RANGES[name][0]
+    else:
+        kind = ("bool" if isinstance(default, bool) else "int" if isinstance(default, int) else
+                "float" if isinstance(default, float) else "tuple" if isinstance(default, tuple) else "str")
+    bad = argparse.ArgumentTypeError("%s must be %s, got %r" % (
+        name, describe_range(name) if name in RANGES else "a %s" % kind, text))
+    try:
+        if kind == "bool":
+            low = text.strip().lower()
+            if low not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise bad
+            value = low in ("1", "true", "yes", "on")
+        elif kind == "int":
+            value = int(text)
+        elif kind == "float":
+            value = float(text)
+        elif kind == "tuple":
+            value = _int_list(text, name)
+        else:
+            value = text
+        if name in RANGES:
+            check_option(name, value)
+    except (ValueError, ConfigError):
+        raise bad from None
+    return value
+
+
+def _config_type(name):
+    return lambda text: _parse_field(name, text)
+
+
+def _int_list(text, name="--channels"):
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        vals = tuple(int(p) for p in parts)
+    except ValueError:
+        vals = ()
+    if not vals or any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError("%s must be comma-separated integers >= 1, got %r" % (name, text))
+    return vals
+
+
+def _channels(text):
+    vals = _int_list(text, "channels")
+    if len(vals) < 2:
+        raise argparse.ArgumentTypeError("channels needs at least two layers, top first, the image last "
+                                         "(e.g. 10,15,20,25,3), got %r" % text)
+    return vals
+
+
+def _set_item(text):
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError("expected KEY=VALUE, got %r" % text)
+    fields = [f.name for f in dataclasses.fields(Config)]
+    if key not in fields:
+        raise argparse.ArgumentTypeError("unknown option %r; known: %s" % (key, ", ".join(sorted(fields))))
+    return key, _parse_field(key, value)
+
+
+def _flag(field):
+    return MODEL_FLAGS.get(field, "--set %s" % field)
+
+
+def _overrides(args):
+    """The Config fields the user set, {field: (value, option)}; later options win."""
     over = {}
-    for name in ("T", "beta", "gamma", "lr", "leak", "optimizer"):
+    for name in ("T", "beta", "gamma", "lr", "leak", "optimizer", "channels"):
         v = getattr(args, name, None)
         if v is not None:
-            over[name] = v
-    if getattr(args, "channels", None):
-        over["channels"] = tuple(int(c) for c in args.channels.split(","))
-    if getattr(args, "pcn", False):
-        over["pcn"] = True
-    if getattr(args, "learn_E", False):
-        over["learn_E"] = True
-    fields = {f.name: f for f in dataclasses.fields(Config)}
-    for item in getattr(args, "set", None) or []:
-        if "=" not in item:
-            raise SystemExit("--set expects key=value, got %r" % item)
-        k, v = item.split("=", 1)
-        if k not in fields:
-            raise SystemExit("--set: unknown option %r; known: %s" % (k, ", ".join(sorted(fields))))
-        default = fields[k].default
-        if isinstance(default, bool):
-            over[k] = v.lower() in ("1", "true", "yes")
-        elif isinstance(default, tuple):
-            over[k] = tuple(int(c) for c in v.split(","))
-        else:
-            over[k] = type(default)(v)
+            over[name] = (v, MODEL_FLAGS[name])
+    for name in ("pcn", "learn_E"):
+        if getattr(args, name, False):
+            over[name] = (True, MODEL_FLAGS[name])
+    for key, v in getattr(args, "set", None) or []:
+        over[key] = (v, "--set %s" % key)
+    return over
+
+
+def _config_from_args(args, base=None):
+    """`base` (default: the paper's Config) with the options given; a bad combination is a UsageError."""
+    given = _overrides(args)
+    d = dict((base or Config()).to_dict(), **{k: v for k, (v, _) in given.items()})
     try:
-        return Config(**over)
-    except ValueError as exc:
-        raise SystemExit("error: %s" % exc)
+        return Config.from_dict(d)
+    except ConfigError as exc:
+        # name what the user typed: image sizes fail through the layer count (--channels) or the stride
+        involved = [exc.field] + (["channels", "stride"] if exc.field == "image_hw" else [])
+        flags = [given[f][1] for f in involved if f in given] or [_flag(exc.field)]
+        raise UsageError("%s: %s" % (", ".join(flags), exc)) from None
 
 
-def _load_images(name, split, args, limit=None, channels=3):
-    x, _ = data.load_dataset(name, split, data_dir=args.data_dir, seed=args.seed, limit=limit)
-    return data.to_model(x, channels=channels)
-
-
-def _add_common(p):
-    p.add_argument("--data-dir", default=None, help="folder with real data (default: $CONVNGC_DATA_DIR or ../shared/data)")
-    p.add_argument("--backend", default=None, choices=BACKENDS, help="default: the fastest available (cuda with a "
-                   "usable GPU, else cpu); numpy (the literal reference, slow), cpu (compiled, all cores), cuda (GPU), "
-                   "cuda-emu (CUDA kernels emulated on the CPU: a validation tool, slow)")
-    p.add_argument("--seed", type=int, default=0, help="makes the run repeatable (init, shuffling, z^L draws, noise)")
-    p.add_argument("--batch-size", type=int, default=None)
+# ---------------------------------------------------------------------------------------------------------------
+# the parser: every option with one line of help, its default and the paper's value
+# ---------------------------------------------------------------------------------------------------------------
+def _add_common(p, batch_help):
+    p.add_argument("--data-dir", default=None, help="folder with real data (default: $CONVNGC_DATA_DIR, else "
+                   "../shared/data)")
+    p.add_argument("--backend", default=None, choices=BACKENDS, help="numpy (the reference), cuda (GPU), cuda-emu "
+                   "(the CUDA kernels emulated on the CPU: a validation tool, slow) (default: the fastest available: cuda "
+                   "with a usable GPU, else cpu)")
+    p.add_argument("--seed", type=_int_at_least(0), default=None, help="makes the run repeatable: init, shuffling, "
+                   "z^L draws, noise (default 0)")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=None, help=batch_help)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _add_model(p):
-    p.add_argument("--T", type=int, default=None, help="settling steps (paper: 60)")
-    p.add_argument("--beta", type=float, default=None)
-    p.add_argument("--gamma", type=float, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--leak", type=float, default=None, help="leaky-ReLU slope of phi (default 0.2)")
-    p.add_argument("--optimizer", choices=("adam", "normalized"), default=None)
-    p.add_argument("--channels", default=None, help="top->bottom, e.g. 10,15,20,25,3")
-    p.add_argument("--pcn", action="store_true", help="multiply the bottom-up message by phi'(z) (PCN)")
-    p.add_argument("--learn-E", dest="learn_E", action="store_true", help="learnable error filters E")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other Config option")
+def _add_model(p, lr_help):
+    p.add_argument("--T", type=_config_type("T"), default=None, help="settling steps per image (default and "
+                   "paper: 60)")
+    p.add_argument("--beta", type=_config_type("beta"), default=None, help="state correction rate, Eq. 2 "
+                   "(default and paper: 0.1)")
+    p.add_argument("--gamma", type=_config_type("gamma"), default=None, help="state leak, Eq. 2 (default and "
+                   "paper: 0.001)")
+    p.add_argument("--lr", type=_config_type("lr"), default=None, help=lr_help)
+    p.add_argument("--leak", type=_config_type("leak"), default=None, help="leaky-ReLU slope of phi, in [0, 1] "
+                   "(default 0.2, TensorFlow's; the paper gives none)")
+    p.add_argument("--optimizer", choices=("adam", "normalized"), default=None, help="adam (the paper's "
+                   "experiments) or normalized (its Algorithm 2) (default adam)")
+    p.add_argument("--channels", type=_channels, default=None, help="channels per layer, top to bottom, the "
+                   "image last (default and paper: 10,15,20,25,3)")
+    p.add_argument("--pcn", action="store_true", help="multiply the bottom-up message by phi'(z), which recovers "
+                   "PCN (off by default, as in the paper)")
+    p.add_argument("--learn-E", dest="learn_E", action="store_true", help="learnable error filters E (off by "
+                   "default: E = W^T, as in the paper)")
+    p.add_argument("--set", action="append", type=_set_item, metavar="KEY=VALUE", help="any other Config field, "
+                   "e.g. --set mu_z=5; repeatable (default: the paper's configuration)")
 
 
 def build_parser():
-    ap = argparse.ArgumentParser(prog="convngc", description="Convolutional Neural Generative Coding")
+    ap = argparse.ArgumentParser(prog="convngc", description="Convolutional Neural Generative Coding",
+                                 epilog="Exit status: 0 done, 1 a file could not be written, 2 a bad option, data "
+                                 "or run folder, 130 Ctrl-C, 143 SIGTERM.")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("train", help="train a model (Algorithms 1-2) and write a run folder")
-    _add_common(p)
-    _add_model(p)
-    p.add_argument("--dataset", default="embedded", choices=data.DATASET_NAMES)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--val-limit", type=int, default=None, help="use only the first N validation images")
+    _add_common(p, "images per update (default and paper: 500)")
+    _add_model(p, "Adam step, or alpha of the normalised step (default and paper: 1e-3)")
+    p.add_argument("--dataset", default=None, choices=data.DATASET_NAMES, help="(default embedded: photo patches "
+                   "bundled with scikit-image, no download)")
+    p.add_argument("--epochs", type=_int_at_least(1), default=None, help="passes over the training set (default 5; "
+                   "the paper does not give one); with --resume, the new total")
+    p.add_argument("--limit", type=_int_at_least(1), default=None, help="use only the first N training images "
+                   "(default: all)")
+    p.add_argument("--val-limit", type=_int_at_least(0), default=None, help="use only the first N validation "
+                   "images, 0 for none (default: all, 5,000 or 10%% of a smaller set)")
     p.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<time>); never overwritten")
-    p.add_argument("--resume", default=None, metavar="RUN", help="continue the run in this folder")
+    p.add_argument("--resume", default=None, metavar="RUN", help="continue the run in this folder; only --epochs, "
+                   "--backend and --data-dir may change (default: start a new run)")
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on reconstruction / denoising / OOD")
-    _add_common(p)
+    _add_common(p, "images per settle; results do not depend on it (default 100; paper: 500 in training)")
     p.add_argument("checkpoint", help="a run folder or a checkpoint .npz")
-    p.add_argument("--dataset", default=None, choices=data.DATASET_NAMES, help="default: the training dataset")
-    p.add_argument("--split", default="test", choices=data.SPLITS)
-    p.add_argument("--tasks", nargs="+", default=["reconstruction", "denoising"], choices=TASKS)
-    p.add_argument("--ood-dataset", default="cinic10", choices=data.DATASET_NAMES)
-    p.add_argument("--trials", type=int, default=5, help="paper: 5 (mean +/- std)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate on the first N images")
-    p.add_argument("--T", type=int, default=None, help="settling steps at test time (default: the model's)")
-    p.add_argument("--out", default=None, help="folder for metrics.json and pictures (default: the run folder)")
+    p.add_argument("--dataset", default=None, choices=data.DATASET_NAMES, help="(default: the training dataset)")
+    p.add_argument("--split", default="test", choices=data.SPLITS, help="(default test)")
+    p.add_argument("--tasks", nargs="+", default=["reconstruction", "denoising"], choices=TASKS,
+                   help="(default reconstruction denoising)")
+    p.add_argument("--ood-dataset", default="cinic10", choices=data.DATASET_NAMES, help="the other dataset of the "
+                   "ood task (default cinic10)")
+    p.add_argument("--trials", type=_int_at_least(1), default=None, help="repeats with new z^L draws and noise, "
+                   "reported as mean +/- std (default and paper: 5)")
+    p.add_argument("--limit", type=_int_at_least(1), default=None, help="evaluate on the first N images "
+                   "(default: all)")
+    p.add_argument("--T", type=_config_type("T"), default=None, help="settling steps at test time (default: the "
+                   "model's; paper: 60)")
+    p.add_argument("--out", default=None, help="folder for metrics.json and pictures (default: the run folder); "
+                   "never a folder holding another run")
 
+    job = MAIN_JOB
     p = sub.add_parser("run", help="the main job: train + evaluate on a small real image set (no download)")
-    _add_common(p)
-    _add_model(p)
-    p.add_argument("--dataset", default="embedded", choices=data.DATASET_NAMES)
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--limit", type=int, default=None, help="training images (default: all 3,897 embedded patches)")
-    p.add_argument("--trials", type=int, default=3)
-    p.add_argument("--out", default=None)
+    _add_common(p, "images per update (default %d here; paper: 500)" % job["batch_size"])
+    _add_model(p, "Adam step (default %g here, so that a short job learns; paper: 1e-3)" % job["lr"])
+    p.add_argument("--dataset", default=None, choices=data.DATASET_NAMES, help="(default %s)" % job["dataset"])
+    p.add_argument("--epochs", type=_int_at_least(1), default=None, help="(default %d)" % job["epochs"])
+    p.add_argument("--limit", type=_int_at_least(1), default=None, help="training images (default %d)" % job["limit"])
+    p.add_argument("--trials", type=_int_at_least(1), default=None, help="evaluation trials (default %d here; "
+                   "paper: 5)" % job["trials"])
+    p.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<time>)")
 
     p = sub.add_parser("download", add_help=False, help="fetch a dataset from its official source and verify its "
                        "checksum (see `convngc download --help`)")
@@ -129,108 +280,314 @@ def build_parser():
     return ap
 
 
-def cmd_train(args, log=print):
+# ---------------------------------------------------------------------------------------------------------------
+# data, fitted to the model
+# ---------------------------------------------------------------------------------------------------------------
+def _dataset_for(name, cfg, log):
+    """MNIST becomes Color-MNIST for a 32x32 RGB model, as in the paper; every other set is used as it is."""
+    if name == "mnist" and cfg.layer_channels[0] == 3 and cfg.image_hw == (32, 32):
+        log("mnist: 28x28 grayscale digits, the model takes 32x32 RGB images: using Color-MNIST, as the paper "
+            "does (each digit resized to 32x32 and drawn red or green; --dataset color-mnist)")
+        return "color-mnist"
+    return name
+
+
+def _load_images(name, split, data_dir, seed, limit, cfg, training):
+    """uint8 images of a dataset split -> the model's float32 NCHW batch; a size that does not fit is a
+    DataError naming both sizes and the option that fixes it."""
+    x, _ = data.load_dataset(name, split, data_dir=data_dir, seed=seed, limit=limit)
+    h, w = x.shape[1:3]
+    c = x.shape[3] if x.ndim == 4 else 1
+    C0, (H, W) = cfg.layer_channels[0], cfg.image_hw
+    if (h, w) != (H, W) or c not in (C0, 1):
+        if training:
+            fix = ("train a model for them with --set image_hw=%d,%d (each side a multiple of stride^L = %d)"
+                   % (h, w, cfg.stride ** cfg.L)) if (h, w) != (H, W) else \
+                  "train a model for them with --channels ...,%d" % c
+        else:
+            fix = "this model was trained on %dx%dx%d images: evaluate it on a dataset of that size" % (H, W, C0)
+        raise data.DataError("%s/%s: images are %dx%dx%d but the model takes %dx%dx%d (Config image_hw and "
+                             "channels); %s" % (name, split, h, w, c, H, W, C0, fix))
+    return data.to_model(x, channels=C0)
+
+
+def _abs(path):
+    return os.path.abspath(path) if path else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# run folders: what was recorded
+# ---------------------------------------------------------------------------------------------------------------
+def _read_config_json(run_dir):
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            rec = json.load(f)
+        rec["model"], rec["run"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise train.RunDirError("%s: unreadable (%s); restore it or start a new run" % (path, exc)) from None
+    return rec
+
+
+def _check_same_config(run_dir, recorded, cfg):
+    """The checkpoint's config must be the one config.json records: refuse, naming the fields, if not."""
+    if recorded is None:
+        return
+    try:
+        rec = Config.from_dict(recorded["model"]).to_dict()
+    except (ValueError, TypeError) as exc:
+        raise train.RunDirError("%s: invalid model config (%s)" % (os.path.join(run_dir, "config.json"), exc)) \
+            from None
+    ck = cfg.to_dict()
+    diff = [k for k in sorted(set(rec) | set(ck)) if rec.get(k) != ck.get(k)]
+    if diff:
+        raise train.RunDirError(
+            "%s: checkpoint.npz and config.json disagree on %s; the folder was edited or mixed with another run: "
+            "restore config.json, or evaluate the checkpoint file on its own" % (run_dir, ", ".join(
+                "%s (checkpoint %r, config.json %r)" % (k, ck.get(k), rec.get(k)) for k in diff)))
+
+
+def _checkpoint_info(path):
+    """Which checkpoint a metrics.json was computed from: absolute path, epoch, sha256 of the file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    meta = checkpoint.load(path)[3]
+    return {"path": os.path.realpath(path), "epoch": meta.get("epoch"), "sha256": h.hexdigest()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------------------------------
+def cmd_train(args, log=print, status=None):
+    """A new run, or --resume of one. Returns (run_dir, model, run_args)."""
+    status = status or _Status()
     if args.resume:
-        run_dir = args.resume
-        if not os.path.exists(os.path.join(run_dir, "checkpoint.npz")):
-            raise SystemExit("error: --resume %s: no checkpoint.npz there" % run_dir)
-        model, meta = train.load_model(run_dir, backend=args.backend)
-        run_args = meta.get("run_args", {})
-        dataset, limit = run_args.get("dataset", args.dataset), run_args.get("limit", args.limit)
-        val_limit = run_args.get("val_limit", args.val_limit)
-        seed, start, history = meta.get("seed", args.seed), meta["epoch"], meta["history"]
-        batch_size = run_args.get("batch_size", 500)
-        args.data_dir = args.data_dir or run_args.get("data_dir")
-        args.seed = seed
-        log("resuming %s at epoch %d" % (run_dir, start))
-    else:
-        cfg = _config_from_args(args)
-        run_dir = args.out or os.path.join("runs", "%s-%s" % (args.dataset, time.strftime("%Y%m%d-%H%M%S")))
-        dataset, limit, val_limit, seed, start, history = args.dataset, args.limit, args.val_limit, args.seed, 0, None
-        batch_size = args.batch_size or 500
-        model = ConvNGC(cfg, backend=args.backend, seed=seed)     # fails before any folder is made
-        train.make_run_dir(run_dir)
-    run_args = {"dataset": dataset, "limit": limit, "val_limit": val_limit, "batch_size": batch_size,
-                "data_dir": args.data_dir, "seed": seed, "epochs": args.epochs}
-    train_x = _load_images(dataset, "train", args, limit, model.cfg.layer_channels[0])
-    val_x = _load_images(dataset, "val", args, val_limit, model.cfg.layer_channels[0])
-    train.write_json(os.path.join(run_dir, "config.json"), {"model": model.cfg.to_dict(), "run": run_args,
-                                                            "n_filter_weights": model.n_filter_weights})
-    log("training %s: %d train / %d val images, batch %d, T=%d, %d filter weights, backend %s -> %s"
-        % (dataset, len(train_x), len(val_x), batch_size, model.cfg.T, model.n_filter_weights,
-           args.backend, run_dir))
-    history = train.fit(model, train_x, val_x, args.epochs, batch_size, run_dir, not args.no_progress, seed,
-                        history, start, meta={"run_args": run_args}, log=log)
-    return run_dir, model
+        return _resume(args, log, status)
+    for k, v in TRAIN_DEFAULTS.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+    backend = args.backend or _default_backend(log)
+    cfg = _config_from_args(args)
+    model = ConvNGC(cfg, backend=backend, seed=args.seed)      # a backend that cannot run fails here
+    dataset = _dataset_for(args.dataset, cfg, log)
+    if args.out:
+        train.check_run_dir(args.out)                          # fail before loading data; the claim decides
+    data_dir = _abs(args.data_dir)
+    train_x = _load_images(dataset, "train", data_dir, args.seed, args.limit, cfg, True)
+    val_x = _load_images(dataset, "val", data_dir, args.seed, args.val_limit, cfg, True) if args.val_limit != 0 \
+        else np.zeros((0,) + train_x.shape[1:], train_x.dtype)
+    folder = train.claim_run_dir(args.out) if args.out else \
+        train.new_run_dir(os.path.join("runs", "%s-%s" % (dataset, time.strftime("%Y%m%d-%H%M%S"))))
+    run_args = {"dataset": dataset, "limit": args.limit, "val_limit": args.val_limit, "batch_size": args.batch_size,
+                "data_dir": data_dir, "seed": args.seed, "epochs": args.epochs}
+    try:
+        try:
+            train.write_json(os.path.join(folder.path, "config.json"),
+                             {"model": cfg.to_dict(), "run": run_args, "n_filter_weights": model.n_filter_weights})
+        except BaseException:
+            folder.release(remove_if_empty=True)               # nothing of this run was written: no folder left
+            raise
+        status.run_dir = folder.path
+        log("training %s: %d train / %d val images, batch %d, T=%d, %d filter weights, backend %s -> %s"
+            % (dataset, len(train_x), len(val_x), args.batch_size, cfg.T, model.n_filter_weights, backend,
+               folder.path))
+        train.fit(model, train_x, val_x, args.epochs, args.batch_size, folder.path, not args.no_progress, args.seed,
+                  meta={"run_args": run_args}, log=log, on_checkpoint=status.checkpointed)
+    finally:
+        folder.release()
+    return folder.path, model, run_args
 
 
-def cmd_evaluate(args, model=None, run_dir=None, log=print):
+def _resume(args, log, status):
+    run_dir = args.resume
+    folder = train.claim_run_dir(run_dir, resume=True)          # no other process trains it meanwhile
+    try:
+        status.run_dir = run_dir
+        recorded = _read_config_json(run_dir)
+        ck = os.path.join(run_dir, "checkpoint.npz")
+        if os.path.exists(ck):
+            cfg, _, _, meta = checkpoint.load(ck)
+            _check_same_config(run_dir, recorded, cfg)
+            run_args = dict(meta.get("run_args") or (recorded or {}).get("run") or {})
+            start, history, seed = meta["epoch"], meta["history"], meta.get("seed", run_args.get("seed", 0))
+            status.checkpointed(start)
+            trained_on = meta.get("backend")
+        elif recorded is not None:
+            try:
+                cfg = Config.from_dict(recorded["model"])
+            except (ValueError, TypeError) as exc:
+                raise train.RunDirError("%s/config.json: invalid model config (%s)" % (run_dir, exc)) from None
+            run_args, start, history, trained_on = dict(recorded["run"]), 0, None, None
+            seed = run_args.get("seed", 0)
+        else:
+            raise train.RunDirError("--resume %s: no config.json or checkpoint.npz there; not a run folder" % run_dir)
+        run_args.setdefault("seed", seed)
+        _refuse_changes(args, cfg, run_args, run_dir, log)
+        epochs = args.epochs if args.epochs is not None else run_args.get("epochs", start)
+        if start >= epochs:
+            log("run %s is already complete: %d of %d epochs. To train it further, pass --epochs N with N > %d"
+                % (run_dir, start, epochs, start))
+            return run_dir, None, run_args
+        backend = args.backend or trained_on or _default_backend(log)
+        if trained_on and backend != trained_on:
+            log("resuming on backend %s (the run used %s): the filters will not be bit-identical to an "
+                "uninterrupted run" % (backend, trained_on))
+        if start:
+            model, _ = train.load_model(ck, backend=backend)
+        else:
+            model = ConvNGC(cfg, backend=backend, seed=seed)
+            log("%s has no checkpoint yet (the run stopped in its first epoch): starting it again from epoch 0 "
+                "with its recorded config" % run_dir)
+        if args.data_dir and _abs(args.data_dir) != run_args.get("data_dir"):
+            log("data from %s (the run recorded %s)" % (_abs(args.data_dir), run_args.get("data_dir")))
+            run_args["data_dir"] = _abs(args.data_dir)
+        if epochs != run_args.get("epochs"):
+            log("epochs: %s -> %d" % (run_args.get("epochs"), epochs))
+            run_args["epochs"] = epochs
+            if recorded is not None:                           # only the run part; the model part never changes
+                recorded["run"] = dict(recorded["run"], epochs=epochs, data_dir=run_args.get("data_dir"))
+                train.write_json(os.path.join(run_dir, "config.json"), recorded)
+        dataset, data_dir = run_args["dataset"], run_args.get("data_dir")
+        train_x = _load_images(dataset, "train", data_dir, seed, run_args.get("limit"), cfg, True)
+        val_limit = run_args.get("val_limit")
+        val_x = _load_images(dataset, "val", data_dir, seed, val_limit, cfg, True) if val_limit != 0 \
+            else np.zeros((0,) + train_x.shape[1:], train_x.dtype)
+        log("resuming %s at epoch %d of %d" % (run_dir, start, epochs))
+        train.fit(model, train_x, val_x, epochs, run_args["batch_size"], run_dir, not args.no_progress, seed,
+                  history, start, meta={"run_args": run_args}, log=log, on_checkpoint=status.checkpointed)
+    finally:
+        folder.release()
+    return run_dir, model, run_args
+
+
+def _refuse_changes(args, cfg, run_args, run_dir, log):
+    """--resume with a model or data option that differs from the run's record: refuse, naming each one."""
+    conflicts = []
+    for field, (value, flag) in _overrides(args).items():
+        if value != getattr(cfg, field):
+            conflicts.append("%s %s (the run has %s)" % (flag, _show(value), _show(getattr(cfg, field))))
+    for key, flag in RUN_FLAGS.items():
+        value = getattr(args, key, None)
+        if key == "dataset" and value is not None:
+            value = _dataset_for(value, cfg, lambda s: None)
+        if value is not None and value != run_args.get(key):
+            conflicts.append("%s %s (the run has %s)" % (flag, _show(value), _show(run_args.get(key))))
+    if conflicts:
+        raise UsageError("--resume %s: %s cannot change on resume; start a new run with --out to change them"
+                         % (run_dir, ", ".join(conflicts)))
+
+
+def _show(v):
+    return ",".join(map(str, v)) if isinstance(v, tuple) else "%s" % (v,)
+
+
+def cmd_evaluate(args, model=None, run_dir=None, log=print, status=None, ckpt=None, dataset=None, data_dir=None):
+    for k, v in EVAL_DEFAULTS.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
     if model is None:
-        model, meta = train.load_model(args.checkpoint, backend=args.backend)
-        run_dir = args.checkpoint if os.path.isdir(args.checkpoint) else os.path.dirname(args.checkpoint)
-        dataset = args.dataset or meta.get("run_args", {}).get("dataset", "embedded")
-        args.data_dir = args.data_dir or meta.get("run_args", {}).get("data_dir")
+        path = args.checkpoint
+        ckpt = os.path.join(path, "checkpoint.npz") if os.path.isdir(path) else path
+        run_dir = os.path.dirname(ckpt) or "."
+        cfg, _, _, meta = checkpoint.load(ckpt)
+        if os.path.basename(ckpt) == "checkpoint.npz":
+            _check_same_config(run_dir, _read_config_json(run_dir), cfg)
+        model, meta = train.load_model(ckpt, backend=args.backend or _default_backend(log))    # any backend evaluates any run
+        run_args = meta.get("run_args", {})
+        dataset = args.dataset or run_args.get("dataset", "embedded")
+        data_dir = _abs(args.data_dir) or run_args.get("data_dir")
     else:
-        dataset = args.dataset
+        dataset, data_dir = args.dataset or dataset, _abs(args.data_dir) or data_dir
     out_dir = args.out or run_dir
-    os.makedirs(out_dir, exist_ok=True)
-    C0 = model.cfg.layer_channels[0]
-    results, last = {}, {}
-    bs = args.batch_size or 100
+    if args.out:
+        if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+            raise train.RunDirError("--out %s is a file, not a folder" % out_dir)
+        other = [f for f in ("config.json", "checkpoint.npz") if os.path.exists(os.path.join(out_dir, f))]
+        if other and os.path.realpath(out_dir) != os.path.realpath(run_dir):
+            raise train.RunDirError("--out %s holds another run (%s): the metrics of %s would mix with it; choose a "
+                                    "new or empty folder" % (out_dir, other[0], ckpt))
+    cfg = model.cfg
+    loaded = []                                                 # every task's data first: a data error costs nothing
     for task in args.tasks:
-        name = args.ood_dataset if task == "ood" else dataset
+        name = _dataset_for(args.ood_dataset if task == "ood" else dataset, cfg, log)
         split = "all" if (task == "ood" and name == "cinic10") else args.split
-        x = _load_images(name, split, args, args.limit, C0)
+        loaded.append((task, name, split, _load_images(name, split, data_dir, args.seed, args.limit, cfg, False)))
+    results, last = {}, {}
+    for task, name, split, x in loaded:
         log("%s on %s/%s: %d images x %d trials" % (task, name, split, len(x), args.trials))
-        res, (out, inp, energy) = train.evaluate(model, x, task, args.trials, bs, args.T, args.seed,
+        res, (out, inp, energy) = train.evaluate(model, x, task, args.trials, args.batch_size, args.T, args.seed,
                                                 progress=not getattr(args, "no_progress", False))
         last[task] = (x, out, inp, energy)
         res["dataset"] = name
+        res["data"] = {"dataset": name, "split": split, "n_images": int(len(x)), "limit": args.limit,
+                       "seed": args.seed, "data_dir": data_dir}
         results[task] = res
         s = res["summary"]
         log("  MSE %.3f +/- %.3f | PSNR %.2f dB | SSIM (Eq. 5, global) %.4f | SSIM (windowed) %.4f"
             % (s["mse"]["mean"], s["mse"]["std"], s["psnr"]["mean"], s["ssim_global"]["mean"], s["ssim"]["mean"]))
+    os.makedirs(out_dir, exist_ok=True)
     suffix = train.free_suffix(out_dir)                 # an earlier evaluation's files are kept
     train.write_json(os.path.join(out_dir, "metrics%s.json" % suffix),
-                     {"model_dataset": dataset, "results": results, "metric_scale": "[0,255]",
-                      "noise_std": train.NOISE_STD, "T": args.T or model.cfg.T,
+                     {"model_dataset": dataset, "checkpoint": _checkpoint_info(ckpt), "results": results,
+                      "metric_scale": "[0,255]", "noise_std": train.NOISE_STD, "T": args.T or cfg.T,
                       "ssim": "ssim_global = Eq. 5 on whole-image statistics; ssim = windowed (Gaussian sigma 1.5)"})
     train.report_pictures(out_dir, model, last, suffix)
     log("metrics%s.json, sample grids and the energy curve written to %s" % (suffix, out_dir))
     return results
 
 
-def cmd_run(args, log=print):
-    """The main job: the paper's model (T=60) on the 3,897 real 32x32 photo training patches, 4 epochs of
-    batch 100 on the fastest backend, then reconstruction and denoising of 300 held-out patches over 3
-    trials. 1-3 minutes on 2 cores with the cpu backend. (With Adam 1e-2, longer runs diverged here:
-    10 epochs blew up in epoch 7; the study of issue 7 tunes this.)"""
-    args.resume, args.val_limit = None, 200
-    args.batch_size = args.batch_size or 100
-    if args.lr is None:          # a short demo needs a bigger Adam step than the paper's 1e-3 (500-image batches)
-        args.lr = 1e-2
-        log("main job: Adam step 1e-2 instead of the paper's 1e-3, so that 60 updates show learning")
-    run_dir, model = cmd_train(args, log)
-    ev = argparse.Namespace(checkpoint=run_dir, dataset=args.dataset, split="test", tasks=["reconstruction", "denoising"],
-                            ood_dataset="cifar10", trials=args.trials, limit=300, T=None, out=run_dir,
-                            batch_size=100, seed=args.seed, data_dir=args.data_dir, backend=args.backend,
-                            no_progress=args.no_progress)
-    return cmd_evaluate(ev, model=model, run_dir=run_dir, log=log)
+def cmd_run(args, log=print, status=None):
+    """The main job (MAIN_JOB): the paper's model on real photo patches, a short training with a larger Adam
+    step, then reconstruction and denoising of held-out patches. A few minutes on 2 cores."""
+    job = MAIN_JOB
+    for k in ("dataset", "epochs", "limit", "batch_size", "trials"):
+        if getattr(args, k, None) is None:
+            setattr(args, k, job[k])
+    args.resume, args.val_limit = None, job["val_limit"]
+    if args.lr is None:
+        args.lr = job["lr"]
+        log("main job: Adam step %g instead of the paper's 1e-3, so that %d epochs show learning"
+            % (job["lr"], job["epochs"]))
+    run_dir, model, run_args = cmd_train(args, log, status)
+    ev = argparse.Namespace(checkpoint=run_dir, dataset=None, split="test", tasks=["reconstruction", "denoising"],
+                            ood_dataset="cifar10", trials=args.trials, limit=job["eval_limit"], T=None, out=None,
+                            batch_size=job["eval_batch_size"], seed=args.seed, data_dir=None,
+                            backend=args.backend, no_progress=args.no_progress)
+    return cmd_evaluate(ev, model=model, run_dir=run_dir, log=log, status=status,
+                        ckpt=os.path.join(run_dir, "checkpoint.npz"), dataset=run_args["dataset"],
+                        data_dir=run_args["data_dir"])
 
 
-def cmd_download(args, log=print):
-    from . import download
-    rc = download.main(args.rest, prog="convngc download")
-    if rc:
-        raise SystemExit(rc)
-
-
-def cmd_info(args, log=print):
+def cmd_info(args, log=print, status=None):
     cfg = Config()
     model = ConvNGC(cfg)
     log("paper configuration: channels %s (top -> bottom), %dx%d images, %dx%d filters, stride %d, T=%d, "
         "beta=%g, gamma=%g" % (cfg.channels, *cfg.image_hw, cfg.kernel, cfg.kernel, cfg.stride, cfg.T, cfg.beta, cfg.gamma))
     log("filter weights: %d (+ %d biases)" % (model.n_filter_weights, sum(b.size for b in model.params["b"][1:])))
+    log("Config fields (--set KEY=VALUE): %s" % ", ".join(
+        "%s=%s" % (k, describe_range(k) if k in RANGES else "...") for k in cfg.to_dict()))
+
+
+def _plain_warning(message, category, filename, lineno, file=None, line=None):
+    print("warning: %s" % message, file=sys.stderr if file is None else file)
+
+
+def _interrupted(exc, status):
+    what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+    if status.run_dir is None:
+        return "%s; no run folder was written" % what
+    if status.epoch:
+        return ("%s; %s (epoch %d) is intact: continue with `convngc train --resume %s`"
+                % (what, os.path.join(status.run_dir, "checkpoint.npz"), status.epoch, status.run_dir))
+    return ("%s before the first checkpoint; `convngc train --resume %s` starts the run again from epoch 0"
+            % (what, status.run_dir))
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run, "info": cmd_info}
 
 
 def main(argv=None):
@@ -241,21 +598,29 @@ def main(argv=None):
     if argv[:1] == ["reproduce"]:                      # its own parser and module: convngc/reproduce.py
         from . import reproduce
         return reproduce.main(argv[1:])
-    args = build_parser().parse_args(argv)
-    if getattr(args, "backend", "") is None:
-        args.backend = default_backend()
-        print("backend: %s (the fastest available here; --backend numpy runs the literal reference)" % args.backend)
-    try:
-        {"train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run, "download": cmd_download,
-         "info": cmd_info}[args.cmd](args)
-        return 0
-    except (data.DataError, checkpoint.CheckpointError, train.RunDirError, DivergenceError,
-            BackendUnavailable) as exc:
-        print("error: %s" % exc, file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; the last completed epoch's checkpoint is intact", file=sys.stderr)
-        return 130
+    args = build_parser().parse_args(argv)             # a bad option value: usage + one error line, exit 2
+    status = _Status()
+    with warnings.catch_warnings():
+        warnings.showwarning = _plain_warning          # one plain line, not a source line that looks like a trace
+        try:
+            with sigterm_raises():
+                COMMANDS[args.cmd](args, status=status)
+            return 0
+        except UsageError as exc:
+            print("convngc %s: error: %s" % (args.cmd, exc), file=sys.stderr)
+            return 2
+        except (data.DataError, checkpoint.CheckpointError, train.RunDirError, DivergenceError,
+                BackendUnavailable, ConfigError) as exc:
+            print("error: %s" % exc, file=sys.stderr)
+            return 2
+        except OSError as exc:                         # a full disk, a read-only folder: the file and the cause
+            where = exc.filename if exc.filename else None
+            print("error: cannot write %s: %s" % (where, exc.strerror) if where and exc.strerror
+                  else "error: %s" % exc, file=sys.stderr)
+            return 1
+        except KeyboardInterrupt as exc:               # Ctrl-C, or SIGTERM (Terminated)
+            print(_interrupted(exc, status), file=sys.stderr)
+            return 143 if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -12,16 +12,26 @@ Each file is streamed to a temporary file in the target folder, its checksum is 
 renamed into place (atomic). Tarballs are extracted once (a ``.<tarball>.extracted`` marker records it).
 An existing file is never overwritten: if it verifies it is kept, if not the
 download stops with a :class:`~convngc.data.DataError` asking you to delete it.
+
+A stalled or trickling server is cut off: each read waits at most ``timeout`` seconds, the whole file must
+arrive within ``deadline`` seconds, and the rate over every ``rate_window`` seconds must reach ``min_rate``
+bytes/s (a server sending one byte every few seconds never trips the socket timeout). Ctrl-C and SIGTERM remove
+the temporary ``.part`` file.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
+import re
 import shutil
+import signal
 import sys
 import tarfile
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -30,7 +40,33 @@ from typing import Dict, Optional, Tuple
 
 from .data import DataError
 
-__all__ = ["Remote", "Source", "DATASETS", "download", "fetch", "file_checksum", "extract"]
+__all__ = ["Remote", "Source", "DATASETS", "download", "fetch", "file_checksum", "extract", "Terminated",
+           "sigterm_raises"]
+
+TIMEOUT = 60.0            # s: the longest wait for any single read
+DEADLINE = 6 * 3600.0     # s: the whole file (CINIC-10, 0.7 GB, needs ~35 KB/s to make it)
+MIN_RATE = 4096.0         # bytes/s, averaged over RATE_WINDOW
+RATE_WINDOW = 60.0        # s
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` (the .part file, the run lock) runs."""
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """While inside, SIGTERM raises :class:`Terminated` (in the main thread; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 @dataclass(frozen=True)
@@ -97,10 +133,17 @@ MNIST_RAW_MD5 = {
 }
 
 
+_HEX_DIGITS = {"md5": 32, "sha1": 40, "sha256": 64}
+
+
 def _parse_checksum(checksum: str) -> Tuple[str, str]:
     algo, sep, digest = checksum.partition(":")
-    if not sep or algo not in ("md5", "sha1", "sha256") or not digest:
-        raise DataError(f"checksum {checksum!r} must look like 'md5:<hex>' or 'sha256:<hex>'")
+    if not sep or algo not in _HEX_DIGITS or not digest:
+        raise DataError(f"checksum {checksum!r} must look like 'md5:<hex>' or 'sha256:<hex>' (algorithms: md5, "
+                        f"sha1 or sha256)")
+    if not re.fullmatch(r"[0-9a-fA-F]+", digest) or len(digest) != _HEX_DIGITS[algo]:
+        raise DataError(f"checksum {checksum!r}: {algo} needs {_HEX_DIGITS[algo]} hex digits, got {len(digest)}"
+                        + ("" if re.fullmatch(r"[0-9a-fA-F]*", digest) else " (not all hex)"))
     return algo, digest.lower()
 
 
@@ -113,8 +156,13 @@ def file_checksum(path, algo: str = "sha256") -> str:
     return h.hexdigest()
 
 
-def fetch(url: str, path, checksum: str, progress: bool = True, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``path`` (atomic), verifying ``checksum`` first; keep ``path`` if it already verifies."""
+def fetch(url: str, path, checksum: str, progress: bool = True, timeout: float = TIMEOUT,
+          deadline: float = DEADLINE, min_rate: float = MIN_RATE, rate_window: float = RATE_WINDOW) -> Path:
+    """Download ``url`` to ``path`` (atomic), verifying ``checksum`` first; keep ``path`` if it already verifies.
+
+    ``timeout``: the longest wait for one read; ``deadline``: seconds for the whole file; ``min_rate``: bytes/s
+    that every ``rate_window`` seconds must reach. Any of them failing raises DataError and saves nothing.
+    """
     path = Path(path)
     algo, want = _parse_checksum(checksum)
     if path.exists():
@@ -135,15 +183,35 @@ def fetch(url: str, path, checksum: str, progress: bool = True, timeout: float =
                     if progress:
                         from tqdm import tqdm
                         bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name)
+                    # read1 returns what has arrived (a plain read(n) would wait for n bytes), so the clock is
+                    # checked after every packet, however slowly they come
+                    read = getattr(resp, "read1", resp.read)
+                    t0 = time.monotonic()
+                    got, win_t, win_got = 0, t0, 0
                     try:
-                        for chunk in iter(lambda: resp.read(1 << 16), b""):
+                        for chunk in iter(lambda: read(1 << 16), b""):
                             out.write(chunk)
                             h.update(chunk)
+                            got += len(chunk)
                             if bar is not None:
                                 bar.update(len(chunk))
+                            now = time.monotonic()
+                            if now - t0 > deadline:
+                                raise DataError(f"{url}: not finished after {deadline:g} s (--deadline): {got} of "
+                                                f"{total or '?'} bytes came; nothing was saved. Retry later, use a "
+                                                f"mirror (--base-url) or allow more time")
+                            if now - win_t >= rate_window:
+                                rate = (got - win_got) / (now - win_t)
+                                if rate < min_rate:
+                                    raise DataError(f"{url}: too slow: {rate:.0f} B/s over the last {rate_window:g} s, "
+                                                    f"below the minimum (--min-rate {min_rate:g}); nothing was "
+                                                    f"saved. Retry later or use a mirror (--base-url)")
+                                win_t, win_got = now, got
                     finally:
                         if bar is not None:
                             bar.close()
+            except DataError:
+                raise
             except (urllib.error.URLError, OSError, ValueError) as e:
                 raise DataError(f"{url}: download failed ({e}); check the network or use a mirror "
                                 f"(base_url / --base-url) and retry") from e
@@ -190,16 +258,19 @@ def extract(archive, dest) -> list:
 
 
 def download(name: str, dest, base_url: Optional[str] = None, progress: bool = True,
-             checksums: Optional[Dict[str, str]] = None) -> Path:
+             checksums: Optional[Dict[str, str]] = None, limits: Optional[Dict[str, float]] = None) -> Path:
     """Download dataset ``name`` into ``dest/<name>/``, verify every file and extract tarballs; return that folder.
 
     ``base_url`` replaces the source host: each file is fetched from ``base_url + "/" + filename`` (mirrors,
     tests). ``checksums`` maps file names to ``"algo:hex"`` and overrides/supplies checksums (CINIC-10 needs one).
+    ``limits``: ``timeout``, ``deadline``, ``min_rate``, ``rate_window`` for :func:`fetch`.
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r} for download; choose one of {', '.join(sorted(DATASETS))} "
                         f"(color-mnist is built from mnist, embedded needs no download)")
     checksums = dict(checksums or {})
+    for fname, value in checksums.items():           # every checksum checked before the first byte is fetched
+        _parse_checksum(value)
     folder = Path(dest) / name
     for r in DATASETS[name].files:
         checksum = checksums.get(r.filename, r.checksum)
@@ -208,7 +279,7 @@ def download(name: str, dest, base_url: Optional[str] = None, progress: bool = T
                             f"file's sha256 from a source you trust and pass it, e.g. "
                             f"`convngc download {name} --dest DIR --checksum sha256:<hex>`")
         url = base_url.rstrip("/") + "/" + r.filename if base_url else r.url
-        path = fetch(url, folder / r.filename, checksum, progress=progress)
+        path = fetch(url, folder / r.filename, checksum, progress=progress, **(limits or {}))
         marker = folder / f".{r.filename}.extracted"
         if r.extract and not marker.exists():
             extract(path, folder)
@@ -216,32 +287,68 @@ def download(name: str, dest, base_url: Optional[str] = None, progress: bool = T
     return folder
 
 
+def _positive(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return v
+
+
 def main(argv=None, prog=None) -> int:
-    """`convngc download` and `python data/download.py`: NAME --dest DIR [--base-url] [--checksum] [--quiet]."""
+    """`convngc download` and `python data/download.py`: NAME --dest DIR [--base-url] [--checksum] [--quiet].
+
+    Exit status: 0 done, 1 the download or the disk failed, 2 a bad option, 130 Ctrl-C, 143 SIGTERM.
+    """
     p = argparse.ArgumentParser(prog=prog, description="Download a dataset in its original format, verified by checksum.")
     p.add_argument("name", choices=sorted(DATASETS))
     p.add_argument("--dest", default=os.environ.get("CONVNGC_DATA_DIR"), required=not os.environ.get("CONVNGC_DATA_DIR"),
                    help="data root; files go to DEST/NAME/ (default $CONVNGC_DATA_DIR)")
-    p.add_argument("--base-url", default=None, help="mirror to fetch the files from instead of the official host")
+    p.add_argument("--base-url", default=None, help="mirror to fetch the files from instead of the official host "
+                   "(default: the official host)")
     p.add_argument("--checksum", action="append", default=[], metavar="[FILE=]ALGO:HEX",
-                   help="checksum to use (required for cinic10); FILE= selects the file of a multi-file dataset")
+                   help="checksum to use (required for cinic10); FILE= selects the file of a multi-file dataset "
+                   "(default: the published one)")
+    p.add_argument("--timeout", type=_positive, default=TIMEOUT, help="seconds to wait for any one read "
+                   f"(default {TIMEOUT:g})")
+    p.add_argument("--deadline", type=_positive, default=DEADLINE, help="seconds for a whole file "
+                   f"(default {DEADLINE:g}, {DEADLINE / 3600:g} h)")
+    p.add_argument("--min-rate", type=float, default=MIN_RATE, help="bytes/s each minute must reach; 0 disables "
+                   f"(default {MIN_RATE:g})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     files = [r.filename for r in DATASETS[a.name].files]
     checksums = {}
-    for c in a.checksum:
+    for c in a.checksum:                             # all refused here, before anything is fetched
         fname, sep, value = c.partition("=")
         if not sep:
             if len(files) != 1:
                 p.error(f"{a.name} has several files {files}: use --checksum FILE=ALGO:HEX")
             fname, value = files[0], c
+        elif fname not in files:
+            p.error(f"--checksum {c!r}: {fname!r} is not a file of {a.name} (its files: {', '.join(files)})")
+        try:
+            _parse_checksum(value)
+        except DataError as e:
+            p.error(f"--checksum {c!r}: expected [FILE=]ALGO:HEX; {e}")
         checksums[fname] = value
+    limits = dict(timeout=a.timeout, deadline=a.deadline, min_rate=max(a.min_rate, 0.0), rate_window=RATE_WINDOW)
     try:
-        folder = download(a.name, a.dest, base_url=a.base_url, progress=not a.quiet, checksums=checksums)
+        with sigterm_raises():
+            folder = download(a.name, a.dest, base_url=a.base_url, progress=not a.quiet, checksums=checksums,
+                              limits=limits)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:                             # the destination: read-only, a file, a full disk
+        where = e.filename or a.dest
+        print(f"error: cannot write {where}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:                   # Ctrl-C or SIGTERM: fetch has removed the .part file
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(f"{what}: the partial download was removed; nothing was saved", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     print(f"{a.name}: ready in {folder}")
     return 0
-
-

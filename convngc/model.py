@@ -12,6 +12,7 @@ backend starts from the same numbers) and keeps the optimiser state.
 """
 import functools
 import types
+import warnings
 
 import numpy as np
 
@@ -93,6 +94,13 @@ def check_batch(x, cfg, what="x"):
     xp = _xp(x)
     if not bool(xp.isfinite(x).all()):
         raise ValueError("%s: contains NaN or Inf" % what)
+    if x.size:
+        lo, hi = float(x.min()), float(x.max())
+        # [0, 1] images; a denoising input x + N(0, 0.1) strays a little outside, never past [-1, 2] (10 sigma)
+        if lo < -1.0 or hi > 2.0:
+            hint = " (0-255 scale? divide by 255, or convert uint8 images with convngc.data.to_model)" if hi > 2 else ""
+            raise ValueError("%s: pixel values must lie in [0, 1] (a noisy input a little outside), got range "
+                             "[%.4g, %.4g]%s" % (what, lo, hi, hint))
     return x
 
 
@@ -103,14 +111,22 @@ def _xp(a):
     return np
 
 
-def _check_finite_params(params, where):
+def _nonfinite(a):
+    """'' if every entry of a is finite, else 'NaN' or 'Inf' (NaN when there is any)."""
+    xp = _xp(a)
+    if bool(xp.isfinite(a).all()):
+        return ""
+    return "NaN" if bool(xp.isnan(a).any()) else "Inf"
+
+
+def _check_finite_params(params, where, fix):
     for key, arrs in params.items():
         if arrs is None:
             continue
         for l, a in enumerate(arrs):
-            if a is not None and not bool(_xp(a).isfinite(a).all()):
-                raise DivergenceError("%s: parameter %s[%d] contains NaN/Inf; lower the learning rate (lr) "
-                                      "or beta" % (where, key, l))
+            kind = "" if a is None else _nonfinite(a)
+            if kind:
+                raise DivergenceError("%s: parameter %s[%d] contains %s; %s" % (where, key, l, kind, fix))
 
 
 class ConvNGC:
@@ -133,7 +149,7 @@ class ConvNGC:
         host = params if params is not None else ref_model.init_params(self.cfg, self.rng, self.dtype)
         self.params = {k: None if v is None else [None if a is None else self.backend.to_device(a.astype(self.dtype))
                                                   for a in v] for k, v in host.items()}
-        _check_finite_params(self.params, "ConvNGC(params=...)")
+        _check_finite_params(self.params, "ConvNGC(params=...)", "pass finite parameters")
         self.opt_state = self.backend.init_state(self.params)
         self.last_result = None                              # the SettleResult of the last learn() call
 
@@ -143,16 +159,27 @@ class ConvNGC:
         if clamp not in ("always", "first"):
             raise ValueError("clamp must be 'always' (reconstruction/training) or 'first' (denoising), got %r" % clamp)
         x = check_batch(x, self.cfg)
+        if clamp == "always" and x.size and (float(x.min()) < -1e-3 or float(x.max()) > 1 + 1e-3):
+            warnings.warn("ConvNGC.settle: the clamped input has values outside [0, 1] (range [%.3g, %.3g]); "
+                          "clean images are expected here (only a denoising input, clamp='first', is noisy)"
+                          % (float(x.min()), float(x.max())), stacklevel=2)
+        # NaN/Inf that is already there is named as such; only NaN/Inf born while settling is divergence
+        _check_finite_params(self.params, "ConvNGC.settle", "the parameters were broken before settling "
+                             "(set by hand, or by an earlier failed update): reload a checkpoint")
         if z_top is None:
             z_top = ref_model.draw_top(self.cfg, x.shape[0], self.rng, self.dtype)
+        elif _nonfinite(z_top):
+            raise ValueError("z_top contains %s" % _nonfinite(z_top))
         with np.errstate(over="ignore", invalid="ignore"):      # divergence is reported below, by step
             res = self.backend.settle(self.params, self.backend.to_device(x.astype(self.dtype, copy=False)),
                                       self.cfg, self.backend.to_device(z_top), T=T, clamp=clamp)
         energy = self.backend.to_host(res.energy)
         if not np.isfinite(energy).all():
             t = int(np.argmax(~np.isfinite(energy).all(axis=1)))
-            raise DivergenceError("settling diverged: the energy became NaN/Inf at step %d of %d; lower beta "
-                                  "(now %g) or check the parameters" % (t, energy.shape[0] - 1, self.cfg.beta))
+            kind = "NaN" if np.isnan(energy[t]).any() else "Inf"
+            raise DivergenceError("settling diverged: the energy became %s at step %d of %d (the states grew "
+                                  "without bound from finite inputs and parameters); lower beta (now %g)"
+                                  % (kind, t, energy.shape[0] - 1, self.cfg.beta))
         return res
 
     def reconstruct(self, x, T=None):
@@ -171,7 +198,8 @@ class ConvNGC:
         res = self.last_result = self.settle(x, T=T, clamp="always")
         deltas = self.backend.filter_updates(res, self.params, self.cfg)
         self.backend.step(self.params, deltas, self.opt_state, self.cfg)
-        _check_finite_params(self.params, "learn")
+        _check_finite_params(self.params, "learn", "the filter update overflowed: lower the learning rate "
+                             "(lr, now %g)" % self.cfg.lr)
         return float(np.mean(self.backend.to_host(res.energy[-1])))
 
     # -- bookkeeping -----------------------------------------------------------------------------

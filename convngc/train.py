@@ -15,6 +15,10 @@ import time
 import numpy as np
 
 from ngc_ref.model import output_image
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: the lock file is created exclusively instead
+    fcntl = None
 
 from . import checkpoint, metrics, viz
 from .model import ConvNGC
@@ -28,34 +32,133 @@ NOISE_STD = 0.1
 
 
 class RunDirError(FileExistsError):
-    """A run folder that would be overwritten."""
+    """A run folder that cannot be used: it holds another run, another process is using it, or it is a file."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Run folders: claimed atomically, held for the run's lifetime
+# ---------------------------------------------------------------------------------------------------------------
+LOCK_NAME = ".lock"     # RUN/.lock: flock()ed by the process training in RUN; the kernel drops it when that dies
+
+
+def holds_run(path):
+    """True if folder `path` holds anything besides the lock file (a run, or files a run would mix with)."""
+    return any(name != LOCK_NAME for name in os.listdir(path))
+
+
+def check_run_dir(path):
+    """Fail early (before loading data) if `path` cannot become a new run folder; claim_run_dir decides."""
+    path = os.fspath(path)
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise RunDirError("run folder %s is a file, not a folder; choose another --out" % path)
+        if holds_run(path):
+            raise RunDirError("run folder %s already holds a run; pass --resume %s to continue it, or choose "
+                              "another --out" % (path, path))
+
+
+class RunFolder:
+    """A run folder this process holds (see claim_run_dir); release() lets it go."""
+
+    def __init__(self, path, created, fd):
+        self.path, self.created, self._fd = path, created, fd
+
+    def release(self, remove_if_empty=False):
+        """Unlock; with remove_if_empty, a folder this process created and never wrote into is removed too."""
+        if self._fd is None:
+            return
+        lock = os.path.join(self.path, LOCK_NAME)
+        empty = remove_if_empty and self.created and not holds_run(self.path)
+        if empty or fcntl is None:
+            os.unlink(lock)
+        os.close(self._fd)
+        self._fd = None
+        if empty:
+            os.rmdir(self.path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release(remove_if_empty=True)
+
+
+def _lock(path, created):
+    lock = os.path.join(path, LOCK_NAME)
+    try:
+        if fcntl is None:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        else:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, FileExistsError):
+        try:
+            with open(lock) as f:
+                pid = " (pid %s)" % f.read().strip() if fcntl is not None else ""
+        except OSError:
+            pid = ""
+        if fcntl is not None:
+            os.close(fd)
+        raise RunDirError("run folder %s is in use by another convngc process%s; wait for it to end or choose "
+                          "another --out" % (path, pid)) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, b"%d\n" % os.getpid())
+    return RunFolder(path, created, fd)
+
+
+def claim_run_dir(path, resume=False):
+    """Hold run folder `path` for this process: create it (os.mkdir) or take its lock; for a new run
+    (resume=False) it must hold nothing else. Two processes claiming one folder: exactly one succeeds, the
+    other gets RunDirError. Stale temporary files of a killed earlier process are removed."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise RunDirError("run folder %s is a file, not a folder; choose another --out" % path)
+    if resume and not os.path.isdir(path):
+        raise RunDirError("--resume %s: no such run folder" % path)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    created = False
+    try:
+        os.mkdir(path)
+        created = True
+    except FileExistsError:
+        pass
+    folder = _lock(path, created)
+    checkpoint.clean_stale_tmp(path)
+    if not resume and holds_run(path):
+        folder.release()
+        raise RunDirError("run folder %s already holds a run; pass --resume %s to continue it, or choose another "
+                          "--out" % (path, path))
+    return folder
+
+
+def new_run_dir(base):
+    """Claim a fresh folder named `base`, or `base-2`, `base-3`, ... if taken (even within the same second)."""
+    os.makedirs(os.path.dirname(os.path.abspath(base)), exist_ok=True)
+    k = 1
+    while True:
+        path = base if k == 1 else "%s-%d" % (base, k)
+        try:
+            os.mkdir(path)                    # atomic: of two processes, one creates it, the other moves on
+        except FileExistsError:
+            k += 1
+            continue
+        return _lock(path, created=True)
 
 
 def make_run_dir(path, resume=False):
-    """Create a fresh run folder; refuse to reuse one that holds an earlier run unless resuming."""
-    path = os.fspath(path)
-    if os.path.exists(path) and not resume:
-        if os.listdir(path):
-            raise RunDirError("run folder %s already holds a run; pass --resume %s to continue it, or choose "
-                              "another --out" % (path, path))
-    os.makedirs(path, exist_ok=True)
-    return path
+    """Create a fresh run folder (or check one for resuming) and return its path, without holding it."""
+    claim_run_dir(path, resume).release()
+    return os.fspath(path)
 
 
 def write_json(path, obj):
+    """Strict JSON (NaN/Inf written as null), atomically."""
     def w(tmp):
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+            json.dump(checkpoint.strict_json(obj), f, indent=2, sort_keys=True, allow_nan=False)
             f.write("\n")
     checkpoint.atomic_write(path, w)
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError("not JSON-serialisable: %r" % type(o))
 
 
 def batches(n, batch_size, rng=None):
@@ -88,19 +191,24 @@ def _run_task(model, x, task, batch_size, T, rng, noise_std, progress, desc):
         raise ValueError("unknown task %r: choose reconstruction, denoising or ood" % (task,))
     outs, energies = [], []
     clamp = "first" if task == "denoising" else "always"
-    for idx in _bar(batches(len(x), batch_size), -(-len(x) // batch_size), desc, progress):
+    bar = _bar(batches(len(x), batch_size), -(-len(x) // batch_size), desc, progress)
+    sq, n = 0.0, 0
+    for idx in bar:
         res = model.settle(inp[idx], T=T, clamp=clamp)
         outs.append(model.backend.to_host(output_image(res, model.cfg)))      # zbar^0, or z^0 (cfg.output)
         energies.append(model.backend.to_host(res.energy))
+        if hasattr(bar, "set_postfix"):            # running MSE (0-255 scale, vs the clean images) and energy
+            sq, n = sq + metrics.mse(outs[-1], x[idx]) * len(idx), n + len(idx)
+            bar.set_postfix(mse="%.1f" % (sq / n), energy="%.3g" % float(np.mean(energies[-1][-1])))
     return np.concatenate(outs), inp, np.concatenate(energies, axis=1)
 
 
-def evaluate(model, x, task="reconstruction", trials=1, batch_size=100, T=None, seed=0, progress=False):
+def evaluate(model, x, task="reconstruction", trials=1, batch_size=100, T=None, seed=0, progress=False, desc=None):
     """Metrics of a task, per trial and as mean/std over trials (trial k uses seed + k)."""
     per_trial, last = [], None
     for k in range(trials):
         out, inp, energy = run_task(model, x, task, batch_size, T, seed + k, progress=progress,
-                                    desc="%s, trial %d/%d" % (task, k + 1, trials))
+                                    desc=desc or "%s, trial %d/%d" % (task, k + 1, trials))
         per_trial.append({key: float(v) for key, v in metrics.evaluate_metrics(out, x).items()})
         last = (out, inp, energy)
     summary = {key: {"mean": m, "std": s} for key, (m, s) in metrics.mean_std(per_trial).items()}
@@ -108,10 +216,11 @@ def evaluate(model, x, task="reconstruction", trials=1, batch_size=100, T=None, 
 
 
 def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=True, seed=0, history=None,
-        start_epoch=0, val_batch=100, meta=None, log=print):
+        start_epoch=0, val_batch=100, meta=None, log=print, on_checkpoint=None):
     """Algorithm 1 + 2 over minibatches for `epochs` epochs (counting from start_epoch).
 
-    After each epoch: validation reconstruction MSE, a checkpoint (atomic), the history and its plot.
+    After each epoch: validation reconstruction MSE, a checkpoint (atomic), the history and its plot;
+    on_checkpoint(epoch) is called once that epoch's checkpoint is on disk.
     """
     history = history or {"train_energy": [], "val_mse": [], "epoch_seconds": []}
     rng = np.random.default_rng([seed, 2])
@@ -127,15 +236,19 @@ def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=Tr
             if progress and tqdm is not None:
                 recon = model.backend.to_host(model.last_result.zbar[0])
                 bar.set_postfix(energy="%.3g" % energies[-1], mse="%.1f" % metrics.mse(recon, train_x[idx]))
-        val = evaluate(model, val_x, "reconstruction", 1, val_batch, seed=seed)[0]["summary"]["mse"]["mean"] \
+        val = evaluate(model, val_x, "reconstruction", 1, val_batch, seed=seed, progress=progress,
+                       desc="epoch %d/%d validation" % (epoch + 1, epochs))[0]["summary"]["mse"]["mean"] \
             if len(val_x) else float("nan")
         history["train_energy"].append(float(np.mean(energies)))
         history["val_mse"].append(float(val))
         history["epoch_seconds"].append(time.time() - t0)
-        log("epoch %d/%d: train energy %.4g per image, validation reconstruction MSE %.4g (0-255 scale), %.1fs"
-            % (epoch + 1, epochs, history["train_energy"][-1], val, history["epoch_seconds"][-1]))
+        log("epoch %d/%d: train energy %.4g per image, validation reconstruction MSE %s (0-255 scale), %.1fs"
+            % (epoch + 1, epochs, history["train_energy"][-1], "%.4g" % val if val == val else "- (no validation set)",
+               history["epoch_seconds"][-1]))
         if run_dir is not None:
             save_run_state(run_dir, model, epoch + 1, history, seed, meta)
+            if on_checkpoint is not None:
+                on_checkpoint(epoch + 1)
     return history
 
 
@@ -186,4 +299,7 @@ def report_pictures(run_dir, model, tasks_last, suffix=""):
         viz.save_grid(os.path.join(run_dir, "samples_%s%s.png" % (task, suffix)), rows)
     curves = {task: v[3] for task, v in tasks_last.items()}
     viz.plot_energy(os.path.join(run_dir, "energy%s.png" % suffix), curves, title="Energy during settling (per image)")
-    viz.save_filters(os.path.join(run_dir, "filters_layer1%s.png" % suffix), model.host_params()["W"][1])
+    W1 = model.host_params()["W"][1]
+    viz.save_filters(os.path.join(run_dir, "filters_layer1%s.png" % suffix), W1,
+                     title="Layer-1 filters W^1: how each of the %d maps of z^1 paints the image\n"
+                           "(an RGB %dx%d kernel each; mid grey = 0)" % (W1.shape[0], W1.shape[2], W1.shape[3]))

@@ -7,18 +7,21 @@
 * Every file is written atomically: to a temporary file in the destination directory, then
   ``os.replace``-d onto the final path (no partial PNGs, no temp files left behind on error).
   Parent directories are created as needed.  All functions return the written path as ``str``.
+* Curves are drawn at a fixed size (640 x 400 pixels per panel), energies always on a log axis, epochs as
+  whole numbers. ``energy_figure``, ``training_figure`` and ``filters_figure`` return the figure, to test.
 """
 from __future__ import annotations
 
 import warnings
-from typing import Iterable, Mapping, Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .checkpoint import atomic_write  # one temp-file-and-rename writer for every file we save
 
-__all__ = ["save_grid", "plot_energy", "plot_training", "save_filters", "grid_geometry"]
+__all__ = ["save_grid", "plot_energy", "plot_training", "save_filters", "grid_geometry", "energy_figure",
+           "training_figure", "filters_figure", "filter_tiles"]
 
 _BG = 255  # white background
 _LABEL_MARGIN = 6
@@ -29,7 +32,7 @@ def _save_pil(img: Image.Image, path) -> str:
 
 
 def _save_fig(fig, path, dpi: int = 100) -> str:
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
 
 
 def _new_figure(nrows: int = 1, ncols: int = 1, figsize=(6.4, 4.0)):
@@ -130,54 +133,30 @@ def save_grid(path, rows: Mapping[str, np.ndarray], n: int = 8, *, upscale: int 
 # ----------------------------------------------------------------------------------------------
 # curves
 # ----------------------------------------------------------------------------------------------
-def _finite_positive_span(values: Iterable[np.ndarray]):
-    vals = np.concatenate([np.ravel(np.asarray(v, dtype=np.float64)) for v in values])
-    vals = vals[np.isfinite(vals)]
-    if vals.size == 0:
-        return None
-    return float(vals.min()), float(vals.max())
-
-
-def _use_log(values: Iterable[np.ndarray]) -> bool:
-    """Log y-axis iff all finite values are > 0 and they span more than two decades."""
-    span = _finite_positive_span(values)
-    if span is None:
-        return False
-    lo, hi = span
-    return lo > 0 and hi / lo > 100.0
-
-
 def _to_float(seq) -> np.ndarray:
     return np.asarray([np.nan if v is None else v for v in seq], dtype=np.float64)
 
 
+def _whole_epochs(ax, n):
+    """Epoch axis: ticks on whole numbers only, 1..n in view."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlim(0.5, max(n, 1) + 0.5)
+
+
 EnergyLike = Union[np.ndarray, Sequence[float]]
+ENERGY_LABEL = "energy per image, ½ Σ_l ‖e^l‖² (log)"
 
 
-def plot_energy(path, energy: Union[EnergyLike, Mapping[str, EnergyLike]], *,
-                label: Optional[str] = None, title: Optional[str] = None,
-                kind: Optional[str] = None, band: str = "std") -> str:
-    """Plot energy curve(s) to a PNG.
-
-    ``energy`` may be
-
-    * a NumPy array of shape ``(T+1,)`` -- energy over the settling steps t = 0..T;
-    * a NumPy array of shape ``(T+1, B)`` -- per-image energies; the mean over B is drawn with a
-      shaded band (``band="std"``: mean +/- 1 std, ``band="minmax"``: min..max);
-    * a list/tuple of per-epoch values (x = epoch 1..E);
-    * a dict ``{label: any of the above}`` for several curves on one axis.
-
-    ``kind`` (``"steps"`` or ``"epochs"``) overrides the x-axis inferred from the type.  The y axis
-    is logarithmic when all values are positive and span more than two decades.
-    """
+def energy_figure(energy: Union[EnergyLike, Mapping[str, EnergyLike]], *, label: Optional[str] = None,
+                  title: Optional[str] = None, kind: Optional[str] = None, band: str = "std"):
+    """The figure of :func:`plot_energy` (see there)."""
     if band not in ("std", "minmax"):
         raise ValueError(f"band must be 'std' or 'minmax'; got {band!r}")
     if kind not in (None, "steps", "epochs"):
         raise ValueError(f"kind must be None, 'steps' or 'epochs'; got {kind!r}")
-    if isinstance(energy, Mapping):
-        series = list(energy.items())
-    else:
-        series = [(label, energy)]
+    series = list(energy.items()) if isinstance(energy, Mapping) else [(label, energy)]
     if not series:
         raise ValueError("plot_energy: no curves given")
 
@@ -192,90 +171,134 @@ def plot_energy(path, energy: Union[EnergyLike, Mapping[str, EnergyLike]], *,
             k = k or "epochs"
         if arr.ndim not in (1, 2) or arr.shape[0] == 0:
             raise ValueError(f"energy {lab!r}: expected shape (T+1,) or (T+1, B); got {arr.shape}")
+        finite = arr[np.isfinite(arr)]
+        if finite.size and finite.min() <= 0:
+            raise ValueError(f"energy {lab!r}: energies must be > 0 for the log axis, got {finite.min():g}")
         x = np.arange(arr.shape[0]) + (1 if k == "epochs" else 0)
         if arr.ndim == 2:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean = np.nanmean(arr, axis=1)
-                if band == "std":
+                if band == "std":       # on the log axis the band never reaches below the lowest image
                     sd = np.nanstd(arr, axis=1)
-                    lo, hi = mean - sd, mean + sd
+                    lo, hi = np.maximum(mean - sd, np.nanmin(arr, axis=1)), mean + sd
                 else:
                     lo, hi = np.nanmin(arr, axis=1), np.nanmax(arr, axis=1)
         else:
             mean, lo, hi = arr, None, None
         curves.append((lab, x, mean, lo, hi, k))
 
-    means = [c[2] for c in curves]
-    log_y = _use_log(means)
     fig, axes = _new_figure()
     ax = axes[0, 0]
+    # One rule: energy (a sum of squares, > 0) is always on a log axis. It falls by decades in one run and by a
+    # factor of two in another; a rule that switched scales at some span drew the two differently.
+    ax.set_yscale("log")
     for lab, x, mean, lo, hi, _ in curves:
         (line,) = ax.plot(x, mean, marker="o" if len(x) <= 30 else None, markersize=3, label=lab)
         if lo is not None:
-            if log_y:  # keep the band drawable on a log axis
-                floor = np.nanmin(mean[mean > 0]) * 1e-3 if np.any(mean > 0) else 1e-12
-                lo = np.maximum(lo, floor)
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.25, linewidth=0,
                             label=None if lab is None else f"{lab} ({'±1 std' if band == 'std' else 'min–max'})")
     kinds = {c[5] for c in curves}
-    ax.set_xlabel("settling step t" if kinds == {"steps"} else
-                  "epoch" if kinds == {"epochs"} else "step / epoch")
-    ax.set_ylabel("energy" + (" (log scale)" if log_y else ""))
-    if log_y:
-        ax.set_yscale("log")
+    ax.set_xlabel("settling step t" if kinds == {"steps"} else "epoch" if kinds == {"epochs"} else "step / epoch")
+    if kinds == {"epochs"}:
+        _whole_epochs(ax, max(len(c[1]) for c in curves))
+    else:
+        from matplotlib.ticker import MaxNLocator
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0, max(max(len(c[1]) for c in curves) - 1, 1))
+    ax.set_ylabel(ENERGY_LABEL)
     if title is None:
         title = ("Energy over settling steps" if kinds == {"steps"} else
                  "Energy per epoch" if kinds == {"epochs"} else "Energy")
     ax.set_title(title)
-    ax.grid(True, alpha=0.3)
+    ax.grid(True, which="major", alpha=0.3)
     if any(c[0] is not None for c in curves):
         ax.legend(loc="best", fontsize=8)
-    return _save_fig(fig, path)
+    fig.tight_layout()
+    return fig
 
 
-def plot_training(path, history: Mapping[str, Sequence[float]], *,
-                  title: Optional[str] = "Training history") -> str:
-    """One panel per history key (e.g. ``train_energy``, ``val_mse``) against epoch 1..E.
+def plot_energy(path, energy: Union[EnergyLike, Mapping[str, EnergyLike]], *,
+                label: Optional[str] = None, title: Optional[str] = None,
+                kind: Optional[str] = None, band: str = "std") -> str:
+    """Plot energy curve(s) to a 640 x 400 PNG.
 
-    ``None``/NaN entries are left as gaps; empty lists are skipped.  Each panel gets a log y axis
-    when its values are positive and span more than two decades.
+    ``energy`` may be
+
+    * a NumPy array of shape ``(T+1,)`` -- energy over the settling steps t = 0..T;
+    * a NumPy array of shape ``(T+1, B)`` -- per-image energies; the mean over B is drawn with a
+      shaded band (``band="std"``: mean +/- 1 std, ``band="minmax"``: min..max);
+    * a list/tuple of per-epoch values (x = epoch 1..E);
+    * a dict ``{label: any of the above}`` for several curves on one axis.
+
+    ``kind`` (``"steps"`` or ``"epochs"``) overrides the x-axis inferred from the type.  The y axis is always
+    logarithmic (energies are > 0; a value <= 0 is a ValueError).
     """
+    return _save_fig(energy_figure(energy, label=label, title=title, kind=kind, band=band), path)
+
+
+# history key -> (axis label in words, with units; scale; panel title)
+TRAINING_AXES = {
+    "train_energy": ("training energy per image\n(after T steps, log)", "log", "Energy of the training batches"),
+    "val_mse": ("validation MSE\n(reconstruction, 0-255 scale)", "linear", "Validation reconstruction error"),
+    "epoch_seconds": ("seconds per epoch", "linear", "Time"),
+}
+
+
+def training_figure(history: Mapping[str, Sequence[float]], *, title: Optional[str] = "Training history"):
+    """The figure of :func:`plot_training` (see there)."""
     items = [(str(k), _to_float(v)) for k, v in history.items()]
     for k, v in items:
         if v.ndim != 1:
             raise ValueError(f"history[{k!r}] must be a 1-D list of per-epoch values; got shape {v.shape}")
-    items = [(k, v) for k, v in items if v.size > 0]
+    items = [(k, v) for k, v in items if np.isfinite(v).any()]          # e.g. no validation set: no panel
     if not items:
         raise ValueError("plot_training: history has no non-empty series")
     n = len(items)
     fig, axes = _new_figure(n, 1, figsize=(6.4, 2.6 * n))
     for ax, (k, v) in zip(axes[:, 0], items):
+        ylabel, scale, panel = TRAINING_AXES.get(k, (k.replace("_", " "), "linear", k.replace("_", " ")))
         x = np.arange(1, v.size + 1)
         ax.plot(x, v, marker="o" if v.size <= 30 else None, markersize=3)
-        ax.set_ylabel(k)
+        ax.set_yscale(scale)
+        ax.set_ylabel(ylabel, fontsize=9)
         ax.set_xlabel("epoch")
-        if _use_log([v]):
-            ax.set_yscale("log")
-        ax.grid(True, alpha=0.3)
-        ax.set_title(k.replace("_", " "), fontsize=10)
+        _whole_epochs(ax, v.size)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_title(panel, fontsize=10)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save_fig(fig, path)
+    return fig
+
+
+def plot_training(path, history: Mapping[str, Sequence[float]], *,
+                  title: Optional[str] = "Training history") -> str:
+    """One panel per history key (e.g. ``train_energy``, ``val_mse``) against epoch 1..E, 640 x 260 pixels each.
+
+    Axes are labelled in words with units (:data:`TRAINING_AXES`); epochs are whole numbers; energy is on a log
+    axis and errors on a linear one.  ``None``/NaN entries are left as gaps; empty lists are skipped.
+    """
+    return _save_fig(training_figure(history, title=title), path)
 
 
 # ----------------------------------------------------------------------------------------------
 # filters
 # ----------------------------------------------------------------------------------------------
-def save_filters(path, W, *, upscale: int = 8, pad: int = 1, max_out: int = 64,
-                 max_in: int = 64) -> str:
-    """Tile a ``(C_out, C_in, K, K)`` filter bank: row i = output channel i, column j = input j.
+FILTER_CMAP = "RdBu_r"      # deeper layers: blue < 0 < red, white = 0
 
-    Grey scale, symmetric around zero for the whole bank: 0 -> mid grey, +max|W| -> white,
-    -max|W| -> black.  Each kernel is upscaled ``upscale``x (nearest); tiles are separated by
-    ``pad`` pixels of a light blue background.  At most ``max_out`` x ``max_in`` kernels are shown.
-    Output size: ``(co*(K*up+pad)+pad)`` high by ``(ci*(K*up+pad)+pad)`` wide.
+
+def filter_tiles(W, *, upscale: int = 16, pad: int = 2, ncols: Optional[int] = None, max_out: int = 64,
+                 max_in: int = 64):
+    """A ``(C_out, C_in, K, K)`` filter bank as one uint8 RGB image, each K x K kernel upscaled ``upscale``x.
+
+    * ``C_in == 3`` (the bottom layer, which predicts RGB pixels): one colour tile per output map, the three
+      input channels as R, G, B, each ``0.5 + 0.5 * w / max|W|`` (mid grey = 0), tiles in a grid of ``ncols``
+      columns (default: about square) on white.
+    * otherwise: row i = output map i, column j = input map j, each weight through the diverging colour map
+      :data:`FILTER_CMAP` at ``(w / max|W| + 1) / 2`` (white = 0), on grey.
+
+    Returns ``(image, max|W|)``; the scale is symmetric around zero for the whole bank shown.
     """
     w = np.asarray(W, dtype=np.float64)
     if w.ndim != 4:
@@ -283,20 +306,61 @@ def save_filters(path, W, *, upscale: int = 8, pad: int = 1, max_out: int = 64,
     if w.size == 0:
         raise ValueError(f"W is empty (shape {w.shape})")
     up, pad = max(1, int(upscale)), max(0, int(pad))
-    w = w[: int(max_out), : int(max_in)]
-    w = np.nan_to_num(w, nan=0.0, posinf=0.0, neginf=0.0)
+    w = np.nan_to_num(w[: int(max_out), : int(max_in)], nan=0.0, posinf=0.0, neginf=0.0)
     co, ci, kh, kw = w.shape
     m = float(np.abs(w).max())
-    g = 0.5 + 0.5 * (w / m if m > 0 else w)
-    g = np.rint(np.clip(g, 0.0, 1.0) * 255.0).astype(np.uint8)
+    u = w / m if m > 0 else w                                         # in [-1, 1]
     th, tw = kh * up, kw * up
-    height, width = co * (th + pad) + pad, ci * (tw + pad) + pad
-    canvas = np.empty((height, width, 3), dtype=np.uint8)
-    canvas[:] = (200, 220, 255)
-    big = np.repeat(np.repeat(g, up, axis=2), up, axis=3)
+    if ci == 3:
+        cols = int(ncols) if ncols else int(np.ceil(np.sqrt(co)))
+        rows = -(-co // cols)
+        rgb = np.rint(np.clip(0.5 + 0.5 * u, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1)  # (co, K, K, 3)
+        canvas = np.full((rows * (th + pad) + pad, cols * (tw + pad) + pad, 3), 255, np.uint8)
+        for i in range(co):
+            r, c = divmod(i, cols)
+            y0, x0 = pad + r * (th + pad), pad + c * (tw + pad)
+            canvas[y0:y0 + th, x0:x0 + tw] = np.repeat(np.repeat(rgb[i], up, axis=0), up, axis=1)
+        return canvas, m
+    from matplotlib import colormaps
+
+    rgb = np.rint(colormaps[FILTER_CMAP]((u + 1) / 2)[..., :3] * 255).astype(np.uint8)   # (co, ci, K, K, 3)
+    canvas = np.full((co * (th + pad) + pad, ci * (tw + pad) + pad, 3), 128, np.uint8)
     for i in range(co):
-        y0 = pad + i * (th + pad)
         for j in range(ci):
-            x0 = pad + j * (tw + pad)
-            canvas[y0:y0 + th, x0:x0 + tw] = big[i, j][:, :, None]
-    return _save_pil(Image.fromarray(canvas), path)
+            y0, x0 = pad + i * (th + pad), pad + j * (tw + pad)
+            canvas[y0:y0 + th, x0:x0 + tw] = np.repeat(np.repeat(rgb[i, j], up, axis=0), up, axis=1)
+    return canvas, m
+
+
+def filters_figure(W, *, title: Optional[str] = None, upscale: int = 16, pad: int = 2, max_out: int = 64,
+                   max_in: int = 64, dpi: int = 100):
+    """The figure of :func:`save_filters`: the tiles shown at least 1:1, a title and a colour scale."""
+    from matplotlib import cm, colors
+
+    tiles, m = filter_tiles(W, upscale=upscale, pad=pad, max_out=max_out, max_in=max_in)
+    w = np.asarray(W)
+    rgb = w.shape[1] == 3
+    h_px, w_px = tiles.shape[:2]
+    scale = max(1.0, 260.0 / max(h_px, w_px))                       # small banks are enlarged to stay readable
+    fig, axes = _new_figure(figsize=(max(w_px * scale / dpi + 2.0, 5.6), h_px * scale / dpi + 1.2))
+    ax = axes[0, 0]
+    ax.imshow(tiles, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title is None:
+        K = w.shape[-1]
+        title = (f"{w.shape[0]} filters, each an RGB {K}x{K} kernel" if rgb else
+                 f"{w.shape[0]} x {w.shape[1]} filters ({K}x{K}): row = output map, column = input map")
+    ax.set_title(title, fontsize=10)
+    sm = cm.ScalarMappable(norm=colors.Normalize(-m, m), cmap="gray" if rgb else FILTER_CMAP)
+    cb = fig.colorbar(sm, ax=ax, fraction=0.08, pad=0.03)
+    cb.set_label("weight, per colour channel (grey = 0)" if rgb else "weight (white = 0)", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save_filters(path, W, *, title: Optional[str] = None, upscale: int = 16, pad: int = 2, max_out: int = 64,
+                 max_in: int = 64) -> str:
+    """PNG of a filter bank (:func:`filter_tiles`): each kernel upscaled, colour for the RGB layer, a title and
+    a colour scale symmetric around zero."""
+    return _save_fig(filters_figure(W, title=title, upscale=upscale, pad=pad, max_out=max_out, max_in=max_in), path)

@@ -98,7 +98,8 @@ def main(argv=None) -> int:
     a.arch = [x for x in a.arch if re.fullmatch(r"(sm|compute)_\d+[a-z]?", x)] or ["sm_80", "sm_90"]
     binding, _, version = nvrtc_backend()
     rows, errors = check_all(a.arch, a.files or None)
-    print(markdown(rows, version), end="")
+    if not a.check:                     # with --check the table is printed only when something is wrong
+        print(markdown(rows, version), end="")
     status = 0
     for e in errors:
         print(f"\nCOMPILE ERROR {e}", file=sys.stderr)
@@ -133,8 +134,6 @@ def main(argv=None) -> int:
             note = f" (committed with NVRTC {old.get('nvrtc')}, this is {version})" if old.get("nvrtc") != version else ""
             print(f"STALE: {committed} differs from this build{note}:\n" + "\n".join(diffs), file=sys.stderr)
             status = 1
-        else:
-            print(f"{committed} is up to date")
         readme = kernel_dir() / "README.md"
         if readme.is_file() and BEGIN in readme.read_text() and not a.files:
             text = readme.read_text()
@@ -142,6 +141,11 @@ def main(argv=None) -> int:
                 print(f"STALE: the resource table of {readme} differs from this build; run `make resources`",
                       file=sys.stderr)
                 status = 1
+        if status:
+            print(markdown(rows, version), end="")
+        else:
+            print(f"compile check: {len({(r['file'], r['kernel']) for r in rows})} kernels compiled for "
+                  f"{', '.join(a.arch)} with NVRTC {version}, no spills; {committed} is up to date")
     return status
 
 

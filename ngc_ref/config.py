@@ -5,7 +5,81 @@ as the paper writes its configuration ({10, 15, 20, 25, 3}: the last entry is th
 Everywhere else (model code, params lists, the glossary of ngc_ref/model.py) layers are indexed bottom-up,
 l = 0 (the image) .. L (the top), and `layer_channels[l]` = C_l = channels[L - l].
 """
+import math
+import numbers
 from dataclasses import dataclass, asdict, fields
+
+
+class ConfigError(ValueError):
+    """A Config value out of its range; `field` names the option (the command line maps it to its flag)."""
+
+    def __init__(self, field, message):
+        super().__init__("config: " + message)
+        self.field = field
+
+
+# The allowed values of each scalar option: (kind, low, low included, high, high included); None = unbounded.
+# Config.validate checks them and the command line checks each option against the same table.
+RANGES = {
+    "kernel": ("int", 1, True, None, None),
+    "stride": ("int", 1, True, None, None),
+    "T": ("int", 1, True, None, None),                 # Algorithm 1 needs at least one settling step
+    "beta": ("float", 0, True, None, None),
+    "gamma": ("float", 0, True, 1, True),
+    "leak": ("float", 0, True, 1, True),               # leaky-ReLU slope: 0 = ReLU, 1 = identity
+    "mu_z": ("float", None, None, None, None),
+    "sigma_z": ("float", 0, True, None, None),
+    "w_std": ("float", 0, True, None, None),
+    "pcn": ("bool",),
+    "learn_E": ("bool",),
+    "lam": ("float", 0, True, None, None),
+    "optimizer": ("choice", "adam", "normalized"),
+    "lr": ("float", 0, True, None, None),
+    "adam_b1": ("float", 0, True, 1, False),
+    "adam_b2": ("float", 0, True, 1, False),
+    "adam_eps": ("float", 0, False, None, None),
+    "norm_eps": ("float", 0, False, None, None),
+    "max_kernel_norm": ("float", 0, False, None, None),   # 0 would zero every filter
+    "bias": ("choice", "channel", "pixel"),
+    "reduce": ("choice", "sum", "mean"),
+    "gamma_bottom": ("bool",),
+    "output": ("choice", "zbar", "z"),
+}
+
+
+def describe_range(name):
+    """'an integer >= 1', 'a number in [0, 1)', ...: the words of the messages and of --help."""
+    kind, *r = RANGES[name]
+    if kind == "bool":
+        return "true or false"
+    if kind == "choice":
+        return "one of " + ", ".join(r)
+    lo, lo_in, hi, hi_in = r
+    what = "an integer" if kind == "int" else ("a number" if lo is not None and hi is not None else "a finite number")
+    if lo is not None and hi is not None:
+        return "%s in %s%g, %g%s" % (what, "[" if lo_in else "(", lo, hi, "]" if hi_in else ")")
+    if lo is not None:
+        return "%s %s %g" % (what, ">=" if lo_in else ">", lo)
+    return what
+
+
+def check_option(name, value):
+    """Raise ConfigError unless `value` is allowed for option `name` (see RANGES); return it unchanged."""
+    kind, *r = RANGES[name]
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "choice":
+        ok = value in r
+    else:
+        ok = isinstance(value, numbers.Integral if kind == "int" else numbers.Real) and not isinstance(value, bool)
+        if ok:
+            lo, lo_in, hi, hi_in = r
+            v = float(value)
+            ok = (math.isfinite(v) and (lo is None or (v >= lo if lo_in else v > lo))
+                  and (hi is None or (v <= hi if hi_in else v < hi)))
+    if not ok:
+        raise ConfigError(name, "%s must be %s, got %r" % (name, describe_range(name), value))
+    return value
 
 
 @dataclass(frozen=True)
@@ -57,37 +131,27 @@ class Config:
         return tuple(v // self.stride ** l for v in self.image_hw)
 
     def validate(self):
+        for name in ("kernel", "stride"):               # before the layer sizes below divide by them
+            check_option(name, getattr(self, name))
         if len(self.channels) < 2:
-            raise ValueError("config: need at least two layers (a latent layer and the image), got channels=%s"
+            raise ConfigError("channels", "need at least two layers (a latent layer and the image), got channels=%s"
                              % (self.channels,))
         if any(c < 1 for c in self.channels):
-            raise ValueError("config: every layer needs >= 1 channel, got channels=%s" % (self.channels,))
-        if self.kernel < 1 or self.stride < 1:
-            raise ValueError("config: kernel and stride must be >= 1 (kernel=%d, stride=%d)" % (self.kernel, self.stride))
+            raise ConfigError("channels", "every layer needs >= 1 channel, got channels=%s" % (self.channels,))
         if len(self.image_hw) != 2:
-            raise ValueError("config: image_hw must be (H, W), got %s" % (self.image_hw,))
+            raise ConfigError("image_hw", "image_hw must be (H, W), got %s" % (self.image_hw,))
         f = self.stride ** self.L
         for v in self.image_hw:
             if v % f or v // f < 1:
                 sizes = " -> ".join("%g" % (v / self.stride ** l) for l in range(self.L + 1))
-                raise ValueError(
-                    "config: image side %d does not divide by stride^L = %d^%d = %d, so the maps do not "
+                raise ConfigError("image_hw",
+                    "image side %d does not divide by stride^L = %d^%d = %d, so the maps do not "
                     "halve cleanly (%s). Use an image side that is a multiple of %d or fewer layers."
                     % (v, self.stride, self.L, f, sizes, f))
-        if self.T < 0:
-            raise ValueError("config: T must be >= 0, got %d" % self.T)
         if self.optimizer not in ("adam", "normalized"):
-            raise ValueError("config: unknown optimizer %r (choose 'adam' or 'normalized')" % (self.optimizer,))
-        for name, allowed in (("bias", ("channel", "pixel")), ("reduce", ("sum", "mean")), ("output", ("zbar", "z"))):
-            if getattr(self, name) not in allowed:
-                raise ValueError("config: unknown %s %r (choose %s)" % (name, getattr(self, name),
-                                                                      " or ".join(repr(a) for a in allowed)))
-        if not isinstance(self.gamma_bottom, bool):
-            raise ValueError("config: gamma_bottom must be True or False, got %r" % (self.gamma_bottom,))
-        for name in ("beta", "gamma", "lr", "sigma_z", "w_std", "max_kernel_norm"):
-            v = getattr(self, name)
-            if not (v == v and v >= 0 and v != float("inf")):
-                raise ValueError("config: %s must be a finite number >= 0, got %r" % (name, v))
+            raise ConfigError("optimizer", "unknown optimizer %r (choose 'adam' or 'normalized')" % (self.optimizer,))
+        for name in RANGES:
+            check_option(name, getattr(self, name))
 
     def to_dict(self):
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

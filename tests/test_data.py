@@ -8,7 +8,12 @@ import io
 import pickle
 import socket
 import tarfile
+import re
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +37,13 @@ def write_idx(path: Path, arr: np.ndarray) -> Path:
     return path
 
 
-def write_cifar_batch(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+def write_cifar_batch(path: Path, x: np.ndarray, y, protocol: int = 2) -> None:
     """A batch exactly as the CIFAR-10 python version: dict with bytes keys, data (N, 3072) R,G,B planes."""
-    d = {b"batch_label": b"testing batch 1 of 1", b"labels": [int(v) for v in y],
+    d = {b"batch_label": b"testing batch 1 of 1", b"labels": [v if isinstance(v, str) else int(v) for v in y],
          b"data": x.transpose(0, 3, 1, 2).reshape(len(x), 3072).copy(),
          b"filenames": [f"img_{i}.png".encode() for i in range(len(x))]}
     with open(path, "wb") as f:
-        pickle.dump(d, f, protocol=2)
+        pickle.dump(d, f, protocol=protocol)
 
 
 @pytest.fixture(scope="module")
@@ -593,3 +598,165 @@ def test_download_script(tmp_path, tiny_dataset, capsys):
     assert mod.main(["tiny", "--dest", str(tmp_path / "e"), "--base-url", base, "--quiet",
                      "--checksum", "md5:" + "1" * 32]) == 1
     assert "checksum mismatch" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ issue 10: data that does not fit
+def test_empty_sets_are_errors(tmp_path):
+    np.savez(tmp_path / "e.npz", x=np.zeros((0, 32, 32, 3), np.uint8), y=np.zeros(0, np.uint8))
+    with pytest.raises(DataError, match=r"e\.npz: holds no images"):
+        D.load_npz(tmp_path / "e.npz")
+    write_idx(tmp_path / "z-idx3-ubyte", np.zeros((0, 28, 28), np.uint8))
+    with pytest.raises(DataError, match=r"z-idx3-ubyte: zero-sized dimension in header dims \(0, 28, 28\)"):
+        D.load_idx(tmp_path / "z-idx3-ubyte")
+    with pytest.raises(DataError, match=r"limit must be >= 1, got 0"):
+        D.load_dataset("embedded", "train", limit=0)
+    d = tmp_path / "cifar10"
+    d.mkdir()
+    np.savez(d / "cifar10_train_batch1.npz", x=np.full((5, 32, 32, 3), 99, np.uint8), y=np.zeros(5, np.uint8))
+    with pytest.raises(DataError, match=r"cifar10.*'val'.*0 images.*5 training images"), \
+            pytest.warns(UserWarning, match="only 1 of 5 training files"):
+        D.load_dataset("cifar10", "val", data_dir=tmp_path)                  # 10% of 5 images is none
+
+
+def test_grayscale_cifar_npz_is_refused(tmp_path):
+    d = tmp_path / "cifar10"
+    d.mkdir()
+    np.savez(d / "cifar10_test.npz", x=np.full((4, 32, 32), 99, np.uint8), y=np.zeros(4, np.uint8))
+    with pytest.raises(DataError, match=r"cifar10_test\.npz: 'x' has shape \(4, 32, 32\).*\(N, 32, 32, 3\)"):
+        D.load_dataset("cifar10", "test", data_dir=tmp_path)
+
+
+def test_16_bit_png_is_scaled_not_clipped(tmp_path):
+    a = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)           # 0 .. 65472
+    (tmp_path / "c").mkdir()
+    Image.fromarray(a).save(tmp_path / "c" / "0.png")
+    assert Image.open(tmp_path / "c" / "0.png").mode.startswith("I")
+    x, _, _ = D.load_image_folder(tmp_path)
+    want = np.rint(a / 257.0).astype(np.uint8)
+    assert x.shape == (1, 32, 32, 3) and np.array_equal(x[0, ..., 0], want) and np.array_equal(x[0, ..., 2], want)
+
+
+def test_npz_of_only_zeros_and_ones_warns(tmp_path):
+    p = tmp_path / "mask.npz"
+    np.savez(p, x=(np.random.default_rng(0).random((5, 32, 32, 3)) > 0.5).astype(np.uint8))
+    with pytest.warns(UserWarning, match=r"mask\.npz: pixel values are only 0 and 1.*0-255"):
+        D.load_npz(p)
+
+
+def test_cifar_pickle_protocol_5_is_read(tmp_path, cifar_test):
+    x, y = cifar_test
+    write_cifar_batch(tmp_path / "b5", x[:3], y[:3], protocol=5)
+    gx, gy = D.load_cifar_batch(tmp_path / "b5")
+    assert np.array_equal(gx, x[:3]) and np.array_equal(gy, y[:3])
+
+
+def test_string_labels_are_named(tmp_path, cifar_test):
+    x = cifar_test[0][:3]
+    write_cifar_batch(tmp_path / "b", x, ["cat", "dog", "cat"])
+    with pytest.raises(DataError, match=r"'labels' must be integers 0\.\.9, got strings"):
+        D.load_cifar_batch(tmp_path / "b")
+    scipy.io.savemat(tmp_path / "train_32x32.mat", {"X": x.transpose(1, 2, 3, 0), "y": np.array(["1", "2", "3"])})
+    with pytest.raises(DataError, match=r"'y' must be integer labels 0\.\.10, got strings"):
+        D.load_svhn_mat(tmp_path / "train_32x32.mat")
+
+
+# ------------------------------------------------------------------------------------------------ issue 7: embedded set
+def test_embedded_no_photograph_dominates():
+    x, y = D.embedded_images()
+    share = np.bincount(y, minlength=len(D.EMBEDDED_SOURCES)) / len(y)
+    assert share.max() <= 0.2, dict(zip(D.EMBEDDED_SOURCES, share.round(3)))
+    assert (share > 0.04).all()
+
+
+# ------------------------------------------------------------------------------------------------ issue 10: downloads
+@pytest.fixture
+def trickle():
+    """A server that answers every GET with a 100 kB Content-Length and then sends one byte every 50 ms."""
+    stop = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            try:
+                while not stop.is_set():
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:                                      # the client went away
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    stop.set()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_download_trickle_hits_the_deadline(tmp_path, trickle):
+    t0 = time.monotonic()
+    with pytest.raises(DataError, match=r"not finished after 1 s \(--deadline\).*nothing was saved"):
+        DL.fetch(trickle + "/f", tmp_path / "f", "md5:" + "0" * 32, progress=False, deadline=1.0)
+    assert time.monotonic() - t0 < 10
+    assert not list(tmp_path.iterdir())
+
+
+def test_download_trickle_is_below_the_minimum_rate(tmp_path, trickle):
+    with pytest.raises(DataError, match=r"too slow: \d+ B/s over the last 0\.5 s.*--min-rate 1000"):
+        DL.fetch(trickle + "/f", tmp_path / "f", "md5:" + "0" * 32, progress=False, min_rate=1000, rate_window=0.5)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("sig,rc,word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
+def test_download_stopped_by_a_signal_removes_the_part_file(tmp_path, trickle, sig, rc, word):
+    dest = tmp_path / "dest"
+    p = subprocess.Popen([sys.executable, "-m", "convngc.cli", "download", "cifar10", "--dest", str(dest),
+                          "--base-url", trickle, "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.monotonic()
+        while not list(dest.rglob("*.part")):
+            assert p.poll() is None and time.monotonic() - t0 < 60, p.communicate()
+            time.sleep(0.05)
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == rc, err
+    assert not list(dest.rglob("*.part"))
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and word in lines[0] and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("spec,pattern", [
+    ("t10k-labels-idx1-ubyte.gz=", r"--checksum 't10k-labels-idx1-ubyte\.gz=': .*ALGO:HEX"),
+    ("t10k-labels.gz=md5:" + "0" * 32, r"'t10k-labels\.gz' is not a file of mnist"),
+    ("t10k-labels-idx1-ubyte.gz=md5:123", r"md5 needs 32 hex digits, got 3"),
+    ("t10k-labels-idx1-ubyte.gz=sha512:" + "0" * 128, r"md5, sha1 or sha256"),
+    ("md5:" + "0" * 32, r"mnist has several files"),
+])
+def test_download_checksum_typo_is_refused_at_once(tmp_path, server, capsys, spec, pattern):
+    from convngc import cli
+    base, _, requests = server
+    with pytest.raises(SystemExit) as e:
+        cli.main(["download", "mnist", "--dest", str(tmp_path / "d"), "--base-url", base, "--quiet",
+                  "--checksum", spec])
+    assert e.value.code == 2
+    assert re.search(pattern, capsys.readouterr().err)
+    assert requests == [] and not (tmp_path / "d").exists()
+
+
+def test_download_dest_on_a_file_is_one_line(tmp_path, tiny_dataset, capsys):
+    base, *_ = tiny_dataset
+    f = tmp_path / "file"
+    f.write_text("mine")
+    assert DL.main(["tiny", "--dest", str(f), "--base-url", base, "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(f) in err and "Traceback" not in err, err
+    assert f.read_text() == "mine"

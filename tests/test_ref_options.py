@@ -25,8 +25,10 @@ def test_defaults_are_the_literal_reading():
     assert (cfg.bias, cfg.reduce, cfg.gamma_bottom, cfg.output) == ("channel", "sum", True, "zbar")
 
 
-@pytest.mark.parametrize("key,value,msg", [("bias", "map", "unknown bias 'map'"), ("reduce", "avg", "unknown reduce"),
-                                           ("output", "x", "unknown output"), ("gamma_bottom", "yes", "True or False")])
+@pytest.mark.parametrize("key,value,msg", [("bias", "map", "bias must be one of channel, pixel, got 'map'"),
+                                           ("reduce", "avg", "reduce must be one of sum, mean, got 'avg'"),
+                                           ("output", "x", "output must be one of zbar, z, got 'x'"),
+                                           ("gamma_bottom", "yes", "gamma_bottom must be true or false, got 'yes'")])
 def test_bad_option_values_are_named(key, value, msg):
     with pytest.raises(ValueError, match=msg):
         Config(**{key: value})

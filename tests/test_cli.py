@@ -1,0 +1,406 @@
+"""The command line as a hostile user meets it: run folders that cannot be lost or mixed, every option checked
+before any work, data that does not fit the model, clear one-line errors (issue 10).
+
+Every CLI run here is tiny (T = 2, a few dozen embedded patches, backend numpy) so the file stays fast.
+"""
+import errno
+import hashlib
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convngc import checkpoint, cli, data, train
+from convngc.model import ConvNGC
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--dataset", "embedded", "--limit", "20", "--val-limit", "4", "--batch-size", "10", "--T", "2",
+        "--epochs", "1", "--seed", "1", "--no-progress", "--backend", "numpy"]
+EVAL = ["--limit", "6", "--trials", "1", "--tasks", "reconstruction", "--no-progress"]
+
+
+def _main(argv):
+    """cli.main's exit status, whether it returns it or argparse raises it."""
+    try:
+        return cli.main([str(a) for a in argv])
+    except SystemExit as e:
+        return e.code
+
+
+def _train(out, *extra):
+    assert _main(["train", *TINY, "--out", out, *extra]) == 0
+
+
+def _one_line(text):
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in text, text
+    return lines[0]
+
+
+def _popen(args, cwd):
+    return subprocess.Popen([sys.executable, "-m", "convngc.cli", *map(str, args)], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+# ------------------------------------------------------------------------------------------------ nothing lost, nothing mixed
+def test_two_trainings_on_one_out_exactly_one_proceeds(tmp_path):
+    """Two processes started together with the same --out: one trains, the other stops with a clear error, and
+    the folder holds one run only (its config.json and its checkpoint come from the same process)."""
+    run = tmp_path / "run"
+    procs = [_popen(["train", *TINY, "--seed", seed, "--out", run], tmp_path) for seed in (1, 2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    rcs = [p.returncode for p in procs]
+    assert sorted(rcs) == [0, 2], (rcs, outs)
+    loser = _one_line(outs[rcs.index(2)][1])
+    assert re.search(r"in use by another convngc process|already holds a run", loser), loser
+    seed = (1, 2)[rcs.index(0)]
+    assert json.loads((run / "config.json").read_text())["run"]["seed"] == seed
+    assert checkpoint.load(run / "checkpoint.npz")[3]["seed"] == seed
+
+
+def test_default_run_folders_are_unique_within_one_second(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20250101-000000")
+    for _ in range(2):
+        assert _main(["train", *TINY]) == 0
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(runs) == 2 and all(r.startswith("embedded-20250101-000000") for r in runs), runs
+
+
+def test_ctrl_c_before_the_first_checkpoint_can_be_resumed(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    learn = ConvNGC.learn
+
+    def interrupted(self, x, T=None):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(ConvNGC, "learn", interrupted)
+    assert _main(["train", *TINY, "--out", run]) == 130
+    err = _one_line(capsys.readouterr().err)
+    assert "intact" not in err and "--resume" in err and "epoch 0" in err, err
+    assert not (run / "checkpoint.npz").exists()
+
+    monkeypatch.setattr(ConvNGC, "learn", learn)
+    assert _main(["train", "--resume", run, "--no-progress"]) == 0         # starts again from epoch 0
+    assert checkpoint.load(run / "checkpoint.npz")[3]["epoch"] == 1
+    assert json.loads((run / "config.json").read_text())["model"]["T"] == 2
+
+
+def test_ctrl_c_after_a_checkpoint_names_it(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    _train(run)
+
+    def interrupted(self, x, T=None):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(ConvNGC, "learn", interrupted)
+    assert _main(["train", "--resume", run, "--epochs", "2", "--no-progress"]) == 130
+    err = _one_line(capsys.readouterr().err)
+    assert "epoch 1" in err and "intact" in err and "--resume" in err, err
+
+
+def test_evaluate_records_its_checkpoint_and_data_and_never_mixes_runs(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _train(a)
+    _train(b, "--seed", "2")
+    before = {p.name: p.read_bytes() for p in b.iterdir()}
+    assert _main(["evaluate", a, "--out", b, *EVAL]) == 2
+    assert "holds another run" in _one_line(capsys.readouterr().err)
+    assert {p.name: p.read_bytes() for p in b.iterdir()} == before
+
+    out = tmp_path / "eval-a"
+    assert _main(["evaluate", a, "--out", out, *EVAL]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    ck = m["checkpoint"]
+    assert ck["path"] == str((a / "checkpoint.npz").resolve()) and ck["epoch"] == 1
+    assert ck["sha256"] == hashlib.sha256((a / "checkpoint.npz").read_bytes()).hexdigest()
+    d = m["results"]["reconstruction"]["data"]
+    assert (d["dataset"], d["split"], d["n_images"], d["limit"], d["seed"]) == ("embedded", "test", 6, 6, 0)
+
+
+def test_resume_refuses_options_that_would_change_the_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    _train(run)
+    before = (run / "checkpoint.npz").read_bytes()
+    for extra, name in [(["--T", "50"], "--T"), (["--lr", "5"], "--lr"), (["--channels", "5,3"], "--channels"),
+                        (["--dataset", "cifar10"], "--dataset"), (["--batch-size", "7"], "--batch-size"),
+                        (["--set", "beta=0.2"], "beta"), (["--seed", "9"], "--seed"), (["--limit", "5"], "--limit")]:
+        assert _main(["train", "--resume", run, "--epochs", "2", "--no-progress", *extra]) == 2, extra
+        err = _one_line(capsys.readouterr().err)
+        assert name in err and "cannot change" in err, err
+    assert (run / "checkpoint.npz").read_bytes() == before
+    # the recorded value itself is no conflict, and --epochs is the option that legitimately changes
+    assert _main(["train", "--resume", run, "--epochs", "2", "--T", "2", "--no-progress"]) == 0
+    assert "epochs: 1 -> 2" in capsys.readouterr().out
+    assert checkpoint.load(run / "checkpoint.npz")[3]["epoch"] == 2
+
+
+def test_a_checkpoint_that_disagrees_with_config_json_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    _train(run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["model"]["beta"] = 0.3
+    (run / "config.json").write_text(json.dumps(cfg))
+    edited = (run / "config.json").read_bytes()
+    assert _main(["evaluate", run, *EVAL]) == 2
+    assert re.search(r"config\.json.*beta", _one_line(capsys.readouterr().err))
+    assert _main(["train", "--resume", run, "--epochs", "2", "--no-progress"]) == 2
+    assert re.search(r"config\.json.*beta", _one_line(capsys.readouterr().err))
+    assert (run / "config.json").read_bytes() == edited
+
+
+def test_resume_of_a_finished_run_says_so(tmp_path, capsys):
+    run = tmp_path / "run"
+    _train(run)
+    capsys.readouterr()
+    assert _main(["train", "--resume", run, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "already complete" in out and "--epochs" in out and "training" not in out
+
+
+def test_stale_temporary_files_are_removed_on_the_next_start(tmp_path):
+    run = tmp_path / "run"
+    _train(run)
+    stale = [run / ".checkpoint.npz.k3j_a9x2.tmp", run / ".history.json.abcdefgh.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a file")
+    assert _main(["train", "--resume", run, "--epochs", "2", "--no-progress"]) == 0
+    assert not [p for p in stale if p.exists()]
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_files_respect_the_umask(tmp_path, umask, mode):
+    run = tmp_path / "run"
+    old = os.umask(umask)
+    try:
+        _train(run)
+    finally:
+        os.umask(old)
+    for f in ("config.json", "checkpoint.npz", "history.json", "training.png"):
+        assert stat.S_IMODE((run / f).stat().st_mode) == mode, f
+
+
+def test_history_json_is_strict_json(tmp_path):
+    run = tmp_path / "run"
+    _train(run, "--val-limit", "0")                                         # no validation: no number to record
+
+    def refuse(token):
+        raise AssertionError("not strict JSON: %s" % token)
+    assert json.loads((run / "history.json").read_text(), parse_constant=refuse)["val_mse"] == [None]
+
+
+# ------------------------------------------------------------------------------------------------ every option checked first
+BAD = [
+    (["train", "--batch-size", "0"], r"--batch-size: must be an integer >= 1, got '0'"),
+    (["train", "--batch-size", "-3"], r"--batch-size: must be an integer >= 1"),
+    (["train", "--limit", "0"], r"--limit: must be an integer >= 1"),
+    (["train", "--epochs", "0"], r"--epochs: must be an integer >= 1"),
+    (["train", "--T", "0"], r"--T: T must be an integer >= 1"),
+    (["train", "--T", "-1"], r"--T: T must be an integer >= 1"),
+    (["train", "--T", "2.5"], r"--T: T must be an integer >= 1, got '2.5'"),
+    (["train", "--seed", "-1"], r"--seed: must be an integer >= 0"),
+    (["train", "--lr", "-1"], r"--lr: lr must be a finite number >= 0"),
+    (["train", "--beta", "nan"], r"--beta: beta must be a finite number >= 0"),
+    (["train", "--channels", "a,b,c"], r"--channels: .*comma-separated integers >= 1.*'a,b,c'"),
+    (["train", "--channels", ","], r"--channels: .*comma-separated integers >= 1"),
+    (["train", "--channels", "10"], r"--channels: .*at least two"),
+    (["train", "--set", "T=abc"], r"--set: T must be an integer >= 1, got 'abc'"),
+    (["train", "--set", "beta=fast"], r"--set: beta must be a finite number >= 0, got 'fast'"),
+    (["train", "--set", "pcn=maybe"], r"--set: pcn must be true or false, got 'maybe'"),
+    (["train", "--set", "adam_b1=2"], r"--set: adam_b1 must be a number in \[0, 1\), got '2'"),
+    (["train", "--set", "lam=-5"], r"--set: lam must be a finite number >= 0, got '-5'"),
+    (["train", "--set", "max_kernel_norm=0"], r"--set: max_kernel_norm must be a finite number > 0, got '0'"),
+    (["train", "--set", "leak=nan"], r"--set: leak must be a number in \[0, 1\], got 'nan'"),
+    (["train", "--set", "mu_z=inf"], r"--set: mu_z must be a finite number, got 'inf'"),
+    (["train", "--set", "bogus=1"], r"--set: unknown option 'bogus'"),
+    (["train", "--set", "T"], r"--set: expected KEY=VALUE, got 'T'"),
+    (["train", "--channels", "4,10,15,20,25,30,3"], r"--channels: config: image side 32 does not divide by stride\^L"),
+    (["evaluate", "RUN", "--trials", "0"], r"--trials: must be an integer >= 1"),
+    (["evaluate", "RUN", "--T", "0"], r"--T: T must be an integer >= 1"),
+    (["evaluate", "RUN", "--limit", "0"], r"--limit: must be an integer >= 1"),
+    (["run", "--trials", "0"], r"--trials: must be an integer >= 1"),
+    (["run", "--set", "adam_b2=1"], r"--set: adam_b2 must be a number in \[0, 1\)"),
+]
+
+
+@pytest.mark.parametrize("argv,pattern", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_option_values_exit_2_before_any_work(tmp_path, monkeypatch, capsys, argv, pattern):
+    def no_work(*a, **k):
+        raise AssertionError("work started before the options were checked")
+    monkeypatch.setattr(data, "load_dataset", no_work)
+    monkeypatch.setattr(train, "load_model", no_work)
+    out = ["--out", tmp_path / "r"] if argv[0] in ("train", "run") else []
+    assert _main(argv + out) == 2
+    err = capsys.readouterr().err
+    assert re.search(pattern, err), err
+    assert not (tmp_path / "r").exists()
+
+
+def test_every_option_has_help_with_its_default():
+    import argparse
+    parser = cli.build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    paper = {"--batch-size", "--lr", "--beta", "--gamma", "--T", "--trials", "--channels", "--leak", "--optimizer"}
+    for name in ("train", "evaluate", "run"):
+        for act in subs[name]._actions:
+            if not act.option_strings or isinstance(act, argparse._HelpAction):
+                continue
+            opt = act.option_strings[-1]
+            assert act.help and act.help != argparse.SUPPRESS, (name, opt)
+            if act.nargs != 0:                                    # takes a value: say what happens without it
+                assert "default" in act.help, (name, opt, act.help)
+            if opt in paper:
+                assert "paper" in act.help, (name, opt, act.help)
+
+
+def test_cli_info(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "filter weights: 9225" in out and "T=60" in out
+
+
+# ------------------------------------------------------------------------------------------------ one-line errors, nothing left
+def test_out_pointing_at_a_file(tmp_path, capsys):
+    f = tmp_path / "notes.txt"
+    f.write_text("mine")
+    assert _main(["train", *TINY, "--out", f]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert str(f) in err and "not a folder" in err
+    assert f.read_text() == "mine"
+
+
+def test_out_in_a_read_only_folder(tmp_path, capsys, monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() == 0:          # root writes anywhere: make the folder refuse, as a read-only mount does
+        real = os.mkdir
+
+        def mkdir(p, *a, **k):
+            if Path(os.path.abspath(p)).parent == ro:
+                raise PermissionError(errno.EACCES, "Permission denied", os.fspath(p))
+            return real(p, *a, **k)
+        monkeypatch.setattr(os, "mkdir", mkdir)
+    else:
+        ro.chmod(0o500)
+    try:
+        assert _main(["train", *TINY, "--out", ro / "run"]) == 1
+    finally:
+        ro.chmod(0o700)
+    err = _one_line(capsys.readouterr().err)
+    assert str(ro / "run") in err and "Permission denied" in err
+    assert not (ro / "run").exists()
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    _train(run)
+    before = (run / "checkpoint.npz").read_bytes()
+
+    def full(f, **arrays):
+        f.write(b"the first bytes")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(checkpoint.np, "savez", full)
+    assert _main(["train", "--resume", run, "--epochs", "2", "--no-progress"]) == 1
+    err = _one_line(capsys.readouterr().err)
+    assert "No space left on device" in err and str(run / "checkpoint.npz") in err
+    assert (run / "checkpoint.npz").read_bytes() == before
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_data_error_leaves_no_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _main(["train", *TINY, "--dataset", "svhn", "--data-dir", tmp_path, "--out", run]) == 2
+    assert "no supported files found" in capsys.readouterr().err
+    assert not run.exists()
+
+
+# ------------------------------------------------------------------------------------------------ data that does not fit
+def test_mnist_with_the_default_model_becomes_color_mnist(tmp_path, shared_data, capsys):
+    run = tmp_path / "run"
+    _train(run, "--dataset", "mnist", "--data-dir", shared_data)
+    assert "Color-MNIST" in capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["run"]["dataset"] == "color-mnist"
+    assert _main(["evaluate", run, "--tasks", "ood", "--ood-dataset", "mnist", "--limit", "4", "--trials", "1",
+                  "--no-progress"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["results"]["ood"]["dataset"] == "color-mnist"
+    assert _main(["run", "--dataset", "mnist", "--data-dir", shared_data, "--limit", "20", "--epochs", "1",
+                  "--trials", "1", "--T", "2", "--no-progress", "--out", tmp_path / "main"]) == 0
+
+
+def test_images_of_another_size_are_refused_with_the_fix(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for cls in ("cat", "dog"):
+            d = tmp_path / "data" / "cinic10" / split / cls
+            d.mkdir(parents=True)
+            for i in range(6):
+                Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    run = tmp_path / "run"
+    assert _main(["train", *TINY, "--dataset", "cinic10", "--data-dir", tmp_path / "data", "--out", run]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert "64x64" in err and "32x32" in err and "--set image_hw=64,64" in err
+    assert not run.exists()
+    _train(run)
+    assert _main(["evaluate", run, "--tasks", "ood", "--ood-dataset", "cinic10", "--data-dir", tmp_path / "data",
+                  "--limit", "4", "--trials", "1", "--no-progress"]) == 2
+    assert "64x64" in _one_line(capsys.readouterr().err)
+
+
+# ------------------------------------------------------------------------------------------------ data_dir, warnings, progress
+@pytest.fixture
+def partial_cifar(tmp_path):
+    """A CIFAR-10 copy with one training batch of 40 images (a partial copy: the loader warns)."""
+    rng = np.random.default_rng(0)
+    d = tmp_path / "d" / "cifar10"
+    d.mkdir(parents=True)
+    np.savez(d / "cifar10_train_batch1.npz", x=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
+             y=rng.integers(0, 10, 40, dtype=np.uint8))
+    np.savez(d / "cifar10_test.npz", x=rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8),
+             y=rng.integers(0, 10, 10, dtype=np.uint8))
+    return tmp_path / "d"
+
+
+def test_a_run_records_the_absolute_data_dir(tmp_path, partial_cifar, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _main(["train", *TINY, "--dataset", "cifar10", "--data-dir", "d", "--out", "run"]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["run"]["data_dir"] == str(partial_cifar)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert _main(["evaluate", tmp_path / "run", *EVAL]) == 0
+
+
+def test_warnings_print_as_one_plain_line(tmp_path, partial_cifar, capsys):
+    assert _main(["train", *TINY, "--dataset", "cifar10", "--data-dir", partial_cifar, "--out", tmp_path / "r"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"(?m)^warning: cifar10: only 1 of 5 training files", err), err
+    assert "UserWarning" not in err and ".py:" not in err
+
+
+def test_every_long_loop_shows_a_bar_with_the_running_mse(capsys):
+    from ngc_ref.config import Config
+    x = np.random.default_rng(0).random((4, 3, 32, 32), dtype=np.float32)
+    m = ConvNGC(Config(T=2))
+    train.evaluate(m, x, "denoising", trials=1, batch_size=2, progress=True)
+    err = capsys.readouterr().err
+    assert re.search(r"denoising.*mse=.*energy=", err), err
+    train.fit(m, x, x, epochs=1, batch_size=2, progress=True, log=lambda s: None)
+    err = capsys.readouterr().err
+    assert re.search(r"validation.*mse=", err), err
+
+
+# ------------------------------------------------------------------------------------------------ README
+def test_readme_cli_examples_give_their_time_and_a_quick_try():
+    text = (REPO / "README.md").read_text()
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", text, re.S) if "convngc train" in b)
+    long = [ln for ln in block.splitlines() if re.match(r"convngc (train|evaluate|run)\b", ln)]
+    assert long
+    for ln in long:
+        assert re.search(r"~\s*[\d.,]+\s*(s|min|h)\b", ln), "no expected time on: " + ln
+    assert any("--limit" in ln for ln in long)
