@@ -171,10 +171,14 @@ def test_settle_validates_arguments(rng):
         cuda_model.settle(params, x, SMALL, z_top, kernel="fast")
     with pytest.raises(ValueError, match="clamp"):
         cuda_model.settle(params, x, SMALL, z_top, clamp="never")
-    with pytest.raises(ValueError, match="z_top"):
+    with pytest.raises(ValueError, match="^settle: z_top has shape"):
         cuda_model.settle(params, x, SMALL, z_top[:, :, :1], kernel="per-step")
-    with pytest.raises(TypeError, match="float32"):
+    with pytest.raises(TypeError, match="^settle: x is float64 but the parameters are float32"):
         cuda_model.settle(params, x.astype(np.float64), SMALL, z_top, kernel="per-step")
+    with pytest.raises(ValueError, match=r"^init_states: params\['b'\] must be a list of L \+ 1"):
+        cuda_model.init_states(x, dict(params, b=params["b"][:2]), SMALL, z_top)
+    with pytest.raises(TypeError, match="^settle: T must be a whole number"):
+        cuda_model.settle(params, x, SMALL, z_top, T=2.5)
 
 
 # ---- kernel="auto": which path runs --------------------------------------------------------------

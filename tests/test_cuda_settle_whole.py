@@ -176,23 +176,24 @@ def test_too_big_config_does_not_fit_and_says_why():
 
 
 def test_rejects_float64_and_wrong_shapes():
-    """The entry (model.settle) checks the inputs of either path before any kernel sees them."""
+    """The entry (model.settle) checks the inputs of either path before any kernel sees them, with the errors
+    of every backend (ngc_ref.checks; tests/test_checks.py runs each case on every backend)."""
     cfg = AWKWARD
     p, x, z_top = make_problem(cfg, 2, 0)
 
     def settle(p, x, z_top, **kw):
         return cuda_model.settle(p, x, cfg, z_top, T=1, kernel="whole", **kw)
-    with pytest.raises(TypeError, match="float32"):
+    with pytest.raises(TypeError, match="^settle: x is float64 but the parameters are float32"):
         settle(p, x.astype(np.float64), z_top)
-    with pytest.raises(TypeError, match="float32"):
+    with pytest.raises(TypeError, match=r"^settle: params\[.W.\]\[1\] has dtype float64; this backend computes in"):
         settle(upcast(p), x, z_top)
-    with pytest.raises(ValueError, match="z_top"):
+    with pytest.raises(ValueError, match="^settle: z_top has shape"):
         settle(p, x, z_top[:, :1])
-    with pytest.raises(ValueError, match="x has shape"):
+    with pytest.raises(ValueError, match="^settle: x has shape"):
         settle(p, x[:, :, :-1], z_top)
-    with pytest.raises(ValueError, match="clamp"):
+    with pytest.raises(ValueError, match="^settle: clamp"):
         settle(p, x, z_top, clamp="never")
-    with pytest.raises(ValueError, match=r"W\[2\] has shape"):
+    with pytest.raises(ValueError, match=r"^settle: params\[.W.\]\[2\] has shape"):
         settle(dict(p, W=p["W"][:2] + [p["W"][2][:, :1]]), x, z_top)
 
 
