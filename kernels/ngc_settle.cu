@@ -18,7 +18,7 @@
 //   z     sum_{l=0..L}   C_l H_l W_l       states z^0..z^L
 //   e     sum_{l=0..L-1} C_l H_l W_l       errors e^0..e^{L-1} (e^L = 0 is never stored)
 //   W     sum_l C_l C_{l-1} K K            generative filters W^1..W^L, the reference's layout
-//   b     sum_{l=0..L-1} C_l               biases b^0..b^{L-1} (one scalar per map)
+//   b     sum_{l=1..L} C_{l-1}             biases b^1..b^L (b^l: one scalar per map of layer l-1)
 //   E     like W, only if the error filters are learnable (otherwise phase 2 reads W: E = W^T)
 // each area followed by NGC_SMEM_GUARD unused floats: 0 on a GPU; in the CPU emulator a guard zone, and the
 // kernel names its areas (CUDA_EMU_SHARED_AREA) so that a write running out of one is reported by name.
@@ -47,7 +47,7 @@
 #define HDR_W      (HDR_H + NGC_MAXL + 1)          // W_l
 #define HDR_ZOFF   (HDR_W + NGC_MAXL + 1)          // offset of z^l in the z area (floats); e^l uses the same offsets
 #define HDR_WOFF   (HDR_ZOFF + NGC_MAXL + 1)       // offset of W^l (l >= 1) in the W area; HDR_WOFF+0 unused
-#define HDR_BOFF   (HDR_WOFF + NGC_MAXL + 1)       // offset of b^{l-1} (stored at l) in the bias area
+#define HDR_BOFF   (HDR_WOFF + NGC_MAXL + 1)       // offset of b^l (l >= 1) in the bias area; HDR_BOFF+0 unused
 #define HDR_MISC   (HDR_BOFF + NGC_MAXL + 1)       // [+0] n_z, [+1] n_w, [+2] n_b, [+3] n_e (floats of each area)
 #define HDR_PSTART (HDR_MISC + 4)                  // first phase-1 item of layer pair l, l = 1..L+1 (prefix sums)
 #define HDR_CSTART (HDR_PSTART + NGC_MAXL + 2)     // first phase-2 item of layer l, l = 1..L+1
@@ -61,7 +61,7 @@ static __device__ __forceinline__ int ngc_predict_items(const int* hdr, int l, i
 }
 
 // Eq. 1 for one predict item of layer pair l: JT maps j0.. of zbar^{l-1} at pixel (y, x), gather form of
-// the transposed conv: zbar[j, y, x] = b_j + sum_{i, ky, kx} W[i, j, ky, kx] phi(z^l[i, (y+pt-ky)/s, (x+pl-kx)/s])
+// the transposed conv: zbar[j, y, x] = b^l_j + sum_{i, ky, kx} W[i, j, ky, kx] phi(z^l[i, (y+pt-ky)/s, (x+pl-kx)/s])
 // over the taps where (y+pt-ky) and (x+pl-kx) are multiples of s and land inside layer l.
 // Returns false when the item's pixel falls outside the map (only when H_{l-1} is not a multiple of s).
 // KK, SS: compile-time K and s (the paper's 3 and 2, so the tap loops unroll), or 0 to use K_rt, s_rt.
@@ -189,7 +189,7 @@ extern "C" __global__ void __launch_bounds__(1024)
 ngc_settle_v1(const float* __restrict__ x,        // (B, C_0, H_0, W_0) image
               const float* __restrict__ z_top,    // (B, C_L, H_L, W_L) initial top state
               const float* __restrict__ Wg,       // W^1..W^L concatenated, each (C_l, C_{l-1}, K, K)
-              const float* __restrict__ bg,       // b^0..b^{L-1} concatenated
+              const float* __restrict__ bg,       // b^1..b^L concatenated, b^l: (C_{l-1},)
               const float* __restrict__ Eg,       // like Wg; read only with NGC_LEARN_E
               const int* __restrict__ dims,       // (L+1, 3): C_l, H_l, W_l for l = 0..L
               int L, int K, int s, int T, int flags, float beta, float gamma, float leak,

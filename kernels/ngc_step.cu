@@ -9,7 +9,7 @@
 
 // ngc_predict_v1  ==  ngc_ref.model.predict   (Eq. 1; also the ancestral pass of Algorithm 1)
 // zbar[b, j, Y, X] = g( sum_{i, ky, kx} W[i, j, ky, kx] phi(z_l[b, i, p, q]) + bias[j] ),  g = identity
-// z_l: (B, Cl, H, W), W: (Cl, Cm, K, K), bias: (Cm,) -> zbar: (B, Cm, Hm, Wm), ceil(Hm/s) == H.
+// z_l: (B, Cl, H, W), W = W^l: (Cl, Cm, K, K), bias = b^l: (Cm,) -> zbar: (B, Cm, Hm, Wm), ceil(Hm/s) == H.
 // One thread per output pixel (b, j, Y, X); the transposed conv is a gather (common.cuh).
 extern "C" __global__ void ngc_predict_v1(const float* __restrict__ z_l, const float* __restrict__ W,
                                           const float* __restrict__ bias, float* __restrict__ zbar,
@@ -23,7 +23,7 @@ extern "C" __global__ void ngc_predict_v1(const float* __restrict__ z_l, const f
 }
 
 // ngc_predict_error_v1  ==  ngc_ref.model.predictions_and_errors, one layer   (Eq. 1 + error units)
-// zbar^{l-1} = g(W^l ⊙_s phi(z^l) + b^{l-1}),  e^{l-1} = z^{l-1} - zbar^{l-1}, in one pass.
+// zbar^{l-1} = g(W^l ⊙_s phi(z^l) + b^l),  e^{l-1} = z^{l-1} - zbar^{l-1}, in one pass.
 // z_l: (B, Cl, H, W), z_below: (B, Cm, Hm, Wm) -> zbar, e: (B, Cm, Hm, Wm).
 // write_zbar = 0 inside the settling loop: only e is stored (the correction needs e, not zbar), so a
 // step keeps nothing in device memory beyond states and errors; the final pass stores zbar too.

@@ -52,7 +52,7 @@ extern "C" __global__ void project_kernels_v1(float* __restrict__ w, int n_kerne
     }
 }
 
-// bias_grad_v1  ==  ngc_ref.model.filter_updates' db^{l-1} = sum of e^{l-1} over batch and space
+// bias_grad_v1  ==  ngc_ref.model.filter_updates' db^l = sum of e^{l-1} over batch and space
 // e: (B, C, HW) -> db: (C,). One block of NGC_REDUCE_THREADS threads per channel c = blockIdx.x,
 // tree sum in shared memory (deterministic, no float atomics).
 extern "C" __global__ void bias_grad_v1(const float* __restrict__ e, float* __restrict__ db,

@@ -38,7 +38,8 @@ class SettleResult(ref_model.SettleResult):
 
 
 def predict(z_l, W_l, b, cfg, out_hw, backend=None):
-    """Eq. 1: zbar_j^{l-1} = g( sum_i W_ij^l ⊙_s phi(z_i^l) + b_j ) (ngc_predict_v1)."""
+    """Eq. 1: zbar_j^{l-1} = g( sum_i W_ij^l ⊙_s phi(z_i^l) + b_j^l ) (ngc_predict_v1); b = b^l, the bias
+    of the prediction of layer l-1 (ngc_ref.model's glossary)."""
     return ngc_step.predict(z_l, W_l, b, cfg, out_hw, backend=resolve(backend, z_l, W_l, b))
 
 
@@ -94,7 +95,7 @@ def settle(params, x, cfg, z_top, T=None, clamp="always", kernel="auto", backend
 def filter_updates(res, params, cfg, backend=None):
     """Sec. 3.2 / Algorithm 2 lines 9-10 from the final states and errors of `settle`:
         dW_ij^l = e_j^{l-1} (stride-1 corr) Dilate(phi(z_i^l), s)   summed over the batch (conv2d_weight_grad_v1)
-        db^{l-1} = sum of e^{l-1} over batch and space                (bias_grad_v1)
+        db^l = sum of e^{l-1} over batch and space                    (bias_grad_v1)
         dE^l = lambda dW^l                                             when E is learnable
     Displacements (minus the energy gradient): descent adds them."""
     backend = resolve(backend, res.e[0])

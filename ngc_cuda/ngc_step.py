@@ -26,7 +26,7 @@ __all__ = ["predict", "predict_error", "correct_", "energy", "predictions_and_er
 
 # ---- one layer: the kernels ------------------------------------------------------------------------
 def predict(z_l, W_l, b, cfg, out_hw, *, backend):
-    """Eq. 1: zbar^{l-1} = g(W^l ⊙_s phi(z^l) + b^{l-1}), g = identity (== ngc_ref.model.predict); ngc_predict_v1."""
+    """Eq. 1: zbar^{l-1} = g(W^l ⊙_s phi(z^l) + b^l), g = identity (== ngc_ref.model.predict); ngc_predict_v1."""
     s = checks.stride("predict", cfg.stride)
     Hm, Wm = checks.layer("predict", z_l, W_l, b, out_hw, s)
     z_l, W_l, b = checks.inputs("predict", backend, z=z_l, W=W_l, b=b)
@@ -42,7 +42,7 @@ def predict(z_l, W_l, b, cfg, out_hw, *, backend):
 
 def predict_error(z_l, W_l, b, z_below, cfg, zbar=None, e=None, write_zbar=True, *, backend):
     """Eq. 1 and the error units of one layer pair in one pass (ngc_predict_error_v1):
-    zbar^{l-1} = W^l ⊙_s phi(z^l) + b^{l-1},  e^{l-1} = z^{l-1} - zbar^{l-1}. -> (zbar, e)
+    zbar^{l-1} = W^l ⊙_s phi(z^l) + b^l,  e^{l-1} = z^{l-1} - zbar^{l-1}. -> (zbar, e)
 
     zbar/e: optional float32 C-contiguous outputs (the settling loop reuses them).
     write_zbar=False stores only e (inside the settling loop; zbar is left untouched).

@@ -46,7 +46,7 @@ def layout(cfg, learn_E=False, guard=0):
     [(area, byte offset, bytes)], every area followed by `guard` unused floats (0 on a GPU):
         hdr  the header ints (sizes, offsets, work lists)     red  one partial energy per warp
         z    states z^0..z^L                                   e    errors e^0..e^{L-1} (e^L = 0 is not stored)
-        W    filters W^1..W^L, each (C_l, C_{l-1}, K, K)      b    biases b^0..b^{L-1}
+        W    filters W^1..W^L, each (C_l, C_{l-1}, K, K)      b    biases b^1..b^L (b^l: C_{l-1} values)
         E    like W, only when the error filters are learnable (else the kernel reads W: E = W^T)"""
     C, K = cfg.layer_channels, cfg.kernel
     _, n = _sizes(cfg)
