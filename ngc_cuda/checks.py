@@ -78,11 +78,14 @@ def out_hw(op, H, W, s, hw):
 
 
 def layer(op, z_l, W, b, below_hw, s):
-    """Shapes of one layer pair: z_l (B, C_l, H, W), W (C_l, C_{l-1}, K, K), b (C_{l-1},) -> (H_{l-1}, W_{l-1})."""
+    """Shapes of one layer pair: z_l (B, C_l, H, W), W (C_l, C_{l-1}, K, K), b^l (C_{l-1},) or a bias map
+    (C_{l-1}, H_{l-1}, W_{l-1}) -> (H_{l-1}, W_{l-1})."""
     filters(op, z_l, W, z_l.shape[1] == W.shape[0], "%s: z has %d channels, W expects %d" % (op, z_l.shape[1], W.shape[0]))
-    if b is not None and tuple(b.shape) != (W.shape[1],):
-        raise ValueError("%s: bias has shape %s, W predicts %d maps" % (op, tuple(b.shape), W.shape[1]))
-    return out_hw(op, z_l.shape[2], z_l.shape[3], s, below_hw)
+    hw = out_hw(op, z_l.shape[2], z_l.shape[3], s, below_hw)
+    if b is not None and tuple(b.shape) not in ((W.shape[1],), (W.shape[1],) + hw):
+        raise ValueError("%s: bias has shape %s; W predicts %d maps of %dx%d, so it must be (%d,) or a bias map %s"
+                         % ((op, tuple(b.shape), W.shape[1]) + hw + (W.shape[1], (W.shape[1],) + hw)))
+    return hw
 
 
 def settle_inputs(op, params, x, cfg, z_top, T=None, clamp="always"):

@@ -51,7 +51,7 @@ def predictions_and_errors(z, params, cfg, backend=None):
 def correct(z, e, params, cfg, free_bottom=False, backend=None):
     """Eq. 2 for every free layer at once (returns new states; z is not modified):
         d^l = -e^l + sum_j E_ji^l *_s e_j^{l-1}   (times phi'(z^l) in PCN mode);  z^l <- z^l + beta d^l - gamma z^l
-    z^0 is clamped unless free_bottom (d^0 = -e^0)."""
+    z^0 is clamped unless free_bottom (d^0 = -e^0; the leak on z^0 only if cfg.gamma_bottom)."""
     return ngc_step.correct(z, e, params, cfg, free_bottom, backend=resolve(backend, *z))
 
 
@@ -96,11 +96,15 @@ def filter_updates(res, params, cfg, backend=None):
     """Sec. 3.2 / Algorithm 2 lines 9-10 from the final states and errors of `settle`:
         dW_ij^l = e_j^{l-1} (stride-1 corr) Dilate(phi(z_i^l), s)   summed over the batch (conv2d_weight_grad_v1)
         db^l = sum of e^{l-1} over batch and space                    (bias_grad_v1)
+                                       (over the batch only for a bias map, cfg.bias = "pixel")
         dE^l = lambda dW^l                                             when E is learnable
+    With cfg.reduce = "mean" every sum over the batch becomes a mean (divided by the batch size).
     Displacements (minus the energy gradient): descent adds them."""
     backend = resolve(backend, res.e[0])
     K, s, L = cfg.kernel, cfg.stride, cfg.L
-    dW = [None] + [ops.conv2d_weight_grad_phi(res.e[l - 1], res.z[l], K, s, cfg.leak, backend) for l in range(1, L + 1)]
-    db = [None] + [ops.bias_grad(res.e[l - 1], backend) for l in range(1, L + 1)]
+    mean, pixel = cfg.reduce == "mean", cfg.bias == "pixel"
+    dW = [None] + [ops.conv2d_weight_grad_phi(res.e[l - 1], res.z[l], K, s, cfg.leak, mean=mean, backend=backend)
+                   for l in range(1, L + 1)]
+    db = [None] + [ops.bias_grad(res.e[l - 1], pixel=pixel, mean=mean, backend=backend) for l in range(1, L + 1)]
     dE = [None] + [w * np.float32(cfg.lam) for w in dW[1:]] if params.get("E") is not None else None
     return {"W": dW, "b": db, "E": dE}
