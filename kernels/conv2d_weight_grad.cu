@@ -6,12 +6,14 @@
 //   e: (B, Ce, He, We) error of the layer below, a: (B, Ca, ceil(He/s), ceil(We/s)) -> dW: (Ca, Ce, K, K),
 //   pt/pl = SAME padding before for He/We; error pixels in the padding count as 0.
 //   act = leaky_relu(., leak) when apply_phi (the model passes z^l and lets the kernel apply phi).
+//   Each sum is divided by `divisor`: 1 (the op; cfg.reduce = "sum") or the batch size B ("mean": the
+//   average over the batch); x / 1 is exact, so the sum is unchanged.
 // One block of NGC_REDUCE_THREADS threads per kernel (i, j) = blockIdx.x; for each of the K*K taps
 // the threads stride over the B*Ha*Wa products and meet in a shared-memory tree: deterministic,
 // no float atomics, so a run reproduces bit for bit. Version 1 (no dev/cuda harness yet).
 extern "C" __global__ void conv2d_weight_grad_v1(const float* __restrict__ e, const float* __restrict__ a,
                                                  float* __restrict__ dW, int B, int Ce, int He, int We,
-                                                 int Ca, int K, int s, int apply_phi, float leak) {
+                                                 int Ca, int K, int s, int apply_phi, float leak, int divisor) {
     __shared__ float buf[NGC_REDUCE_THREADS];
     const int i = blockIdx.x / Ce, j = blockIdx.x % Ce;
     const int Ha = conv_out_size(He, s), Wa = conv_out_size(We, s);
@@ -29,6 +31,6 @@ extern "C" __global__ void conv2d_weight_grad_v1(const float* __restrict__ e, co
             part += av * e[(((long long)b * Ce + j) * He + y) * We + x];
         }
         const float total = block_sum(part, buf);   // all threads reach this: no early return above
-        if (threadIdx.x == 0) dW[(long long)blockIdx.x * K * K + tap] = total;
+        if (threadIdx.x == 0) dW[(long long)blockIdx.x * K * K + tap] = total / (float)divisor;
     }
 }

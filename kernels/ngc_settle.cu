@@ -18,7 +18,9 @@
 //   z     sum_{l=0..L}   C_l H_l W_l       states z^0..z^L
 //   e     sum_{l=0..L-1} C_l H_l W_l       errors e^0..e^{L-1} (e^L = 0 is never stored)
 //   W     sum_l C_l C_{l-1} K K            generative filters W^1..W^L, the reference's layout
-//   b     sum_{l=0..L-1} C_l               biases b^0..b^{L-1} (one scalar per map)
+//   b     sum_{l=1..L} C_{l-1}             biases b^1..b^L, b^l one scalar per map of layer l-1; with
+//                                          NGC_BIAS_PIXEL (cfg.bias = "pixel") bias maps b^l (C_{l-1}, H_{l-1},
+//                                          W_{l-1}): sum_{l=1..L} C_{l-1} H_{l-1} W_{l-1} floats, as many as e
 //   E     like W, only if the error filters are learnable (otherwise phase 2 reads W: E = W^T)
 // each area followed by NGC_SMEM_GUARD unused floats: 0 on a GPU; in the CPU emulator a guard zone, and the
 // kernel names its areas (CUDA_EMU_SHARED_AREA) so that a write running out of one is reported by name.
@@ -34,7 +36,8 @@
 
 // Constants shared with the wrapper come as -D options from ngc_cuda/defines.py (kernel_defines).
 #if !defined(NGC_MAXL) || !defined(NGC_HDR_INTS) || !defined(NGC_RED_FLOATS) || !defined(NGC_SMEM_GUARD) || \
-    !defined(NGC_PCN) || !defined(NGC_CLAMP_FIRST) || !defined(NGC_LEARN_E)
+    !defined(NGC_PCN) || !defined(NGC_CLAMP_FIRST) || !defined(NGC_LEARN_E) || !defined(NGC_BIAS_PIXEL) || \
+    !defined(NGC_NO_GAMMA_BOTTOM)
 #error "compile ngc_settle.cu with the -D options of ngc_cuda/defines.py (kernel_defines(\"ngc_settle\"))"
 #endif
 #ifndef NGC_SETTLE_JT
@@ -47,7 +50,7 @@
 #define HDR_W      (HDR_H + NGC_MAXL + 1)          // W_l
 #define HDR_ZOFF   (HDR_W + NGC_MAXL + 1)          // offset of z^l in the z area (floats); e^l uses the same offsets
 #define HDR_WOFF   (HDR_ZOFF + NGC_MAXL + 1)       // offset of W^l (l >= 1) in the W area; HDR_WOFF+0 unused
-#define HDR_BOFF   (HDR_WOFF + NGC_MAXL + 1)       // offset of b^{l-1} (stored at l) in the bias area
+#define HDR_BOFF   (HDR_WOFF + NGC_MAXL + 1)       // offset of b^l (l >= 1) in the bias area; HDR_BOFF+0 unused
 #define HDR_MISC   (HDR_BOFF + NGC_MAXL + 1)       // [+0] n_z, [+1] n_w, [+2] n_b, [+3] n_e (floats of each area)
 #define HDR_PSTART (HDR_MISC + 4)                  // first phase-1 item of layer pair l, l = 1..L+1 (prefix sums)
 #define HDR_CSTART (HDR_PSTART + NGC_MAXL + 2)     // first phase-2 item of layer l, l = 1..L+1
@@ -61,14 +64,15 @@ static __device__ __forceinline__ int ngc_predict_items(const int* hdr, int l, i
 }
 
 // Eq. 1 for one predict item of layer pair l: JT maps j0.. of zbar^{l-1} at pixel (y, x), gather form of
-// the transposed conv: zbar[j, y, x] = b_j + sum_{i, ky, kx} W[i, j, ky, kx] phi(z^l[i, (y+pt-ky)/s, (x+pl-kx)/s])
-// over the taps where (y+pt-ky) and (x+pl-kx) are multiples of s and land inside layer l.
+// the transposed conv: zbar[j, y, x] = b^l_j + sum_{i, ky, kx} W[i, j, ky, kx] phi(z^l[i, (y+pt-ky)/s, (x+pl-kx)/s])
+// over the taps where (y+pt-ky) and (x+pl-kx) are multiples of s and land inside layer l; b^l_{j, y, x} of a
+// bias map when bias_pixel.
 // Returns false when the item's pixel falls outside the map (only when H_{l-1} is not a multiple of s).
 // KK, SS: compile-time K and s (the paper's 3 and 2, so the tap loops unroll), or 0 to use K_rt, s_rt.
 template <int KK, int SS>
 static __device__ __forceinline__ bool ngc_predict_item(const int* hdr, const float* zs, const float* Ws,
                                                         const float* bs, int l, int item, int K_rt, int s_rt,
-                                                        float leak, float zb[NGC_SETTLE_JT],
+                                                        float leak, bool bias_pixel, float zb[NGC_SETTLE_JT],
                                                         int& j0, int& jn, int& pix) {
     const int K = KK ? KK : K_rt, s = SS ? SS : s_rt;
     const int Cl = hdr[HDR_C + l], Hl = hdr[HDR_H + l], Wl = hdr[HDR_W + l];
@@ -114,10 +118,10 @@ static __device__ __forceinline__ bool ngc_predict_item(const int* hdr, const fl
             }
         }
     }
-    const float* b = bs + hdr[HDR_BOFF + l];
+    const float* b = bs + hdr[HDR_BOFF + l];                         // b^l: (C_{l-1},) or (C_{l-1}, H_{l-1}, W_{l-1})
 #pragma unroll
-    for (int jj = 0; jj < NGC_SETTLE_JT; ++jj)
-        zb[jj] = (jj < jn) ? acc[jj] + b[j0 + jj] : 0.0f;            // g = identity
+    for (int jj = 0; jj < NGC_SETTLE_JT; ++jj)                       // g = identity
+        zb[jj] = (jj < jn) ? acc[jj] + (bias_pixel ? b[(j0 + jj) * Hm * Wm + pix] : b[j0 + jj]) : 0.0f;
     return true;
 }
 
@@ -189,7 +193,7 @@ extern "C" __global__ void __launch_bounds__(1024)
 ngc_settle_v1(const float* __restrict__ x,        // (B, C_0, H_0, W_0) image
               const float* __restrict__ z_top,    // (B, C_L, H_L, W_L) initial top state
               const float* __restrict__ Wg,       // W^1..W^L concatenated, each (C_l, C_{l-1}, K, K)
-              const float* __restrict__ bg,       // b^0..b^{L-1} concatenated
+              const float* __restrict__ bg,       // b^1..b^L concatenated, (C_{l-1},) or (C_{l-1}, H_{l-1}, W_{l-1})
               const float* __restrict__ Eg,       // like Wg; read only with NGC_LEARN_E
               const int* __restrict__ dims,       // (L+1, 3): C_l, H_l, W_l for l = 0..L
               int L, int K, int s, int T, int flags, float beta, float gamma, float leak,
@@ -205,6 +209,7 @@ ngc_settle_v1(const float* __restrict__ x,        // (B, C_0, H_0, W_0) image
     const int b_img = blockIdx.x;
     const int tid = threadIdx.x, nth = blockDim.x;
     const bool learn_E = (flags & NGC_LEARN_E) != 0;
+    const bool bpix = (flags & NGC_BIAS_PIXEL) != 0;                 // bias maps b^l (C_{l-1}, H_{l-1}, W_{l-1})
     const bool k3s2 = (K == 3 && s == 2);                            // the paper's filters: unrolled taps
 
     if (tid == 0) {                                                  // L <= NGC_MAXL: the wrapper checks it
@@ -217,7 +222,8 @@ ngc_settle_v1(const float* __restrict__ x,        // (B, C_0, H_0, W_0) image
         hdr[HDR_WOFF] = 0;  hdr[HDR_BOFF] = 0;
         for (int l = 1; l <= L; ++l) {
             hdr[HDR_WOFF + l] = nw;  nw += dims[3 * l] * dims[3 * (l - 1)] * K * K;
-            hdr[HDR_BOFF + l] = nb;  nb += dims[3 * (l - 1)];
+            hdr[HDR_BOFF + l] = nb;                                  // b^l: C_{l-1} (x H_{l-1} W_{l-1}) floats
+            nb += dims[3 * (l - 1)] * (bpix ? dims[3 * (l - 1) + 1] * dims[3 * (l - 1) + 2] : 1);
         }
         hdr[HDR_MISC] = nz;  hdr[HDR_MISC + 1] = nw;  hdr[HDR_MISC + 2] = nb;
         hdr[HDR_MISC + 3] = hdr[HDR_ZOFF + L];                       // errors: layers 0..L-1 only
@@ -262,8 +268,8 @@ ngc_settle_v1(const float* __restrict__ x,        // (B, C_0, H_0, W_0) image
         float* zm = zs + hdr[HDR_ZOFF + l - 1];
         for (int it = tid; it < n_items; it += nth) {
             float zb[NGC_SETTLE_JT];  int j0, jn, pix;
-            if (!(k3s2 ? ngc_predict_item<3, 2>(hdr, zs, Ws, bs, l, it, K, s, leak, zb, j0, jn, pix)
-                        : ngc_predict_item<0, 0>(hdr, zs, Ws, bs, l, it, K, s, leak, zb, j0, jn, pix))) continue;
+            if (!(k3s2 ? ngc_predict_item<3, 2>(hdr, zs, Ws, bs, l, it, K, s, leak, bpix, zb, j0, jn, pix)
+                        : ngc_predict_item<0, 0>(hdr, zs, Ws, bs, l, it, K, s, leak, bpix, zb, j0, jn, pix))) continue;
 #pragma unroll
             for (int jj = 0; jj < NGC_SETTLE_JT; ++jj)                  // unrolled: zb stays in registers
                 if (jj < jn) zm[(j0 + jj) * Hm * Wm + pix] = zb[jj];
@@ -284,8 +290,8 @@ ngc_settle_v1(const float* __restrict__ x,        // (B, C_0, H_0, W_0) image
             while (g >= p_start[l + 1]) ++l;
             float zb[NGC_SETTLE_JT];  int j0, jn, pix;
             const int it = g - p_start[l];
-            if (!(k3s2 ? ngc_predict_item<3, 2>(hdr, zs, Ws, bs, l, it, K, s, leak, zb, j0, jn, pix)
-                       : ngc_predict_item<0, 0>(hdr, zs, Ws, bs, l, it, K, s, leak, zb, j0, jn, pix))) continue;
+            if (!(k3s2 ? ngc_predict_item<3, 2>(hdr, zs, Ws, bs, l, it, K, s, leak, bpix, zb, j0, jn, pix)
+                       : ngc_predict_item<0, 0>(hdr, zs, Ws, bs, l, it, K, s, leak, bpix, zb, j0, jn, pix))) continue;
             const int Cm = hdr[HDR_C + l - 1], HWm = hdr[HDR_H + l - 1] * hdr[HDR_W + l - 1];
             const int off = hdr[HDR_ZOFF + l - 1];
 #pragma unroll
@@ -316,10 +322,11 @@ ngc_settle_v1(const float* __restrict__ x,        // (B, C_0, H_0, W_0) image
             else      ngc_correct_item<0, 0>(hdr, zs, es, Es, l, L, g - c_start[l], K, s, flags, beta, gamma, leak);
         }
         if (flags & NGC_CLAMP_FIRST) {                                       // free bottom: d^0 = -e^0
+            const bool leak0 = !(flags & NGC_NO_GAMMA_BOTTOM);               // cfg.gamma_bottom: the leak acts on z^0
             for (int k = tid; k < n0; k += nth) {
                 const float zv = zs[k];
                 const float d = -es[k];
-                zs[k] = zv + beta * d - gamma * zv;
+                zs[k] = leak0 ? zv + beta * d - gamma * zv : zv + beta * d;
             }
         }
         __syncthreads();   // next phase 1 reads the corrected states of every layer (and red[] is reused)

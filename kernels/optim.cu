@@ -52,11 +52,13 @@ extern "C" __global__ void project_kernels_v1(float* __restrict__ w, int n_kerne
     }
 }
 
-// bias_grad_v1  ==  ngc_ref.model.filter_updates' db^{l-1} = sum of e^{l-1} over batch and space
-// e: (B, C, HW) -> db: (C,). One block of NGC_REDUCE_THREADS threads per channel c = blockIdx.x,
-// tree sum in shared memory (deterministic, no float atomics).
+// bias_grad_v1  ==  ngc_ref.model.filter_updates' db^l = sum of e^{l-1} over batch and space
+// e: (B, C, HW) -> db: (C,), db[c] = sum_{b, r} e[b, c, r] / divisor. One block of NGC_REDUCE_THREADS
+// threads per channel c = blockIdx.x, tree sum in shared memory (deterministic, no float atomics).
+// A bias map (cfg.bias = "pixel", db summed over the batch only) is the same launch with C = C*H*W, HW = 1.
+// divisor: 1 (cfg.reduce = "sum") or the batch size B ("mean"); x / 1 is exact, so "sum" is unchanged.
 extern "C" __global__ void bias_grad_v1(const float* __restrict__ e, float* __restrict__ db,
-                                        int B, int C, int HW) {
+                                        int B, int C, int HW, int divisor) {
     __shared__ float buf[NGC_REDUCE_THREADS];
     const int c = blockIdx.x;
     float part = 0.0f;
@@ -65,5 +67,5 @@ extern "C" __global__ void bias_grad_v1(const float* __restrict__ e, float* __re
         part += e[((long long)b * C + c) * HW + r];
     }
     const float total = block_sum(part, buf);
-    if (threadIdx.x == 0) db[c] = total;
+    if (threadIdx.x == 0) db[c] = total / (float)divisor;
 }

@@ -1,15 +1,18 @@
 """What CuPy's RawKernel does not check, checked before every launch (it ignores strides and takes a
 Python int as long long): float32 only (TypeError; a float64 array is NOT cast silently, since the
 reference would then be float64 and the kernel float32), arrays of the call's backend, C-contiguous
-copies where needed, and shapes and channel counts as ngc_ref checks them (ValueError).
+copies where needed, and shapes and channel counts as ngc_ref checks them (ValueError). What settle
+accepts is checked by ngc_ref.checks, the one validation of every backend (settle_inputs).
 """
 import numpy as np
 
+from ngc_ref import checks as ref_checks
 from ngc_ref.ops import conv_out_size
 
 from .backend import array_module, belongs
 
-__all__ = ["inputs", "output", "stride", "kernel_size", "filters", "out_hw", "layer", "settle_inputs"]
+__all__ = ["inputs", "output", "stride", "kernel_size", "filters", "out_hw", "layer", "settle_inputs",
+           "of_backend"]
 
 
 def _array(op, name, a, backend):
@@ -75,37 +78,33 @@ def out_hw(op, H, W, s, hw):
 
 
 def layer(op, z_l, W, b, below_hw, s):
-    """Shapes of one layer pair: z_l (B, C_l, H, W), W (C_l, C_{l-1}, K, K), b (C_{l-1},) -> (H_{l-1}, W_{l-1})."""
+    """Shapes of one layer pair: z_l (B, C_l, H, W), W (C_l, C_{l-1}, K, K), b^l (C_{l-1},) or a bias map
+    (C_{l-1}, H_{l-1}, W_{l-1}) -> (H_{l-1}, W_{l-1})."""
     filters(op, z_l, W, z_l.shape[1] == W.shape[0], "%s: z has %d channels, W expects %d" % (op, z_l.shape[1], W.shape[0]))
-    if b is not None and tuple(b.shape) != (W.shape[1],):
-        raise ValueError("%s: bias has shape %s, W predicts %d maps" % (op, tuple(b.shape), W.shape[1]))
-    return out_hw(op, z_l.shape[2], z_l.shape[3], s, below_hw)
+    hw = out_hw(op, z_l.shape[2], z_l.shape[3], s, below_hw)
+    if b is not None and tuple(b.shape) not in ((W.shape[1],), (W.shape[1],) + hw):
+        raise ValueError("%s: bias has shape %s; W predicts %d maps of %dx%d, so it must be (%d,) or a bias map %s"
+                         % ((op, tuple(b.shape), W.shape[1]) + hw + (W.shape[1], (W.shape[1],) + hw)))
+    return hw
 
 
-def settle_inputs(op, backend, params, x, cfg, z_top, T, clamp):
-    """Everything either settling path relies on: arrays of the backend, float32, shaped as the config
-    says; clamp and T. Returns T (cfg.T when None)."""
+def settle_inputs(op, params, x, cfg, z_top, T=None, clamp="always"):
+    """What either settling path relies on, checked as every backend checks it (ngc_ref.checks: the same
+    error for the same bad input on numpy, cpu and cuda): clamp, the params dict and every shape the config
+    needs, a batch of >= 1 image, float32 throughout, finite values, T. Returns T (cfg.T when None)."""
     if clamp not in ("always", "first"):
         raise ValueError("%s: clamp must be 'always' or 'first', got %r" % (op, clamp))
-    T = cfg.T if T is None else int(T)
-    if T < 0:
-        raise ValueError("%s: T must be >= 0, got %d" % (op, T))
-    L, C, K = cfg.L, cfg.layer_channels, cfg.kernel
-    if len(params["W"]) != L + 1 or len(params["b"]) != L + 1:
-        raise ValueError("%s: params hold %d layers of filters, the config has L = %d" % (op, len(params["W"]) - 1, L))
-    if x.ndim != 4 or tuple(x.shape[1:]) != (C[0],) + tuple(cfg.map_hw(0)):
-        raise ValueError("%s: x has shape %s, the config needs (B, %d, %d, %d)"
-                         % ((op, tuple(x.shape), C[0]) + tuple(cfg.map_hw(0))))
-    want = {"z_top": (x.shape[0], C[L]) + tuple(cfg.map_hw(L))}
+    ref_checks.check_settle_inputs(params, x, cfg, z_top, dtypes=(np.float32,), where=op)
+    return cfg.T if T is None else ref_checks.check_steps(T, op)
+
+
+def of_backend(op, backend, params, x, z_top):
+    """What only ngc_cuda needs on top of settle_inputs: every array of the call's backend's kind (a NumPy
+    array among CuPy ones would reach a kernel as a host pointer)."""
     arrays = {"x": x, "z_top": z_top}
     for key in ("W", "b", "E"):
-        if params.get(key) is None:
-            continue
-        for l in range(1, L + 1):
-            arrays["%s[%d]" % (key, l)] = params[key][l]
-            want["%s[%d]" % (key, l)] = (C[l - 1],) if key == "b" else (C[l], C[l - 1], K, K)
+        for l, a in enumerate(params.get(key) or []):
+            if a is not None:
+                arrays["params[%r][%d]" % (key, l)] = a
     for name, a in arrays.items():
         _array(op, name, a, backend)
-        if name in want and tuple(a.shape) != want[name]:
-            raise ValueError("%s: %s has shape %s, the config needs %s" % (op, name, tuple(a.shape), want[name]))
-    return T

@@ -18,7 +18,9 @@ SETTLE_MAX_LAYERS = 8                   # NGC_MAXL: networks of layers 0..8
 # 4 area sizes, and two prefix-sum lists of work items (l = 1..MAXL+1). The kernel static_asserts this sum.
 SETTLE_HDR_INTS = 6 * (SETTLE_MAX_LAYERS + 1) + 4 + 2 * (SETTLE_MAX_LAYERS + 2)
 SETTLE_RED_FLOATS = 32                  # NGC_RED_FLOATS: one partial energy per warp (1024 threads / 32)
-SETTLE_FLAGS = {"NGC_PCN": 1, "NGC_CLAMP_FIRST": 2, "NGC_LEARN_E": 4}   # bits of its `flags` argument
+# bits of its `flags` argument: cfg.pcn, clamp="first" (denoising), learnable E, cfg.bias="pixel" (bias maps),
+# cfg.gamma_bottom=False (no leak on a free z^0); 0 is the paper's setting
+SETTLE_FLAGS = {"NGC_PCN": 1, "NGC_CLAMP_FIRST": 2, "NGC_LEARN_E": 4, "NGC_BIAS_PIXEL": 8, "NGC_NO_GAMMA_BOTTOM": 16}
 
 # NGC_SMEM_GUARD: floats left between the shared-memory areas of a kernel that names them (the whole-settle
 # kernel). None on a GPU; in the emulator a guard zone that cuda_emu checks after every block.

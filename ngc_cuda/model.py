@@ -38,7 +38,8 @@ class SettleResult(ref_model.SettleResult):
 
 
 def predict(z_l, W_l, b, cfg, out_hw, backend=None):
-    """Eq. 1: zbar_j^{l-1} = g( sum_i W_ij^l ⊙_s phi(z_i^l) + b_j ) (ngc_predict_v1)."""
+    """Eq. 1: zbar_j^{l-1} = g( sum_i W_ij^l ⊙_s phi(z_i^l) + b_j^l ) (ngc_predict_v1); b = b^l, the bias
+    of the prediction of layer l-1 (ngc_ref.model's glossary)."""
     return ngc_step.predict(z_l, W_l, b, cfg, out_hw, backend=resolve(backend, z_l, W_l, b))
 
 
@@ -50,7 +51,7 @@ def predictions_and_errors(z, params, cfg, backend=None):
 def correct(z, e, params, cfg, free_bottom=False, backend=None):
     """Eq. 2 for every free layer at once (returns new states; z is not modified):
         d^l = -e^l + sum_j E_ji^l *_s e_j^{l-1}   (times phi'(z^l) in PCN mode);  z^l <- z^l + beta d^l - gamma z^l
-    z^0 is clamped unless free_bottom (d^0 = -e^0)."""
+    z^0 is clamped unless free_bottom (d^0 = -e^0; the leak on z^0 only if cfg.gamma_bottom)."""
     return ngc_step.correct(z, e, params, cfg, free_bottom, backend=resolve(backend, *z))
 
 
@@ -62,8 +63,9 @@ def energy(e, backend=None):
 def init_states(x, params, cfg, z_top, backend=None):
     """Algorithm 1 lines 3-10: z^L = z_top, the ancestral pass z^l = zbar^l for l = L-1..1, z^0 = x.
     The states are fresh float32 copies (settling updates them in place)."""
+    checks.settle_inputs("init_states", params, x, cfg, z_top)
     backend = resolve(backend, x, z_top)
-    x, z_top = checks.inputs("init_states", backend, x=x, z_top=z_top)
+    checks.of_backend("init_states", backend, params, x, z_top)
     return ngc_step.init_states(x, params, cfg, z_top, backend=backend)
 
 
@@ -77,8 +79,9 @@ def settle(params, x, cfg, z_top, T=None, clamp="always", kernel="auto", backend
     """
     if kernel not in KERNELS:
         raise ValueError("settle: kernel must be one of %s, got %r" % (KERNELS, kernel))
+    T = checks.settle_inputs("settle", params, x, cfg, z_top, T, clamp)   # as every backend checks it
     backend = resolve(backend, x, z_top)
-    T = checks.settle_inputs("settle", backend, params, x, cfg, z_top, T, clamp)   # both paths trust this
+    checks.of_backend("settle", backend, params, x, z_top)                 # both paths trust these two
     whole = kernel == "whole" or (kernel == "auto" and settle_whole.fits(
         cfg, params.get("E") is not None, max_shared_memory(backend)))
     log.debug("settle: %s path (kernel=%r, backend %s)", "whole" if whole else "per-step", kernel, backend)
@@ -92,12 +95,16 @@ def settle(params, x, cfg, z_top, T=None, clamp="always", kernel="auto", backend
 def filter_updates(res, params, cfg, backend=None):
     """Sec. 3.2 / Algorithm 2 lines 9-10 from the final states and errors of `settle`:
         dW_ij^l = e_j^{l-1} (stride-1 corr) Dilate(phi(z_i^l), s)   summed over the batch (conv2d_weight_grad_v1)
-        db^{l-1} = sum of e^{l-1} over batch and space                (bias_grad_v1)
+        db^l = sum of e^{l-1} over batch and space                    (bias_grad_v1)
+                                       (over the batch only for a bias map, cfg.bias = "pixel")
         dE^l = lambda dW^l                                             when E is learnable
+    With cfg.reduce = "mean" every sum over the batch becomes a mean (divided by the batch size).
     Displacements (minus the energy gradient): descent adds them."""
     backend = resolve(backend, res.e[0])
     K, s, L = cfg.kernel, cfg.stride, cfg.L
-    dW = [None] + [ops.conv2d_weight_grad_phi(res.e[l - 1], res.z[l], K, s, cfg.leak, backend) for l in range(1, L + 1)]
-    db = [None] + [ops.bias_grad(res.e[l - 1], backend) for l in range(1, L + 1)]
+    mean, pixel = cfg.reduce == "mean", cfg.bias == "pixel"
+    dW = [None] + [ops.conv2d_weight_grad_phi(res.e[l - 1], res.z[l], K, s, cfg.leak, mean=mean, backend=backend)
+                   for l in range(1, L + 1)]
+    db = [None] + [ops.bias_grad(res.e[l - 1], pixel=pixel, mean=mean, backend=backend) for l in range(1, L + 1)]
     dE = [None] + [w * np.float32(cfg.lam) for w in dW[1:]] if params.get("E") is not None else None
     return {"W": dW, "b": db, "E": dE}

@@ -26,7 +26,8 @@ __all__ = ["predict", "predict_error", "correct_", "energy", "predictions_and_er
 
 # ---- one layer: the kernels ------------------------------------------------------------------------
 def predict(z_l, W_l, b, cfg, out_hw, *, backend):
-    """Eq. 1: zbar^{l-1} = g(W^l ⊙_s phi(z^l) + b^{l-1}), g = identity (== ngc_ref.model.predict); ngc_predict_v1."""
+    """Eq. 1: zbar^{l-1} = g(W^l ⊙_s phi(z^l) + b^l), g = identity (== ngc_ref.model.predict); ngc_predict_v1.
+    b: b^l, one scalar per map (C_{l-1},) or a bias map (C_{l-1}, H_{l-1}, W_{l-1}) (cfg.bias = "pixel")."""
     s = checks.stride("predict", cfg.stride)
     Hm, Wm = checks.layer("predict", z_l, W_l, b, out_hw, s)
     z_l, W_l, b = checks.inputs("predict", backend, z=z_l, W=W_l, b=b)
@@ -36,13 +37,13 @@ def predict(z_l, W_l, b, cfg, out_hw, *, backend):
     if zbar.size:
         launch(backend, "ngc_step", "ngc_predict_v1", grid(zbar.size), BLOCK,
                (z_l, W_l, b, zbar, i32(B), i32(Cl), i32(H), i32(Wd), i32(Cm), i32(Hm), i32(Wm),
-                i32(K), i32(s), f32(cfg.leak)))
+                i32(K), i32(s), f32(cfg.leak), i32(b.ndim == 3)))
     return zbar
 
 
 def predict_error(z_l, W_l, b, z_below, cfg, zbar=None, e=None, write_zbar=True, *, backend):
     """Eq. 1 and the error units of one layer pair in one pass (ngc_predict_error_v1):
-    zbar^{l-1} = W^l ⊙_s phi(z^l) + b^{l-1},  e^{l-1} = z^{l-1} - zbar^{l-1}. -> (zbar, e)
+    zbar^{l-1} = W^l ⊙_s phi(z^l) + b^l,  e^{l-1} = z^{l-1} - zbar^{l-1}. -> (zbar, e); b as in predict.
 
     zbar/e: optional float32 C-contiguous outputs (the settling loop reuses them).
     write_zbar=False stores only e (inside the settling loop; zbar is left untouched).
@@ -62,14 +63,15 @@ def predict_error(z_l, W_l, b, z_below, cfg, zbar=None, e=None, write_zbar=True,
     if zbar.size:
         launch(backend, "ngc_step", "ngc_predict_error_v1", grid(zbar.size), BLOCK,
                (z_l, W_l, b, z_below, zbar, e, i32(B), i32(Cl), i32(H), i32(Wd), i32(Cm), i32(Hm), i32(Wm),
-                i32(K), i32(s), f32(cfg.leak), i32(1 if write_zbar else 0)))
+                i32(K), i32(s), f32(cfg.leak), i32(b.ndim == 3), i32(1 if write_zbar else 0)))
     return zbar, e
 
 
 def correct_(z_l, e_own, e_below, E_l, cfg, *, backend):
     """Eq. 2 for one layer, IN PLACE on z_l (ngc_correct_v1):
         d = -e_own + E_l *_s e_below   [times phi'(z_l) when cfg.pcn];   z_l <- z_l + beta d - gamma z_l.
-    e_own=None: the top layer (e^L = 0). e_below=None (and E_l=None): a free bottom layer (d^0 = -e^0).
+    e_own=None: the top layer (e^L = 0). e_below=None (and E_l=None): a free bottom layer (d^0 = -e^0),
+    whose update has no leak when cfg.gamma_bottom is False (z^0 <- z^0 + beta d^0).
     z_l must be a C-contiguous float32 array of the backend (it is written). Returns z_l.
     """
     s = checks.stride("correct_", cfg.stride)
@@ -100,7 +102,8 @@ def correct_(z_l, e_own, e_below, E_l, cfg, *, backend):
         launch(backend, "ngc_step", "ngc_correct_v1", grid(z_l.size), BLOCK,
                (z_l, e_own if has_own else nothing, e_below if has_below else nothing, E_l if has_below else nothing,
                 i32(B), i32(Cl), i32(H), i32(Wd), i32(Cm), i32(Hm), i32(Wm), i32(K), i32(s), f32(cfg.beta),
-                f32(cfg.gamma), f32(cfg.leak), i32(has_own), i32(has_below), i32(bool(cfg.pcn))))
+                f32(cfg.gamma), f32(cfg.leak), i32(has_own), i32(has_below), i32(bool(cfg.pcn)),
+                i32(not has_below and not cfg.gamma_bottom)))
     return z_l
 
 
@@ -149,7 +152,8 @@ def predictions_and_errors(z, params, cfg, zbar=None, e=None, write_zbar=True, *
 def correct(z, e, params, cfg, free_bottom=False, in_place=False, *, backend):
     """Eq. 2 for every free layer at once, from the errors e of the states z:
         d^l = -e^l + sum_j E_ji^l *_s e_j^{l-1}   (times phi'(z^l) in PCN mode);  z^l <- z^l + beta d^l - gamma z^l
-    z^0 is clamped unless free_bottom (d^0 = -e^0). Returns new states, or z itself updated when in_place."""
+    z^0 is clamped unless free_bottom (d^0 = -e^0; the leak on z^0 only if cfg.gamma_bottom). Returns new
+    states, or z itself updated when in_place."""
     E = _E(params)
     new = z if in_place else list(z)
     for l in range(0 if free_bottom else 1, cfg.L + 1):
@@ -174,7 +178,7 @@ def init_states(x, params, cfg, z_top, *, backend):
 def settle(params, x, cfg, z_top, T, clamp="always", *, backend):
     """Algorithm 1 on the per-step kernels (== ngc_ref.model.settle): the ancestral initialisation, then T
     synchronous steps, each one predictions_and_errors, energy, correct; any configuration fits.
-    The inputs are as ngc_cuda.model.settle checked them (checks.settle_inputs), T an int.
+    The inputs are as ngc_cuda.model.settle checked them (checks.settle_inputs, of_backend), T an int.
     Returns an ngc_ref.model.SettleResult of float32 arrays of x's type."""
     L = cfg.L
     z = init_states(x, params, cfg, z_top, backend=backend)

@@ -5,8 +5,8 @@
     conv2d_weight_grad(e, a, K, stride=2)      kernels/conv2d_weight_grad.cu conv2d_weight_grad_v1
 
 and the two reductions of the filter updates (Sec. 3.2), which ngc_cuda.model.filter_updates runs:
-    conv2d_weight_grad_phi(e, z, K, stride, leak)   conv2d_weight_grad_v1 with phi applied to z inside
-    bias_grad(e)                                    kernels/optim.cu       bias_grad_v1
+    conv2d_weight_grad_phi(e, z, K, stride, leak, mean)   conv2d_weight_grad_v1 with phi applied to z inside
+    bias_grad(e, pixel, mean)                             kernels/optim.cu       bias_grad_v1
 
 NumPy arrays in -> the kernels run on the CPU emulator (backend "cuda-emu") -> NumPy out; CuPy arrays in
 -> the kernels run on the GPU (backend "cuda") -> CuPy out. `backend=` names it instead (backend.py).
@@ -63,7 +63,7 @@ def conv2d_transpose(z, w, stride=2, out_hw=None, backend=None):
     return out
 
 
-def _weight_grad(op, e, a, K, stride, apply_phi, leak, backend):
+def _weight_grad(op, e, a, K, stride, apply_phi, leak, mean, backend):
     s = checks.stride(op, stride)
     K = checks.kernel_size(op, K)
     if e.ndim != 4 or a.ndim != 4:
@@ -82,7 +82,8 @@ def _weight_grad(op, e, a, K, stride, apply_phi, leak, backend):
             dW[...] = 0
         else:
             launch(backend, "conv2d_weight_grad", "conv2d_weight_grad_v1", Ca * Ce, REDUCE_THREADS,
-                   (e, a, dW, i32(B), i32(Ce), i32(He), i32(We), i32(Ca), i32(K), i32(s), i32(apply_phi), f32(leak)))
+                   (e, a, dW, i32(B), i32(Ce), i32(He), i32(We), i32(Ca), i32(K), i32(s), i32(apply_phi), f32(leak),
+                    i32(B if mean else 1)))
     return dW
 
 
@@ -93,26 +94,31 @@ def conv2d_weight_grad(e, a, K, stride=2, backend=None):
     e: (B, C_{l-1}, Ho, Wo), a: (B, C_l, ceil(Ho/s), ceil(Wo/s)) -> (C_l, C_{l-1}, K, K).
     Stricter than the reference: a's spatial size must be ceil(e's / s) (ValueError otherwise).
     """
-    return _weight_grad("conv2d_weight_grad", e, a, K, stride, 0, 0.0, resolve(backend, e, a))
+    return _weight_grad("conv2d_weight_grad", e, a, K, stride, 0, 0.0, False, resolve(backend, e, a))
 
 
-def conv2d_weight_grad_phi(e, z, K, stride, leak, backend=None):
+def conv2d_weight_grad_phi(e, z, K, stride, leak, mean=False, backend=None):
     """conv2d_weight_grad(e, phi(z), K, stride) with phi = leaky ReLU applied inside the kernel: the dW of
-    ngc_ref.model.filter_updates."""
-    return _weight_grad("conv2d_weight_grad_phi", e, z, K, stride, 1, leak, resolve(backend, e, z))
+    ngc_ref.model.filter_updates; mean=True divides it by the batch size (cfg.reduce = "mean")."""
+    return _weight_grad("conv2d_weight_grad_phi", e, z, K, stride, 1, leak, mean, resolve(backend, e, z))
 
 
-def bias_grad(e, backend=None):
-    """db = sum of e over batch and space, per channel (ngc_ref.model.filter_updates' db): bias_grad_v1."""
+def bias_grad(e, pixel=False, mean=False, backend=None):
+    """db of ngc_ref.model.filter_updates (bias_grad_v1): the sum of e over batch and space per channel,
+    (C,); pixel=True (cfg.bias = "pixel"): over the batch only, a bias map (C, H, W); mean=True divides
+    by the batch size (cfg.reduce = "mean")."""
     backend = resolve(backend, e)
     if e.ndim != 4:
         raise ValueError("bias_grad: e must be (B, C, H, W), got %s" % (tuple(e.shape),))
     e, = checks.inputs("bias_grad", backend, e=e)
     B, C, H, W = e.shape
-    db = empty(backend, (C,))
-    if C:
-        if B * H * W == 0:
+    db = empty(backend, (C, H, W) if pixel else (C,))
+    # a bias map is the same reduction with every (channel, pixel) a channel of one pixel
+    n_out, n_in = (C * H * W, 1) if pixel else (C, H * W)
+    if db.size:
+        if B * n_in == 0:
             db[...] = 0
         else:
-            launch(backend, "optim", "bias_grad_v1", C, REDUCE_THREADS, (e, db, i32(B), i32(C), i32(H * W)))
+            launch(backend, "optim", "bias_grad_v1", n_out, REDUCE_THREADS,
+                   (e, db, i32(B), i32(n_out), i32(n_in), i32(B if mean else 1)))
     return db

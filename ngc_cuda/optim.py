@@ -3,10 +3,14 @@
 Same sign convention as the reference: the displacements of `model.filter_updates` are minus the
 energy gradient, so descent adds them (normalised step) and Adam is fed the gradient -d. The per-array
 updates `adam`, `normalized` and `project_kernels` update their array IN PLACE and return it; `step`
-runs them over every parameter like ngc_ref.optim.step (a non-contiguous parameter is replaced by a
-contiguous copy) and returns params.
+runs them over every parameter through ngc_ref.optim.apply_step, the loop every backend shares (a
+non-contiguous parameter is replaced by a contiguous copy), and returns params.
 """
+import functools
+
 import numpy as np
+
+from ngc_ref.optim import apply_step
 
 from . import checks
 from .backend import array_module, resolve
@@ -79,23 +83,10 @@ def normalized(p, d, cfg, per_kernel, backend=None):
 
 def step(params, deltas, opt_state, cfg, backend=None):
     """One update in place (== ngc_ref.optim.step): Adam (cfg.optimizer == "adam") or the normalised
-    step, then each filter kernel of W (and learnable E) projected to norm <= cfg.max_kernel_norm."""
+    step, then each filter kernel of W (and learnable E) projected to norm <= cfg.max_kernel_norm.
+    The loop over the arrays is ngc_ref.optim.apply_step, the one every backend runs; the rules are the
+    kernels above, on this call's backend."""
+    on = functools.partial
     backend = resolve(backend, params["W"][1])
-    opt_state["t"] += 1
-    t = opt_state["t"]
-    for key in ("W", "b", "E"):
-        if params.get(key) is None:
-            continue
-        for l in range(1, len(params[key])):
-            p, d = params[key][l], deltas[key][l]
-            if tuple(d.shape) != tuple(p.shape):
-                raise ValueError("step: delta %s[%d] has shape %s, the parameter %s"
-                                 % (key, l, tuple(d.shape), tuple(p.shape)))
-            if cfg.optimizer == "adam":
-                p = adam(p, d, opt_state["m"][key][l], opt_state["v"][key][l], t, cfg, backend)
-            else:
-                p = normalized(p, d, cfg, key != "b", backend)
-            if key != "b":
-                p = project_kernels(p, cfg.max_kernel_norm, backend)
-            params[key][l] = p
-    return params
+    return apply_step(params, deltas, opt_state, cfg, on(adam, backend=backend), on(normalized, backend=backend),
+                      on(project_kernels, backend=backend))

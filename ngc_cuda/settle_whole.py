@@ -8,7 +8,8 @@ steps and there is one launch instead of ~T*(2L+1), which is why it exists (benc
 whether it wins; model.settle(kernel="auto") uses it whenever it fits), i.e. when
 
     smem_bytes(cfg, learn_E) <= the device's opt-in shared memory per block
-    (paper configuration: 125,688 bytes, 162,588 with learnable E; A100 allows 163 KB, H100/H200 227 KB).
+    (paper configuration: 125,688 bytes, 162,588 with learnable E, 169,404 with bias="pixel";
+    A100 allows 163 KB, H100/H200 227 KB).
 
 The shared-memory layout is `layout` below; the kernel computes the same one from the -D constants of
 defines.py, and in the emulator it names each area so that cuda_emu checks the guard zones between them
@@ -46,13 +47,15 @@ def layout(cfg, learn_E=False, guard=0):
     [(area, byte offset, bytes)], every area followed by `guard` unused floats (0 on a GPU):
         hdr  the header ints (sizes, offsets, work lists)     red  one partial energy per warp
         z    states z^0..z^L                                   e    errors e^0..e^{L-1} (e^L = 0 is not stored)
-        W    filters W^1..W^L, each (C_l, C_{l-1}, K, K)      b    biases b^0..b^{L-1}
+        W    filters W^1..W^L, each (C_l, C_{l-1}, K, K)      b    biases b^1..b^L: b^l has C_{l-1} values, or
+                                                                   C_{l-1} H_{l-1} W_{l-1} with cfg.bias="pixel"
         E    like W, only when the error filters are learnable (else the kernel reads W: E = W^T)"""
     C, K = cfg.layer_channels, cfg.kernel
     _, n = _sizes(cfg)
     n_w = sum(C[l] * C[l - 1] * K * K for l in range(1, cfg.L + 1))
+    n_b = sum(n[:-1]) if cfg.bias == "pixel" else sum(C[:-1])
     areas = [("hdr", SETTLE_HDR_INTS), ("red", SETTLE_RED_FLOATS), ("z", sum(n)), ("e", sum(n[:-1])),
-             ("W", n_w), ("b", sum(C[:-1]))] + ([("E", n_w)] if learn_E else [])
+             ("W", n_w), ("b", n_b)] + ([("E", n_w)] if learn_E else [])
     out, off = [], 0
     for name, count in areas:
         out.append((name, 4 * off, 4 * count))
@@ -80,7 +83,7 @@ def settle_whole(params, x, cfg, z_top, T, clamp="always", threads=DEFAULT_THREA
     (denoising: z^0 = x at t = 1 only). params["E"] not None means separate error filters. `threads` is
     the block size (a multiple of 32). backend "cuda" runs on the current GPU (CuPy arrays), "cuda-emu" on
     the CPU emulation (NumPy arrays, in the thread order of launch.emulation); ngc_cuda.model.settle decides
-    it, and checks the inputs (checks.settle_inputs): like a RawKernel, this function trusts them.
+    it, and checks the inputs (checks.settle_inputs, of_backend): like a RawKernel, this function trusts them.
     T: an int. Returns a SettleResult of float32 arrays of x's type.
     """
     if threads % 32 or not 32 <= threads <= 1024:
@@ -115,8 +118,9 @@ def settle_whole(params, x, cfg, z_top, T, clamp="always", threads=DEFAULT_THREA
     zbar_out = xp.empty(B * sum(n[:-1]), xp.float32)
     e_out = xp.empty(B * sum(n[:-1]), xp.float32)
     energy = xp.empty((T + 1, B), xp.float32)
-    flags = (SETTLE_FLAGS["NGC_PCN"] if cfg.pcn else 0) | (SETTLE_FLAGS["NGC_CLAMP_FIRST"] if clamp == "first" else 0) \
-        | (SETTLE_FLAGS["NGC_LEARN_E"] if learn_E else 0)
+    on = {"NGC_PCN": cfg.pcn, "NGC_CLAMP_FIRST": clamp == "first", "NGC_LEARN_E": learn_E,
+          "NGC_BIAS_PIXEL": cfg.bias == "pixel", "NGC_NO_GAMMA_BOTTOM": not cfg.gamma_bottom}
+    flags = sum(bit for name, bit in SETTLE_FLAGS.items() if on[name])
     args = (xp.ascontiguousarray(x), xp.ascontiguousarray(z_top), Wf, bf, Ef, dims_arr, i32(L), i32(cfg.kernel),
             i32(cfg.stride), i32(T), i32(flags), f32(cfg.beta), f32(cfg.gamma), f32(cfg.leak), z_out, zbar_out,
             e_out, energy, i32(B))

@@ -37,6 +37,16 @@ def _check_dtype(what, a, dtypes, where):
     return dt
 
 
+def _check_same_dtype(what, a, dtype, other, dtypes, where):
+    """`a` has the dtype of the arrays before it (`other`, of dtype `dtype`, already checked): a float of
+    another dtype is named as a mix, whatever the backend computes in; a non-float by what it computes in."""
+    dt = np.dtype(a.dtype)
+    if dt != dtype:
+        if dt.kind != "f":
+            _check_dtype(what, a, dtypes, where)
+        raise TypeError("%s: %s is %s but %s %s; pass every array in one dtype" % (where, what, dt, other, dtype))
+
+
 def _check_array(what, a, where):
     if not (hasattr(a, "shape") and hasattr(a, "dtype")):
         raise TypeError("%s: %s must be an array, got %s" % (where, what, type(a).__name__))
@@ -72,12 +82,10 @@ def check_params(params, cfg, where="settle", dtypes=None):
             _check_array(what, a, where)
             if tuple(a.shape) != want:
                 raise ValueError("%s: %s has shape %s, the config needs %s" % (where, what, tuple(a.shape), want))
-            dt = _check_dtype(what, a, dtypes, where)
             if dtype is None:
-                dtype = dt
-            elif dt != dtype:
-                raise TypeError("%s: %s is %s but params['W'][1] is %s; pass every array in one dtype"
-                                % (where, what, dt, dtype))
+                dtype = _check_dtype(what, a, dtypes, where)
+            else:
+                _check_same_dtype(what, a, dtype, "params['W'][1] is", dtypes, where)
             if not _finite(a):
                 raise ValueError("%s: %s contains NaN or Inf" % (where, what))
     return dtype
@@ -102,10 +110,7 @@ def check_settle_inputs(params, x, cfg, z_top, dtypes=None, where="settle"):
         raise ValueError("%s: z_top has shape %s, the config needs %s (B, C_L, H_L, W_L) for this batch"
                          % (where, tuple(z_top.shape), want))
     for what, a in (("x", x), ("z_top", z_top)):
-        dt = _check_dtype(what, a, dtypes, where)
-        if dt != dtype:
-            raise TypeError("%s: %s is %s but the parameters are %s; pass every array in one dtype"
-                            % (where, what, dt, dtype))
+        _check_same_dtype(what, a, dtype, "the parameters are", dtypes, where)
         if not _finite(a):
             raise ValueError("%s: %s contains NaN or Inf" % (where, what))
     return dtype

@@ -196,7 +196,7 @@ def step(params, deltas, opt_state, cfg):
     opt_state["t"] += 1
     for key in ("W", "b"):
         for l in range(1, len(params[key])):
-            p = _adam(params[key][l], -deltas[key][l], opt_state["m"][key][l], opt_state["v"][key][l],
+            p = _adam(params[key][l], deltas[key][l], opt_state["m"][key][l], opt_state["v"][key][l],
                       opt_state["t"], cfg)
             params[key][l] = project_rows(p, cfg.max_col_norm) if key == "W" else p
     return params

@@ -1,14 +1,16 @@
 """One validation for every backend (ngc_ref.checks): the same bad input gets the same clear error from the
-numpy reference and the cpu backend, before any work."""
+numpy reference, the cpu backend and the CUDA kernels (emulated: ngc_cuda checks before any launch, so the
+GPU backend answers the same), before any work."""
 import numpy as np
 import pytest
 
 from ngc_cpu import model as cpu_model
+from ngc_cuda import model as cuda_model
 from ngc_ref import model as ref_model
 from ngc_ref.config import Config
 
 CFG = Config(channels=(4, 5, 3), image_hw=(8, 12), T=2)
-SETTLES = {"numpy": ref_model.settle, "cpu": cpu_model.settle}
+SETTLES = {"numpy": ref_model.settle, "cpu": cpu_model.settle, "cuda-emu": cuda_model.settle}
 
 
 def good(B=2, dtype=np.float32):
@@ -82,11 +84,18 @@ def test_bad_step_count(backend, T, err, msg):
 
 
 def test_dtypes_each_backend_computes_in():
-    """float16 is a float the reference computes in; the cpu backend names the two it supports."""
+    """float16 is a float the reference computes in; the cpu backend names the two it supports, the CUDA
+    kernels the one (float64 too is refused there, not cast: the reference would then be float64)."""
     params, x, z_top = good(dtype=np.float16)
     assert ref_model.settle(params, x, CFG, z_top).z[1].dtype == np.float16
-    with pytest.raises(TypeError, match="this backend computes in float32 or float64"):
+    with pytest.raises(TypeError, match=r"^settle: params\['W'\]\[1\] has dtype float16; this backend computes "
+                                        r"in float32 or float64$"):
         cpu_model.settle(params, x, CFG, z_top)
+    for dtype in (np.float16, np.float64):
+        params, x, z_top = good(dtype=dtype)
+        with pytest.raises(TypeError, match=r"^settle: params\['W'\]\[1\] has dtype %s; this backend computes "
+                                            r"in float32$" % np.dtype(dtype).name):
+            cuda_model.settle(params, x, CFG, z_top)
 
 
 @pytest.mark.parametrize("backend", list(SETTLES))

@@ -1,8 +1,10 @@
 """Rings (b) and (c) for the model: the fused step kernels, a whole T = 60 settle, the filter updates and
-the optimisers of ngc_cuda against ngc_ref in float64.
+the optimisers of ngc_cuda against ngc_ref in float64, with every Config reading that changes the math
+(bias="pixel", reduce="mean", gamma_bottom=False, pcn, learn_E).
 
 Kernels run on the CPU emulator (the four thread orders of conftest.py's `be`) and on the GPU when there is one.
 """
+import dataclasses
 import logging
 
 import numpy as np
@@ -52,8 +54,11 @@ def states(cfg, rng, B=2):
 
 
 # ---- one fused step ----------------------------------------------------------------------------
+@pytest.mark.parametrize("bias", ["channel", "pixel"])
 @pytest.mark.parametrize("cfg", [SMALL, ODD], ids=["K3s2", "K5s3"])
-def test_predict_error_step_matches_ref(be, rng, cfg):
+def test_predict_error_step_matches_ref(be, rng, cfg, bias):
+    """Eq. 1 and the errors of every layer; bias="pixel": b^l is a bias map (C_{l-1}, H_{l-1}, W_{l-1})."""
+    cfg = dataclasses.replace(cfg, bias=bias)
     params, _, _ = setup(cfg, rng)
     z = states(cfg, rng)
     zbar_ref, e_ref = ref_model.predictions_and_errors([f64(a) for a in z], params64(params), cfg)
@@ -80,13 +85,14 @@ def test_predict_error_inside_the_loop_stores_only_e(be, rng):
     assert_close(zbar, np.full(z[0].shape, 7.0), rtol=0, atol=0, name="untouched zbar")
 
 
-@pytest.mark.parametrize("pcn,free_bottom,learn_E", [(False, False, False), (True, False, False),
-                                                      (False, True, False), (False, False, True)],
-                         ids=["ngc", "pcn", "free-bottom", "learn-E"])
+@pytest.mark.parametrize("pcn,free_bottom,learn_E,gamma_bottom", [
+    (False, False, False, True), (True, False, False, True), (False, True, False, True), (False, False, True, True),
+    (False, True, False, False)], ids=["ngc", "pcn", "free-bottom", "learn-E", "free-bottom-no-leak"])
 @pytest.mark.parametrize("cfg", [SMALL, ODD], ids=["K3s2", "K5s3"])
-def test_correct_step_matches_ref(be, rng, cfg, pcn, free_bottom, learn_E):
-    import dataclasses
-    cfg = dataclasses.replace(cfg, pcn=pcn, learn_E=learn_E)
+def test_correct_step_matches_ref(be, rng, cfg, pcn, free_bottom, learn_E, gamma_bottom):
+    """Eq. 2 for every free layer; gamma_bottom=False: a free z^0 moves by beta d^0 only (gamma = 0.05
+    here, so a leak that should not be there is far outside the tolerance)."""
+    cfg = dataclasses.replace(cfg, pcn=pcn, learn_E=learn_E, gamma_bottom=gamma_bottom, gamma=0.05)
     params, _, _ = setup(cfg, rng)
     if learn_E:      # E different from W, so using the wrong filters fails
         params["E"] = [None] + [(0.1 * rng.standard_normal(w.shape)).astype(np.float32) for w in params["W"][1:]]
@@ -132,17 +138,28 @@ def test_paper_config_settle_T60_matches_ref(one_be, rng):
     _compare(res, ref, cfg, TOL["settled"], "T=60")
 
 
-@pytest.mark.parametrize("mode", ["ngc", "pcn", "denoise", "learn-E"])
+MODES = {"ngc": {}, "pcn": dict(pcn=True), "denoise": {}, "learn-E": dict(learn_E=True),
+         "bias-pixel": dict(bias="pixel"), "denoise-no-gamma-bottom": dict(gamma_bottom=False, gamma=0.02),
+         "pixel-learn-E-denoise": dict(bias="pixel", learn_E=True, gamma_bottom=False, gamma=0.02)}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
 def test_small_settle_modes_match_ref(be, rng, mode):
-    """PCN (phi' factor), denoising (clamp='first': z^0 evolves after t = 1) and learnable E, T steps."""
-    import dataclasses
-    cfg = dataclasses.replace(SMALL, pcn=(mode == "pcn"), learn_E=(mode == "learn-E"), T=10)
+    """PCN (phi' factor), denoising (clamp='first': z^0 evolves after t = 1), learnable E, bias maps and
+    no leak on the free z^0, T steps of the per-step kernels."""
+    cfg = dataclasses.replace(SMALL, T=10, **MODES[mode])
     params, x, z_top = setup(cfg, rng)
-    if mode == "learn-E":
+    if cfg.learn_E:
         params["E"] = [None] + [(w + 0.05 * rng.standard_normal(w.shape)).astype(np.float32) for w in params["W"][1:]]
-    res, ref = _settle_both(be, cfg, params, x, z_top, T=cfg.T, clamp="first" if mode == "denoise" else "always")
+    denoise = "denoise" in mode
+    res, ref = _settle_both(be, cfg, params, x, z_top, T=cfg.T, clamp="first" if denoise else "always")
     _compare(res, ref, cfg, TOL["settled"], mode)
-    if mode == "denoise":
+    if not cfg.gamma_bottom:       # the option matters here: with the leak, z^0 ends outside the tolerance
+        leaky = ref_model.settle(params64(params), f64(x), dataclasses.replace(cfg, gamma_bottom=True), f64(z_top),
+                                 clamp="first")
+        with pytest.raises(AssertionError):
+            assert_close(leaky.z[0], ref.z[0], **TOL["settled"], name="z^0 with the leak")
+    if denoise:
         assert np.abs(np.asarray(ref.z[0]) - x).max() > 1e-4     # the bottom really moved
     else:
         assert_close(res.z[0], x, rtol=0, atol=0, name="clamped z^0")
@@ -171,10 +188,14 @@ def test_settle_validates_arguments(rng):
         cuda_model.settle(params, x, SMALL, z_top, kernel="fast")
     with pytest.raises(ValueError, match="clamp"):
         cuda_model.settle(params, x, SMALL, z_top, clamp="never")
-    with pytest.raises(ValueError, match="z_top"):
+    with pytest.raises(ValueError, match="^settle: z_top has shape"):
         cuda_model.settle(params, x, SMALL, z_top[:, :, :1], kernel="per-step")
-    with pytest.raises(TypeError, match="float32"):
+    with pytest.raises(TypeError, match="^settle: x is float64 but the parameters are float32"):
         cuda_model.settle(params, x.astype(np.float64), SMALL, z_top, kernel="per-step")
+    with pytest.raises(ValueError, match=r"^init_states: params\['b'\] must be a list of L \+ 1"):
+        cuda_model.init_states(x, dict(params, b=params["b"][:2]), SMALL, z_top)
+    with pytest.raises(TypeError, match="^settle: T must be a whole number"):
+        cuda_model.settle(params, x, SMALL, z_top, T=2.5)
 
 
 # ---- kernel="auto": which path runs --------------------------------------------------------------
@@ -211,10 +232,13 @@ def test_the_backend_is_decided_once_per_call(rng, monkeypatch):
 
 
 # ---- learning: filter updates and the optimisers -------------------------------------------------
-@pytest.mark.parametrize("learn_E", [False, True], ids=["E=W", "learn-E"])
-def test_filter_updates_match_ref(be, rng, learn_E):
-    import dataclasses
-    cfg = dataclasses.replace(SMALL, learn_E=learn_E)
+@pytest.mark.parametrize("options", [{}, dict(learn_E=True), dict(bias="pixel"), dict(reduce="mean"),
+                                     dict(bias="pixel", reduce="mean", learn_E=True)],
+                         ids=["E=W", "learn-E", "bias-pixel", "reduce-mean", "pixel-mean-learn-E"])
+def test_filter_updates_match_ref(be, rng, options):
+    """dW, db (a bias map for bias="pixel", summed over the batch only), dE; averaged for reduce="mean"."""
+    cfg = dataclasses.replace(SMALL, **options)
+    learn_E = cfg.learn_E
     params, x, z_top = setup(cfg, rng)
     ref_res = ref_model.settle(params64(params), f64(x), cfg, f64(z_top), T=cfg.T)
     # both get the same (reference, rounded to float32) states, so only filter_updates is compared
@@ -246,7 +270,6 @@ def test_optimizer_three_steps_match_ref(be, rng, optimizer, learn_E):
     """Three updates on the same displacements: Adam (bias-corrected, gradient -d) or the normalised
     step (per-kernel norm for W/E, whole vector for b), each followed by the kernel-norm projection.
     w_std = 0.25 makes about half the 5x5 kernels exceed norm 1, so the projection really acts."""
-    import dataclasses
     # K = 5 and an 11-map middle layer: groups of 25 taps, and a bias vector longer than one kernel
     cfg = dataclasses.replace(SMALL, channels=(4, 11, 3), kernel=5, optimizer=optimizer, learn_E=learn_E,
                               w_std=0.25, lr=0.05)
@@ -288,7 +311,6 @@ def test_project_kernels_matches_ref(be, rng):
 def test_three_training_steps_end_to_end(one_be, rng, optimizer):
     """Ring (c): settle -> filter_updates -> optim.step, three times, each backend on its own
     trajectory; the filters stay within the settled tolerance of the reference, and the energy falls."""
-    import dataclasses
     cfg = dataclasses.replace(SMALL, optimizer=optimizer, T=10, lr=0.01)
     be = one_be
     params, x, z_top = setup(cfg, rng, B=3)

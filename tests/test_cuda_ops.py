@@ -96,21 +96,27 @@ def test_conv2d_and_transpose_are_adjoint(be, rng):
 
 
 # ---- the fused pieces the model uses -------------------------------------------------------------
-@pytest.mark.parametrize("leak", [0.2, 1.0])
-def test_conv2d_weight_grad_phi_matches_ref(be, rng, leak):
-    e = rng.standard_normal((2, 3, 7, 9), dtype=np.float32)
-    z = rng.standard_normal((2, 5, 4, 5), dtype=np.float32)
-    ref = ref_ops.conv2d_weight_grad(f64(e), ref_model.phi(f64(z), leak), 3, stride=2)
+@pytest.mark.parametrize("leak,mean", [(0.2, False), (1.0, False), (0.2, True)], ids=["sum", "leak1", "mean"])
+def test_conv2d_weight_grad_phi_matches_ref(be, rng, leak, mean):
+    """The dW of filter_updates: summed over the batch, or (cfg.reduce = "mean") averaged, B = 3."""
+    e = rng.standard_normal((3, 3, 7, 9), dtype=np.float32)
+    z = rng.standard_normal((3, 5, 4, 5), dtype=np.float32)
+    ref = ref_ops.conv2d_weight_grad(f64(e), ref_model.phi(f64(z), leak), 3, stride=2) / (3 if mean else 1)
     with be.run():
-        out = ops.conv2d_weight_grad_phi(be(e), be(z), 3, 2, leak)
+        out = ops.conv2d_weight_grad_phi(be(e), be(z), 3, 2, leak, mean=mean)
     assert_close(out, ref, **TOL["reduction"], name="conv2d_weight_grad_phi")
 
 
-def test_bias_grad_matches_ref(be, rng):
+@pytest.mark.parametrize("pixel", [False, True], ids=["channel", "pixel"])
+@pytest.mark.parametrize("mean", [False, True], ids=["sum", "mean"])
+def test_bias_grad_matches_ref(be, rng, pixel, mean):
+    """db: e summed over batch and space per map, or over the batch only for a bias map (cfg.bias =
+    "pixel"); divided by the batch size for cfg.reduce = "mean"."""
     e = rng.standard_normal((3, 5, 13, 11), dtype=np.float32)
     with be.run():
-        out = ops.bias_grad(be(e))
-    assert_close(out, f64(e).sum(axis=(0, 2, 3)), **TOL["reduction"], name="bias_grad")
+        out = ops.bias_grad(be(e), pixel=pixel, mean=mean)
+    ref = f64(e).sum(axis=(0,) if pixel else (0, 2, 3)) / (3 if mean else 1)
+    assert_close(out, ref, **TOL["reduction"], name="bias_grad")
 
 
 def test_energy_matches_ref(be, rng):
@@ -202,14 +208,19 @@ def test_kernels_under_sanitizers(rng):
     e_own = rng.standard_normal(z.shape, dtype=np.float32)
     W = rng.standard_normal((3, 2, 3, 3), dtype=np.float32)
     b = rng.standard_normal(2, dtype=np.float32)
+    b_map = rng.standard_normal((2, 5, 3), dtype=np.float32)              # cfg.bias = "pixel"
     with emulation(sanitize=True):
         zbar, e = ngc_step.predict_error(z, W, b, zb, cfg, backend="cuda-emu")
+        zbar_map = ngc_step.predict(z, W, b_map, cfg, (5, 3), backend="cuda-emu")
         z1 = ngc_step.correct_(z.copy(), e_own, e, W, cfg, backend="cuda-emu")
         en = ngc_step.energy([e], backend="cuda-emu")
-        dW = ops.conv2d_weight_grad_phi(e, z, 3, 2, cfg.leak)
+        dW = ops.conv2d_weight_grad_phi(e, z, 3, 2, cfg.leak, mean=True)
         db = ops.bias_grad(e)
+        db_map = ops.bias_grad(e, pixel=True, mean=True)
     ref_zbar = ref_model.predict(f64(z), f64(W), f64(b), cfg, (5, 3))
     assert_close(zbar, ref_zbar, **TOL["step"], name="zbar (sanitized)")
+    assert_close(zbar_map, ref_model.predict(f64(z), f64(W), f64(b_map), cfg, (5, 3)), **TOL["step"],
+                 name="zbar with a bias map (sanitized)")
     assert_close(e, f64(zb) - ref_zbar, **TOL["step"], name="e (sanitized)")
     # the correction of layer 1 of a two-layer model (z^0 = zb below it, z^1 = z) by the reference
     ref_z1 = ref_model.correct([f64(zb), f64(z)], [f64(e), f64(e_own)], {"W": [None, f64(W)], "E": None},
@@ -217,5 +228,6 @@ def test_kernels_under_sanitizers(rng):
     assert_close(z1, ref_z1, **TOL["step"], name="corrected z (sanitized)")
     assert_close(en, ref_model.energy([f64(e)]), **TOL["reduction"], name="energy (sanitized)")
     assert_close(dW, ref_ops.conv2d_weight_grad(f64(e), ref_model.phi(f64(z), cfg.leak), 3, 2),
-                 **TOL["reduction"], name="dW (sanitized)")
+                 **TOL["reduction"], name="dW, B = 1 (sanitized)")
     assert_close(db, f64(e).sum(axis=(0, 2, 3)), **TOL["reduction"], name="db (sanitized)")
+    assert_close(db_map, f64(e)[0], **TOL["reduction"], name="db of a bias map, B = 1 (sanitized)")

@@ -5,9 +5,12 @@ trajectory that drifts away from the float64 reference. Inputs are drawn in floa
 reference. Step 1's energy is checked tightly (it depends only on the ancestral pass and one predict),
 the rest after T steps. On a machine with a GPU the kernel runs there (CuPy arrays); otherwise on the CPU
 emulation of the same .cu file, where the thread order can be reversed, shuffled or run one warp at a time
-to expose a missing __syncthreads(), with guard zones between its shared-memory areas. The last tests plant
-bugs in a copy of the kernel and check that these checks fire.
+to expose a missing __syncthreads(), with guard zones between its shared-memory areas. The Config readings
+the kernel implements by a flag (bias maps, no leak on a free z^0) run in every thread order. The last
+tests plant bugs in a copy of the kernel and check that these checks fire.
 """
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -29,6 +32,8 @@ K1 = Config(channels=(3, 4, 2), image_hw=(8, 12), kernel=1, stride=2)
 STRIDE1 = Config(channels=(3, 2), image_hw=(5, 7), kernel=3, stride=1)            # odd sides, no stride
 K2S3 = Config(channels=(2, 3, 1), image_hw=(9, 18), kernel=2, stride=3)           # even K, stride 3
 PCN8 = Config(channels=(4, 5, 2), image_hw=(8, 8), pcn=True)
+PIXEL = Config(bias="pixel")                      # the paper's network with a bias map per layer
+AWKWARD_PIXEL, K2S3_PIXEL = (dataclasses.replace(c, bias="pixel") for c in (AWKWARD, K2S3))
 
 
 def make_problem(cfg, B, seed, learn_E=False, bias=True):
@@ -111,6 +116,38 @@ def test_settle_whole_learnable_error_filters():
     check_against_ref(Config(learn_E=True), B=2, seed=3)
 
 
+def test_settle_whole_paper_config_with_bias_maps():
+    """bias="pixel": 10,992 biases instead of 63, in shared memory beside the errors (169,404 bytes)."""
+    check_against_ref(PIXEL, B=2, seed=4)
+
+
+# ---- the Config readings the kernel implements by a flag, in every thread order ----------------------
+# name: (Config fields, clamp, learnable E); gamma = 0.02 so that a leak on z^0 that should not be there
+# (or one missing) moves z^0 far outside the settled tolerance
+OPTIONS = {
+    "bias-pixel": (dict(bias="pixel"), "always", False),
+    "no-gamma-bottom": (dict(gamma_bottom=False, gamma=0.02), "first", False),
+    "pixel-no-gamma-bottom-learn-E": (dict(bias="pixel", gamma_bottom=False, gamma=0.02), "first", True),
+}
+
+
+@pytest.mark.parametrize("order", launch.ORDERS)
+@pytest.mark.parametrize("option", list(OPTIONS))
+@pytest.mark.parametrize("cfg", [AWKWARD, PCN8], ids=["K5_12x20", "K3s2_pcn_8x8"])
+def test_settle_whole_options_in_every_thread_order(cfg, option, order):
+    if GPU and order != "forward":
+        pytest.skip("thread order is an emulator setting")
+    fields, clamp, learn_E = OPTIONS[option]
+    cfg = dataclasses.replace(cfg, **fields)
+    out, ref, x = check_against_ref(cfg, B=2, seed=11, T=12, clamp=clamp, learn_E=learn_E, order=order, threads=96)
+    if not cfg.gamma_bottom:                      # the flag matters: the other reading ends elsewhere
+        p, _, z_top = make_problem(cfg, 2, 11, learn_E)
+        leaky = model.settle(upcast(p), x.astype(np.float64), dataclasses.replace(cfg, gamma_bottom=True),
+                             z_top.astype(np.float64), T=12, clamp=clamp)
+        with pytest.raises(AssertionError):
+            assert_close(out.z[0], leaky.z[0], **TOL["settled"], name="z^0 against the leaky reading")
+
+
 # ---- small awkward shapes ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("cfg", [AWKWARD, K1, STRIDE1, K2S3], ids=["K5_12x20", "K1", "stride1_5x7", "K2_s3"])
@@ -151,10 +188,15 @@ def test_smem_bytes_paper_config():
     assert sw.fits(PAPER, True, 163 * 1024)                           # A100 (sm_80), just
     assert not sw.fits(PAPER, False, 48 * 1024)                       # without the opt-in
     assert sw.smem_bytes(PAPER, guard=16) == 125688 + 6 * 16 * 4      # a guard after each of the 6 areas
+    # bias="pixel": the bias area holds b^l (C_{l-1}, H_{l-1}, W_{l-1}) for l = 1..L, as many floats as e
+    assert sw.smem_bytes(PIXEL) == 125688 + 4 * (10992 - 63) == 169404
+    assert sw.smem_bytes(PIXEL, learn_E=True) == 169404 + 4 * 9225
+    assert sw.fits(PIXEL, True, 227 * 1024) and not sw.fits(PIXEL, False, 163 * 1024)   # H100 yes, A100 no
 
 
 @pytest.mark.skipif(GPU, reason="the emulator reports the areas a kernel names")
-@pytest.mark.parametrize("cfg,learn_E", [(AWKWARD, False), (K2S3, True)], ids=["K5_12x20", "K2_s3-learn-E"])
+@pytest.mark.parametrize("cfg,learn_E", [(AWKWARD, False), (K2S3, True), (AWKWARD_PIXEL, False), (K2S3_PIXEL, True)],
+                         ids=["K5_12x20", "K2_s3-learn-E", "K5_12x20-bias-pixel", "K2_s3-learn-E-bias-pixel"])
 def test_kernel_and_wrapper_agree_on_the_shared_memory_layout(cfg, learn_E):
     """The kernel computes its areas from the -D constants of ngc_cuda/defines.py and names them
     (CUDA_EMU_SHARED_AREA); settle_whole.layout computes them in Python. They must be the same areas, at
@@ -176,23 +218,24 @@ def test_too_big_config_does_not_fit_and_says_why():
 
 
 def test_rejects_float64_and_wrong_shapes():
-    """The entry (model.settle) checks the inputs of either path before any kernel sees them."""
+    """The entry (model.settle) checks the inputs of either path before any kernel sees them, with the errors
+    of every backend (ngc_ref.checks; tests/test_checks.py runs each case on every backend)."""
     cfg = AWKWARD
     p, x, z_top = make_problem(cfg, 2, 0)
 
     def settle(p, x, z_top, **kw):
         return cuda_model.settle(p, x, cfg, z_top, T=1, kernel="whole", **kw)
-    with pytest.raises(TypeError, match="float32"):
+    with pytest.raises(TypeError, match="^settle: x is float64 but the parameters are float32"):
         settle(p, x.astype(np.float64), z_top)
-    with pytest.raises(TypeError, match="float32"):
+    with pytest.raises(TypeError, match=r"^settle: params\[.W.\]\[1\] has dtype float64; this backend computes in"):
         settle(upcast(p), x, z_top)
-    with pytest.raises(ValueError, match="z_top"):
+    with pytest.raises(ValueError, match="^settle: z_top has shape"):
         settle(p, x, z_top[:, :1])
-    with pytest.raises(ValueError, match="x has shape"):
+    with pytest.raises(ValueError, match="^settle: x has shape"):
         settle(p, x[:, :, :-1], z_top)
-    with pytest.raises(ValueError, match="clamp"):
+    with pytest.raises(ValueError, match="^settle: clamp"):
         settle(p, x, z_top, clamp="never")
-    with pytest.raises(ValueError, match=r"W\[2\] has shape"):
+    with pytest.raises(ValueError, match=r"^settle: params\[.W.\]\[2\] has shape"):
         settle(dict(p, W=p["W"][:2] + [p["W"][2][:, :1]]), x, z_top)
 
 
@@ -284,8 +327,9 @@ BIAS_OVERRUN = [("for (int k = tid; k < nb; k += nth) bs[k] = bg[k];",
 
 
 @pytest.mark.skipif(GPU, reason="planted bugs are run on the emulator")
-@pytest.mark.parametrize("learn_E", [False, True], ids=["E=W", "learn-E"])
-def test_planted_write_past_the_biases_is_reported_by_area(monkeypatch, learn_E):
+@pytest.mark.parametrize("learn_E,bias", [(False, "channel"), (True, "channel"), (True, "pixel")],
+                         ids=["E=W", "learn-E", "learn-E-bias-pixel"])
+def test_planted_write_past_the_biases_is_reported_by_area(monkeypatch, learn_E, bias):
     """The extra float changes no result: with E = W^T nothing is stored after the biases, and with
     learnable E the load of E may land after it on a GPU. So only the guard zone after 'b' sees it, and the
     emulator names the area that overflowed. (ASan reports the same write by line: the guard zones are
@@ -293,4 +337,4 @@ def test_planted_write_past_the_biases_is_reported_by_area(monkeypatch, learn_E)
     _mutant(monkeypatch, *BIAS_OVERRUN)
     after = "between 'b' and 'E'" if learn_E else "after 'b', the last area,"
     with pytest.raises(RuntimeError, match="guard zone %s was written" % after):
-        check_against_ref(K2S3, B=1, seed=9, T=1, learn_E=learn_E)
+        check_against_ref(K2S3_PIXEL if bias == "pixel" else K2S3, B=1, seed=9, T=1, learn_E=learn_E)

@@ -15,6 +15,8 @@ from tolerances import TOL, assert_close
 # (backend, dtype it computes in, tolerance of TOL): adding a backend is one line
 BACKENDS = [
     pytest.param("numpy", np.float64, "golden-ref", id="numpy"),          # the reference, in float64
+    pytest.param("cpu", np.float32, "settled", id="cpu"),                 # ngc_cpu (Numba)
+    pytest.param("cpu", np.float64, "golden-ref", id="cpu-float64"),      # ngc_cpu in float64: as the reference
     pytest.param("cuda-emu", np.float32, "settled", id="cuda-emu"),       # the CUDA kernels, emulated
     pytest.param("cuda", np.float32, "settled", id="cuda",
                  marks=pytest.mark.skipif(not available(), reason="no GPU (CuPy + device)")),
