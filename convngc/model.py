@@ -147,14 +147,15 @@ class ConvNGC:
         self.last_result = None                              # the SettleResult of the last learn() call
 
     # -- inference (Algorithm 1) ---------------------------------------------------------------
-    def settle(self, x, T=None, clamp="always", z_top=None):
-        """Run Algorithm 1 on a batch x (B, C, H, W) in [0, 1]; returns a SettleResult (arrays on the backend)."""
+    def settle(self, x, T=None, clamp="always", z_top=None, noisy=False):
+        """Run Algorithm 1 on a batch x (B, C, H, W) in [0, 1]; returns a SettleResult (arrays on the backend).
+        `noisy=True` says x is a noisy denoising input (pixels may leave [0, 1]: no warning)."""
         if clamp not in ("always", "first"):
             raise ValueError("clamp must be 'always' (reconstruction/training) or 'first' (denoising), got %r" % clamp)
         x = check_batch(x, self.cfg)
-        if clamp == "always" and x.size and (float(x.min()) < -1e-3 or float(x.max()) > 1 + 1e-3):
+        if clamp == "always" and not noisy and x.size and (float(x.min()) < -1e-3 or float(x.max()) > 1 + 1e-3):
             warnings.warn("ConvNGC.settle: the clamped input has values outside [0, 1] (range [%.3g, %.3g]); "
-                          "clean images are expected here (only a denoising input, clamp='first', is noisy)"
+                          "clean images are expected here (a noisy denoising input is passed with noisy=True)"
                           % (float(x.min()), float(x.max())), stacklevel=2)
         # NaN/Inf that is already there is named as such; only NaN/Inf born while settling is divergence
         _check_finite_params(self.params, "ConvNGC.settle", "the parameters were broken before settling "
@@ -181,9 +182,11 @@ class ConvNGC:
         return self.backend.to_host(ref_model.output_image(self.settle(x, T=T, clamp="always"), self.cfg))
 
     def denoise(self, x_noisy, T=None):
-        """Denoising: z^0 = x_noisy at t = 1 only, then it evolves (Eq. 2); returns the output image
-        (zbar^0, or z^0 with cfg.output = "z") on the host."""
-        return self.backend.to_host(ref_model.output_image(self.settle(x_noisy, T=T, clamp="first"), self.cfg))
+        """Denoising: z^0 = x_noisy, never corrected (cfg.denoise = "clamped", Algorithm 1, the default), or
+        at t = 1 only and then evolving by Eq. 2 ("free", Sec. 4); returns the output image (zbar^0, or z^0
+        with cfg.output = "z") on the host."""
+        res = self.settle(x_noisy, T=T, clamp=ref_model.denoise_clamp(self.cfg), noisy=True)
+        return self.backend.to_host(ref_model.output_image(res, self.cfg))
 
     # -- learning (Algorithm 2) ----------------------------------------------------------------
     def learn(self, x, T=None):

@@ -258,9 +258,9 @@ class _GenericRow:
         return self.model.fit(tx, vx, epochs, batch, log=log)
 
     def outputs(self, x, task, seed):
-        if task == "denoising":
+        if task == "denoising":                 # the same reading of denoising as the Conv-NGC rows (Config.denoise)
             inp = noisy_inputs(x, seed)
-            clamp = "first"
+            clamp = "always" if Config().denoise == "clamped" else "first"
         else:
             inp, clamp = x, "always"
         if hasattr(self.model, "_settle"):
@@ -554,7 +554,8 @@ def plot_val_curves(path, curves, title):
     from matplotlib.ticker import MaxNLocator
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("validation MSE (0-255 scale)")
-    if viz._use_log([np.asarray(v, float) for v in curves.values()]):
+    vals = np.concatenate([np.asarray(v, float).ravel() for v in curves.values()] or [np.ones(1)])
+    if np.all(vals[np.isfinite(vals)] > 0):             # MSEs span decades while a model learns: log axis
         ax.set_yscale("log")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)

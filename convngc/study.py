@@ -119,7 +119,7 @@ def evaluate(model, x, Ts, seed=0, batch=500):
                     xb = inp[i:i + batch]
                     zt = (cfg.mu_z + cfg.sigma_z * rng.standard_normal(
                         (len(xb), cfg.layer_channels[cfg.L]) + cfg.map_hw(cfg.L))).astype(np.float32)
-                    res = model.settle(xb, T=T, clamp=clamp, z_top=zt)
+                    res = model.settle(xb, T=T, clamp=clamp, z_top=zt, noisy=(inp is noisy))
                     outs.append(model.backend.to_host(res.zbar[0] if which == "zbar" else res.z[0]))
                 o = np.concatenate(outs)
                 out["%s_psnr_T%d" % (name, T)] = metrics.psnr(o, x)

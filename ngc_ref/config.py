@@ -44,6 +44,7 @@ RANGES = {
     "reduce": ("choice", "sum", "mean"),
     "gamma_bottom": ("bool",),
     "output": ("choice", "zbar", "z"),
+    "denoise": ("choice", "clamped", "free"),
 }
 
 
@@ -110,6 +111,8 @@ class Config:
     reduce: str = "sum"                    # dW and db over the batch: "sum" or "mean" (the sum divided by the batch size)
     gamma_bottom: bool = True              # denoising: the leak gamma also acts on a free z^0 (False: z^0 <- z^0 - beta e^0)
     output: str = "zbar"                   # the output image: "zbar" = zbar^0 of the final states, "z" = z^0 (differs only in denoising)
+    denoise: str = "clamped"               # denoising: "clamped" = Algorithm 1 (z^0 = the noisy image, never corrected);
+                                           # "free" = Sec. 4 (z^0 = the noisy image at t = 1, then it evolves by Eq. 2)
 
     def __post_init__(self):
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))

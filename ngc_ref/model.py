@@ -18,8 +18,11 @@ Reading choices (READING.md), one line each:
   - a settling step is synchronous: all predictions/errors from the current states, then all corrections.
   - E = W^T means the bottom-up message is conv2d (correlation) with the *same* stored kernels: the adjoint.
   - no phi'(z) factor in Eq. 2 (NGC); `cfg.pcn=True` multiplies it in and recovers PCN.
-  - denoising: z^0 is the noisy image at t = 1 only, then evolves with d^0 = -e^0 and the leak gamma
-    (`cfg.gamma_bottom=False`: without the leak).
+  - denoising: z^0 is the noisy image and, as in Algorithm 1 (whose lines 12-25 correct z^1..z^L only), it
+    is never corrected; the output zbar^0 is the model's reconstruction of the noisy image. Sec. 4 says
+    instead that z^0 is clamped at t = 1 only and then evolves by Eq. 2 (d^0 = -e^0, with the leak gamma):
+    `cfg.denoise="free"` (and `cfg.gamma_bottom=False` without the leak). results/STUDY.md measures both:
+    the free z^0 forgets its input as T grows; the clamped reading is the one that denoises.
   - the output image is zbar^0 recomputed from the final states after step T (`cfg.output="z"`: z^0).
   - dW and db are summed over the batch (`cfg.reduce="mean"`: averaged).
 """
@@ -179,6 +182,12 @@ def filter_updates(res, params, cfg):
         db = [None] + [v / B for v in db[1:]]
     dE = [None] + [cfg.lam * w for w in dW[1:]] if params.get("E") is not None else None
     return {"W": dW, "b": db, "E": dE}
+
+
+def denoise_clamp(cfg):
+    """The `clamp` of a denoising settle: "always" (cfg.denoise = "clamped", Algorithm 1, the default) or
+    "first" (cfg.denoise = "free", Sec. 4: z^0 is the noisy image at t = 1 only)."""
+    return "always" if cfg.denoise == "clamped" else "first"
 
 
 def output_image(res, cfg):

@@ -282,3 +282,27 @@ def test_cli_ood_evaluation(tmp_path, shared_data):
     assert (run / "metrics.json").read_bytes() == first                 # the earlier evaluation is kept
     assert "reconstruction" in json.loads((run / "metrics-2.json").read_text())["results"]
     assert (run / "samples_reconstruction-2.png").exists()
+
+
+@pytest.mark.parametrize("reading,clamp", [("clamped", "always"), ("free", "first")])
+def test_denoise_follows_the_configured_reading(reading, clamp):
+    """cfg.denoise picks how denoising treats z^0: "clamped" (Algorithm 1, the default) settles with the noisy
+    image clamped throughout, "free" (Sec. 4) clamps it at t = 1 only. ConvNGC.denoise and train.run_task
+    must both settle exactly that way (same z^L draws, so the outputs are equal to the last bit)."""
+    import dataclasses
+    from convngc import train
+    assert Config().denoise == "clamped"
+    cfg = dataclasses.replace(TINY, denoise=reading)
+    rng = np.random.default_rng(0)
+    x = rng.random((3,) + (cfg.layer_channels[0],) + cfg.image_hw).astype(np.float32)
+    noisy = (x + rng.normal(0, 0.1, x.shape)).astype(np.float32)
+    a, b = ConvNGC(cfg, seed=4), ConvNGC(cfg, seed=4)
+    got = a.denoise(noisy)
+    want = b.settle(noisy, clamp=clamp, noisy=True).zbar[0]
+    np.testing.assert_array_equal(got, want)
+    other = ConvNGC(cfg, seed=4).settle(noisy, clamp="first" if clamp == "always" else "always", noisy=True).zbar[0]
+    assert not np.array_equal(got, other)                    # the two readings differ on this input
+    out, inp, _ = train.run_task(ConvNGC(cfg, seed=4), x, "denoising", batch_size=3, seed=11)
+    m = ConvNGC(cfg, seed=4)
+    m.rng = np.random.default_rng([11, 1])                   # run_task's z^L stream for seed 11
+    np.testing.assert_array_equal(out, m.settle(inp, clamp=clamp, noisy=True).zbar[0])
