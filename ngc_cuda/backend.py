@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-__all__ = ["BACKENDS", "available", "require_gpu", "backend_of", "resolve", "array_module", "belongs",
+__all__ = ["BACKENDS", "available", "require_gpu", "backend_of", "resolve", "resolve_all", "array_module", "belongs",
            "max_shared_memory"]
 
 BACKENDS = ("cuda", "cuda-emu")
@@ -87,6 +87,22 @@ def resolve(backend, *arrays):
         raise ValueError("ngc_cuda: backend must be one of %s, got %r" % (BACKENDS, backend))
     if backend == "cuda":
         require_gpu()
+    return backend
+
+
+def resolve_all(op, backend, params, x, z_top):
+    """The backend of a settle call (`resolve`), and every one of its arrays of that backend's kind: a NumPy
+    array among CuPy ones would reach a kernel as a host pointer (TypeError naming the array)."""
+    backend = resolve(backend, x, z_top)
+    arrays = {"x": x, "z_top": z_top}
+    for key in ("W", "b", "E"):
+        for l, a in enumerate(params.get(key) or []):
+            if a is not None:
+                arrays["params[%r][%d]" % (key, l)] = a
+    for name, a in arrays.items():
+        if not belongs(a, backend):
+            raise TypeError("%s: %s must be a %s array for backend %r, got %s"
+                            % (op, name, "CuPy" if backend == "cuda" else "NumPy", backend, type(a).__module__))
     return backend
 
 

@@ -9,10 +9,9 @@ import numpy as np
 from ngc_ref import checks as ref_checks
 from ngc_ref.ops import conv_out_size
 
-from .backend import array_module, belongs
+from .backend import array_module, belongs, resolve_all
 
-__all__ = ["inputs", "output", "stride", "kernel_size", "filters", "out_hw", "layer", "settle_inputs",
-           "of_backend"]
+__all__ = ["inputs", "output", "stride", "kernel_size", "filters", "out_hw", "layer", "settle_inputs"]
 
 
 def _array(op, name, a, backend):
@@ -88,23 +87,15 @@ def layer(op, z_l, W, b, below_hw, s):
     return hw
 
 
-def settle_inputs(op, params, x, cfg, z_top, T=None, clamp="always"):
-    """What either settling path relies on, checked as every backend checks it (ngc_ref.checks: the same
-    error for the same bad input on numpy, cpu and cuda): clamp, the params dict and every shape the config
-    needs, a batch of >= 1 image, float32 throughout, finite values, T. Returns T (cfg.T when None)."""
+def settle_inputs(op, params, x, cfg, z_top, T=None, clamp="always", backend=None):
+    """What either settling path relies on, checked once at the entry, in this order:
+      1. as every backend checks it (ngc_ref.checks: the same error for the same bad input on numpy, cpu
+         and cuda): clamp, the params dict and every shape the config needs, a batch of >= 1 image,
+         float32 throughout, finite values, T;
+      2. the call's backend (`backend`, or the arrays' kind) and every array of that kind (backend.resolve_all).
+    Returns (T, backend): T is cfg.T when None."""
     if clamp not in ("always", "first"):
         raise ValueError("%s: clamp must be 'always' or 'first', got %r" % (op, clamp))
     ref_checks.check_settle_inputs(params, x, cfg, z_top, dtypes=(np.float32,), where=op)
-    return cfg.T if T is None else ref_checks.check_steps(T, op)
-
-
-def of_backend(op, backend, params, x, z_top):
-    """What only ngc_cuda needs on top of settle_inputs: every array of the call's backend's kind (a NumPy
-    array among CuPy ones would reach a kernel as a host pointer)."""
-    arrays = {"x": x, "z_top": z_top}
-    for key in ("W", "b", "E"):
-        for l, a in enumerate(params.get(key) or []):
-            if a is not None:
-                arrays["params[%r][%d]" % (key, l)] = a
-    for name, a in arrays.items():
-        _array(op, name, a, backend)
+    T = cfg.T if T is None else ref_checks.check_steps(T, op)
+    return T, resolve_all(op, backend, params, x, z_top)

@@ -63,9 +63,7 @@ def energy(e, backend=None):
 def init_states(x, params, cfg, z_top, backend=None):
     """Algorithm 1 lines 3-10: z^L = z_top, the ancestral pass z^l = zbar^l for l = L-1..1, z^0 = x.
     The states are fresh float32 copies (settling updates them in place)."""
-    checks.settle_inputs("init_states", params, x, cfg, z_top)
-    backend = resolve(backend, x, z_top)
-    checks.of_backend("init_states", backend, params, x, z_top)
+    _, backend = checks.settle_inputs("init_states", params, x, cfg, z_top, backend=backend)
     return ngc_step.init_states(x, params, cfg, z_top, backend=backend)
 
 
@@ -79,9 +77,7 @@ def settle(params, x, cfg, z_top, T=None, clamp="always", kernel="auto", backend
     """
     if kernel not in KERNELS:
         raise ValueError("settle: kernel must be one of %s, got %r" % (KERNELS, kernel))
-    T = checks.settle_inputs("settle", params, x, cfg, z_top, T, clamp)   # as every backend checks it
-    backend = resolve(backend, x, z_top)
-    checks.of_backend("settle", backend, params, x, z_top)                 # both paths trust these two
+    T, backend = checks.settle_inputs("settle", params, x, cfg, z_top, T, clamp, backend)   # both paths trust them
     whole = kernel == "whole" or (kernel == "auto" and settle_whole.fits(
         cfg, params.get("E") is not None, max_shared_memory(backend)))
     log.debug("settle: %s path (kernel=%r, backend %s)", "whole" if whole else "per-step", kernel, backend)

@@ -178,7 +178,7 @@ def init_states(x, params, cfg, z_top, *, backend):
 def settle(params, x, cfg, z_top, T, clamp="always", *, backend):
     """Algorithm 1 on the per-step kernels (== ngc_ref.model.settle): the ancestral initialisation, then T
     synchronous steps, each one predictions_and_errors, energy, correct; any configuration fits.
-    The inputs are as ngc_cuda.model.settle checked them (checks.settle_inputs, of_backend), T an int.
+    The inputs are as ngc_cuda.model.settle checked them (checks.settle_inputs), T an int.
     Returns an ngc_ref.model.SettleResult of float32 arrays of x's type."""
     L = cfg.L
     z = init_states(x, params, cfg, z_top, backend=backend)

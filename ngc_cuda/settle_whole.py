@@ -83,7 +83,7 @@ def settle_whole(params, x, cfg, z_top, T, clamp="always", threads=DEFAULT_THREA
     (denoising: z^0 = x at t = 1 only). params["E"] not None means separate error filters. `threads` is
     the block size (a multiple of 32). backend "cuda" runs on the current GPU (CuPy arrays), "cuda-emu" on
     the CPU emulation (NumPy arrays, in the thread order of launch.emulation); ngc_cuda.model.settle decides
-    it, and checks the inputs (checks.settle_inputs, of_backend): like a RawKernel, this function trusts them.
+    it, and checks the inputs (checks.settle_inputs): like a RawKernel, this function trusts them.
     T: an int. Returns a SettleResult of float32 arrays of x's type.
     """
     if threads % 32 or not 32 <= threads <= 1024:
