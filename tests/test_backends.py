@@ -61,10 +61,13 @@ def test_cpu_backend_dtypes(x):
 
 
 def test_output_z_reads_the_bottom_state(x):
-    """output="z": reconstruction returns z^0, which is clamped to x; denoising returns the evolved z^0."""
-    cfg = Config(T=3, output="z")
-    m = ConvNGC(cfg, "cpu", seed=1)
+    """output="z": reconstruction returns z^0, which is clamped to x, and so does the default (clamped)
+    denoising; with a free z^0 (denoise="free") denoising returns the evolved z^0."""
+    m = ConvNGC(Config(T=3, output="z"), "cpu", seed=1)
     np.testing.assert_array_equal(m.reconstruct(x), x)
+    np.testing.assert_array_equal(m.denoise(x), x)
+    cfg = Config(T=3, output="z", denoise="free")
+    m = ConvNGC(cfg, "cpu", seed=1)
     m.rng = np.random.default_rng(4)
     out = m.denoise(x)
     m.rng = np.random.default_rng(4)
