@@ -81,6 +81,14 @@ _open_point("beta0.2-T30", "beta 0.2 with T = 30", beta=0.2, T=30)
 _open_point("T30", "T = 30 (beta 0.1)", T=30)
 _open_point("T120", "T = 120 (beta 0.1)", T=120)
 
+# long runs: where the reconstruction saturates, and whether the stability edge stops it (6,000 updates)
+for name, what, cfg in (("base", "the paper's model, Adam 1e-3, batch 100", {}),
+                        ("beta0.05-T120", "beta 0.05, T = 120: twice the stability margin, the same fixed point",
+                         dict(beta=0.05, T=120)),
+                        ("leak0.01", "leaky-ReLU slope 0.01", dict(leak=0.01))):
+    _add("long-" + name, "long", what, batch=100, epochs=60, eval_every=4, Ts=(10, 30, 60, 120),
+         cfg=dict(dict(lr=1e-3), **cfg))
+
 # a few seconds: the test of this module
 _add("smoke", "test", "tiny run for the tests", n_train=200, n_val=20, batch=100, epochs=2, eval_every=1, Ts=(5, 10),
      cfg=dict(lr=1e-2, T=10))
