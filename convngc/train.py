@@ -206,15 +206,22 @@ def _run_task(model, x, task, batch_size, T, rng, noise_std, progress, desc):
 
 
 def evaluate(model, x, task="reconstruction", trials=1, batch_size=100, T=None, seed=0, progress=False, desc=None):
-    """Metrics of a task, per trial and as mean/std over trials (trial k uses seed + k)."""
-    per_trial, last = [], None
+    """Metrics of a task, per trial and as mean/std over trials (trial k uses seed + k). For denoising, the
+    noisy input's own metrics against the clean images stand beside them ("noisy_input"): the number a
+    denoiser has to beat."""
+    per_trial, noisy, last = [], [], None
     for k in range(trials):
         out, inp, energy = run_task(model, x, task, batch_size, T, seed + k, progress=progress,
                                     desc=desc or "%s, trial %d/%d" % (task, k + 1, trials))
         per_trial.append({key: float(v) for key, v in metrics.evaluate_metrics(out, x).items()})
+        if task == "denoising":
+            noisy.append({key: float(v) for key, v in metrics.evaluate_metrics(inp, x).items()})
         last = (out, inp, energy)
     summary = {key: {"mean": m, "std": s} for key, (m, s) in metrics.mean_std(per_trial).items()}
-    return {"task": task, "n_images": int(len(x)), "trials": per_trial, "summary": summary}, last
+    res = {"task": task, "n_images": int(len(x)), "trials": per_trial, "summary": summary}
+    if noisy:
+        res["noisy_input"] = {key: {"mean": m, "std": s} for key, (m, s) in metrics.mean_std(noisy).items()}
+    return res, last
 
 
 def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=True, seed=0, history=None,

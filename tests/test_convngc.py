@@ -306,3 +306,16 @@ def test_denoise_follows_the_configured_reading(reading, clamp):
     m = ConvNGC(cfg, seed=4)
     m.rng = np.random.default_rng([11, 1])                   # run_task's z^L stream for seed 11
     np.testing.assert_array_equal(out, m.settle(inp, clamp=clamp, noisy=True).zbar[0])
+
+
+def test_denoising_evaluation_reports_the_noisy_input_beside_the_output():
+    """The number a denoiser must beat stands beside its own: the metrics of the noisy input itself (the same
+    noise draws), per trial averaged like the output's; reconstruction has no such entry."""
+    from convngc import metrics, train
+    rng = np.random.default_rng(3)
+    x = rng.random((4, 3, 32, 32)).astype(np.float32)
+    res, (out, inp, _) = train.evaluate(ConvNGC(TINY, seed=0), x, "denoising", trials=2, batch_size=4, seed=5)
+    want = [metrics.mse(train.run_task(ConvNGC(TINY, seed=0), x, "denoising", 4, seed=5 + k)[1], x) for k in range(2)]
+    assert abs(res["noisy_input"]["mse"]["mean"] - np.mean(want)) < 1e-9 * np.mean(want)
+    assert res["noisy_input"]["psnr"]["mean"] < 21 and res["noisy_input"]["mse"]["mean"] > 400   # std 0.1 noise
+    assert "noisy_input" not in train.evaluate(ConvNGC(TINY, seed=0), x, "reconstruction", batch_size=4)[0]
