@@ -261,10 +261,23 @@ def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=Tr
     return history
 
 
+def is_best_epoch(history):
+    """Is the last epoch's validation MSE the lowest so far (finite)? Its checkpoint is then also best.npz."""
+    vals = [v for v in history.get("val_mse", []) if v is not None and np.isfinite(v)]
+    last = history["val_mse"][-1] if history.get("val_mse") else None
+    return last is not None and np.isfinite(last) and last <= min(vals)
+
+
 def save_run_state(run_dir, model, epoch, history, seed, meta=None):
+    """checkpoint.npz (the last epoch, what --resume continues) and, when this epoch has the lowest validation
+    MSE so far, best.npz too: training past the settling's stability edge can make later epochs worse
+    (results/STUDY.md), and `convngc evaluate RUN/best.npz` evaluates the best one."""
     m = dict(meta or {}, epoch=epoch, history=history, seed=seed,
              rng_state=model.rng.bit_generator.state, backend=model.backend.name)
-    checkpoint.save(os.path.join(run_dir, "checkpoint.npz"), model.cfg, model.host_params(), model.host_opt_state(), m)
+    params, opt = model.host_params(), model.host_opt_state()
+    checkpoint.save(os.path.join(run_dir, "checkpoint.npz"), model.cfg, params, opt, m)
+    if is_best_epoch(history):
+        checkpoint.save(os.path.join(run_dir, "best.npz"), model.cfg, params, opt, m)
     write_json(os.path.join(run_dir, "history.json"), history)
     if history["train_energy"]:
         viz.plot_training(os.path.join(run_dir, "training.png"),

@@ -319,3 +319,20 @@ def test_denoising_evaluation_reports_the_noisy_input_beside_the_output():
     assert abs(res["noisy_input"]["mse"]["mean"] - np.mean(want)) < 1e-9 * np.mean(want)
     assert res["noisy_input"]["psnr"]["mean"] < 21 and res["noisy_input"]["mse"]["mean"] > 400   # std 0.1 noise
     assert "noisy_input" not in train.evaluate(ConvNGC(TINY, seed=0), x, "reconstruction", batch_size=4)[0]
+
+
+def test_best_checkpoint_is_the_epoch_with_the_lowest_validation_mse(tmp_path):
+    """Training can get worse past the settling's stability edge: best.npz keeps the epoch with the lowest
+    validation MSE (NaN never counts), checkpoint.npz the last one."""
+    assert train.is_best_epoch({"val_mse": [5.0, 3.0]}) and not train.is_best_epoch({"val_mse": [3.0, 5.0]})
+    assert not train.is_best_epoch({"val_mse": [3.0, float("nan")]}) and train.is_best_epoch({"val_mse": [float("nan"), 9.0]})
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 3, 32, 32)).astype(np.float32)
+    model = ConvNGC(Config(T=3, lr=0.05), seed=0)                  # a large step: validation MSE is not monotone
+    hist = train.fit(model, x[:30], x[30:], 4, batch_size=10, run_dir=str(tmp_path), progress=False,
+                     log=lambda *_: None)
+    best_epoch = int(np.nanargmin(hist["val_mse"])) + 1
+    assert best_epoch < 4, hist["val_mse"]                         # measured: 5298, 5093, 6258, 8006
+    _, _, _, meta_best = checkpoint.load(tmp_path / "best.npz")
+    _, _, _, meta_last = checkpoint.load(tmp_path / "checkpoint.npz")
+    assert meta_best["epoch"] == best_epoch and meta_last["epoch"] == 4
