@@ -99,24 +99,28 @@ OOD_SUBSTITUTES = {"cifar10->cinic10": "svhn->cinic10", "color-mnist->cifar10": 
 
 # Row sizes per scale. train: model -> (training images, epochs, batch); None = the whole training split.
 # The paper gives no epoch counts: the "paper" epochs are ours; the training plots show whether they suffice.
-# quick: batch 100 for the NGC models (not the paper's 500) so that 1,000 images give 10 updates per epoch;
-# sized from COST below to about an hour on 2 cores with the NumPy backend (`convngc reproduce --list`).
+# quick: batch 100 for the NGC models (not the paper's 500): more updates per image, the same step per
+# update (results/STUDY.md); Conv-NGC gets 500 updates at the default Adam step. The autoencoders train at
+# Adam 1e-3 instead of the paper's 2e-5 ("lr" below): at 2e-5 their 160 quick updates leave them untrained.
+# Sized from COST below to about an hour on 2 cores with the cpu backend (`convngc reproduce --list`).
 SCALES = {
     # smoke: checks that every row runs end to end in seconds (the numbers mean nothing)
     "smoke": {"n_test": 8, "n_val": 4, "n_tune": 4,
               "train": {m: (16, 2, 8) for m in ("conv-ngc", "fc-ngc", "conv-ae", "conv-dae", "res-conv-ngc")}},
     "quick": {"n_test": 200, "n_val": 100, "n_tune": 100,
-              "train": {"conv-ngc": (1000, 3, 100), "fc-ngc": (1000, 3, 100), "conv-ae": (2000, 5, 128),
-                        "conv-dae": (2000, 5, 128), "res-conv-ngc": (100, 1, 50)},
+              "train": {"conv-ngc": (10000, 5, 100), "fc-ngc": (2000, 5, 100), "conv-ae": (4000, 5, 128),
+                        "conv-dae": (4000, 5, 128), "res-conv-ngc": (100, 1, 50)},
+              "lr": {"conv-ae": 1e-3, "conv-dae": 1e-3},
               "n_test_model": {"res-conv-ngc": 50}},          # the residual reference is ~100x Conv-NGC's cost
     "paper": {"n_test": None, "n_val": 5000, "n_tune": 500,
               "train": {"conv-ngc": (None, 20, 500), "fc-ngc": (None, 20, 500), "conv-ae": (None, 100, 128),
                         "conv-dae": (None, 100, 128), "res-conv-ngc": (None, 20, 500)}},
 }
-# Seconds per image on the development machine (2 shared cores): NumPy reference for Conv-NGC (T = 60),
-# FC-NGC (T = 60), PyTorch CPU for the autoencoders, per-image calls for the classical denoisers.
-# (learn or train step, one settle / forward at evaluation). Used only by --list's estimate.
-COST = {"conv-ngc": (0.049, 0.042), "fc-ngc": (0.011, 0.010), "conv-ae": (0.0048, 0.0005),
+# Seconds per image on the development machine (2 cores): the cpu backend for Conv-NGC (T = 60; the numpy
+# reference is about 40x slower), the NumPy reference for FC-NGC (T = 60), PyTorch CPU for the autoencoders,
+# per-image calls for the classical denoisers (learn or train step, one settle / forward at evaluation).
+# Used only by --list's estimate.
+COST = {"conv-ngc": (0.0012, 0.0012), "fc-ngc": (0.011, 0.010), "conv-ae": (0.0048, 0.0005),
         "conv-dae": (0.0048, 0.0005), "res-conv-ngc": (5.0, 4.5), "tv": (0, 0.0046), "nlm": (0, 0.0044),
         "bm3d": (0, 0.029)}
 
@@ -268,7 +272,7 @@ class _GenericRow:
         return self.model.output(inp), inp                  # autoencoders: the network's output
 
 
-def make_model(name, seed, backend):
+def make_model(name, seed, backend, lr=None):
     if name == "conv-ngc":
         return _ConvNGCRow(seed, backend)
     from . import baselines
@@ -278,7 +282,8 @@ def make_model(name, seed, backend):
         return _GenericRow(baselines.ResidualConvNGC(seed=seed))
     if name in ("conv-ae", "conv-dae"):
         from .autoencoder import AutoEncoderModel
-        return _GenericRow(AutoEncoderModel(denoising=(name == "conv-dae"), seed=seed))
+        return _GenericRow(AutoEncoderModel(denoising=(name == "conv-dae"), seed=seed,
+                                            **({} if lr is None else {"lr": lr})))
     raise ValueError("unknown model %r" % name)
 
 
@@ -292,6 +297,8 @@ def row_setup(row, scale_cfg, trials, backend):
     if row.model in TRAINED:
         n_train, epochs, batch = scale_cfg["train"][row.model]
         s.update(n_train=n_train, epochs=epochs, batch=batch, n_val=scale_cfg["n_val"])
+        if row.model in scale_cfg.get("lr", {}):
+            s["lr"] = scale_cfg["lr"][row.model]
     else:
         s.update(n_tune=scale_cfg["n_tune"])
     if row.model == "conv-ngc":
@@ -342,7 +349,7 @@ def run_job(model_name, dataset, rows, scale_cfg, trials, backend, data_dir, out
     for k in range(trials):
         log("%s on %s, trial %d/%d: %d training images x %d epochs, batch %d"
             % (NAMES[model_name], DATASET_TITLES[dataset], k + 1, trials, len(tx), epochs, batch))
-        m = make_model(model_name, k, backend)
+        m = make_model(model_name, k, backend, scale_cfg.get("lr", {}).get(model_name))
         t0 = time.time()
         hist = m.fit(tx, vx, epochs, batch, log)
         train_s = time.time() - t0
@@ -598,8 +605,8 @@ def list_rows(rows, skipped, scale, trials, log=print):
         log("  %-32s skipped: %s" % (r.id, why))
     for (m, ds), sec in estimate_seconds(rows, scale, trials, per_job=True).items():
         log("  estimate: %-28s on %-12s %6.1f min" % (NAMES[m], DATASET_TITLES[ds], sec / 60))
-    log("estimated time: %.0f min (per-image costs measured with the NumPy backend on 2 shared cores; "
-        "a faster --backend shortens the Conv-NGC rows)" % (estimate_seconds(rows, scale, trials) / 60))
+    log("estimated time: %.0f min (from per-image costs measured on 2 cores, Conv-NGC on the cpu backend; "
+        "--backend numpy makes its rows about 40x longer)" % (estimate_seconds(rows, scale, trials) / 60))
 
 
 def build_parser():
