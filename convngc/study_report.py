@@ -197,8 +197,8 @@ def _best(last, key, Ts):
 
 
 def table(recs, group, T=60):
-    rows = ["| experiment | what | epochs | recon PSNR | denoise free | denoise clamped | best denoise (reading, T) | noisy input | eigenvalue |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| experiment | what | epochs | recon PSNR | denoise free | denoise clamped | best denoise (reading, T) | noisy input | eigenvalue | best recon PSNR (epoch) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for n, rec in recs.items():
         if rec.get("experiment", {}).get("group") != group:
             continue
@@ -211,11 +211,12 @@ def table(recs, group, T=60):
                     ("denoise_free", "denoise_free_z0", "denoise_free_noleak", "denoise_clamped")),
                    key=lambda r: -1e9 if r[0] is None else r[0])
         div = " (diverged at epoch %d)" % rec["diverged_at"] if rec.get("diverged_at") else ""
-        rows.append("| %s | %s | %d%s | %s | %s | %s | %s (%s, T=%s) | %s | %s |" % (
+        top = max(evals, key=lambda e: e.get("recon_psnr_T%d" % T) or -1e9)
+        rows.append("| %s | %s | %d%s | %s | %s | %s | %s (%s, T=%s) | %s | %s | %s (%d) |" % (
             n, rec["experiment"]["what"], last["epoch"], div, _fmt(last.get("recon_psnr_T%d" % T)),
             _fmt(last.get("denoise_free_psnr_T%d" % T)), _fmt(last.get("denoise_clamped_psnr_T%d" % T)),
             _fmt(best[0]), best[1].replace("denoise_", ""), best[2], _fmt(last["noisy_psnr"]),
-            _fmt(last.get("stability_eig"), 3)))
+            _fmt(last.get("stability_eig"), 3), _fmt(top.get("recon_psnr_T%d" % T)), top["epoch"]))
     return "\n".join(rows)
 
 
