@@ -240,6 +240,10 @@ def build_parser():
     p.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<time>); never overwritten")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue the run in this folder; only --epochs, "
                    "--backend and --data-dir may change (default: start a new run)")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT", help="start a new run from this checkpoint's filters "
+                   "and Adam state (a .npz, or a run folder's checkpoint.npz), e.g. to continue with a smaller --beta "
+                   "and a larger --T past the stability edge; the layers must match, other options may differ (default: "
+                   "new filters from --seed)")
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on reconstruction / denoising / OOD")
     _add_common(p, "images per settle; results do not depend on it (default 100; paper: 500 in training)")
@@ -350,6 +354,29 @@ def _check_same_config(run_dir, recorded, cfg):
                 "%s (checkpoint %r, config.json %r)" % (k, ck.get(k), rec.get(k)) for k in diff)))
 
 
+# What --init requires to match: the layers and their parameter shapes. Everything else (beta, T, lr, leak, ...)
+# may differ from the checkpoint's run.
+INIT_MUST_MATCH = ("channels", "kernel", "stride", "image_hw", "bias", "learn_E")
+
+
+def _init_from(path, cfg, log):
+    """--init: (params, Adam state or None, which checkpoint) from a checkpoint whose layers match cfg."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "checkpoint.npz")
+    if not os.path.isfile(path):
+        raise UsageError("--init %s: no such checkpoint file" % path)
+    cfg0, params, opt_state, meta = checkpoint.load(path)
+    a, b = cfg0.to_dict(), cfg.to_dict()
+    diff = [k for k in INIT_MUST_MATCH if a.get(k) != b.get(k)]
+    if diff:
+        raise UsageError("--init %s: the checkpoint's layers differ from this run's: %s" % (path, ", ".join(
+            "%s (checkpoint %r, this run %r)" % (k, a.get(k), b.get(k)) for k in diff)))
+    changed = [k for k in sorted(b) if a.get(k) != b.get(k)]
+    log("starting from %s (epoch %s)%s" % (path, meta.get("epoch"), "; changed: " + ", ".join(
+        "%s %r -> %r" % (k, a.get(k), b.get(k)) for k in changed) if changed else ""))
+    return params, opt_state, _checkpoint_info(path)
+
+
 def _checkpoint_info(path):
     """Which checkpoint a metrics.json was computed from: absolute path, epoch, sha256 of the file."""
     h = hashlib.sha256()
@@ -366,6 +393,9 @@ def _checkpoint_info(path):
 def cmd_train(args, log=print, status=None):
     """A new run, or --resume of one. Returns (run_dir, model, run_args)."""
     status = status or _Status()
+    init_path = getattr(args, "init", None)
+    if init_path and args.resume:
+        raise UsageError("--init and --resume: --resume continues a run as it was; --init starts a new one")
     if args.resume:
         return _resume(args, log, status)
     for k, v in TRAIN_DEFAULTS.items():
@@ -373,7 +403,11 @@ def cmd_train(args, log=print, status=None):
             setattr(args, k, v)
     backend = args.backend or _default_backend(log)
     cfg = _config_from_args(args)
-    model = ConvNGC(cfg, backend=backend, seed=args.seed)      # a backend that cannot run fails here
+    init = _init_from(init_path, cfg, log) if init_path else None
+    model = ConvNGC(cfg, backend=backend, seed=args.seed,      # a backend that cannot run fails here
+                    params=init[0] if init else None)
+    if init and init[1] is not None:
+        model.load_opt_state(init[1])
     dataset = _dataset_for(args.dataset, cfg, log)
     if args.out:
         train.check_run_dir(args.out)                          # fail before loading data; the claim decides
@@ -385,6 +419,8 @@ def cmd_train(args, log=print, status=None):
         train.new_run_dir(os.path.join("runs", "%s-%s" % (dataset, time.strftime("%Y%m%d-%H%M%S"))))
     run_args = {"dataset": dataset, "limit": args.limit, "val_limit": args.val_limit, "batch_size": args.batch_size,
                 "data_dir": data_dir, "seed": args.seed, "epochs": args.epochs}
+    if init:
+        run_args["init"] = init[2]
     try:
         try:
             train.write_json(os.path.join(folder.path, "config.json"),

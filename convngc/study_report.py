@@ -186,6 +186,36 @@ def plot_fixedpoint(fp, path):
     return path
 
 
+def plot_headline(folder, path):
+    """Full CIFAR-10 runs of `convngc train` (results/headline/<run>/history.json + config.json): validation
+    reconstruction PSNR against Adam updates."""
+    runs = sorted(glob.glob(os.path.join(folder, "*", "history.json")))
+    if not runs:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for h in runs:
+        with open(h) as f:
+            hist = json.load(f)
+        with open(os.path.join(os.path.dirname(h), "config.json")) as f:
+            conf = json.load(f)
+        per_epoch = 45000 // conf["run"]["batch_size"]
+        mse = np.asarray([np.nan if v is None else v for v in hist["val_mse"]], float)
+        m = conf["model"]
+        ax.plot(per_epoch * np.arange(1, len(mse) + 1), 10 * np.log10(255.0 ** 2 / mse), marker="o", ms=3,
+                label="%s: beta %g, T = %d, Adam %g, batch %d" % (os.path.basename(os.path.dirname(h)), m["beta"],
+                                                                  m["T"], m["lr"], conf["run"]["batch_size"]))
+    ax.set_xlabel("Adam updates (450 per epoch at batch 100)")
+    ax.set_ylabel("validation PSNR of the mean MSE (dB)")
+    ax.set_title("CIFAR-10, all 45,000 training images: validation reconstruction")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def _fmt(v, nd=2):
     return "-" if v is None else ("%.*f" % (nd, v))
 
@@ -233,6 +263,10 @@ def main(results=RESULTS):
     cifar = {n: r for n, r in recs.items() if r.get("experiment", {}).get("dataset") == "cifar10"}
     if cifar:
         written.append(plot_tradeoff(cifar, os.path.join(results, "tradeoff.png")))
+    head = os.path.join(os.path.dirname(results.rstrip("/")), "headline")
+    p = plot_headline(head, os.path.join(head, "validation.png"))
+    if p:
+        written.append(p)
     for n in ("open-base",):
         if n in recs and any("noisy_psnr" in e for e in recs[n]["epochs"]):
             written.append(plot_readings(recs[n], os.path.join(results, "readings-%s.png" % n)))

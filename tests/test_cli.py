@@ -155,6 +155,39 @@ def test_a_checkpoint_that_disagrees_with_config_json_is_refused(tmp_path, capsy
     assert (run / "config.json").read_bytes() == edited
 
 
+def test_init_starts_a_new_run_from_a_checkpoint_with_other_settling_options(tmp_path, capsys):
+    """--init: a new run that starts from a checkpoint's filters and Adam state (the study continues a run past
+    the stability edge with a smaller beta and a larger T). It records which checkpoint it started from, and
+    refuses layers that differ and a combination with --resume."""
+    src = tmp_path / "src"
+    _train(src)
+    ck = src / "checkpoint.npz"
+    cfg0, p0, o0, _ = checkpoint.load(ck)
+    assert o0["t"] == 2                                          # 20 images, batch 10, one epoch
+    new = tmp_path / "new"
+    assert _main(["train", *TINY, "--init", ck, "--set", "beta=0.05", "--T", "4", "--out", new]) == 0
+    out = capsys.readouterr().out
+    assert "beta 0.1 -> 0.05" in out and "T 2 -> 4" in out
+    rec = json.loads((new / "config.json").read_text())
+    assert rec["model"]["beta"] == 0.05 and rec["model"]["T"] == 4
+    assert rec["run"]["init"]["sha256"] == hashlib.sha256(ck.read_bytes()).hexdigest()
+    cfg1, p1, o1, meta = checkpoint.load(new / "checkpoint.npz")
+    assert o1["t"] == 4 and meta["epoch"] == 1                 # Adam's count went on from the checkpoint's
+    # the loaded state is exactly the checkpoint's, whatever options change
+    params, opt, info = cli._init_from(str(ck), cfg1, lambda s: None)
+    for k in p0:
+        for a, b in zip(p0[k] or [], params[k] or []):
+            assert (a is None and b is None) or np.array_equal(a, b)
+    assert opt["t"] == o0["t"] and info["epoch"] == 1
+    # layers that differ, a missing file, and --resume together with --init: one-line errors, exit 2
+    for extra, pattern in [(["--init", ck, "--channels", "5,3", "--out", tmp_path / "x"], r"--init .*channels"),
+                           (["--init", tmp_path / "nope.npz", "--out", tmp_path / "y"], r"--init .*no such"),
+                           (["--init", ck, "--resume", new], r"--init and --resume")]:
+        assert _main(["train", *TINY, *extra]) == 2, extra
+        assert re.search(pattern, _one_line(capsys.readouterr().err))
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
 def test_resume_of_a_finished_run_says_so(tmp_path, capsys):
     run = tmp_path / "run"
     _train(run)
