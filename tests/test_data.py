@@ -717,7 +717,10 @@ def test_download_trickle_is_below_the_minimum_rate(tmp_path, trickle):
 def test_download_stopped_by_a_signal_removes_the_part_file(tmp_path, trickle, sig, rc, word):
     dest = tmp_path / "dest"
     p = subprocess.Popen([sys.executable, "-m", "convngc.cli", "download", "cifar10", "--dest", str(dest),
-                          "--base-url", trickle, "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          "--base-url", trickle, "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         # a shell's background job inherits SIGINT ignored, and Python then raises no
+                         # KeyboardInterrupt: give the child the disposition a terminal user's process has
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         t0 = time.monotonic()
         while not list(dest.rglob("*.part")):
