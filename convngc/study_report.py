@@ -202,9 +202,11 @@ def plot_headline(folder, path):
         per_epoch = 45000 // conf["run"]["batch_size"]
         mse = np.asarray([np.nan if v is None else v for v in hist["val_mse"]], float)
         m = conf["model"]
-        ax.plot(per_epoch * np.arange(1, len(mse) + 1), 10 * np.log10(255.0 ** 2 / mse), marker="o", ms=3,
-                label="%s: beta %g, T = %d, Adam %g, batch %d" % (os.path.basename(os.path.dirname(h)), m["beta"],
-                                                                  m["T"], m["lr"], conf["run"]["batch_size"]))
+        start = (conf["run"].get("init") or {}).get("epoch") or 0       # --init: continues another run's updates
+        ax.plot(per_epoch * np.arange(start + 1, start + len(mse) + 1), 10 * np.log10(255.0 ** 2 / mse), marker="o",
+                ms=3, label="%s: beta %g, T = %d, Adam %g, batch %d%s" % (
+                    os.path.basename(os.path.dirname(h)), m["beta"], m["T"], m["lr"], conf["run"]["batch_size"],
+                    ", from epoch %d of another run" % start if start else ""))
     ax.set_xlabel("Adam updates (450 per epoch at batch 100)")
     ax.set_ylabel("validation PSNR of the mean MSE (dB)")
     ax.set_title("CIFAR-10, all 45,000 training images: validation reconstruction")
