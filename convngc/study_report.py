@@ -25,6 +25,13 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def _series(rec, key):
     ep = [e["epoch"] for e in rec["epochs"] if e.get(key) is not None]
     return ep, [e[key] for e in rec["epochs"] if e.get(key) is not None]
@@ -71,10 +78,7 @@ def plot_steps(recs, dataset, path, T=60):
     axes[0].legend(fontsize=8)
     axes[3].legend(fontsize=8)
     fig.suptitle("%s: training length and step size" % dataset)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_long(recs, names, path, T=60):
@@ -107,10 +111,7 @@ def plot_long(recs, names, path, T=60):
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     axes[2].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_tradeoff(recs, path, T=60):
@@ -131,10 +132,7 @@ def plot_tradeoff(recs, path, T=60):
     ax.set_title("What a better reconstruction buys the denoiser (CIFAR-10 validation)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_readings(rec, path):
@@ -154,10 +152,7 @@ def plot_readings(rec, path):
     ax.set_title("%s, epoch %d" % (rec["name"], last["epoch"]))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_fixedpoint(fp, path):
@@ -180,10 +175,7 @@ def plot_fixedpoint(fp, path):
         ax.legend(fontsize=8)
     axes[1].set_yscale("log")
     fig.suptitle("Denoising with a free z^0 run far past T = 60 (%s)" % fp["experiment"])
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_headline(folder, path):
@@ -212,10 +204,7 @@ def plot_headline(folder, path):
     ax.set_title("CIFAR-10, all 45,000 training images: validation reconstruction")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def _fmt(v, nd=2):
