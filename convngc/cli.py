@@ -374,16 +374,17 @@ def _init_from(path, cfg, log):
     changed = [k for k in sorted(b) if a.get(k) != b.get(k)]
     log("starting from %s (epoch %s)%s" % (path, meta.get("epoch"), "; changed: " + ", ".join(
         "%s %r -> %r" % (k, a.get(k), b.get(k)) for k in changed) if changed else ""))
-    return params, opt_state, _checkpoint_info(path)
+    return params, opt_state, _checkpoint_info(path, meta)
 
 
-def _checkpoint_info(path):
-    """Which checkpoint a metrics.json was computed from: absolute path, epoch, sha256 of the file."""
+def _checkpoint_info(path, meta=None):
+    """Which checkpoint a metrics.json was computed from: absolute path, epoch, sha256 of the file (meta: the
+    checkpoint's, when the caller has already loaded it)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    meta = checkpoint.load(path)[3]
+    meta = checkpoint.load(path)[3] if meta is None else meta
     return {"path": os.path.realpath(path), "epoch": meta.get("epoch"), "sha256": h.hexdigest()}
 
 
