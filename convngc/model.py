@@ -147,9 +147,10 @@ class ConvNGC:
         self.last_result = None                              # the SettleResult of the last learn() call
 
     # -- inference (Algorithm 1) ---------------------------------------------------------------
-    def settle(self, x, T=None, clamp="always", z_top=None, noisy=False):
+    def settle(self, x, T=None, clamp="always", z_top=None, noisy=False, pi0=1.0):
         """Run Algorithm 1 on a batch x (B, C, H, W) in [0, 1]; returns a SettleResult (arrays on the backend).
-        `noisy=True` says x is a noisy denoising input (pixels may leave [0, 1]: no warning)."""
+        `noisy=True` says x is a noisy denoising input (pixels may leave [0, 1]: no warning); pi0 weights
+        its error e^0 in z^1's correction (precision-weighted denoising; 1 = Algorithm 1)."""
         if clamp not in ("always", "first"):
             raise ValueError("clamp must be 'always' (reconstruction/training) or 'first' (denoising), got %r" % clamp)
         x = check_batch(x, self.cfg)
@@ -166,7 +167,7 @@ class ConvNGC:
             raise ValueError("z_top contains %s" % _nonfinite(z_top))
         with np.errstate(over="ignore", invalid="ignore"):      # divergence is reported below, by step
             res = self.backend.settle(self.params, self.backend.to_device(x.astype(self.dtype, copy=False)),
-                                      self.cfg, self.backend.to_device(z_top), T=T, clamp=clamp)
+                                      self.cfg, self.backend.to_device(z_top), T=T, clamp=clamp, pi0=pi0)
         energy = self.backend.to_host(res.energy)
         if not np.isfinite(energy).all():
             t = int(np.argmax(~np.isfinite(energy).all(axis=1)))
@@ -182,10 +183,13 @@ class ConvNGC:
         return self.backend.to_host(ref_model.output_image(self.settle(x, T=T, clamp="always"), self.cfg))
 
     def denoise(self, x_noisy, T=None):
-        """Denoising: z^0 = x_noisy, never corrected (cfg.denoise = "clamped", Algorithm 1, the default), or
-        at t = 1 only and then evolving by Eq. 2 ("free", Sec. 4); returns the output image (zbar^0, or z^0
-        with cfg.output = "z") on the host."""
-        res = self.settle(x_noisy, T=T, clamp=ref_model.denoise_clamp(self.cfg), noisy=True)
+        """Denoising, by the reading cfg.denoise: z^0 = x_noisy, never corrected, with its error weighted by
+        the precision cfg.pi0 in z^1's correction ("precision", the default) or not ("clamped", Algorithm 1),
+        or z^0 = x_noisy at t = 1 only, then evolving by Eq. 2 ("free", Sec. 4). T: settling steps (default
+        cfg.T_denoise, or cfg.T when that is 0). Returns the output image (zbar^0, or z^0 with cfg.output = "z")
+        on the host."""
+        res = self.settle(x_noisy, T=self.cfg.denoise_T if T is None else T, clamp=ref_model.denoise_clamp(self.cfg),
+                          noisy=True, pi0=self.cfg.denoise_pi0)
         return self.backend.to_host(ref_model.output_image(res, self.cfg))
 
     # -- learning (Algorithm 2) ----------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 Tasks (Sec. 4, Appendix B):
   reconstruction   z^0 clamped to the image for all T steps; output zbar^0 vs the image
-  denoising        x + N(0, 0.1) (std 0.1 on the [0,1] scale, not clipped) as z^0: clamped throughout
-                   (cfg.denoise = "clamped", Algorithm 1) or at t = 1 only ("free", Sec. 4); output zbar^0
-                   vs the clean image
+  denoising        x + N(0, 0.1) (std 0.1 on the [0,1] scale, not clipped) as z^0: clamped throughout with
+                   its error weighted by cfg.pi0 (cfg.denoise = "precision"), clamped ("clamped",
+                   Algorithm 1) or at t = 1 only ("free", Sec. 4); cfg.T_denoise steps (0: T); output
+                   zbar^0 vs the clean image
   ood              reconstruction of another dataset by a model trained on the first
 Metrics are on outputs clipped to [0, 1] and rescaled to [0, 255]; each trial re-draws the random
 initial top state (and the noise); tables report mean and std over trials.
@@ -192,11 +193,15 @@ def _run_task(model, x, task, batch_size, T, rng, noise_std, progress, desc):
     elif task not in ("reconstruction", "ood"):
         raise ValueError("unknown task %r: choose reconstruction, denoising or ood" % (task,))
     outs, energies = [], []
-    clamp = ref_model.denoise_clamp(model.cfg) if task == "denoising" else "always"
+    denoising = task == "denoising"
+    clamp = ref_model.denoise_clamp(model.cfg) if denoising else "always"
+    pi0 = model.cfg.denoise_pi0 if denoising else 1.0
+    if denoising and T is None:
+        T = model.cfg.denoise_T
     bar = _bar(batches(len(x), batch_size), -(-len(x) // batch_size), desc, progress)
     sq, n = 0.0, 0
     for idx in bar:
-        res = model.settle(inp[idx], T=T, clamp=clamp, noisy=(task == "denoising"))
+        res = model.settle(inp[idx], T=T, clamp=clamp, noisy=denoising, pi0=pi0)
         outs.append(model.backend.to_host(output_image(res, model.cfg)))      # zbar^0, or z^0 (cfg.output)
         energies.append(model.backend.to_host(res.energy))
         if hasattr(bar, "set_postfix"):            # running MSE (0-255 scale, vs the clean images) and energy

@@ -87,15 +87,16 @@ def pack_bias(b, hw, dtype):
     return out.ravel()
 
 
-def pack(params, cfg, dtype):
-    """All layers: Wp, Ec (E, or W itself when E = W^T), bm (flat) and poff (L+1, 3) = their offsets."""
+def pack(params, cfg, dtype, pi0=1.0):
+    """All layers: Wp, Ec (E, or W itself when E = W^T), bm (flat) and poff (L+1, 3) = their offsets.
+    pi0 scales E^1: pi0 E^1 *_s e^0 is the precision-weighted message of ngc_ref.model.corrections."""
     L = cfg.L
     E = params["E"] if params.get("E") is not None else params["W"]
     Wp, Ec, bm = [], [], []
     poff = np.zeros((L + 1, 3), np.int64)
     sizes = [0, 0, 0]
     for l in range(1, L + 1):
-        parts = (pack_predict(params["W"][l], dtype), pack_conv(E[l], dtype),
+        parts = (pack_predict(params["W"][l], dtype), pack_conv(E[l] * pi0 if l == 1 and pi0 != 1 else E[l], dtype),
                  pack_bias(params["b"][l], cfg.map_hw(l - 1), dtype))
         for k, (lst, a) in enumerate(zip((Wp, Ec, bm), parts)):
             poff[l, k] = sizes[k]

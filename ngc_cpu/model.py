@@ -29,7 +29,7 @@ DTYPES = (np.float32, np.float64)
 class _Run:
     """The tiles of one batch and the packed parameters: the arguments of kernels.settle_tiles."""
 
-    def __init__(self, params, cfg, B, dtype):
+    def __init__(self, params, cfg, B, dtype, pi0=1.0):
         self.cfg, self.B, self.dtype = cfg, B, np.dtype(dtype)
         self.V = lanes(dtype)
         self.geo, P = geometry(cfg, self.V)
@@ -40,7 +40,7 @@ class _Run:
         self.e = np.empty((self.nt, P), dtype)
         self.zb = np.empty((self.nt, P), dtype)
         self.region(self.e, cfg.L)[:] = 0
-        self.Wp, self.Ec, self.bm, self.poff = pack(params, cfg, dtype)
+        self.Wp, self.Ec, self.bm, self.poff = pack(params, cfg, dtype, pi0)
         gamma0 = cfg.gamma if cfg.gamma_bottom else 0.0
         self.consts = np.array([cfg.leak, cfg.beta, cfg.gamma, gamma0], dtype)
         self.nph = int(max(self.geo[l, 0] * self.geo[l, 1] * self.geo[l, 2] for l in range(cfg.L + 1))) * self.V
@@ -111,14 +111,15 @@ def predictions_and_errors(z, params, cfg):
     return zbar, e
 
 
-def correct(z, e, params, cfg, free_bottom=False):
+def correct(z, e, params, cfg, free_bottom=False, pi0=1.0):
     """Eq. 2 for every free layer at once (new arrays; z is not modified):
-        d^l = -e^l + sum_j E_ji^l *_s e_j^{l-1}   (times phi'(z^l) in PCN mode);  z^l <- z^l + beta d^l - gamma z^l
-    z^0 is clamped unless free_bottom (d^0 = -e^0; the leak on z^0 only if cfg.gamma_bottom)."""
+        d^l = -e^l + pi^{l-1} sum_j E_ji^l *_s e_j^{l-1}   (times phi'(z^l) in PCN mode);  z^l <- z^l + beta d^l - gamma z^l
+    pi^0 = pi0 (the precision of e^0, applied as E^1 scaled by pi0), pi^l = 1 above. z^0 is clamped unless
+    free_bottom (d^0 = -e^0; the leak on z^0 only if cfg.gamma_bottom)."""
     B, dtype = _check_states(z, cfg)
     _check_states(e, cfg, "e")
     checks.check_params(params, cfg, "correct", (dtype,))
-    r = _Run(params, cfg, B, dtype)
+    r = _Run(params, cfg, B, dtype, checks.check_precision(pi0, "correct"))
     for l in range(cfg.L + 1):
         r.put(r.z, l, z[l])
         r.put(r.e, l, e[l])                  # e[L] as given (settle keeps it zero), as ngc_ref.model.correct
@@ -133,19 +134,20 @@ def energy(e):
     return (0.5 * total).astype(e[0].dtype)
 
 
-def settle(params, x, cfg, z_top, T=None, clamp="always"):
+def settle(params, x, cfg, z_top, T=None, clamp="always", pi0=1.0):
     """Algorithm 1 (== ngc_ref.model.settle): ancestral initialisation then T synchronous steps of Eq. 1 + Eq. 2.
 
     x: (B, C_0, H, W) image (the noisy one for denoising); z_top: (B, C_L, H_L, W_L) initial top state;
     float32 or float64, one dtype. clamp="always": z^0 = x throughout (reconstruction, training);
-    clamp="first": z^0 = x at t = 1 only, then d^0 = -e^0. Returns a SettleResult of NumPy arrays: final
-    z, zbar and e recomputed from them, and the energy per image before each step and after the last (T+1, B).
+    clamp="first": z^0 = x at t = 1 only, then d^0 = -e^0. pi0: the precision of e^0 in z^1's correction
+    (ngc_ref.model.corrections). Returns a SettleResult of NumPy arrays: final z, zbar and e recomputed from
+    them, and the energy per image before each step and after the last (T+1, B).
     """
     if clamp not in ("always", "first"):
         raise ValueError("settle: clamp must be 'always' or 'first', got %r" % (clamp,))
     dtype = checks.check_settle_inputs(params, x, cfg, z_top, DTYPES)
     T = cfg.T if T is None else checks.check_steps(T)
-    r = _Run(params, cfg, x.shape[0], dtype)
+    r = _Run(params, cfg, x.shape[0], dtype, checks.check_precision(pi0))
     r.put(r.z, 0, x)
     r.put(r.z, cfg.L, z_top)
     energy_trace = r.run(T, free_bottom=(clamp == "first"), init=True, final=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ngc_ref import model as ref_model
+from ngc_ref import checks as ref_checks, model as ref_model
 from ngc_ref.config import Config
 from ngc_ref.model import draw_top, init_params, n_filter_weights
 
@@ -48,11 +48,22 @@ def predictions_and_errors(z, params, cfg, backend=None):
     return ngc_step.predictions_and_errors(z, params, cfg, backend=resolve(backend, *z))
 
 
-def correct(z, e, params, cfg, free_bottom=False, backend=None):
+def correct(z, e, params, cfg, free_bottom=False, backend=None, pi0=1.0):
     """Eq. 2 for every free layer at once (returns new states; z is not modified):
-        d^l = -e^l + sum_j E_ji^l *_s e_j^{l-1}   (times phi'(z^l) in PCN mode);  z^l <- z^l + beta d^l - gamma z^l
-    z^0 is clamped unless free_bottom (d^0 = -e^0; the leak on z^0 only if cfg.gamma_bottom)."""
+        d^l = -e^l + pi^{l-1} sum_j E_ji^l *_s e_j^{l-1}   (times phi'(z^l) in PCN mode);  z^l <- z^l + beta d^l - gamma z^l
+    pi^0 = pi0, the precision of e^0 (ngc_ref.model.corrections), pi^l = 1 above. z^0 is clamped unless
+    free_bottom (d^0 = -e^0; the leak on z^0 only if cfg.gamma_bottom)."""
+    params = _precision_weighted(params, ref_checks.check_precision(pi0, "correct"))
     return ngc_step.correct(z, e, params, cfg, free_bottom, backend=resolve(backend, *z))
+
+
+def _precision_weighted(params, pi0):
+    """params whose E^1 is pi0 E^1 (E = W^T when E is not learnable): the kernels' bottom-up message
+    E^1 *_s e^0 then carries the precision pi0 of e^0. pi0 = 1 returns params itself."""
+    if pi0 == 1.0:
+        return params
+    E = params["E"] if params.get("E") is not None else params["W"]
+    return dict(params, E=[None, E[1] * np.float32(pi0)] + list(E[2:]))
 
 
 def energy(e, backend=None):
@@ -67,17 +78,19 @@ def init_states(x, params, cfg, z_top, backend=None):
     return ngc_step.init_states(x, params, cfg, z_top, backend=backend)
 
 
-def settle(params, x, cfg, z_top, T=None, clamp="always", kernel="auto", backend=None):
+def settle(params, x, cfg, z_top, T=None, clamp="always", kernel="auto", backend=None, pi0=1.0):
     """Algorithm 1: ancestral initialisation then T synchronous steps of Eq. 1 + Eq. 2 (== ngc_ref.model.settle).
 
     x: (B, C_0, H, W) float32 image (the noisy one for denoising); z_top: (B, C_L, H_L, W_L) initial top
     state; clamp "always" (z^0 = x throughout) or "first" (z^0 = x at t = 1 only, then d^0 = -e^0).
-    kernel: "auto", "per-step" or "whole" (module docstring). Returns a SettleResult of float32 arrays
+    kernel: "auto", "per-step" or "whole" (module docstring). pi0: the precision of e^0 in z^1's correction
+    (ngc_ref.model.corrections), carried by E^1 scaled by pi0. Returns a SettleResult of float32 arrays
     of x's type: final z, zbar and e recomputed from them, the energy trace (T+1, B), and the path taken.
     """
     if kernel not in KERNELS:
         raise ValueError("settle: kernel must be one of %s, got %r" % (KERNELS, kernel))
     T, backend = checks.settle_inputs("settle", params, x, cfg, z_top, T, clamp, backend)   # both paths trust them
+    params = _precision_weighted(params, ref_checks.check_precision(pi0))
     whole = kernel == "whole" or (kernel == "auto" and settle_whole.fits(
         cfg, params.get("E") is not None, max_shared_memory(backend)))
     log.debug("settle: %s path (kernel=%r, backend %s)", "whole" if whole else "per-step", kernel, backend)

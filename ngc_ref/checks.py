@@ -11,7 +11,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_settle_inputs", "check_params", "check_steps", "param_shape"]
+__all__ = ["check_settle_inputs", "check_params", "check_steps", "check_precision", "param_shape"]
 
 _ROLE = {"W": "generative filters W^l", "b": "biases b^l", "E": "error filters E^l"}
 
@@ -123,3 +123,11 @@ def check_steps(T, where="settle"):
     if T < 0:
         raise ValueError("%s: T must be >= 0, got %d" % (where, T))
     return int(T)
+
+
+def check_precision(pi0, where="settle"):
+    """pi0, the precision of the bottom error in z^1's correction: a finite number > 0 (1: Algorithm 1)."""
+    if isinstance(pi0, bool) or not isinstance(pi0, numbers.Real) or not (0 < float(pi0) < float("inf")):
+        raise ValueError("%s: pi0 must be a finite number > 0 (the precision of e^0; 1 = Algorithm 1), got %r"
+                         % (where, pi0))
+    return float(pi0)

@@ -44,7 +44,9 @@ RANGES = {
     "reduce": ("choice", "sum", "mean"),
     "gamma_bottom": ("bool",),
     "output": ("choice", "zbar", "z"),
-    "denoise": ("choice", "clamped", "free"),
+    "denoise": ("choice", "precision", "clamped", "free"),
+    "pi0": ("float", 0, False, 1, True),               # precision of the noisy bottom error; 1 = plain clamped
+    "T_denoise": ("int", 0, True, None, None),         # settling steps of a denoising settle; 0 = T
 }
 
 
@@ -111,8 +113,11 @@ class Config:
     reduce: str = "sum"                    # dW and db over the batch: "sum" or "mean" (the sum divided by the batch size)
     gamma_bottom: bool = True              # denoising: the leak gamma also acts on a free z^0 (False: z^0 <- z^0 - beta e^0)
     output: str = "zbar"                   # the output image: "zbar" = zbar^0 of the final states, "z" = z^0 (differs only in denoising)
-    denoise: str = "clamped"               # denoising: "clamped" = Algorithm 1 (z^0 = the noisy image, never corrected);
+    denoise: str = "precision"             # denoising: "precision" = z^0 clamped to the noisy image, its error weighted
+                                           # by pi0 in z^1's correction (docs/reading.md); "clamped" = Algorithm 1 (pi0 = 1);
                                            # "free" = Sec. 4 (z^0 = the noisy image at t = 1, then it evolves by Eq. 2)
+    pi0: float = 0.1                       # "precision": the precision of e^0 (the noisy image's error), in (0, 1]
+    T_denoise: int = 0                     # settling steps of a denoising settle (0: T); small pi0 needs more
 
     def __post_init__(self):
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -155,6 +160,16 @@ class Config:
             raise ConfigError("optimizer", "unknown optimizer %r (choose 'adam' or 'normalized')" % (self.optimizer,))
         for name in RANGES:
             check_option(name, getattr(self, name))
+
+    @property
+    def denoise_pi0(self):
+        """The weight of e^0 in z^1's correction when denoising: pi0 under the "precision" reading, else 1."""
+        return self.pi0 if self.denoise == "precision" else 1.0
+
+    @property
+    def denoise_T(self):
+        """The settling steps of a denoising settle: T_denoise, or T when it is 0."""
+        return self.T_denoise or self.T
 
     def to_dict(self):
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -86,25 +86,29 @@ def predictions_and_errors(z, params, cfg):
     return zbar, e
 
 
-def corrections(z, e, params, cfg, free_bottom=False):
+def corrections(z, e, params, cfg, free_bottom=False, pi0=1.0):
     """Eq. 2's perturbations, for every free layer:
-        d^l = -e^l + sum_j E_ji^l (strided conv, stride s) e_j^{l-1}     (times phi'(z^l) in PCN mode)
-    d[0] is None while z^0 is clamped; with `free_bottom` (denoising after t = 1) d^0 = -e^0.
+        d^l = -e^l + pi^{l-1} sum_j E_ji^l (strided conv, stride s) e_j^{l-1}     (times phi'(z^l) in PCN mode)
+    pi^{l-1} is the precision of the error below: 1, except pi^0 = pi0 (< 1 in precision-weighted denoising,
+    where e^0 carries the noise of the image: z^1 trusts it less). d[0] is None while z^0 is clamped; with
+    `free_bottom` (denoising after t = 1) d^0 = -e^0.
     """
     E = params["E"] if params.get("E") is not None else params["W"]
     d = [-e[0] if free_bottom else None]
     for l in range(1, cfg.L + 1):
-        up = ops.conv2d(e[l - 1], E[l], cfg.stride)                         # (B, C_l, H_l, W_l)
+        precision = pi0 if l == 1 else 1.0
+        up = precision * ops.conv2d(e[l - 1], E[l], cfg.stride)             # (B, C_l, H_l, W_l)
         if cfg.pcn:
             up = up * phi_prime(z[l], cfg.leak)
         d.append(-e[l] + up)
     return d
 
 
-def correct(z, e, params, cfg, free_bottom=False):
+def correct(z, e, params, cfg, free_bottom=False, pi0=1.0):
     """Eq. 2's update, synchronously for every free layer: z^l <- z^l + beta d^l - gamma z^l.
-    A free z^0 takes the leak too unless cfg.gamma_bottom is False (then z^0 <- z^0 + beta d^0)."""
-    d = corrections(z, e, params, cfg, free_bottom)
+    A free z^0 takes the leak too unless cfg.gamma_bottom is False (then z^0 <- z^0 + beta d^0).
+    pi0: the precision of e^0 in d^1 (`corrections`)."""
+    d = corrections(z, e, params, cfg, free_bottom, pi0)
     z_new = []
     for l, (zl, dl) in enumerate(zip(z, d)):
         if dl is None:                                       # clamped
@@ -142,22 +146,25 @@ class SettleResult:
     energy: np.ndarray
 
 
-def settle(params, x, cfg, z_top, T=None, clamp="always"):
+def settle(params, x, cfg, z_top, T=None, clamp="always", pi0=1.0):
     """Algorithm 1: ancestral initialisation then T synchronous steps of Eq. 1 + Eq. 2.
 
     x: (B, C_0, H, W) image (the noisy one for denoising); z_top: (B, C_L, H_L, W_L) initial top state.
     clamp="always": z^0 = x throughout (reconstruction, training); clamp="first": z^0 = x at t = 1 only.
+    pi0: the precision of the bottom error e^0 in z^1's correction (1: Algorithm 1; precision-weighted
+    denoising passes cfg.pi0, see `corrections`).
     """
     if clamp not in ("always", "first"):
         raise ValueError("settle: clamp must be 'always' or 'first', got %r" % (clamp,))
     checks.check_settle_inputs(params, x, cfg, z_top)
     T = cfg.T if T is None else checks.check_steps(T)
+    pi0 = checks.check_precision(pi0)
     z = init_states(x, params, cfg, z_top)
     trace = []
     for _ in range(T):
         zbar, e = predictions_and_errors(z, params, cfg)                  # all from the same states
         trace.append(energy(e))
-        z = correct(z, e, params, cfg, free_bottom=(clamp == "first"))
+        z = correct(z, e, params, cfg, free_bottom=(clamp == "first"), pi0=pi0)
     zbar, e = predictions_and_errors(z, params, cfg)
     trace.append(energy(e))
     return SettleResult(z, zbar, e, np.stack(trace))
@@ -185,9 +192,9 @@ def filter_updates(res, params, cfg):
 
 
 def denoise_clamp(cfg):
-    """The `clamp` of a denoising settle: "always" (cfg.denoise = "clamped", Algorithm 1, the default) or
-    "first" (cfg.denoise = "free", Sec. 4: z^0 is the noisy image at t = 1 only)."""
-    return "always" if cfg.denoise == "clamped" else "first"
+    """The `clamp` of a denoising settle: "always" (cfg.denoise = "precision", the default, or "clamped",
+    Algorithm 1) or "first" (cfg.denoise = "free", Sec. 4: z^0 is the noisy image at t = 1 only)."""
+    return "first" if cfg.denoise == "free" else "always"
 
 
 def output_image(res, cfg):

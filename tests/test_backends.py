@@ -53,6 +53,42 @@ def test_every_backend_takes_every_option(backend, x):
     assert_close(other.denoise(x), ref.denoise(x), **TOL["settled"], name="%s denoised image" % backend)
 
 
+@pytest.mark.parametrize("backend", ["cpu", "cuda-emu"])
+@pytest.mark.parametrize("pcn,learn_E", [(False, False), (True, True)])
+def test_precision_weighted_settle_matches_the_reference(backend, pcn, learn_E, x):
+    """The pi0 reading (e^0 weighted by pi0 in z^1's correction) on every backend: settle and one correction
+    agree with ngc_ref in float32; the cpu backend also in float64 to rounding."""
+    from ngc_cpu import model as cpu_model
+    from ngc_cuda import model as cuda_model
+    from ngc_ref import model as ref_model
+    cfg = Config(T=6, pcn=pcn, learn_E=learn_E, beta=0.05)
+    rng = np.random.default_rng(7)
+    p = ref_model.init_params(cfg, rng, np.float32)
+    noisy = (x + rng.normal(0, 0.1, x.shape)).astype(np.float32)
+    z_top = ref_model.draw_top(cfg, len(x), rng)
+    fast = cpu_model if backend == "cpu" else cuda_model
+    kw = {} if backend == "cpu" else {"backend": "cuda-emu"}
+    for pi0 in (0.1, 1.0):
+        want = ref_model.settle(p, noisy, cfg, z_top, pi0=pi0)
+        got = fast.settle(p, noisy, cfg, z_top, pi0=pi0, **kw)
+        for l in range(cfg.L + 1):
+            assert_close(got.z[l], want.z[l], **TOL["settled"], name="%s pi0=%g z[%d]" % (backend, pi0, l))
+        assert_close(got.zbar[0], want.zbar[0], **TOL["settled"], name="%s pi0=%g zbar[0]" % (backend, pi0))
+        e = ref_model.predictions_and_errors(want.z, p, cfg)[1]
+        step = fast.correct(want.z, e, p, cfg, pi0=pi0, **kw)
+        for l in range(1, cfg.L + 1):
+            assert_close(step[l], ref_model.correct(want.z, e, p, cfg, pi0=pi0)[l], **TOL["step"],
+                         name="%s pi0=%g one correction, z[%d]" % (backend, pi0, l))
+    a = ref_model.settle(p, noisy, cfg, z_top, pi0=0.1).zbar[0]
+    assert np.abs(a - ref_model.settle(p, noisy, cfg, z_top).zbar[0]).max() > 1e-3     # pi0 changes the output
+    if backend == "cpu":
+        p64 = {k: None if v is None else [None if w is None else w.astype(np.float64) for w in v] for k, v in p.items()}
+        args = (p64, noisy.astype(np.float64), cfg, z_top.astype(np.float64))
+        want, got = ref_model.settle(*args, pi0=0.1), cpu_model.settle(*args, pi0=0.1)
+        for l in range(cfg.L + 1):
+            assert_close(got.z[l], want.z[l], rtol=1e-12, atol=1e-13, name="cpu float64 pi0 z[%d]" % l)
+
+
 def test_cpu_backend_dtypes(x):
     m64 = ConvNGC(Config(T=2), "cpu", dtype=np.float64)
     assert m64.settle(x.astype(np.float64)).z[1].dtype == np.float64

@@ -284,28 +284,34 @@ def test_cli_ood_evaluation(tmp_path, shared_data):
     assert (run / "samples_reconstruction-2.png").exists()
 
 
-@pytest.mark.parametrize("reading,clamp", [("clamped", "always"), ("free", "first")])
-def test_denoise_follows_the_configured_reading(reading, clamp):
-    """cfg.denoise picks how denoising treats z^0: "clamped" (Algorithm 1, the default) settles with the noisy
-    image clamped throughout, "free" (Sec. 4) clamps it at t = 1 only. ConvNGC.denoise and train.run_task
-    must both settle exactly that way (same z^L draws, so the outputs are equal to the last bit)."""
+@pytest.mark.parametrize("reading,clamp,pi0", [("precision", "always", 0.25), ("clamped", "always", 1.0),
+                                               ("free", "first", 1.0)])
+def test_denoise_follows_the_configured_reading(reading, clamp, pi0):
+    """cfg.denoise picks how denoising treats z^0: "precision" (the default) settles with the noisy image
+    clamped throughout and its error weighted by cfg.pi0 in z^1's correction, "clamped" (Algorithm 1) the same
+    with pi0 = 1, "free" (Sec. 4) clamps it at t = 1 only; all for cfg.T_denoise steps. ConvNGC.denoise and
+    train.run_task must both settle exactly that way (same z^L draws, so the outputs are equal to the last bit)."""
     import dataclasses
     from convngc import train
-    assert Config().denoise == "clamped"
-    cfg = dataclasses.replace(TINY, denoise=reading)
+    assert Config().denoise == "precision" and Config().denoise_pi0 == Config().pi0 < 1
+    cfg = dataclasses.replace(TINY, denoise=reading, pi0=0.25, T_denoise=TINY.T + 2)
+    assert cfg.denoise_pi0 == pi0 and cfg.denoise_T == TINY.T + 2
     rng = np.random.default_rng(0)
     x = rng.random((3,) + (cfg.layer_channels[0],) + cfg.image_hw).astype(np.float32)
     noisy = (x + rng.normal(0, 0.1, x.shape)).astype(np.float32)
     a, b = ConvNGC(cfg, seed=4), ConvNGC(cfg, seed=4)
     got = a.denoise(noisy)
-    want = b.settle(noisy, clamp=clamp, noisy=True).zbar[0]
+    want = b.settle(noisy, T=cfg.T_denoise, clamp=clamp, noisy=True, pi0=pi0).zbar[0]
     np.testing.assert_array_equal(got, want)
-    other = ConvNGC(cfg, seed=4).settle(noisy, clamp="first" if clamp == "always" else "always", noisy=True).zbar[0]
-    assert not np.array_equal(got, other)                    # the two readings differ on this input
+    for other_clamp, other_pi0, other_T in (("first" if clamp == "always" else "always", pi0, cfg.T_denoise),
+                                            (clamp, 0.5 if pi0 == 1 else 1.0, cfg.T_denoise),
+                                            (clamp, pi0, cfg.T)):
+        other = ConvNGC(cfg, seed=4).settle(noisy, T=other_T, clamp=other_clamp, noisy=True, pi0=other_pi0).zbar[0]
+        assert not np.array_equal(got, other)                # each part of the reading changes the output
     out, inp, _ = train.run_task(ConvNGC(cfg, seed=4), x, "denoising", batch_size=3, seed=11)
     m = ConvNGC(cfg, seed=4)
     m.rng = np.random.default_rng([11, 1])                   # run_task's z^L stream for seed 11
-    np.testing.assert_array_equal(out, m.settle(inp, clamp=clamp, noisy=True).zbar[0])
+    np.testing.assert_array_equal(out, m.settle(inp, T=cfg.T_denoise, clamp=clamp, noisy=True, pi0=pi0).zbar[0])
 
 
 def test_denoising_evaluation_reports_the_noisy_input_beside_the_output():

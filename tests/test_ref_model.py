@@ -58,6 +58,38 @@ def test_state_correction_is_minus_energy_gradient(leak, pcn):
             assert d[l][idx] == pytest.approx(-g, rel=TOL["finite-difference"]["rtol"], abs=atol), (l, idx)
 
 
+@pytest.mark.parametrize("leak,pcn", [(1.0, False), (0.2, True)])
+def test_precision_weighted_correction_is_minus_the_weighted_energy_gradient(leak, pcn):
+    """Precision-weighted denoising: d^1 = -e^1 + pi0 E^1 *_s e^0 is -dF_pi/dz^l for the energy with the bottom
+    error weighted by its precision, F_pi = pi0/2 ||e^0||^2 + 1/2 sum_{l>=1} ||e^l||^2 (z^0 clamped); every
+    layer above z^1 is unchanged, and pi0 = 1 is Algorithm 1's correction to the last bit."""
+    cfg = Config(leak=leak, pcn=pcn, channels=(2, 3, 4, 2), image_hw=(8, 8), T=3)
+    rng = np.random.default_rng(5)
+    p, z = params64(cfg, rng), random_states(cfg, 2, rng, away_from_zero=True)
+    pi0 = 0.3
+
+    def F_pi():
+        e = model.predictions_and_errors(z, p, cfg)[1]
+        return float(pi0 * model.energy(e[:1]).sum() + model.energy(e[1:]).sum())
+    _, e = model.predictions_and_errors(z, p, cfg)
+    d = model.corrections(z, e, p, cfg, pi0=pi0)
+    d1 = model.corrections(z, e, p, cfg)
+    atol = central_difference_atol(F(z, p, cfg), H)
+    for l in range(1, cfg.L + 1):
+        for idx in [(0, 0, 0, 0), (1, z[l].shape[1] - 1, z[l].shape[2] - 1, z[l].shape[3] - 1)]:
+            g = numgrad(F_pi, z[l], idx)
+            assert d[l][idx] == pytest.approx(-g, rel=TOL["finite-difference"]["rtol"], abs=atol), (l, idx)
+        if l > 1:
+            np.testing.assert_array_equal(d[l], d1[l])       # only z^1 hears e^0
+    assert not np.allclose(d[1], d1[1])
+    np.testing.assert_array_equal(model.corrections(z, e, p, cfg, pi0=1.0)[1], d1[1])
+    # equivalently: E^1 scaled by pi0 (what the fast backends do)
+    scaled = dict(p, E=[None, pi0 * p["W"][1]] + p["W"][2:])
+    np.testing.assert_allclose(model.corrections(z, e, scaled, cfg)[1], d[1], rtol=1e-13, atol=1e-13)
+    with pytest.raises(ValueError, match="pi0 must be a finite number > 0"):
+        model.settle(p, z[0], cfg, z[cfg.L], pi0=0.0)
+
+
 def test_without_phi_prime_the_correction_is_not_the_gradient():
     """The NGC correction (no phi') differs from -dF/dz when phi is leaky: the test above can fail."""
     cfg = Config(leak=0.2, pcn=False, **SMALL)
