@@ -106,10 +106,14 @@ def _flatten(prefix, tree, out):
                 out["%s%s/%d" % (prefix, key, l)] = np.asarray(a)
 
 
-def save(path, cfg, params, opt_state=None, meta=None):
-    """Save parameters (+ optimiser state and free-form JSON metadata) to `path` atomically."""
+def save(path, cfg, params, opt_state=None, meta=None, extra=None):
+    """Save parameters (+ optimiser state, free-form JSON metadata, and `extra` named parameter sets such as
+    the beta schedule's restore point, {name: params}) to `path` atomically."""
     arrays = {}
     _flatten("params/", params, arrays)
+    for name, tree in (extra or {}).items():
+        if tree is not None:
+            _flatten("extra/%s/" % name, tree, arrays)
     header = {"format": FORMAT, "config": cfg.to_dict(), "meta": meta or {},
               "has_E": params.get("E") is not None, "opt_t": None}
     if opt_state is not None:
@@ -155,6 +159,23 @@ def load(path, expect_cfg=None):
         diff = ", ".join("%s: checkpoint %r vs requested %r" % (k, a[k], b[k]) for k in a if a[k] != b[k])
         raise CheckpointError("checkpoint %s was trained with a different config (%s)" % (path, diff))
 
+    params, opt_state = _trees(path, arrays, cfg, header)
+    return cfg, params, opt_state, header.get("meta", {})
+
+
+def load_extra(path, name):
+    """The parameter set `name` saved with save(..., extra={name: params}), or None if the file has none."""
+    cfg, _, _, _ = load(path)
+    with np.load(os.fspath(path), allow_pickle=False) as z:
+        arrays = {k[len("extra/%s/" % name):]: z[k] for k in z.files if k.startswith("extra/%s/" % name)}
+        header = json.loads(z["header"].tobytes().decode())
+    if not arrays:
+        return None
+    arrays = {"params/" + k: v for k, v in arrays.items()}
+    return _trees(path, arrays, cfg, dict(header, opt_t=None))[0]
+
+
+def _trees(path, arrays, cfg, header):
     L = cfg.L
     keys = ("W", "b", "E") if header.get("has_E") else ("W", "b")
 
@@ -181,4 +202,4 @@ def load(path, expect_cfg=None):
     if header.get("opt_t") is not None:
         m, v = tree("adam_m/"), tree("adam_v/")
         opt_state = {"t": header["opt_t"], "m": {k: m[k] for k in keys}, "v": {k: v[k] for k in keys}}
-    return cfg, params, opt_state, header.get("meta", {})
+    return params, opt_state

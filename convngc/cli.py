@@ -25,7 +25,7 @@ import numpy as np
 
 from ngc_ref.config import RANGES, Config, ConfigError, check_option, describe_range
 
-from . import checkpoint, data, train
+from . import checkpoint, data, schedule, train
 from .download import Terminated, sigterm_raises
 from .model import BACKENDS, BackendUnavailable, ConvNGC, DivergenceError, default_backend
 
@@ -220,6 +220,15 @@ def _add_model(p, lr_help):
                    "e.g. --set mu_z=5; repeatable (default: the paper's configuration)")
 
 
+def _add_schedule(p):
+    p.add_argument("--beta-schedule", choices=schedule.MODES, default=None, help="step: halve beta (and gamma, "
+                   "doubling T) when the settle reaches its stability edge, with a fresh Adam state from the best "
+                   "parameters so far; fixed: keep the given beta (the paper's) (default step; a blow-up is taken "
+                   "back to the best parameters in both)")
+    p.add_argument("--check-every", type=_int_at_least(1), default=None, help="updates between two stability "
+                   "checks of the beta schedule (default %d)" % schedule.ScheduleOptions.check_every)
+
+
 def build_parser():
     ap = argparse.ArgumentParser(prog="convngc", description="Convolutional Neural Generative Coding",
                                  epilog="Exit status: 0 done, 1 a file could not be written, 2 a bad option, data "
@@ -244,6 +253,9 @@ def build_parser():
                    "and Adam state (a .npz, or a run folder's checkpoint.npz), e.g. to continue with a smaller --beta "
                    "and a larger --T past the stability edge; the layers must match, other options may differ (default: "
                    "new filters from --seed)")
+    p.add_argument("--fresh-optimizer", action="store_true", help="with --init: start from the checkpoint's filters "
+                   "with a fresh Adam state (as the beta schedule does when it steps down)")
+    _add_schedule(p)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on reconstruction / denoising / OOD")
     _add_common(p, "images per settle; results do not depend on it (default 100; paper: 500 in training)")
@@ -274,6 +286,7 @@ def build_parser():
     p.add_argument("--trials", type=_int_at_least(1), default=None, help="evaluation trials (default %d here; "
                    "paper: 5)" % job["trials"])
     p.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<time>)")
+    _add_schedule(p)
 
     p = sub.add_parser("download", add_help=False, help="fetch a dataset from its official source and verify its "
                        "checksum (see `convngc download --help`)")
@@ -336,13 +349,17 @@ def _read_config_json(run_dir):
     return rec
 
 
-def _check_same_config(run_dir, recorded, cfg):
-    """The checkpoint's config must be the one config.json records: refuse, naming the fields, if not."""
+def _check_same_config(run_dir, recorded, cfg, meta=None):
+    """The checkpoint's config must be the one config.json records (at the beta schedule's rung, when the
+    run has one: beta, gamma, T and the Adam step then follow the schedule): refuse, naming the fields, if not."""
     if recorded is None:
         return
     try:
-        rec = Config.from_dict(recorded["model"]).to_dict()
-    except (ValueError, TypeError) as exc:
+        rec_cfg = Config.from_dict(recorded["model"])
+        if (meta or {}).get("schedule"):
+            rec_cfg = schedule.config_at(rec_cfg, meta["schedule"])
+        rec = rec_cfg.to_dict()
+    except (ValueError, TypeError, KeyError) as exc:
         raise train.RunDirError("%s: invalid model config (%s)" % (os.path.join(run_dir, "config.json"), exc)) \
             from None
     ck = cfg.to_dict()
@@ -405,10 +422,13 @@ def cmd_train(args, log=print, status=None):
     backend = args.backend or _default_backend(log)
     cfg = _config_from_args(args)
     init = _init_from(init_path, cfg, log) if init_path else None
+    if getattr(args, "fresh_optimizer", False) and not init:
+        raise UsageError("--fresh-optimizer applies to --init only (a new run starts with a fresh Adam state)")
     model = ConvNGC(cfg, backend=backend, seed=args.seed,      # a backend that cannot run fails here
                     params=init[0] if init else None)
-    if init and init[1] is not None:
+    if init and init[1] is not None and not args.fresh_optimizer:
         model.load_opt_state(init[1])
+    sched_opts = _schedule_options(args)
     dataset = _dataset_for(args.dataset, cfg, log)
     if args.out:
         train.check_run_dir(args.out)                          # fail before loading data; the claim decides
@@ -419,9 +439,10 @@ def cmd_train(args, log=print, status=None):
     folder = train.claim_run_dir(args.out) if args.out else \
         train.new_run_dir(os.path.join("runs", "%s-%s" % (dataset, time.strftime("%Y%m%d-%H%M%S"))))
     run_args = {"dataset": dataset, "limit": args.limit, "val_limit": args.val_limit, "batch_size": args.batch_size,
-                "data_dir": data_dir, "seed": args.seed, "epochs": args.epochs}
+                "data_dir": data_dir, "seed": args.seed, "epochs": args.epochs,
+                "beta_schedule": dataclasses.asdict(sched_opts)}
     if init:
-        run_args["init"] = init[2]
+        run_args["init"] = dict(init[2], fresh_optimizer=bool(args.fresh_optimizer))
     try:
         try:
             train.write_json(os.path.join(folder.path, "config.json"),
@@ -430,11 +451,12 @@ def cmd_train(args, log=print, status=None):
             folder.release(remove_if_empty=True)               # nothing of this run was written: no folder left
             raise
         status.run_dir = folder.path
-        log("training %s: %d train / %d val images, batch %d, T=%d, %d filter weights, backend %s -> %s"
-            % (dataset, len(train_x), len(val_x), args.batch_size, cfg.T, model.n_filter_weights, backend,
-               folder.path))
+        log("training %s: %d train / %d val images, batch %d, T=%d, beta %g (schedule: %s), %d filter weights, "
+            "backend %s -> %s" % (dataset, len(train_x), len(val_x), args.batch_size, cfg.T, cfg.beta,
+                                  sched_opts.mode, model.n_filter_weights, backend, folder.path))
+        sched = schedule.BetaSchedule(sched_opts, cfg, val_x if len(val_x) else train_x, log=log)
         train.fit(model, train_x, val_x, args.epochs, args.batch_size, folder.path, not args.no_progress, args.seed,
-                  meta={"run_args": run_args}, log=log, on_checkpoint=status.checkpointed)
+                  meta={"run_args": run_args}, log=log, on_checkpoint=status.checkpointed, schedule=sched)
     finally:
         folder.release()
     return folder.path, model, run_args
@@ -449,7 +471,7 @@ def _resume(args, log, status):
         ck = os.path.join(run_dir, "checkpoint.npz")
         if os.path.exists(ck):
             cfg, _, _, meta = checkpoint.load(ck)
-            _check_same_config(run_dir, recorded, cfg)
+            _check_same_config(run_dir, recorded, cfg, meta)
             run_args = dict(meta.get("run_args") or (recorded or {}).get("run") or {})
             start, history, seed = meta["epoch"], meta["history"], meta.get("seed", run_args.get("seed", 0))
             status.checkpointed(start)
@@ -495,11 +517,29 @@ def _resume(args, log, status):
         val_x = _load_images(dataset, "val", data_dir, seed, val_limit, cfg, True) if val_limit != 0 \
             else np.zeros((0,) + train_x.shape[1:], train_x.dtype)
         log("resuming %s at epoch %d of %d" % (run_dir, start, epochs))
+        sched = None
+        if run_args.get("beta_schedule") is not None:          # runs made before the schedule existed have none
+            cfg0 = Config.from_dict(recorded["model"]) if recorded is not None else cfg
+            sched = schedule.BetaSchedule(schedule.ScheduleOptions(**run_args["beta_schedule"]), cfg0,
+                                          val_x if len(val_x) else train_x, log=log)
+            if start and meta.get("schedule"):
+                sched.load_state(meta["schedule"], checkpoint.load_extra(ck, "restore"))
         train.fit(model, train_x, val_x, epochs, run_args["batch_size"], run_dir, not args.no_progress, seed,
-                  history, start, meta={"run_args": run_args}, log=log, on_checkpoint=status.checkpointed)
+                  history, start, meta={"run_args": run_args}, log=log, on_checkpoint=status.checkpointed,
+                  schedule=sched)
     finally:
         folder.release()
     return run_dir, model, run_args
+
+
+def _schedule_options(args):
+    """The beta schedule's options from --beta-schedule / --check-every (defaults: ScheduleOptions)."""
+    kw = {}
+    if getattr(args, "beta_schedule", None) is not None:
+        kw["mode"] = args.beta_schedule
+    if getattr(args, "check_every", None) is not None:
+        kw["check_every"] = args.check_every
+    return schedule.ScheduleOptions(**kw)
 
 
 def _refuse_changes(args, cfg, run_args, run_dir, log):
@@ -533,7 +573,7 @@ def cmd_evaluate(args, model=None, run_dir=None, log=print, status=None, ckpt=No
         run_dir = os.path.dirname(ckpt) or "."
         cfg, _, _, meta = checkpoint.load(ckpt)
         if os.path.basename(ckpt) == "checkpoint.npz":
-            _check_same_config(run_dir, _read_config_json(run_dir), cfg)
+            _check_same_config(run_dir, _read_config_json(run_dir), cfg, meta)
         model, meta = train.load_model(ckpt, backend=args.backend or _default_backend(log))    # any backend evaluates any run
         run_args = meta.get("run_args", {})
         dataset = args.dataset or run_args.get("dataset", "embedded")

@@ -212,6 +212,15 @@ class ConvNGC:
         return {k: None if v is None else [None if a is None else np.array(self.backend.to_host(a)) for a in v]
                 for k, v in self.params.items()}
 
+    def set_params(self, host):
+        """Replace the parameters by a host copy ({"W": [None, ...], "b": [...], "E": [...] or None})."""
+        self.params = {k: None if v is None else [None if a is None else self.backend.to_device(
+            np.array(a, dtype=self.dtype)) for a in v] for k, v in host.items()}
+
+    def reset_optimizer(self):
+        """A fresh optimiser state (Adam's moments zero, its step count 0)."""
+        self.opt_state = self.backend.init_state(self.params)
+
     def host_opt_state(self):
         st = self.opt_state
         conv = lambda d: {k: [None if a is None else np.array(self.backend.to_host(a)) for a in v] for k, v in d.items()}

@@ -30,6 +30,7 @@ from ngc_ref.config import Config
 
 from . import data, metrics
 from .model import ConvNGC
+from .stability import settle_eigenvalue
 
 NOISE_STD = 0.1
 RESULTS = os.path.join("results", "study")
@@ -137,34 +138,9 @@ def evaluate(model, x, Ts, seed=0, batch=500):
 
 
 def stability(params, cfg, x, T=60, iters=60, seed=0):
-    """The most negative real part of the eigenvalues of one settling step's Jacobian (clamped z^0) at the
-    state reached after T steps, by power iteration on J - I in float64 (finite differences of `correct`).
-
-    The synchronous update z <- z + beta d - gamma z is stable while every eigenvalue lies in (-1, 1]; as
-    learning raises the filters' gain, the most negative one approaches -1 and the settling oscillates.
-    Returns (eigenvalue, share of the eigenvector in each layer)."""
-    from ngc_cpu import model as cm
-    from ngc_ref.model import draw_top
-    p = {k: None if v is None else [None if a is None else np.asarray(a, np.float64) for a in v]
-         for k, v in params.items()}
-    x = np.asarray(x, np.float64)
-    z = cm.settle(p, x, cfg, draw_top(cfg, len(x), np.random.default_rng(seed), np.float64), T=T).z
-
-    def step(zz):
-        _, e = cm.predictions_and_errors(zz, p, cfg)
-        return cm.correct(zz, e, p, cfg)
-    base = step(z)
-    rng = np.random.default_rng(seed + 1)
-    v = [None] + [rng.standard_normal(a.shape) for a in z[1:]]
-    mu, eps = 0.0, 1e-6
-    for _ in range(iters):
-        n = np.sqrt(sum(float((a * a).sum()) for a in v[1:]))
-        v = [None] + [a / n for a in v[1:]]
-        out = step([z[0]] + [a + eps * b for a, b in zip(z[1:], v[1:])])
-        v = [None] + [(o - b0) / eps - a for o, b0, a in zip(out[1:], base[1:], v[1:])]   # (J - I) v
-        mu = np.sqrt(sum(float((a * a).sum()) for a in v[1:]))
-    share = [float((a * a).sum()) for a in v[1:]]
-    return 1.0 - mu, [s / sum(share) for s in share]
+    """The most negative eigenvalue of one settling step's Jacobian at the state reached after T steps, and the
+    share of its eigenvector in each layer: convngc.stability.settle_eigenvalue, at the study's T = 60."""
+    return settle_eigenvalue(params, cfg, x, T=T, iters=iters, seed=seed)
 
 
 # ------------------------------------------------------------------------------------------------ running

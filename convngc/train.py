@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - not POSIX: the lock file is created ex
     fcntl = None
 
 from . import checkpoint, metrics, viz
-from .model import ConvNGC
+from .model import ConvNGC, DivergenceError
 
 try:
     from tqdm.auto import tqdm
@@ -230,37 +230,54 @@ def evaluate(model, x, task="reconstruction", trials=1, batch_size=100, T=None, 
 
 
 def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=True, seed=0, history=None,
-        start_epoch=0, val_batch=100, meta=None, log=print, on_checkpoint=None):
+        start_epoch=0, val_batch=100, meta=None, log=print, on_checkpoint=None, schedule=None):
     """Algorithm 1 + 2 over minibatches for `epochs` epochs (counting from start_epoch).
 
     After each epoch: validation reconstruction MSE, a checkpoint (atomic), the history and its plot;
-    on_checkpoint(epoch) is called once that epoch's checkpoint is on disk.
+    on_checkpoint(epoch) is called once that epoch's checkpoint is on disk. `schedule` (a
+    schedule.BetaSchedule, or None) watches every update: it steps beta down at the settle's stability edge
+    and takes a blow-up back to its restore point (convngc/schedule.py); without it a diverged update raises.
     """
     history = history or {"train_energy": [], "val_mse": [], "epoch_seconds": []}
+    if schedule is not None:
+        history.setdefault("checks", [])
+        history.setdefault("schedule", [])
+        schedule.checks, schedule.events = history["checks"], history["schedule"]
+        schedule.start(model)
     rng = np.random.default_rng([seed, 2])
     for _ in range(start_epoch):                             # keep the shuffling sequence of a resumed run
         rng.permutation(len(train_x))
+    per_epoch = -(-len(train_x) // batch_size)
     for epoch in range(start_epoch, epochs):
         t0 = time.time()
         energies = []
-        bar = _bar(batches(len(train_x), batch_size, rng), -(-len(train_x) // batch_size),
-                   "epoch %d/%d" % (epoch + 1, epochs), progress)
-        for idx in bar:
-            energies.append(model.learn(train_x[idx]))
-            if progress and tqdm is not None:
+        bar = _bar(batches(len(train_x), batch_size, rng), per_epoch, "epoch %d/%d" % (epoch + 1, epochs), progress)
+        for i, idx in enumerate(bar):
+            if schedule is None:
+                energies.append(model.learn(train_x[idx]))
+            else:
+                try:
+                    energy = model.learn(train_x[idx])
+                except DivergenceError:
+                    energy = float("nan")
+                if schedule.after_update(model, epoch * per_epoch + i + 1, energy) is None and np.isfinite(energy):
+                    energies.append(energy)
+            if progress and tqdm is not None and model.last_result is not None and energies:
                 recon = model.backend.to_host(model.last_result.zbar[0])
-                bar.set_postfix(energy="%.3g" % energies[-1], mse="%.1f" % metrics.mse(recon, train_x[idx]))
+                bar.set_postfix(energy="%.3g" % energies[-1], mse="%.1f" % metrics.mse(recon, train_x[idx]),
+                                beta="%g" % model.cfg.beta)
         val = evaluate(model, val_x, "reconstruction", 1, val_batch, seed=seed, progress=progress,
                        desc="epoch %d/%d validation" % (epoch + 1, epochs))[0]["summary"]["mse"]["mean"] \
             if len(val_x) else float("nan")
-        history["train_energy"].append(float(np.mean(energies)))
+        history["train_energy"].append(float(np.mean(energies)) if energies else float("nan"))
         history["val_mse"].append(float(val))
         history["epoch_seconds"].append(time.time() - t0)
-        log("epoch %d/%d: train energy %.4g per image, validation reconstruction MSE %s (0-255 scale), %.1fs"
+        log("epoch %d/%d: train energy %.4g per image, validation reconstruction MSE %s (0-255 scale)%s, %.1fs"
             % (epoch + 1, epochs, history["train_energy"][-1], "%.4g" % val if val == val else "- (no validation set)",
+               "" if schedule is None else ", beta %g, T %d" % (model.cfg.beta, model.cfg.T),
                history["epoch_seconds"][-1]))
         if run_dir is not None:
-            save_run_state(run_dir, model, epoch + 1, history, seed, meta)
+            save_run_state(run_dir, model, epoch + 1, history, seed, meta, schedule)
             if on_checkpoint is not None:
                 on_checkpoint(epoch + 1)
     return history
@@ -273,20 +290,25 @@ def is_best_epoch(history):
     return last is not None and np.isfinite(last) and last <= min(vals)
 
 
-def save_run_state(run_dir, model, epoch, history, seed, meta=None):
-    """checkpoint.npz (the last epoch, what --resume continues) and, when this epoch has the lowest validation
-    MSE so far, best.npz too: training past the settling's stability edge can make later epochs worse
-    (results/STUDY.md), and `convngc evaluate RUN/best.npz` evaluates the best one."""
+def save_run_state(run_dir, model, epoch, history, seed, meta=None, schedule=None):
+    """checkpoint.npz (the last epoch, what --resume continues; with the beta schedule's state and restore
+    point) and, when this epoch has the lowest validation MSE so far, best.npz too: a later epoch can be
+    worse, and `convngc evaluate RUN` evaluates the best one. The checkpoints hold the config the parameters
+    were trained at (the schedule's beta, T and gamma at that epoch)."""
     m = dict(meta or {}, epoch=epoch, history=history, seed=seed,
              rng_state=model.rng.bit_generator.state, backend=model.backend.name)
+    if schedule is not None:
+        m["schedule"] = schedule.state()
     params, opt = model.host_params(), model.host_opt_state()
-    checkpoint.save(os.path.join(run_dir, "checkpoint.npz"), model.cfg, params, opt, m)
+    checkpoint.save(os.path.join(run_dir, "checkpoint.npz"), model.cfg, params, opt, m,
+                    extra={"restore": schedule.best_params} if schedule is not None else None)
     if is_best_epoch(history):
         checkpoint.save(os.path.join(run_dir, "best.npz"), model.cfg, params, opt, m)
     write_json(os.path.join(run_dir, "history.json"), history)
     if history["train_energy"]:
         viz.plot_training(os.path.join(run_dir, "training.png"),
-                          {k: v for k, v in history.items() if k != "epoch_seconds"})
+                          {k: v for k, v in history.items() if k != "epoch_seconds"},
+                          edge=schedule.opts.edge if schedule is not None else None)
 
 
 def load_model(path, backend="numpy", expect_cfg=None):

@@ -245,8 +245,48 @@ TRAINING_AXES = {
 }
 
 
-def training_figure(history: Mapping[str, Sequence[float]], *, title: Optional[str] = "Training history"):
+SCHEDULE_KEYS = ("checks", "schedule")      # history entries against updates, drawn by the beta schedule's panels
+
+
+def _schedule_panels(axes, checks, events, edge):
+    """The beta schedule against Adam updates: probe PSNR, the settle's eigenvalue (with the edge), beta; a
+    dashed line at every step down (orange: at the edge, red: a blow-up taken back)."""
+    u = np.asarray([c["update"] for c in checks], np.float64)
+    mse = _to_float([c.get("probe_mse") for c in checks])
+    with np.errstate(divide="ignore"):
+        psnr = 10 * np.log10(255.0 ** 2 / mse)
+    # beta: the first check's (what the run started at, unless a step came before it) until each step's
+    beta0 = events[0]["beta"] * 2 if events and events[0]["update"] <= u[0] else checks[0].get("beta")
+    bx = [0.0] + [float(e["update"]) for e in events] + [float(u[-1])]
+    bv = [beta0] + [e.get("beta") for e in events] + [events[-1].get("beta") if events else beta0]
+    rows = [(u, psnr, "probe PSNR (dB)\n(reconstruction)", "Reconstruction of the probe images"),
+            (u, _to_float([c.get("eigenvalue") for c in checks]), "most negative\neigenvalue of a step",
+             "Stability of the settle (unstable below -1)"),
+            (np.asarray(bx), _to_float(bv), "beta (log)", "Settling rate beta")]
+    for ax, (x, v, ylabel, panel) in zip(axes, rows):
+        ax.plot(x, v, marker="o" if x.size <= 40 else None, markersize=3,
+                drawstyle="steps-post" if panel.startswith("Settling") else "default")
+        if panel.startswith("Stability"):
+            ax.axhline(-1.0, color="k", linewidth=0.8)
+            if edge is not None:
+                ax.axhline(edge, color="tab:orange", linewidth=0.8, linestyle=":")
+        if panel.startswith("Settling"):
+            ax.set_yscale("log")
+        for ev in events:
+            ax.axvline(ev["update"], color="tab:red" if ev.get("reason") == "blow-up" else "tab:orange",
+                       linestyle="--", linewidth=0.9)
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.set_xlabel("Adam updates")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_title(panel, fontsize=10)
+
+
+def training_figure(history: Mapping[str, Sequence[float]], *, title: Optional[str] = "Training history",
+                    edge: Optional[float] = None):
     """The figure of :func:`plot_training` (see there)."""
+    checks = [c for c in history.get("checks") or [] if isinstance(c, Mapping) and "update" in c]
+    events = [e for e in history.get("schedule") or [] if isinstance(e, Mapping) and "update" in e]
+    history = {k: v for k, v in history.items() if k not in SCHEDULE_KEYS}
     items = [(str(k), _to_float(v)) for k, v in history.items()]
     for k, v in items:
         if v.ndim != 1:
@@ -254,8 +294,10 @@ def training_figure(history: Mapping[str, Sequence[float]], *, title: Optional[s
     items = [(k, v) for k, v in items if np.isfinite(v).any()]          # e.g. no validation set: no panel
     if not items:
         raise ValueError("plot_training: history has no non-empty series")
-    n = len(items)
+    n = len(items) + (3 if checks else 0)
     fig, axes = _new_figure(n, 1, figsize=(6.4, 2.6 * n))
+    if checks:
+        _schedule_panels(axes[len(items):, 0], checks, events, edge)
     for ax, (k, v) in zip(axes[:, 0], items):
         ylabel, scale, panel = TRAINING_AXES.get(k, (k.replace("_", " "), "linear", k.replace("_", " ")))
         x = np.arange(1, v.size + 1)
@@ -273,13 +315,16 @@ def training_figure(history: Mapping[str, Sequence[float]], *, title: Optional[s
 
 
 def plot_training(path, history: Mapping[str, Sequence[float]], *,
-                  title: Optional[str] = "Training history") -> str:
+                  title: Optional[str] = "Training history", edge: Optional[float] = None) -> str:
     """One panel per history key (e.g. ``train_energy``, ``val_mse``) against epoch 1..E, 640 x 260 pixels each.
 
     Axes are labelled in words with units (:data:`TRAINING_AXES`); epochs are whole numbers; energy is on a log
-    axis and errors on a linear one.  ``None``/NaN entries are left as gaps; empty lists are skipped.
+    axis and errors on a linear one.  ``None``/NaN entries are left as gaps; empty lists are skipped. A beta
+    schedule's record (``history["checks"]``, ``history["schedule"]``: convngc/schedule.py) adds three panels
+    against Adam updates: probe PSNR, the settle's eigenvalue (``edge``: the schedule's trigger) and beta, with
+    a dashed line at each step.
     """
-    return _save_fig(training_figure(history, title=title), path)
+    return _save_fig(training_figure(history, title=title, edge=edge), path)
 
 
 # ----------------------------------------------------------------------------------------------

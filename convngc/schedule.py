@@ -1,0 +1,167 @@
+"""The beta schedule: training that steps the settle's rate down at its stability edge instead of diverging.
+
+Learning raises the filters' gain until one synchronous settling step is at its stability edge (the most
+negative eigenvalue of its Jacobian reaches -1, `stability.settle_eigenvalue`). There the settle oscillates,
+the filter updates come from states that have not settled, learning slows, and some hundreds of updates later
+training blows up (docs/training.md). The fixed point of the settle, d^l = (gamma / beta) z^l, does not
+depend on beta once gamma / beta is kept, so halving beta (with gamma halved and T doubled: the same
+integration time beta T) computes the same model with twice the room, at twice the cost per update.
+
+`BetaSchedule` does this during `train.fit`. Every `check_every` updates it measures, on fixed validation
+images, the eigenvalue and the reconstruction MSE; it keeps the parameters with the lowest MSE so far (the
+restore point). It steps down (beta / 2, gamma / 2, T x 2, a fresh Adam state, the restore point's
+parameters) when
+
+  edge      the eigenvalue has been below `edge` for `patience` checks in a row (before a blow-up), or
+  blow-up   the training energy since the last check is `blowup` times its lowest in this rung, or NaN/Inf
+            (a safety net: the step is taken back to the restore point, so no run ends diverged).
+
+After `max_steps` steps it keeps the last beta; an edge then only lowers nothing, a blow-up restores the
+restore point and halves the Adam step. `mode="fixed"` keeps the paper's beta (only the measurements and
+the restore point on a blow-up are kept). Every check and every step is recorded in the run's history
+(`history["checks"]`, `history["schedule"]`) and drawn on training.png.
+"""
+import dataclasses
+import math
+
+import numpy as np
+
+from . import metrics, stability
+
+MODES = ("step", "fixed")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleOptions:
+    mode: str = "step"          # "step": beta halves at the edge; "fixed": the paper's beta throughout
+    check_every: int = 50       # updates between two checks (eigenvalue + probe MSE)
+    edge: float = -1.0          # the eigenvalue below which the settle is past its edge
+    patience: int = 4           # checks in a row past the edge before stepping down
+    max_steps: int = 3          # at most beta0 / 8 (and T0 x 8)
+    blowup: float = 3.0         # a training energy this many times the rung's lowest is a blow-up
+    probe: int = 200            # validation images for the probe MSE (the restore point's criterion)
+    eig_images: int = 20        # validation images the eigenvalue is measured on
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError("beta schedule must be one of %s, got %r" % (", ".join(MODES), self.mode))
+        for name in ("check_every", "patience", "probe", "eig_images"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError("schedule %s must be an integer >= 1, got %r" % (name, v))
+        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 0:
+            raise ValueError("schedule max_steps must be an integer >= 0, got %r" % (self.max_steps,))
+        if not (math.isfinite(self.edge) and -2 < self.edge < 0):
+            raise ValueError("schedule edge must be an eigenvalue in (-2, 0), got %r" % (self.edge,))
+        if not (math.isfinite(self.blowup) and self.blowup > 1):
+            raise ValueError("schedule blowup must be a factor > 1, got %r" % (self.blowup,))
+
+
+def stepped(cfg, k):
+    """The config of rung k: beta / 2^k, gamma / 2^k (gamma / beta kept), T x 2^k."""
+    if k == 0:
+        return cfg
+    return dataclasses.replace(cfg, beta=cfg.beta / 2 ** k, gamma=cfg.gamma / 2 ** k, T=cfg.T * 2 ** k)
+
+
+def config_at(cfg0, state):
+    """The config a checkpoint with schedule state `state` was trained at: rung and Adam halvings of cfg0."""
+    cfg = stepped(cfg0, int(state.get("rung", 0)))
+    h = int(state.get("lr_halvings", 0))
+    return dataclasses.replace(cfg, lr=cfg.lr / 2 ** h) if h else cfg
+
+
+class BetaSchedule:
+    """Watches training (call `after_update` after every model.learn) and steps beta down; see the module doc.
+
+    cfg0: the run's starting config (rung 0); probe_x: validation images (the first `probe` give the probe
+    MSE, the first `eig_images` the eigenvalue). state() / load_state() carry it through a checkpoint."""
+
+    def __init__(self, opts, cfg0, probe_x, log=print):
+        self.opts, self.cfg0, self.log = opts, cfg0, log
+        self.probe_x = probe_x[:opts.probe]
+        self.eig_x = probe_x[:opts.eig_images]
+        self.rung, self.lr_halvings = 0, 0
+        self.past_edge = 0
+        self.best_mse, self.best_update, self.best_params = math.inf, None, None
+        self.window, self.rung_min = [], math.inf
+        self.checks, self.events = [], []
+
+    def start(self, model):
+        """Before the first update: without a restore point yet (a new run), the initial parameters are one."""
+        if self.best_params is None:
+            self.best_params = model.host_params()
+        model.cfg = self.config()
+
+    # -- what a checkpoint carries ------------------------------------------------------------------------
+    def state(self):
+        return {"options": dataclasses.asdict(self.opts), "cfg0": self.cfg0.to_dict(),
+                "rung": self.rung, "lr_halvings": self.lr_halvings, "past_edge": self.past_edge,
+                "best_mse": None if not math.isfinite(self.best_mse) else self.best_mse,
+                "best_update": self.best_update, "window": list(self.window),
+                "rung_min": None if not math.isfinite(self.rung_min) else self.rung_min}
+
+    def load_state(self, st, best_params):
+        self.rung, self.lr_halvings = int(st["rung"]), int(st.get("lr_halvings", 0))
+        self.past_edge = int(st["past_edge"])
+        self.best_mse = math.inf if st["best_mse"] is None else float(st["best_mse"])
+        self.best_update, self.best_params = st["best_update"], best_params
+        self.window = [float(v) for v in st["window"]]
+        self.rung_min = math.inf if st["rung_min"] is None else float(st["rung_min"])
+
+    def config(self):
+        """The config training runs at now: rung `rung` of cfg0, with the Adam step halved after blow-ups on
+        the last rung."""
+        return config_at(self.cfg0, self.state())
+
+    # -- the watch ----------------------------------------------------------------------------------------
+    def after_update(self, model, update, energy):
+        """Called after update number `update` (1-based, counted over the whole run) with its mean training
+        energy (NaN/Inf when the update diverged). May change model.cfg, its parameters and Adam state."""
+        if not math.isfinite(energy):
+            return self._step(model, update, "blow-up", "the training energy became %s" % energy)
+        self.window.append(float(energy))
+        if update % self.opts.check_every:
+            return None
+        mean = float(np.mean(self.window))
+        self.window = []
+        if self.rung_min < math.inf and mean > self.opts.blowup * self.rung_min:
+            return self._step(model, update, "blow-up", "training energy %.3g per image, %.1f times this rung's "
+                              "lowest (%.3g)" % (mean, mean / self.rung_min, self.rung_min))
+        self.rung_min = min(self.rung_min, mean)
+        eig = stability.settle_eigenvalue(model.host_params(), model.cfg, self.eig_x)[0] if len(self.eig_x) else math.nan
+        mse = metrics.mse(model.reconstruct(self.probe_x), self.probe_x) if len(self.probe_x) else mean
+        row = {"update": update, "beta": model.cfg.beta, "T": model.cfg.T, "eigenvalue": eig, "probe_mse": mse,
+               "train_energy": mean, "gains": stability.gains(model.host_params(), model.cfg)[1:]}
+        self.checks.append(row)
+        if mse < self.best_mse:
+            self.best_mse, self.best_update, self.best_params = mse, update, model.host_params()
+        self.past_edge = self.past_edge + 1 if eig < self.opts.edge else 0
+        if self.opts.mode == "step" and self.past_edge >= self.opts.patience and self.rung < self.opts.max_steps:
+            return self._step(model, update, "edge", "the settle's eigenvalue has been below %g for %d checks "
+                              "(now %.3f)" % (self.opts.edge, self.past_edge, eig))
+        return None
+
+    def _step(self, model, update, reason, why):
+        last = self.opts.mode == "fixed" or self.rung >= self.opts.max_steps
+        if reason == "blow-up" and last:
+            self.lr_halvings += 1
+        elif not last:
+            self.rung += 1
+        before = model.cfg
+        model.cfg = self.config()
+        if self.best_params is not None:
+            model.set_params(self.best_params)
+        model.reset_optimizer()
+        self.past_edge, self.window, self.rung_min = 0, [], math.inf
+        event = {"update": update, "reason": reason, "why": why, "beta": model.cfg.beta, "T": model.cfg.T,
+                 "gamma": model.cfg.gamma, "lr": model.cfg.lr, "restored_update": self.best_update,
+                 "restored_probe_mse": None if not math.isfinite(self.best_mse) else self.best_mse}
+        self.events.append(event)
+        what = ("beta %g -> %g, T %d -> %d, gamma %g -> %g" % (before.beta, model.cfg.beta, before.T, model.cfg.T,
+                                                             before.gamma, model.cfg.gamma)
+                if model.cfg.beta != before.beta else "Adam step %g -> %g" % (before.lr, model.cfg.lr))
+        self.log("update %d: %s: %s; %s, a fresh Adam state, %s" % (
+            update, reason, why, what, "the parameters of update %d (probe MSE %.3f)" % (self.best_update, self.best_mse)
+            if self.best_params is not None else "the current parameters"))
+        return event
