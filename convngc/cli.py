@@ -25,7 +25,7 @@ import numpy as np
 
 from ngc_ref.config import RANGES, Config, ConfigError, check_option, describe_range
 
-from . import checkpoint, data, schedule, train
+from . import checkpoint, data, models, schedule, train, tune
 from .download import Terminated, sigterm_raises
 from .model import BACKENDS, BackendUnavailable, ConvNGC, DivergenceError, default_backend
 
@@ -44,6 +44,7 @@ MAIN_JOB = dict(
     lr=3e-3,                  # a short job needs a bigger Adam step than the paper's 1e-3 to show learning; 1e-2
                               # makes the settling unstable within a few epochs (results/STUDY.md: the stability edge)
     trials=3, eval_limit=None, eval_batch_size=128,           # all 256 held-out test patches
+    tune_limit=100,           # the denoising reading is tuned on 100 validation patches (a few seconds)
 )
 # Defaults of `train` and `evaluate`. The parser's own defaults are None, so that `--resume` can tell an option
 # the user gave from one left at its default; these fill in what was not given.
@@ -220,6 +221,13 @@ def _add_model(p, lr_help):
                    "e.g. --set mu_z=5; repeatable (default: the paper's configuration)")
 
 
+TUNE_LIMIT = 500      # validation images the denoising reading is tuned on (train's last step, `convngc tune`)
+
+
+def _add_tune_limit(p, help, at_least=0):
+    p.add_argument("--tune-limit", type=_int_at_least(at_least), default=None, help=help)
+
+
 def _add_schedule(p):
     p.add_argument("--beta-schedule", choices=schedule.MODES, default=None, help="step: halve beta (and gamma, "
                    "doubling T) when the settle reaches its stability edge, with a fresh Adam state from the best "
@@ -256,10 +264,15 @@ def build_parser():
     p.add_argument("--fresh-optimizer", action="store_true", help="with --init: start from the checkpoint's filters "
                    "with a fresh Adam state (as the beta schedule does when it steps down)")
     _add_schedule(p)
+    _add_tune_limit(p, "after training, tune the denoising reading (pi0, T) of best.npz on the first N validation "
+                    "images, 0 to skip (default %d)" % TUNE_LIMIT)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on reconstruction / denoising / OOD")
     _add_common(p, "images per settle; results do not depend on it (default 100; paper: 500 in training)")
-    p.add_argument("checkpoint", help="a run folder or a checkpoint .npz")
+    p.add_argument("checkpoint", nargs="?", default=None, help="a run folder (its best.npz, else checkpoint.npz) "
+                   "or a checkpoint .npz")
+    p.add_argument("--model", default=None, help="a shipped model by name (%s), or a run folder or checkpoint "
+                   "(default: the CHECKPOINT argument)" % ", ".join(models.names() or ["models/<name>/"]))
     p.add_argument("--dataset", default=None, choices=data.DATASET_NAMES, help="(default: the training dataset)")
     p.add_argument("--split", default="test", choices=data.SPLITS, help="(default test)")
     p.add_argument("--tasks", nargs="+", default=["reconstruction", "denoising"], choices=TASKS,
@@ -270,8 +283,14 @@ def build_parser():
                    "reported as mean +/- std (default and paper: 5)")
     p.add_argument("--limit", type=_int_at_least(1), default=None, help="evaluate on the first N images "
                    "(default: all)")
-    p.add_argument("--T", type=_config_type("T"), default=None, help="settling steps at test time (default: the "
-                   "model's; paper: 60)")
+    p.add_argument("--T", type=_config_type("T"), default=None, help="settling steps of reconstruction and ood at "
+                   "test time (default: the model's; paper: 60)")
+    p.add_argument("--T-denoise", dest="T_denoise", type=_int_at_least(1), default=None, help="settling steps of "
+                   "denoising (default: the model's T_denoise, tuned by `convngc tune`)")
+    p.add_argument("--denoise", choices=RANGES["denoise"][1:], default=None, help="the denoising reading: precision "
+                   "(z^0 clamped, its error weighted by pi0), clamped (Algorithm 1), free (Sec. 4) (default: the model's)")
+    p.add_argument("--pi0", type=_config_type("pi0"), default=None, help="precision of the noisy image's error "
+                   "under --denoise precision (default: the model's, tuned by `convngc tune`)")
     p.add_argument("--out", default=None, help="folder for metrics.json and pictures (default: the run folder); "
                    "never a folder holding another run")
 
@@ -287,10 +306,20 @@ def build_parser():
                    "paper: 5)" % job["trials"])
     p.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<time>)")
     _add_schedule(p)
+    _add_tune_limit(p, "validation images the denoising reading is tuned on, 0 to skip (default %d here)"
+                    % job["tune_limit"])
 
     p = sub.add_parser("download", add_help=False, help="fetch a dataset from its official source and verify its "
                        "checksum (see `convngc download --help`)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    p = sub.add_parser("tune", help="tune a trained model's denoising reading (pi0, T) on validation images and "
+                       "store it in the checkpoint")
+    _add_common(p, "images per settle; results do not depend on it (default 100)")
+    p.add_argument("checkpoint", help="a run folder (its best.npz, else checkpoint.npz) or a checkpoint .npz")
+    p.add_argument("--dataset", default=None, choices=data.DATASET_NAMES, help="(default: the training dataset)")
+    _add_tune_limit(p, "validation images to tune on (default %d)" % TUNE_LIMIT, at_least=1)
+    p.add_argument("--dry-run", action="store_true", help="print the table and the choice, change no file")
 
     sub.add_parser("info", help="print the paper configuration and its parameter count")
     sub.add_parser("reproduce", add_help=False, help="the paper's Tables 1-2 and Figures 3-4 with baselines (see "
@@ -363,13 +392,17 @@ def _check_same_config(run_dir, recorded, cfg, meta=None):
         raise train.RunDirError("%s: invalid model config (%s)" % (os.path.join(run_dir, "config.json"), exc)) \
             from None
     ck = cfg.to_dict()
-    diff = [k for k in sorted(set(rec) | set(ck)) if rec.get(k) != ck.get(k)]
+    diff = [k for k in sorted(set(rec) | set(ck)) if rec.get(k) != ck.get(k) and k not in INFERENCE_FIELDS]
     if diff:
         raise train.RunDirError(
             "%s: checkpoint.npz and config.json disagree on %s; the folder was edited or mixed with another run: "
             "restore config.json, or evaluate the checkpoint file on its own" % (run_dir, ", ".join(
                 "%s (checkpoint %r, config.json %r)" % (k, ck.get(k), rec.get(k)) for k in diff)))
 
+
+# Config fields that concern only how a trained model denoises (set by `convngc tune` after training): a
+# checkpoint may differ from its config.json in these.
+INFERENCE_FIELDS = ("denoise", "pi0", "T_denoise")
 
 # What --init requires to match: the layers and their parameter shapes. Everything else (beta, T, lr, leak, ...)
 # may differ from the checkpoint's run.
@@ -457,9 +490,54 @@ def cmd_train(args, log=print, status=None):
         sched = schedule.BetaSchedule(sched_opts, cfg, val_x if len(val_x) else train_x, log=log)
         train.fit(model, train_x, val_x, args.epochs, args.batch_size, folder.path, not args.no_progress, args.seed,
                   meta={"run_args": run_args}, log=log, on_checkpoint=status.checkpointed, schedule=sched)
+        _tune_after_training(folder.path, val_x, args, backend, log)
     finally:
         folder.release()
     return folder.path, model, run_args
+
+
+def _tune_after_training(run_dir, val_x, args, backend, log):
+    """The last step of `convngc train`: the denoising reading of best.npz tuned on validation images."""
+    limit = TUNE_LIMIT if getattr(args, "tune_limit", None) is None else args.tune_limit
+    best = os.path.join(run_dir, "best.npz")
+    if limit == 0 or not len(val_x) or not os.path.isfile(best):
+        if limit and not len(val_x):
+            log("no validation images: the denoising reading keeps its defaults (convngc tune RUN sets it later)")
+        return
+    _tune_file(best, val_x[:limit], getattr(args, "seed", 0) or 0, backend, log, progress=not args.no_progress)
+
+
+def _tune_file(path, x, seed, backend, log, dry_run=False, progress=False):
+    """Tune the denoising reading of checkpoint `path` on clean images x; rewrite it (atomically) with the choice
+    in its config and the table in its meta["denoise_tuning"]. Returns the chosen row."""
+    cfg, params, opt, meta = checkpoint.load(path)
+    model = ConvNGC(cfg, backend=backend, seed=seed, params=params)
+    log("tuning the denoising reading of %s on %d validation images (noise std %g): pi0 and T" % (
+        path, len(x), train.NOISE_STD))
+    t0 = time.time()
+    table, best = tune.tune_denoising(model, x, train.NOISE_STD, seed=seed, log=log)
+    log("chosen: pi0 %g, T_denoise %d: MSE %.2f, PSNR %.2f dB (the noisy input: MSE %.2f, PSNR %.2f dB; "
+        "Algorithm 1's clamped reading, pi0 1: MSE %.2f), %.0fs" % (
+            best["pi0"], best["T"], best["mse"], best["psnr"], best["noisy_input"]["mse"],
+            best["noisy_input"]["psnr"], min(r["mse"] for r in table if r["pi0"] == 1.0), time.time() - t0))
+    if not dry_run:
+        checkpoint.save(path, tune.tuned_config(cfg, best), params, opt,
+                        dict(meta, denoise_tuning=dict(best, table=table)))
+    return best
+
+
+def cmd_tune(args, log=print, status=None):
+    """Tune a trained model's denoising reading on validation images and store it in its checkpoint."""
+    path = models.resolve(args.checkpoint)
+    if args.checkpoint in models.names() and not os.path.exists(args.checkpoint) and not args.dry_run:
+        raise UsageError("%s is a shipped model (part of the code): tune a copy, or pass --dry-run" % args.checkpoint)
+    cfg, _, _, meta = checkpoint.load(path)
+    run_args = meta.get("run_args", {})
+    dataset = _dataset_for(args.dataset or run_args.get("dataset", "embedded"), cfg, log)
+    seed = args.seed if args.seed is not None else run_args.get("seed", 0)
+    x = _load_images(dataset, "val", _abs(args.data_dir) or run_args.get("data_dir"), seed,
+                     args.tune_limit or TUNE_LIMIT, cfg, False)
+    return _tune_file(path, x, seed, args.backend or _default_backend(log), log, dry_run=args.dry_run)
 
 
 def _resume(args, log, status):
@@ -527,6 +605,7 @@ def _resume(args, log, status):
         train.fit(model, train_x, val_x, epochs, run_args["batch_size"], run_dir, not args.no_progress, seed,
                   history, start, meta={"run_args": run_args}, log=log, on_checkpoint=status.checkpointed,
                   schedule=sched)
+        _tune_after_training(run_dir, val_x, args, backend, log)
     finally:
         folder.release()
     return run_dir, model, run_args
@@ -567,12 +646,11 @@ def cmd_evaluate(args, model=None, run_dir=None, log=print, status=None, ckpt=No
     for k, v in EVAL_DEFAULTS.items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
+    shipped = None
     if model is None:
-        path = args.checkpoint
-        ckpt = os.path.join(path, "checkpoint.npz") if os.path.isdir(path) else path
-        run_dir = os.path.dirname(ckpt) or "."
+        ckpt, run_dir, shipped = _which_model(args, log)
         cfg, _, _, meta = checkpoint.load(ckpt)
-        if os.path.basename(ckpt) == "checkpoint.npz":
+        if os.path.basename(ckpt) in ("checkpoint.npz", "best.npz"):
             _check_same_config(run_dir, _read_config_json(run_dir), cfg, meta)
         model, meta = train.load_model(ckpt, backend=args.backend or _default_backend(log))    # any backend evaluates any run
         run_args = meta.get("run_args", {})
@@ -580,7 +658,13 @@ def cmd_evaluate(args, model=None, run_dir=None, log=print, status=None, ckpt=No
         data_dir = _abs(args.data_dir) or run_args.get("data_dir")
     else:
         dataset, data_dir = args.dataset or dataset, _abs(args.data_dir) or data_dir
-    out_dir = args.out or run_dir
+    over = {k: getattr(args, k, None) for k in ("denoise", "pi0", "T_denoise")}
+    over = {k: v for k, v in over.items() if v is not None}
+    if over:
+        model.cfg = dataclasses.replace(model.cfg, **over)
+    # a shipped model's folder is part of the code: its evaluations go to a new folder under runs/
+    out_dir = args.out or (os.path.join("runs", "eval-%s-%s" % (shipped, time.strftime("%Y%m%d-%H%M%S")))
+                           if shipped else run_dir)
     if args.out:
         if os.path.exists(out_dir) and not os.path.isdir(out_dir):
             raise train.RunDirError("--out %s is a file, not a folder" % out_dir)
@@ -597,7 +681,8 @@ def cmd_evaluate(args, model=None, run_dir=None, log=print, status=None, ckpt=No
     results, last = {}, {}
     for task, name, split, x in loaded:
         log("%s on %s/%s: %d images x %d trials" % (task, name, split, len(x), args.trials))
-        res, (out, inp, energy) = train.evaluate(model, x, task, args.trials, args.batch_size, args.T, args.seed,
+        T = getattr(args, "T_denoise", None) if task == "denoising" else args.T
+        res, (out, inp, energy) = train.evaluate(model, x, task, args.trials, args.batch_size, T, args.seed,
                                                 progress=not getattr(args, "no_progress", False))
         last[task] = (x, out, inp, energy)
         res["dataset"] = name
@@ -605,21 +690,46 @@ def cmd_evaluate(args, model=None, run_dir=None, log=print, status=None, ckpt=No
                        "seed": args.seed, "data_dir": data_dir}
         results[task] = res
         s = res["summary"]
-        log("  MSE %.3f +/- %.3f | PSNR %.2f dB | SSIM (Eq. 5, global) %.4f | SSIM (windowed) %.4f"
-            % (s["mse"]["mean"], s["mse"]["std"], s["psnr"]["mean"], s["ssim_global"]["mean"], s["ssim"]["mean"]))
+        log("  MSE %.3f +/- %.3f | PSNR %.2f dB (of the mean MSE: %.2f) | SSIM (Eq. 5, global) %.4f | SSIM "
+            "(windowed) %.4f" % (s["mse"]["mean"], s["mse"]["std"], s["psnr"]["mean"], s["psnr_of_mse"]["mean"],
+                                 s["ssim_global"]["mean"], s["ssim"]["mean"]))
         if "noisy_input" in res:
             n = res["noisy_input"]
-            log("  (the noisy input itself: MSE %.3f | PSNR %.2f dB | SSIM (Eq. 5, global) %.4f | SSIM (windowed) %.4f)"
-                % (n["mse"]["mean"], n["psnr"]["mean"], n["ssim_global"]["mean"], n["ssim"]["mean"]))
+            log("  (the noisy input itself: MSE %.3f | PSNR %.2f dB (of the mean MSE: %.2f) | SSIM (Eq. 5, global) "
+                "%.4f | SSIM (windowed) %.4f)" % (n["mse"]["mean"], n["psnr"]["mean"], n["psnr_of_mse"]["mean"],
+                                                  n["ssim_global"]["mean"], n["ssim"]["mean"]))
     os.makedirs(out_dir, exist_ok=True)
     suffix = train.free_suffix(out_dir)                 # an earlier evaluation's files are kept
     train.write_json(os.path.join(out_dir, "metrics%s.json" % suffix),
                      {"model_dataset": dataset, "checkpoint": _checkpoint_info(ckpt), "results": results,
+                      "model": shipped, "config": cfg.to_dict(),
                       "metric_scale": "[0,255]", "noise_std": train.NOISE_STD, "T": args.T or cfg.T,
+                      "T_denoise": args.T_denoise or cfg.denoise_T, "pi0": cfg.denoise_pi0,
+                      "psnr": "psnr = mean over images of Eq. 6 (per image, per channel); psnr_of_mse = "
+                              "10 log10(255^2 / MSE) of the mean MSE",
                       "ssim": "ssim_global = Eq. 5 on whole-image statistics; ssim = windowed (Gaussian sigma 1.5)"})
     train.report_pictures(out_dir, model, last, suffix)
     log("metrics%s.json, sample grids and the energy curve written to %s" % (suffix, out_dir))
     return results
+
+
+def _which_model(args, log):
+    """evaluate's model: the positional CHECKPOINT (a run folder or a .npz) or --model (a shipped model's name, a
+    run folder or a .npz) -> (checkpoint path, its folder, the shipped model's name or None). A run folder gives
+    its best.npz (the lowest validation MSE) when it has one, else checkpoint.npz."""
+    spec = getattr(args, "model", None)
+    if spec and args.checkpoint:
+        raise UsageError("give a checkpoint or --model, not both")
+    spec = spec or args.checkpoint
+    if not spec:
+        raise UsageError("which model? give a run folder or checkpoint, or --model NAME (shipped: %s)"
+                         % (", ".join(models.names()) or "none"))
+    shipped = spec if spec in models.names() and not os.path.exists(spec) else None
+    ckpt = models.resolve(spec)
+    if os.path.isdir(spec):
+        log("evaluating %s (%s)" % (ckpt, "the epoch with the lowest validation MSE" if ckpt.endswith("best.npz")
+                                    else "the last epoch; the run has no best.npz"))
+    return ckpt, os.path.dirname(ckpt) or ".", shipped
 
 
 def cmd_run(args, log=print, status=None):
@@ -634,14 +744,15 @@ def cmd_run(args, log=print, status=None):
         args.lr = job["lr"]
         log("main job: Adam step %g instead of the paper's 1e-3, so that %d epochs show learning"
             % (job["lr"], job["epochs"]))
+    if args.tune_limit is None:
+        args.tune_limit = job["tune_limit"]
     run_dir, model, run_args = cmd_train(args, log, status)
-    ev = argparse.Namespace(checkpoint=run_dir, dataset=None, split="test", tasks=["reconstruction", "denoising"],
-                            ood_dataset="cifar10", trials=args.trials, limit=job["eval_limit"], T=None, out=None,
-                            batch_size=job["eval_batch_size"], seed=args.seed, data_dir=None,
+    ev = argparse.Namespace(checkpoint=run_dir, model=None, dataset=None, split="test",     # best.npz, tuned
+                            tasks=["reconstruction", "denoising"], ood_dataset="cifar10", trials=args.trials,
+                            limit=job["eval_limit"], T=None, T_denoise=None, denoise=None, pi0=None, out=None,
+                            batch_size=job["eval_batch_size"], seed=args.seed, data_dir=args.data_dir,
                             backend=args.backend, no_progress=args.no_progress)
-    return cmd_evaluate(ev, model=model, run_dir=run_dir, log=log, status=status,
-                        ckpt=os.path.join(run_dir, "checkpoint.npz"), dataset=run_args["dataset"],
-                        data_dir=run_args["data_dir"])
+    return cmd_evaluate(ev, log=log, status=status)
 
 
 def cmd_info(args, log=print, status=None):
@@ -669,7 +780,7 @@ def _interrupted(exc, status):
             % (what, status.run_dir))
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run, "info": cmd_info}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run, "info": cmd_info, "tune": cmd_tune}
 
 
 def main(argv=None):

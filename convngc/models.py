@@ -69,7 +69,7 @@ def resolve(spec):
         raise ModelNotFound("%s: a folder without best.npz or checkpoint.npz; not a run folder" % spec)
     if os.path.isfile(spec):
         return spec
-    raise ModelNotFound("%s: not a shipped model (%s), a run folder or a checkpoint file"
+    raise ModelNotFound("%s does not exist: not a shipped model (%s), a run folder or a checkpoint file"
                         % (spec, ", ".join(names()) or "none shipped"))
 
 

@@ -6,20 +6,24 @@ the filter updates come from states that have not settled, learning slows, and s
 training blows up (docs/training.md). The fixed point of the settle, d^l = (gamma / beta) z^l, does not
 depend on beta once gamma / beta is kept, so halving beta (with gamma halved and T doubled: the same
 integration time beta T) computes the same model with twice the room, at twice the cost per update.
+A fresh Adam state goes with it: the old one's second moments remember the large, noisy updates of the
+oscillating settle and would keep the steps small for about 1 / (1 - beta_2) = 1,000 updates.
 
 `BetaSchedule` does this during `train.fit`. Every `check_every` updates it measures, on fixed validation
-images, the eigenvalue and the reconstruction MSE; it keeps the parameters with the lowest MSE so far (the
-restore point). It steps down (beta / 2, gamma / 2, T x 2, a fresh Adam state, the restore point's
-parameters) when
+images, the eigenvalue and the reconstruction MSE, and keeps the parameters with the lowest MSE so far (the
+restore point). It acts when
 
-  edge      the eigenvalue has been below `edge` for `patience` checks in a row (before a blow-up), or
-  blow-up   the training energy since the last check is `blowup` times its lowest in this rung, or NaN/Inf
-            (a safety net: the step is taken back to the restore point, so no run ends diverged).
+  edge      `patience` checks of this rung have found the eigenvalue below `edge` (-0.95: at the edge; -1 is
+            past it), or one check below `deep` (-1.2): beta / 2, gamma / 2, T x 2, a fresh Adam state, the
+            restore point's parameters;
+  blow-up   the training energy since the last check is `blowup` times its lowest in this rung, or NaN/Inf:
+            the restore point's parameters and a fresh Adam state, and then beta steps down if the last check
+            found the settle at its edge, else the Adam step halves (the learning step itself, not the settle,
+            went unstable: this is the second limit, docs/training.md). No run ends diverged.
 
-After `max_steps` steps it keeps the last beta; an edge then only lowers nothing, a blow-up restores the
-restore point and halves the Adam step. `mode="fixed"` keeps the paper's beta (only the measurements and
-the restore point on a blow-up are kept). Every check and every step is recorded in the run's history
-(`history["checks"]`, `history["schedule"]`) and drawn on training.png.
+Beta steps down at most `max_steps` times (beta0 / 8, T0 x 8). `mode="fixed"` keeps the given beta (the
+paper's): it only measures, and takes blow-ups back with a halved Adam step. Every check and every action is
+recorded in the run's history (`history["checks"]`, `history["schedule"]`) and drawn on training.png.
 """
 import dataclasses
 import math
@@ -35,8 +39,9 @@ MODES = ("step", "fixed")
 class ScheduleOptions:
     mode: str = "step"          # "step": beta halves at the edge; "fixed": the paper's beta throughout
     check_every: int = 50       # updates between two checks (eigenvalue + probe MSE)
-    edge: float = -1.0          # the eigenvalue below which the settle is past its edge
-    patience: int = 4           # checks in a row past the edge before stepping down
+    edge: float = -0.95         # the eigenvalue below which the settle is at its edge (-1: past it)
+    patience: int = 4           # checks of a rung at the edge before beta steps down
+    deep: float = -1.2          # an eigenvalue below this (well past the edge) steps down at once
     max_steps: int = 3          # at most beta0 / 8 (and T0 x 8)
     blowup: float = 3.0         # a training energy this many times the rung's lowest is a blow-up
     probe: int = 200            # validation images for the probe MSE (the restore point's criterion)
@@ -53,6 +58,8 @@ class ScheduleOptions:
             raise ValueError("schedule max_steps must be an integer >= 0, got %r" % (self.max_steps,))
         if not (math.isfinite(self.edge) and -2 < self.edge < 0):
             raise ValueError("schedule edge must be an eigenvalue in (-2, 0), got %r" % (self.edge,))
+        if not (math.isfinite(self.deep) and self.deep <= self.edge):
+            raise ValueError("schedule deep must be an eigenvalue <= edge (%g), got %r" % (self.edge, self.deep))
         if not (math.isfinite(self.blowup) and self.blowup > 1):
             raise ValueError("schedule blowup must be a factor > 1, got %r" % (self.blowup,))
 
@@ -136,18 +143,28 @@ class BetaSchedule:
         self.checks.append(row)
         if mse < self.best_mse:
             self.best_mse, self.best_update, self.best_params = mse, update, model.host_params()
-        self.past_edge = self.past_edge + 1 if eig < self.opts.edge else 0
-        if self.opts.mode == "step" and self.past_edge >= self.opts.patience and self.rung < self.opts.max_steps:
-            return self._step(model, update, "edge", "the settle's eigenvalue has been below %g for %d checks "
-                              "(now %.3f)" % (self.opts.edge, self.past_edge, eig))
+        if eig < self.opts.edge:
+            self.past_edge += 1
+        if self.opts.mode == "step" and self.rung < self.opts.max_steps:
+            if self.past_edge >= self.opts.patience:
+                return self._step(model, update, "edge", "%d checks of this rung found the settle's eigenvalue "
+                                  "below %g (now %.3f)" % (self.past_edge, self.opts.edge, eig))
+            if eig < self.opts.deep:
+                return self._step(model, update, "edge", "the settle's eigenvalue is %.3f, well past the edge (-1)"
+                                  % eig)
         return None
 
+    def _at_edge(self):
+        """Did the last check of this rung find the settle at its edge?"""
+        last = [c for c in self.checks if c.get("beta") == self.config().beta]
+        return bool(last) and last[-1].get("eigenvalue") is not None and last[-1]["eigenvalue"] < self.opts.edge
+
     def _step(self, model, update, reason, why):
-        last = self.opts.mode == "fixed" or self.rung >= self.opts.max_steps
-        if reason == "blow-up" and last:
-            self.lr_halvings += 1
-        elif not last:
+        can_step = self.opts.mode == "step" and self.rung < self.opts.max_steps
+        if reason == "edge" or (can_step and self._at_edge()):
             self.rung += 1
+        else:                                   # a blow-up of the learning step (or no beta step left)
+            self.lr_halvings += 1
         before = model.cfg
         model.cfg = self.config()
         if self.best_params is not None:
@@ -160,7 +177,8 @@ class BetaSchedule:
         self.events.append(event)
         what = ("beta %g -> %g, T %d -> %d, gamma %g -> %g" % (before.beta, model.cfg.beta, before.T, model.cfg.T,
                                                              before.gamma, model.cfg.gamma)
-                if model.cfg.beta != before.beta else "Adam step %g -> %g" % (before.lr, model.cfg.lr))
+                if model.cfg.beta != before.beta else "the settle was not at its edge: Adam step %g -> %g"
+                % (before.lr, model.cfg.lr))
         self.log("update %d: %s: %s; %s, a fresh Adam state, %s" % (
             update, reason, why, what, "the parameters of update %d (probe MSE %.3f)" % (self.best_update, self.best_mse)
             if self.best_params is not None else "the current parameters"))

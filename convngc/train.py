@@ -210,6 +210,14 @@ def _run_task(model, x, task, batch_size, T, rng, noise_std, progress, desc):
     return np.concatenate(outs), inp, np.concatenate(energies, axis=1)
 
 
+def _metrics(out, x):
+    """Eqs. 4-6 and windowed SSIM (metrics.evaluate_metrics), and PSNR by the other convention: of the mean MSE,
+    10 log10(255^2 / MSE), below the mean of per-image PSNRs (Eq. 6) by Jensen's inequality."""
+    m = {key: float(v) for key, v in metrics.evaluate_metrics(out, x).items()}
+    m["psnr_of_mse"] = float(10 * np.log10(255.0 ** 2 / m["mse"])) if m["mse"] > 0 else 100.0
+    return m
+
+
 def evaluate(model, x, task="reconstruction", trials=1, batch_size=100, T=None, seed=0, progress=False, desc=None):
     """Metrics of a task, per trial and as mean/std over trials (trial k uses seed + k). For denoising, the
     noisy input's own metrics against the clean images stand beside them ("noisy_input"): the number a
@@ -218,9 +226,9 @@ def evaluate(model, x, task="reconstruction", trials=1, batch_size=100, T=None, 
     for k in range(trials):
         out, inp, energy = run_task(model, x, task, batch_size, T, seed + k, progress=progress,
                                     desc=desc or "%s, trial %d/%d" % (task, k + 1, trials))
-        per_trial.append({key: float(v) for key, v in metrics.evaluate_metrics(out, x).items()})
+        per_trial.append(_metrics(out, x))
         if task == "denoising":
-            noisy.append({key: float(v) for key, v in metrics.evaluate_metrics(inp, x).items()})
+            noisy.append(_metrics(inp, x))
         last = (out, inp, energy)
     summary = {key: {"mean": m, "std": s} for key, (m, s) in metrics.mean_std(per_trial).items()}
     res = {"task": task, "n_images": int(len(x)), "trials": per_trial, "summary": summary}
@@ -266,9 +274,7 @@ def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=Tr
                 recon = model.backend.to_host(model.last_result.zbar[0])
                 bar.set_postfix(energy="%.3g" % energies[-1], mse="%.1f" % metrics.mse(recon, train_x[idx]),
                                 beta="%g" % model.cfg.beta)
-        val = evaluate(model, val_x, "reconstruction", 1, val_batch, seed=seed, progress=progress,
-                       desc="epoch %d/%d validation" % (epoch + 1, epochs))[0]["summary"]["mse"]["mean"] \
-            if len(val_x) else float("nan")
+        val = _validate(model, val_x, val_batch, seed, progress, "epoch %d/%d validation" % (epoch + 1, epochs), log)
         history["train_energy"].append(float(np.mean(energies)) if energies else float("nan"))
         history["val_mse"].append(float(val))
         history["epoch_seconds"].append(time.time() - t0)
@@ -281,6 +287,19 @@ def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=Tr
             if on_checkpoint is not None:
                 on_checkpoint(epoch + 1)
     return history
+
+
+def _validate(model, val_x, batch, seed, progress, desc, log):
+    """The epoch's validation reconstruction MSE; NaN without validation images, or when the settle diverges
+    on them (the epoch is then never the best; the beta schedule acts on the next update)."""
+    if not len(val_x):
+        return float("nan")
+    try:
+        return evaluate(model, val_x, "reconstruction", 1, batch, seed=seed, progress=progress,
+                        desc=desc)[0]["summary"]["mse"]["mean"]
+    except DivergenceError as exc:
+        log("validation: %s" % exc)
+        return float("nan")
 
 
 def is_best_epoch(history):

@@ -117,9 +117,9 @@ def test_evaluate_records_its_checkpoint_and_data_and_never_mixes_runs(tmp_path,
     out = tmp_path / "eval-a"
     assert _main(["evaluate", a, "--out", out, *EVAL]) == 0
     m = json.loads((out / "metrics.json").read_text())
-    ck = m["checkpoint"]
-    assert ck["path"] == str((a / "checkpoint.npz").resolve()) and ck["epoch"] == 1
-    assert ck["sha256"] == hashlib.sha256((a / "checkpoint.npz").read_bytes()).hexdigest()
+    ck = m["checkpoint"]                       # a run folder is evaluated at its best epoch (best.npz)
+    assert ck["path"] == str((a / "best.npz").resolve()) and ck["epoch"] == 1
+    assert ck["sha256"] == hashlib.sha256((a / "best.npz").read_bytes()).hexdigest()
     d = m["results"]["reconstruction"]["data"]
     assert (d["dataset"], d["split"], d["n_images"], d["limit"], d["seed"]) == ("embedded", "test", 6, 6, 0)
 

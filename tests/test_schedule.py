@@ -109,7 +109,9 @@ def test_a_blow_up_is_taken_back_to_the_restore_point(monkeypatch):
     model, sched, hist = _fit(cfg, schedule.ScheduleOptions(check_every=2))
     ev = [e for e in hist["schedule"] if e["reason"] == "blow-up"]
     assert len(ev) == 1 and ev[0]["update"] == 7 and ev[0]["restored_update"] == 6
-    assert model.cfg.beta == cfg.beta / 2 and all(np.isfinite(w).all() for w in model.host_params()["W"][1:])
+    at_edge = [c for c in hist["checks"] if c["update"] == 6][0]["eigenvalue"] < schedule.ScheduleOptions.edge
+    assert (model.cfg.beta, model.cfg.lr) == ((cfg.beta / 2, cfg.lr) if at_edge else (cfg.beta, cfg.lr / 2))
+    assert all(np.isfinite(w).all() for w in model.host_params()["W"][1:])
     assert all(np.isfinite(v) for v in hist["val_mse"])
     calls["n"] = 5                                          # its second update is the planted one
     with pytest.raises(DivergenceError):
@@ -117,21 +119,28 @@ def test_a_blow_up_is_taken_back_to_the_restore_point(monkeypatch):
                   log=lambda *_: None)
 
 
-def test_an_energy_blow_up_steps_down_and_restores():
-    """The training energy jumping `blowup` times above the rung's lowest is a blow-up too (before any NaN)."""
+@pytest.mark.parametrize("eigenvalue,steps_beta", [(-1.2, True), (-0.5, False)])
+def test_an_energy_blow_up_restores_and_steps_what_went_unstable(monkeypatch, eigenvalue, steps_beta):
+    """The training energy jumping `blowup` times above the rung's lowest is a blow-up too (before any NaN):
+    the restore point comes back with a fresh Adam state; beta steps down when the last check found the settle
+    at its edge, else (the learning step went unstable, not the settle) the Adam step halves."""
+    monkeypatch.setattr(stability, "settle_eigenvalue", lambda *a, **k: (eigenvalue, [1.0]))
     cfg = Config(T=3, **TINY)
-    sched = schedule.BetaSchedule(schedule.ScheduleOptions(check_every=1), cfg, _images(4), log=lambda *_: None)
+    sched = schedule.BetaSchedule(schedule.ScheduleOptions(check_every=1, patience=5), cfg, _images(4),
+                                  log=lambda *_: None)
     model = ConvNGC(cfg, "cpu")
     sched.start(model)
     assert sched.after_update(model, 1, 10.0) is None
     keep = model.host_params()
     model.set_params({k: None if v is None else [None if a is None else a * 2 for a in v]
                       for k, v in keep.items()})
+    model.learn(_images(2))
     ev = sched.after_update(model, 2, 31.0)
     assert ev["reason"] == "blow-up" and ev["restored_update"] == 1
     for a, b in zip(model.host_params()["W"][1:], keep["W"][1:]):
         np.testing.assert_array_equal(a, b)
-    assert model.opt_state["t"] == 0 and model.cfg.beta == cfg.beta / 2
+    assert model.opt_state["t"] == 0
+    assert (model.cfg.beta, model.cfg.lr) == ((cfg.beta / 2, cfg.lr) if steps_beta else (cfg.beta, cfg.lr / 2))
 
 
 def test_on_the_last_rung_a_blow_up_halves_the_adam_step():
@@ -150,7 +159,8 @@ def test_a_resumed_scheduled_run_is_bit_identical(tmp_path):
     the filters after epoch 4 equal an uninterrupted run's to the last bit, steps included."""
     x = _images(60, seed=3)
     common = ["--dataset", "embedded", "--limit", "60", "--val-limit", "20", "--batch-size", "10", "--T", "4",
-              "--beta", "0.9", "--set", "gamma=0.009", "--set", "w_std=0.5", "--check-every", "2", "--no-progress"]
+              "--beta", "0.6", "--set", "gamma=0.006", "--set", "w_std=0.5", "--channels", "2,3,3", "--check-every",
+              "2", "--tune-limit", "4", "--no-progress"]
     assert cli.main(["train", *common, "--epochs", "4", "--out", str(tmp_path / "a")]) == 0
     assert cli.main(["train", *common, "--epochs", "2", "--out", str(tmp_path / "b")]) == 0
     assert cli.main(["train", "--resume", str(tmp_path / "b"), "--epochs", "4", "--no-progress"]) == 0
@@ -164,7 +174,7 @@ def test_a_resumed_scheduled_run_is_bit_identical(tmp_path):
     hb = json.loads((tmp_path / "b" / "history.json").read_text())
     assert ha["schedule"] == hb["schedule"] and ha["val_mse"] == hb["val_mse"]
     assert ha["schedule"], "the case must step at least once"
-    assert ca.beta < 0.9 and json.loads((tmp_path / "a" / "config.json").read_text())["model"]["beta"] == 0.9
+    assert ca.beta < 0.6 and json.loads((tmp_path / "a" / "config.json").read_text())["model"]["beta"] == 0.6
     assert (tmp_path / "a" / "training.png").stat().st_size > 0
     restore = checkpoint.load_extra(tmp_path / "a" / "checkpoint.npz", "restore")
     assert restore is not None and restore["W"][1].shape == pa["W"][1].shape
@@ -174,7 +184,7 @@ def test_a_resumed_scheduled_run_is_bit_identical(tmp_path):
 
 
 def test_schedule_options_are_checked():
-    for bad in (dict(mode="sometimes"), dict(check_every=0), dict(edge=-3.0), dict(edge=math.nan),
+    for bad in (dict(mode="sometimes"), dict(check_every=0), dict(edge=-3.0), dict(edge=math.nan), dict(deep=-0.5),
                 dict(blowup=1.0), dict(max_steps=-1)):
         with pytest.raises(ValueError, match="schedule"):
             schedule.ScheduleOptions(**bad)

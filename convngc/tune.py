@@ -1,0 +1,70 @@
+"""Tuning the denoising reading of a trained model on validation images: the precision pi0 and the steps T.
+
+Precision-weighted denoising (Config.denoise = "precision", docs/reading.md) settles with z^0 clamped to the
+noisy image and its error weighted by pi0 in z^1's correction. The best pi0 depends on the model and on the
+noise level: a model that reconstructs well also reproduces noise well, and needs a lower pi0 (less trust in
+the noisy pixels); a lower pi0 also settles more slowly, so it needs a larger T. Both are chosen here on
+validation images (never test images) with the evaluation's own noise (N(0, noise_std), seeded), and stored in
+the checkpoint's config, so that `convngc evaluate` and `convngc.denoise` use them.
+
+    table, best = tune_denoising(model, x_val)        # best = {"pi0": ..., "T_denoise": ..., "mse": ..., "psnr": ...}
+"""
+import dataclasses
+import math
+
+import numpy as np
+
+from ngc_ref import model as ref_model
+
+from . import metrics
+
+PI0_GRID = (1.0, 0.5, 0.25, 0.15, 0.1, 0.07, 0.05)
+T_FACTORS = (1, 2, 4, 8, 16)           # T_denoise = factor x the model's T
+MAX_STEPS = 4000                      # no grid point settles longer than this
+
+
+def _denoise(model, noisy, pi0, T, seed, batch):
+    cfg = model.cfg
+    z_top = ref_model.draw_top(cfg, len(noisy), np.random.default_rng([seed, 1]), model.dtype)
+    outs = []
+    for i in range(0, len(noisy), batch):
+        res = model.settle(noisy[i:i + batch], T=T, clamp="always", z_top=z_top[i:i + batch], noisy=True, pi0=pi0)
+        outs.append(model.backend.to_host(ref_model.output_image(res, cfg)))
+    return np.concatenate(outs)
+
+
+def tune_denoising(model, x, noise_std=0.1, seed=0, pi0s=PI0_GRID, factors=T_FACTORS, max_steps=MAX_STEPS,
+                   batch=100, log=None):
+    """Denoising MSE / PSNR of `model` on clean images x (N, C, H, W) for every pi0 in `pi0s` and
+    T = factor x model.cfg.T (T <= max_steps; for each pi0 the T grid stops once a longer settle no longer
+    lowers the MSE by 0.5 %, and the pi0 grid, largest first, stops once a pi0's best is 2 % worse than the
+    best so far). The same noise and z^L draws for every point. Returns (table, best): table a
+    list of {"pi0", "T", "mse", "psnr"}, best the row with the lowest MSE (ties: the shorter T)."""
+    rng = np.random.default_rng([seed, 7])
+    noisy = (x + rng.normal(0.0, noise_std, size=x.shape)).astype(x.dtype)
+    table = []
+    for pi0 in pi0s:                          # from the largest: past the best pi0 the MSE only rises
+        if table and min(r["mse"] for r in table if r["pi0"] == table[-1]["pi0"]) > 1.02 * min(r["mse"] for r in table):
+            break
+        prev = math.inf
+        for f in factors:
+            T = model.cfg.T * f
+            if T > max_steps:
+                break
+            out = _denoise(model, noisy, pi0, T, seed, batch)
+            row = {"pi0": float(pi0), "T": int(T), "mse": float(metrics.mse(out, x)), "psnr": float(metrics.psnr(out, x))}
+            table.append(row)
+            if log:
+                log("  pi0 %-5g T %-5d  MSE %8.2f  PSNR %6.2f dB" % (pi0, T, row["mse"], row["psnr"]))
+            if row["mse"] > prev * (1 - 0.005):
+                break
+            prev = row["mse"]
+    best = min(table, key=lambda r: (r["mse"], r["T"]))
+    noisy_row = {"mse": float(metrics.mse(noisy, x)), "psnr": float(metrics.psnr(noisy, x))}
+    return table, dict(best, noisy_input=noisy_row, n_images=int(len(x)), noise_std=float(noise_std), seed=int(seed))
+
+
+def tuned_config(cfg, best):
+    """cfg with the tuned reading: denoise="precision" (pi0 = 1 is Algorithm 1's clamped reading, kept as
+    "precision" with pi0 1), pi0 and T_denoise."""
+    return dataclasses.replace(cfg, denoise="precision", pi0=best["pi0"], T_denoise=best["T"])

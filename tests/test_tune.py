@@ -1,0 +1,72 @@
+"""Tuning the denoising reading (convngc/tune.py, `convngc tune`, the last step of `convngc train`): the grid,
+the choice, the checkpoint that stores it and the evaluation that uses it."""
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from convngc import checkpoint, cli, tune
+from convngc.model import ConvNGC
+from ngc_ref.config import Config
+
+
+def _sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_the_grid_picks_the_lowest_mse_and_measures_each_point_fairly():
+    """Every row is the denoising MSE of one (pi0, T) on the same noisy images and z^L draws (recomputing a
+    row by hand gives the same number to the last bit); the choice is the row with the lowest MSE."""
+    cfg = Config(T=3, channels=(3, 4, 3), image_hw=(16, 16))
+    model = ConvNGC(cfg, "cpu", seed=1)
+    x = np.random.default_rng(0).random((6, 3, 16, 16)).astype(np.float32)
+    table, best = tune.tune_denoising(model, x, pi0s=(1.0, 0.5), factors=(1, 2), seed=3)
+    assert {(r["pi0"], r["T"]) for r in table} <= {(1.0, 3), (1.0, 6), (0.5, 3), (0.5, 6)}
+    assert (1.0, 3) in {(r["pi0"], r["T"]) for r in table}
+    assert best["mse"] == min(r["mse"] for r in table)
+    row = table[-1]
+    rng = np.random.default_rng([3, 7])
+    noisy = (x + rng.normal(0.0, 0.1, size=x.shape)).astype(np.float32)
+    out = tune._denoise(model, noisy, row["pi0"], row["T"], 3, 100)
+    from convngc import metrics
+    assert metrics.mse(out, x) == row["mse"]
+    assert best["noisy_input"]["mse"] == pytest.approx(metrics.mse(noisy, x))
+    tuned = tune.tuned_config(cfg, best)
+    assert (tuned.denoise, tuned.pi0, tuned.denoise_T) == ("precision", best["pi0"], best["T"])
+
+
+def test_train_tunes_best_npz_and_evaluate_uses_it(tmp_path):
+    """`convngc train` ends by tuning best.npz on validation images: its config then holds the chosen pi0 and
+    T_denoise (config.json keeps the training config; the run still resumes), and `convngc evaluate RUN`
+    denoises with them. `convngc tune --dry-run` changes nothing; an explicit --denoise overrides."""
+    run = tmp_path / "run"
+    assert cli.main(["train", "--dataset", "embedded", "--limit", "40", "--val-limit", "12", "--epochs", "1",
+                     "--batch-size", "20", "--T", "4", "--tune-limit", "8", "--no-progress", "--out", str(run)]) == 0
+    cfg, _, _, meta = checkpoint.load(run / "best.npz")
+    tuning = meta["denoise_tuning"]
+    assert cfg.denoise == "precision" and cfg.pi0 == tuning["pi0"] and cfg.T_denoise == tuning["T"]
+    assert tuning["n_images"] == 8 and len(tuning["table"]) >= 2
+    assert json.loads((run / "config.json").read_text())["model"]["pi0"] == Config().pi0
+    before = _sha(run / "best.npz")
+    assert cli.main(["tune", str(run), "--tune-limit", "8", "--dry-run", "--no-progress"]) == 0
+    assert _sha(run / "best.npz") == before
+    assert cli.main(["evaluate", str(run), "--limit", "8", "--trials", "1", "--no-progress"]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["checkpoint"]["path"].endswith("best.npz")
+    assert m["pi0"] == cfg.pi0 and m["T_denoise"] == cfg.T_denoise
+    assert "psnr_of_mse" in m["results"]["denoising"]["summary"]
+    assert cli.main(["evaluate", str(run), "--limit", "8", "--trials", "1", "--no-progress", "--denoise", "clamped",
+                     "--T-denoise", "5"]) == 0
+    m2 = json.loads((run / "metrics-2.json").read_text())
+    assert m2["pi0"] == 1.0 and m2["T_denoise"] == 5 and m2["config"]["denoise"] == "clamped"
+    assert cli.main(["train", "--resume", str(run), "--epochs", "2", "--tune-limit", "0", "--no-progress"]) == 0
+
+
+def test_evaluate_needs_one_model(tmp_path, capsys):
+    assert cli.main(["evaluate", "--limit", "4"]) == 2
+    assert "which model?" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(tmp_path), "--model", "cifar10"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--model", str(tmp_path / "nothing-here")]) == 2
+    assert "does not exist: not a shipped model" in capsys.readouterr().err
