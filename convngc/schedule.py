@@ -16,7 +16,8 @@ restore point). It acts when
   edge      `patience` checks of this rung have found the eigenvalue below `edge` (-0.95: at the edge; -1 is
             past it), or one check below `deep` (-1.2): beta / 2, gamma / 2, T x 2, a fresh Adam state, the
             restore point's parameters;
-  blow-up   the training energy since the last check is `blowup` times its lowest in this rung, or NaN/Inf:
+  blow-up   the training energy since the last check is `blowup` times its lowest in this rung, or NaN/Inf, or
+            the probe MSE has stayed `stall` times above the restore point's for `stall_checks` checks:
             the restore point's parameters and a fresh Adam state, and then beta steps down if the last check
             found the settle at its edge, else the Adam step halves (the learning step itself, not the settle,
             went unstable: this is the second limit, docs/training.md). No run ends diverged.
@@ -31,6 +32,7 @@ import math
 import numpy as np
 
 from . import metrics, stability
+from .model import DivergenceError
 
 MODES = ("step", "fixed")
 
@@ -42,6 +44,8 @@ class ScheduleOptions:
     edge: float = -0.95         # the eigenvalue below which the settle is at its edge (-1: past it)
     patience: int = 4           # checks of a rung at the edge before beta steps down
     deep: float = -1.2          # an eigenvalue below this (well past the edge) steps down at once
+    stall: float = 1.2          # a probe MSE this many times the restore point's, `stall_checks` checks in a row,
+    stall_checks: int = 2       # is a blow-up in slow motion: taken back the same way
     max_steps: int = 3          # at most beta0 / 8 (and T0 x 8)
     blowup: float = 3.0         # a training energy this many times the rung's lowest is a blow-up
     probe: int = 200            # validation images for the probe MSE (the restore point's criterion)
@@ -50,7 +54,7 @@ class ScheduleOptions:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError("beta schedule must be one of %s, got %r" % (", ".join(MODES), self.mode))
-        for name in ("check_every", "patience", "probe", "eig_images"):
+        for name in ("check_every", "patience", "probe", "eig_images", "stall_checks"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError("schedule %s must be an integer >= 1, got %r" % (name, v))
@@ -60,8 +64,10 @@ class ScheduleOptions:
             raise ValueError("schedule edge must be an eigenvalue in (-2, 0), got %r" % (self.edge,))
         if not (math.isfinite(self.deep) and self.deep <= self.edge):
             raise ValueError("schedule deep must be an eigenvalue <= edge (%g), got %r" % (self.edge, self.deep))
-        if not (math.isfinite(self.blowup) and self.blowup > 1):
-            raise ValueError("schedule blowup must be a factor > 1, got %r" % (self.blowup,))
+        for name in ("blowup", "stall"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 1):
+                raise ValueError("schedule %s must be a factor > 1, got %r" % (name, v))
 
 
 def stepped(cfg, k):
@@ -89,7 +95,7 @@ class BetaSchedule:
         self.probe_x = probe_x[:opts.probe]
         self.eig_x = probe_x[:opts.eig_images]
         self.rung, self.lr_halvings = 0, 0
-        self.past_edge = 0
+        self.past_edge, self.stalled = 0, 0
         self.best_mse, self.best_update, self.best_params = math.inf, None, None
         self.window, self.rung_min = [], math.inf
         self.checks, self.events = [], []
@@ -104,13 +110,14 @@ class BetaSchedule:
     def state(self):
         return {"options": dataclasses.asdict(self.opts), "cfg0": self.cfg0.to_dict(),
                 "rung": self.rung, "lr_halvings": self.lr_halvings, "past_edge": self.past_edge,
+                "stalled": self.stalled,
                 "best_mse": None if not math.isfinite(self.best_mse) else self.best_mse,
                 "best_update": self.best_update, "window": list(self.window),
                 "rung_min": None if not math.isfinite(self.rung_min) else self.rung_min}
 
     def load_state(self, st, best_params):
         self.rung, self.lr_halvings = int(st["rung"]), int(st.get("lr_halvings", 0))
-        self.past_edge = int(st["past_edge"])
+        self.past_edge, self.stalled = int(st["past_edge"]), int(st.get("stalled", 0))
         self.best_mse = math.inf if st["best_mse"] is None else float(st["best_mse"])
         self.best_update, self.best_params = st["best_update"], best_params
         self.window = [float(v) for v in st["window"]]
@@ -136,8 +143,11 @@ class BetaSchedule:
             return self._step(model, update, "blow-up", "training energy %.3g per image, %.1f times this rung's "
                               "lowest (%.3g)" % (mean, mean / self.rung_min, self.rung_min))
         self.rung_min = min(self.rung_min, mean)
+        try:
+            mse = metrics.mse(model.reconstruct(self.probe_x), self.probe_x) if len(self.probe_x) else mean
+        except DivergenceError as exc:
+            return self._step(model, update, "blow-up", "the probe images' settle diverged (%s)" % exc)
         eig = stability.settle_eigenvalue(model.host_params(), model.cfg, self.eig_x)[0] if len(self.eig_x) else math.nan
-        mse = metrics.mse(model.reconstruct(self.probe_x), self.probe_x) if len(self.probe_x) else mean
         row = {"update": update, "beta": model.cfg.beta, "T": model.cfg.T, "eigenvalue": eig, "probe_mse": mse,
                "train_energy": mean, "gains": stability.gains(model.host_params(), model.cfg)[1:]}
         self.checks.append(row)
@@ -145,6 +155,11 @@ class BetaSchedule:
             self.best_mse, self.best_update, self.best_params = mse, update, model.host_params()
         if eig < self.opts.edge:
             self.past_edge += 1
+        self.stalled = self.stalled + 1 if mse > self.opts.stall * self.best_mse else 0
+        if self.stalled >= self.opts.stall_checks:
+            return self._step(model, update, "blow-up", "the probe MSE has been above %g times the restore point's "
+                              "(%.3f, update %d) for %d checks (now %.3f)" % (self.opts.stall, self.best_mse,
+                                                                              self.best_update, self.stalled, mse))
         if self.opts.mode == "step" and self.rung < self.opts.max_steps:
             if self.past_edge >= self.opts.patience:
                 return self._step(model, update, "edge", "%d checks of this rung found the settle's eigenvalue "
@@ -170,7 +185,7 @@ class BetaSchedule:
         if self.best_params is not None:
             model.set_params(self.best_params)
         model.reset_optimizer()
-        self.past_edge, self.window, self.rung_min = 0, [], math.inf
+        self.past_edge, self.stalled, self.window, self.rung_min = 0, 0, [], math.inf
         event = {"update": update, "reason": reason, "why": why, "beta": model.cfg.beta, "T": model.cfg.T,
                  "gamma": model.cfg.gamma, "lr": model.cfg.lr, "restored_update": self.best_update,
                  "restored_probe_mse": None if not math.isfinite(self.best_mse) else self.best_mse}

@@ -286,7 +286,28 @@ def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=Tr
             save_run_state(run_dir, model, epoch + 1, history, seed, meta, schedule)
             if on_checkpoint is not None:
                 on_checkpoint(epoch + 1)
+    if schedule is not None and run_dir is not None and epochs > start_epoch:
+        _keep_the_restore_point(run_dir, model, val_x, val_batch, seed, history, schedule, meta, log)
     return history
+
+
+def _keep_the_restore_point(run_dir, model, val_x, batch, seed, history, schedule, meta, log):
+    """At the end of a scheduled run: the schedule's restore point (the parameters with the lowest probe MSE,
+    checked every few updates) can be better than every epoch's end. Validated on the whole validation set,
+    it replaces best.npz when it is (at the config training ended with), so a run ends at least as good as
+    the best state it went through."""
+    if schedule.best_params is None or schedule.best_update is None or not len(val_x):
+        return
+    trial = ConvNGC(model.cfg, backend=model.backend.name, seed=seed, dtype=model.dtype, params=schedule.best_params)
+    val = _validate(trial, val_x, batch, seed, False, "restore point", log)
+    vals = [v for v in history["val_mse"] if v is not None and np.isfinite(v)]
+    if np.isfinite(val) and (not vals or val < min(vals)):
+        log("the restore point (update %d) validates at MSE %.4g, below every epoch's (best %.4g): it is best.npz"
+            % (schedule.best_update, val, min(vals) if vals else float("nan")))
+        m = dict(meta or {}, epoch=len(history["val_mse"]), history=history, seed=seed,
+                 rng_state=model.rng.bit_generator.state, backend=model.backend.name, schedule=schedule.state(),
+                 restore_point={"update": schedule.best_update, "val_mse": float(val)})
+        checkpoint.save(os.path.join(run_dir, "best.npz"), model.cfg, schedule.best_params, None, m)
 
 
 def _validate(model, val_x, batch, seed, progress, desc, log):

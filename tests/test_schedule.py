@@ -188,3 +188,36 @@ def test_schedule_options_are_checked():
                 dict(blowup=1.0), dict(max_steps=-1)):
         with pytest.raises(ValueError, match="schedule"):
             schedule.ScheduleOptions(**bad)
+
+
+def test_a_stalled_probe_is_taken_back(monkeypatch):
+    """A probe MSE that stays `stall` times above the restore point's for `stall_checks` checks (learning that
+    slowly goes uphill with the settle stable) restores the restore point and halves the Adam step."""
+    monkeypatch.setattr(stability, "settle_eigenvalue", lambda *a, **k: (-0.4, [1.0]))
+    probe = iter([10.0, 9.0, 12.0, 12.0])
+    monkeypatch.setattr(schedule.metrics, "mse", lambda *a, **k: next(probe))
+    cfg = Config(T=3, lr=1e-3, **TINY)
+    sched = schedule.BetaSchedule(schedule.ScheduleOptions(check_every=1), cfg, _images(4), log=lambda *_: None)
+    model = ConvNGC(cfg, "cpu")
+    sched.start(model)
+    events = [sched.after_update(model, u, 1.0) for u in range(1, 5)]
+    assert events[:3] == [None, None, None]
+    assert events[3]["reason"] == "blow-up" and events[3]["restored_update"] == 2 and "probe MSE" in events[3]["why"]
+    assert (model.cfg.beta, model.cfg.lr) == (cfg.beta, 5e-4)
+
+
+@pytest.mark.parametrize("earlier,replaced", [(1e9, True), (0.0, False)])
+def test_the_restore_point_becomes_best_npz_only_when_it_validates_better(tmp_path, earlier, replaced):
+    cfg = Config(T=3, **TINY)
+    x = _images(12)
+    model = ConvNGC(cfg, "cpu", seed=2)
+    sched = schedule.BetaSchedule(schedule.ScheduleOptions(), cfg, x, log=lambda *_: None)
+    sched.start(model)
+    sched.best_update = 5
+    history = {"train_energy": [1.0], "val_mse": [earlier], "epoch_seconds": [1.0]}
+    train._keep_the_restore_point(str(tmp_path), model, x, 6, 0, history, sched, {}, lambda *_: None)
+    assert (tmp_path / "best.npz").exists() == replaced
+    if replaced:
+        _, p, _, meta = checkpoint.load(tmp_path / "best.npz")
+        assert meta["restore_point"]["update"] == 5 and meta["restore_point"]["val_mse"] < 1e9
+        np.testing.assert_array_equal(p["W"][1], sched.best_params["W"][1])
