@@ -4,6 +4,9 @@
     python bench/cpu_bench.py --epoch          # also time one real CIFAR-10 training epoch on the cpu backend
     python bench/cpu_bench.py --quick          # one repeat, batch 100 only (a smoke run)
 
+It ends with the beta schedule's cost: one stability check against the 50 training updates it watches
+(target: under 5% of training time).
+
 Paper configuration (channels 10, 15, 20, 25, 3; 32x32; 3x3, stride 2; T = 60), float32, random N(0, 0.1)
 filters and random images (the work does not depend on the data). For batch 100 and 500:
   settle     Algorithm 1: ancestral pass, T synchronous steps, the final predictions and errors
@@ -153,6 +156,30 @@ def real_epoch(limit=None, log=print):
     return seconds
 
 
+def schedule_overhead(T=60, batch=100, repeats=3, log=print):
+    """The beta schedule's cost (convngc/schedule.py): one check (the settle's eigenvalue on 20 images, the probe
+    MSE on 200, the layer gains) against the `check_every` training updates of batch `batch` it watches, on the
+    cpu backend at settling length T. Returns the check's share of training time."""
+    from convngc import schedule
+    from convngc.model import ConvNGC
+    cfg = Config(T=T, beta=0.1 * 60 / T, gamma=0.001 * 60 / T)
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, 3, 32, 32), dtype=np.float32)
+    probe = rng.random((schedule.ScheduleOptions.probe, 3, 32, 32), dtype=np.float32)
+    model = ConvNGC(cfg, "cpu", seed=0)
+    every = schedule.ScheduleOptions.check_every
+    sched = schedule.BetaSchedule(schedule.ScheduleOptions(mode="fixed", check_every=1), cfg, probe, log=lambda *_: None)
+    sched.start(model)
+    model.learn(x)
+    sched.after_update(model, 1, 1.0)                       # warm-up: compile, first touch
+    learn = statistics.median(time_once(lambda: model.learn(x)) for _ in range(repeats))
+    check = statistics.median(time_once(lambda: sched.after_update(model, 1, 1.0)) for _ in range(repeats))
+    share = check / (check + every * learn)
+    log("beta schedule, T=%d: one check %.2f s, %d updates of batch %d %.1f s: %.1f%% of training time"
+        % (T, check, every, batch, every * learn, 100 * share))
+    return {"T": T, "check_seconds": check, "update_seconds": learn, "check_every": every, "share": share}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batches", type=int, nargs="+", default=[100, 500])
@@ -224,6 +251,8 @@ def main(argv=None):
         out["epoch_estimate_seconds"] = est
     if args.epoch:
         out["epoch_seconds"] = real_epoch()
+    print()
+    out["schedule_overhead"] = [schedule_overhead(T) for T in ((60,) if args.quick else (60, 120, 240))]
     print("load average after: %.1f %.1f %.1f" % load1)
     if args.json:
         with open(args.json, "w") as f:

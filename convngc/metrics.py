@@ -1,6 +1,6 @@
 """Image-quality metrics used by the paper (Appendix, Eqs. 4-6) plus standard windowed SSIM.
 
-Conventions (READING.md "Tasks and metrics"):
+Conventions (docs/reading.md, "Metrics"):
 
 * Inputs are model outputs ``pred`` and targets ``target`` as float arrays in [0, 1], layout
   NCHW ``(N, C, H, W)``.

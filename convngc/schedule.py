@@ -48,8 +48,8 @@ class ScheduleOptions:
     stall_checks: int = 2       # is a blow-up in slow motion: taken back the same way
     max_steps: int = 3          # at most beta0 / 8 (and T0 x 8)
     blowup: float = 3.0         # a training energy this many times the rung's lowest is a blow-up
-    probe: int = 200            # validation images for the probe MSE (the restore point's criterion)
-    eig_images: int = 20        # validation images the eigenvalue is measured on
+    probe: int = 100            # validation images for the probe MSE (the restore point's criterion)
+    eig_images: int = 10        # validation images the eigenvalue is measured on (30 power iterations)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -147,7 +147,8 @@ class BetaSchedule:
             mse = metrics.mse(model.reconstruct(self.probe_x), self.probe_x) if len(self.probe_x) else mean
         except DivergenceError as exc:
             return self._step(model, update, "blow-up", "the probe images' settle diverged (%s)" % exc)
-        eig = stability.settle_eigenvalue(model.host_params(), model.cfg, self.eig_x)[0] if len(self.eig_x) else math.nan
+        eig = (stability.settle_eigenvalue(model.host_params(), model.cfg, self.eig_x, iters=30)[0]
+               if len(self.eig_x) else math.nan)
         row = {"update": update, "beta": model.cfg.beta, "T": model.cfg.T, "eigenvalue": eig, "probe_mse": mse,
                "train_energy": mean, "gains": stability.gains(model.host_params(), model.cfg)[1:]}
         self.checks.append(row)

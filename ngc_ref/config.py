@@ -1,4 +1,4 @@
-"""Model configuration. The defaults are the paper's (Sec. 3, Appendix B); READING.md settles the rest.
+"""Model configuration. The defaults are the paper's (Sec. 3, Appendix B); docs/reading.md settles the rest.
 
 Channel order, stated once for the whole project: `channels` lists the maps per layer from the TOP down,
 as the paper writes its configuration ({10, 15, 20, 25, 3}: the last entry is the image's colours).
@@ -108,7 +108,7 @@ class Config:
     adam_eps: float = 1e-8
     norm_eps: float = 1e-8                 # epsilon of Algorithm 2's normalised step
     max_kernel_norm: float = 1.0           # each K x K kernel is projected back to norm <= this
-    # Readings of points the paper leaves open (READING.md); the defaults are the literal/first reading.
+    # Readings of points the paper leaves open (docs/reading.md); the defaults are the literal/first reading.
     bias: str = "channel"                  # b^l: "channel" one scalar per map of layer l-1; "pixel" a map (C_{l-1}, H_{l-1}, W_{l-1})
     reduce: str = "sum"                    # dW and db over the batch: "sum" or "mean" (the sum divided by the batch size)
     gamma_bottom: bool = True              # denoising: the leak gamma also acts on a free z^0 (False: z^0 <- z^0 - beta e^0)

@@ -14,7 +14,7 @@ Glossary (paper symbol -> code). Layers are indexed l = 0..L, l = 0 is the image
   phi, g             state activation (leaky ReLU), prediction activation (identity)
   beta, gamma        state correction rate and leak; T settling steps
 
-Reading choices (READING.md), one line each:
+Reading choices (docs/reading.md), one line each:
   - a settling step is synchronous: all predictions/errors from the current states, then all corrections.
   - E = W^T means the bottom-up message is conv2d (correlation) with the *same* stored kernels: the adjoint.
   - no phi'(z) factor in Eq. 2 (NGC); `cfg.pcn=True` multiplies it in and recovers PCN.

@@ -5,7 +5,7 @@ Layout, stated once for the whole project:
   filters      W^l stored as (C_l, C_{l-1}, K, K): W[i, j] is the paper's W_ij, the kernel by which
                map i of layer l predicts map j of layer l-1 (Eq. 1).
 
-Padding is TensorFlow's "SAME" (READING.md "Shapes"): the strided convolution of an input of side n
+Padding is TensorFlow's "SAME" (docs/reading.md, "Shapes and padding"): the strided convolution of an input of side n
 produces ceil(n / s) outputs and pads max((out-1)*s + K - n, 0) zeros in total, the smaller half
 before (top/left), the extra one after (bottom/right). For K=3, s=2 that is 0 before, 1 after. The
 transposed convolution is the exact adjoint of that strided convolution.

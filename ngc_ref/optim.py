@@ -1,6 +1,6 @@
 """Filter updates after settling (Sec. 3.2, Algorithm 2): descent, Adam or the normalised step, projection.
 
-Sign (READING.md): the displacements dW of `model.filter_updates` are minus the energy gradient, so
+Sign (docs/reading.md): the displacements dW of `model.filter_updates` are minus the energy gradient, so
 descent *adds* them: W <- W + alpha dW / (||dW|| + eps); for Adam the gradient passed in is -dW.
 Algorithm 2 prints a minus sign, which would climb the energy; a test proves the descent direction.
 

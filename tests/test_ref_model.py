@@ -133,7 +133,7 @@ def test_learnable_error_filters_are_used_and_updated():
 def test_settling_lowers_the_energy(mode):
     """Settling descends F when the correction is the gradient (phi = identity or PCN) or beta is small.
 
-    READING.md: with leak 0.2 and beta 0.1 (the paper's dynamics) the energy first falls, then climbs
+    docs/reading.md: with leak 0.2 and beta 0.1 (the paper's dynamics) the energy first falls, then climbs
     back, so monotone descent is only claimed for these settings.
     """
     cfg = Config(**dict(dict(T=30), **mode))
@@ -148,7 +148,7 @@ def test_settling_lowers_the_energy(mode):
 
 
 def test_paper_dynamics_fall_first():
-    """The paper's configuration: the energy falls over the first steps (READING.md: about 9% by step 6)."""
+    """The paper's configuration: the energy falls over the first steps (about 9% by step 6)."""
     cfg = Config(T=6)
     rng = np.random.default_rng(4)
     p = model.init_params(cfg, rng, np.float64)
@@ -158,7 +158,7 @@ def test_paper_dynamics_fall_first():
 
 @pytest.mark.parametrize("optimizer", ["adam", "normalized"])
 def test_one_learning_step_lowers_the_energy(optimizer):
-    """Descent sign (READING.md): after one update the same batch has lower energy, with the states
+    """Descent sign (docs/reading.md): after one update the same batch has lower energy, with the states
     held at their settled values and after settling again; Algorithm 2's printed minus sign climbs."""
     cfg = Config(T=20, optimizer=optimizer, lr=1e-3)
     rng = np.random.default_rng(5)

@@ -53,7 +53,7 @@ def conv2d_transpose_loop(z, w, s, out_hw):
 
 
 def test_same_padding_is_tensorflows():
-    assert ops.same_padding(32, 3, 2) == (0, 1)     # K=3, s=2: 0 before, 1 after (READING.md)
+    assert ops.same_padding(32, 3, 2) == (0, 1)     # K=3, s=2: 0 before, 1 after (docs/reading.md)
     assert ops.same_padding(7, 3, 2) == (1, 1)
     assert ops.same_padding(8, 5, 1) == (2, 2)
     assert ops.same_padding(6, 4, 1) == (1, 2)      # the extra one goes after
