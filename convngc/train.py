@@ -11,6 +11,7 @@ initial top state (and the noise); tables report mean and std over trials.
 """
 import json
 import os
+import stat
 import time
 
 import numpy as np
@@ -23,6 +24,7 @@ except ImportError:  # pragma: no cover - not POSIX: the lock file is created ex
     fcntl = None
 
 from . import checkpoint, metrics, viz
+from .files import open_regular
 from .model import ConvNGC
 
 try:
@@ -91,18 +93,21 @@ def _lock(path, created):
         if fcntl is None:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
         else:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NONBLOCK", 0), 0o666)    # a pipe: no wait
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except (BlockingIOError, FileExistsError):
         try:
-            with open(lock) as f:
+            with open_regular(lock, "r") as f:
                 pid = " (pid %s)" % f.read().strip() if fcntl is not None else ""
-        except OSError:
+        except (OSError, ValueError):
             pid = ""
         if fcntl is not None:
             os.close(fd)
         raise RunDirError("run folder %s is in use by another convngc process%s; wait for it to end or choose "
                           "another --out" % (path, pid)) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RunDirError("run folder %s: %s is not a regular file; remove it" % (path, lock))
     os.ftruncate(fd, 0)
     os.write(fd, b"%d\n" % os.getpid())
     return RunFolder(path, created, fd)
@@ -229,9 +234,12 @@ def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=Tr
     """Algorithm 1 + 2 over minibatches for `epochs` epochs (counting from start_epoch).
 
     After each epoch: validation reconstruction MSE, a checkpoint (atomic), the history and its plot;
-    on_checkpoint(epoch) is called once that epoch's checkpoint is on disk.
+    on_checkpoint(epoch) is called as soon as that epoch's checkpoint.npz is on disk (before best.npz, the
+    history and the plot), so what it records is what the disk holds.
     """
     history = history or {"train_energy": [], "val_mse": [], "epoch_seconds": []}
+    for key in ("train_energy", "val_mse", "epoch_seconds"):
+        history.setdefault(key, [])
     rng = np.random.default_rng([seed, 2])
     for _ in range(start_epoch):                             # keep the shuffling sequence of a resumed run
         rng.permutation(len(train_x))
@@ -255,9 +263,7 @@ def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=Tr
             % (epoch + 1, epochs, history["train_energy"][-1], "%.4g" % val if val == val else "- (no validation set)",
                history["epoch_seconds"][-1]))
         if run_dir is not None:
-            save_run_state(run_dir, model, epoch + 1, history, seed, meta)
-            if on_checkpoint is not None:
-                on_checkpoint(epoch + 1)
+            save_run_state(run_dir, model, epoch + 1, history, seed, meta, on_saved=on_checkpoint)
     return history
 
 
@@ -268,7 +274,7 @@ def is_best_epoch(history):
     return last is not None and np.isfinite(last) and last <= min(vals)
 
 
-def save_run_state(run_dir, model, epoch, history, seed, meta=None):
+def save_run_state(run_dir, model, epoch, history, seed, meta=None, on_saved=None):
     """checkpoint.npz (the last epoch, what --resume continues) and, when this epoch has the lowest validation
     MSE so far, best.npz too: training past the settling's stability edge can make later epochs worse
     (results/STUDY.md), and `convngc evaluate RUN/best.npz` evaluates the best one."""
@@ -276,6 +282,8 @@ def save_run_state(run_dir, model, epoch, history, seed, meta=None):
              rng_state=model.rng.bit_generator.state, backend=model.backend.name)
     params, opt = model.host_params(), model.host_opt_state()
     checkpoint.save(os.path.join(run_dir, "checkpoint.npz"), model.cfg, params, opt, m)
+    if on_saved is not None:
+        on_saved(epoch)
     if is_best_epoch(history):
         checkpoint.save(os.path.join(run_dir, "best.npz"), model.cfg, params, opt, m)
     write_json(os.path.join(run_dir, "history.json"), history)
@@ -298,13 +306,21 @@ def load_model(path, backend="numpy", expect_cfg=None):
     return model, meta
 
 
-def free_suffix(folder, name="metrics.json"):
-    """"" if folder/name is free, else "-2", "-3", ...: a later evaluation never overwrites an earlier one."""
+def claim_free_name(folder, name="metrics.json"):
+    """Claim the first free one of folder/name, name-2, name-3, ... by creating it empty (O_EXCL: of two
+    processes evaluating at once, each gets its own) and return its suffix ("", "-2", ...). The caller then
+    writes the file (atomic_write replaces the empty claim)."""
     stem, ext = os.path.splitext(name)
     k = 1
-    while os.path.exists(os.path.join(folder, "%s%s%s" % (stem, "" if k == 1 else "-%d" % k, ext))):
-        k += 1
-    return "" if k == 1 else "-%d" % k
+    while True:
+        suffix = "" if k == 1 else "-%d" % k
+        try:
+            fd = os.open(os.path.join(folder, stem + suffix + ext), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            k += 1
+            continue
+        os.close(fd)
+        return suffix
 
 
 def report_pictures(run_dir, model, tasks_last, suffix=""):
