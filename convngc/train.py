@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - not POSIX: the lock file is created ex
     fcntl = None
 
 from . import checkpoint, metrics, viz
-from .files import open_regular
+from .files import kind_of, open_regular
 from .model import ConvNGC
 
 try:
@@ -105,9 +105,10 @@ def _lock(path, created):
             os.close(fd)
         raise RunDirError("run folder %s is in use by another convngc process%s; wait for it to end or choose "
                           "another --out" % (path, pid)) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
         os.close(fd)
-        raise RunDirError("run folder %s: %s is not a regular file; remove it" % (path, lock))
+        raise RunDirError("run folder %s: %s is %s, not a regular file; remove it" % (path, lock, kind_of(mode)))
     os.ftruncate(fd, 0)
     os.write(fd, b"%d\n" % os.getpid())
     return RunFolder(path, created, fd)

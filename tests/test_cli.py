@@ -540,12 +540,9 @@ def test_a_named_pipe_in_a_run_folder_is_refused_not_read(tmp_path, capsys, fifo
     _train(run)
     capsys.readouterr()
     fifo_at(run / name)
-    t0 = time.monotonic()
     assert _main([a.format(run=run) if isinstance(a, str) else a for a in argv]) == 2
-    assert time.monotonic() - t0 < 15
     err = _one_line(capsys.readouterr().err)
-    assert re.search(re.escape(name) + r" is a named pipe, not a regular file|" + re.escape(name) + r".*not a regular "
-                     r"file", err), err
+    assert re.search(re.escape(name) + r" is a named pipe, not a regular file", err), err
 
 
 def _edit_header(path, edit):

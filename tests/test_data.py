@@ -914,10 +914,8 @@ def test_a_named_pipe_in_place_of_a_data_file_is_refused(tmp_path, fifo, where):
         (tmp_path / "mnist" / "raw").mkdir(parents=True)
         write_idx(tmp_path / "mnist" / "raw" / "t10k-labels-idx1-ubyte", np.zeros(3, np.uint8))
     fifo(tmp_path / where)
-    t0 = time.monotonic()
     with pytest.raises(DataError, match=r"is a named pipe, not a regular file"):
         D.load_dataset(name, "test", data_dir=tmp_path)
-    assert time.monotonic() - t0 < 15
 
 
 def test_a_named_pipe_in_the_way_of_a_download_is_refused(tmp_path, fifo, tiny_dataset):
