@@ -719,6 +719,19 @@ def main(argv=None, log=print):
     130 Ctrl-C, 143 SIGTERM."""
     from .download import Terminated, sigterm_raises
     args = build_parser().parse_args(argv)
+
+    def refused(why):
+        print("convngc reproduce: error: %s" % why, file=sys.stderr)
+        return 2
+    if not args.list:                               # the options first, before the rows' data is looked at
+        try:
+            get_backend(args.backend)               # a backend that cannot run here
+            if args.out is not None:
+                check_out(args.out, [], args.scale, args.trials, args.backend, args.overwrite)
+        except BackendUnavailable as exc:
+            return refused("--backend %s: %s" % (args.backend, exc))
+        except OutError as exc:
+            return refused(exc)
     rows, skipped = select_rows(args.rows, args.data_dir, log=(lambda s: None) if args.list else log)
     if args.list:
         list_rows(rows, skipped, args.scale, args.trials, log)
@@ -726,16 +739,11 @@ def main(argv=None, log=print):
     if not rows:
         log("nothing to run")
         return 1
-    try:
-        get_backend(args.backend)                   # a backend that cannot run here: one line, before any work
-        if args.out is not None:
+    if args.out is not None:
+        try:
             check_out(args.out, rows, args.scale, args.trials, args.backend, args.overwrite)
-    except BackendUnavailable as exc:
-        print("convngc reproduce: error: --backend %s: %s" % (args.backend, exc), file=sys.stderr)
-        return 2
-    except OutError as exc:
-        print("convngc reproduce: error: %s" % exc, file=sys.stderr)
-        return 2
+        except OutError as exc:
+            return refused(exc)
     out = args.out if args.out is not None else _new_out_dir()
     log("running %d rows at scale %r with %d trials, Conv-NGC backend %s -> %s (estimate %.0f min)"
         % (len(rows), args.scale, args.trials, args.backend, out,

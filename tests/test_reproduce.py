@@ -188,8 +188,13 @@ def test_the_default_out_is_a_new_folder_never_the_committed_results(tmp_path, n
     assert "default: a new folder runs/reproduce-<time>" in " ".join(reproduce.build_parser().format_help().split())
 
 
-def test_reproduce_out_on_a_file_is_one_line(tmp_path, no_run, capsys):
+def _no_selection(*a, **k):
+    raise AssertionError("the rows' data was looked at before the options were checked")
+
+
+def test_reproduce_out_on_a_file_is_one_line(tmp_path, no_run, monkeypatch, capsys):
     """Case 14: --out FILE gave NotADirectoryError."""
+    monkeypatch.setattr(reproduce, "select_rows", _no_selection)
     f = tmp_path / "notes.txt"
     f.write_text("mine")
     assert cli.main(["reproduce", "--scale", "smoke", "--rows", "cifar10/tv", "--trials", "1", "--out", str(f)]) == 2
@@ -201,6 +206,7 @@ def test_reproduce_out_on_a_file_is_one_line(tmp_path, no_run, capsys):
 def test_reproduce_on_a_backend_that_cannot_run_is_one_line(tmp_path, no_run, monkeypatch, capsys):
     """Case 13: --backend cuda without a GPU gave a raw BackendUnavailable traceback."""
     import ngc_cuda
+    monkeypatch.setattr(reproduce, "select_rows", _no_selection)
     monkeypatch.setattr(ngc_cuda, "require_gpu", lambda: (_ for _ in ()).throw(RuntimeError("no CUDA GPU found")))
     assert cli.main(["reproduce", "--scale", "smoke", "--rows", "cifar10/conv-ngc", "--trials", "1", "--backend",
                      "cuda", "--out", str(tmp_path / "o")]) == 2
