@@ -24,5 +24,5 @@ setup(
         # PyPI's torch is the multi-GB CUDA build; install the CPU wheel first (README, "Reproducing the paper").
         "baselines": ["torch>=2.0", "bm3d>=4.0"],
     },
-    entry_points={"console_scripts": ["convngc=convngc.cli:main"]},
+    entry_points={"console_scripts": ["convngc=convngc.__main__:main"]},      # Ctrl-C safe from the start
 )

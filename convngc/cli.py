@@ -8,9 +8,11 @@
   convngc download cifar10 --dest ~/data
   convngc info
 
-Every option is checked before any data is loaded or any folder is made. Exit status: 0 done; 1 a file could
-not be written (full disk, read-only folder); 2 a bad option, bad data, or a run folder that cannot be used;
-130 Ctrl-C; 143 SIGTERM.
+Every option is checked before any data is loaded or any folder is made. An option repeated keeps its last
+value (as argparse does); a Config field given by its flag and by --set with two values (--T 7 --set T=5) is an
+error naming both. An empty path (--out "", --data-dir "") is an error. Exit status: 0 done; 1 a file could
+not be written (full disk, read-only folder) or read (permissions); 2 a bad option, bad data, or a run folder that
+cannot be used; 130 Ctrl-C; 143 SIGTERM.
 """
 import argparse
 import dataclasses
@@ -27,7 +29,8 @@ from ngc_ref.config import RANGES, Config, ConfigError, check_option, describe_r
 
 from . import checkpoint, data, models, schedule, train, tune
 from .download import Terminated, sigterm_raises
-from .model import BACKENDS, BackendUnavailable, ConvNGC, DivergenceError, default_backend
+from .files import NotARegularFile, open_regular
+from .model import BACKENDS, BackendUnavailable, ConvNGC, DivergenceError, TooLarge, check_memory, default_backend
 
 TASKS = ("reconstruction", "denoising", "ood")
 # The CLI's default backend is chosen here and only here: the fastest one usable on this machine (cuda with a
@@ -60,6 +63,14 @@ RUN_FLAGS = {"dataset": "--dataset", "limit": "--limit", "val_limit": "--val-lim
 
 class UsageError(Exception):
     """An option that cannot apply (found after parsing, e.g. against a run's record): exit status 2."""
+
+
+def _path(text):
+    """A path option: an empty one ('' from an unset shell variable) would silently mean the current folder or
+    the default, so it is an error."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must be a path, got an empty string %r" % text)
+    return text
 
 
 class _Status:
@@ -149,7 +160,7 @@ def _set_item(text):
     fields = [f.name for f in dataclasses.fields(Config)]
     if key not in fields:
         raise argparse.ArgumentTypeError("unknown option %r; known: %s" % (key, ", ".join(sorted(fields))))
-    return key, _parse_field(key, value)
+    return key, _parse_field(key, value), text
 
 
 def _flag(field):
@@ -157,17 +168,28 @@ def _flag(field):
 
 
 def _overrides(args):
-    """The Config fields the user set, {field: (value, option)}; later options win."""
-    over = {}
+    """The Config fields the user set, {field: (value, option)}. An option repeated in the same spelling keeps
+    its last value (--T 5 --T 7 is 7; --set T=5 --set T=7 is 7), as argparse does; one field set by its flag and
+    by --set with two values (--set T=5 --T 7, --set pcn=false --pcn) is a UsageError naming both."""
+    over, typed = {}, {}
+
+    def put(field, value, option, shown):
+        if field in over and over[field][0] != value:
+            raise UsageError("%s and %s set %s to two values (%s and %s): give it once"
+                             % (typed[field], shown, field, _show(over[field][0]), _show(value)))
+        over[field], typed[field] = (value, option), shown
     for name in ("T", "beta", "gamma", "lr", "leak", "optimizer", "channels"):
         v = getattr(args, name, None)
         if v is not None:
-            over[name] = (v, MODEL_FLAGS[name])
+            put(name, v, MODEL_FLAGS[name], "%s %s" % (MODEL_FLAGS[name], _show(v)))
     for name in ("pcn", "learn_E"):
         if getattr(args, name, False):
-            over[name] = (True, MODEL_FLAGS[name])
-    for key, v in getattr(args, "set", None) or []:
-        over[key] = (v, "--set %s" % key)
+            put(name, True, MODEL_FLAGS[name], MODEL_FLAGS[name])
+    last = {}
+    for key, v, text in getattr(args, "set", None) or []:
+        last[key] = (v, text)
+    for key, (v, text) in last.items():
+        put(key, v, "--set %s" % key, "--set %s" % text)
     return over
 
 
@@ -188,8 +210,8 @@ def _config_from_args(args, base=None):
 # the parser: every option with one line of help, its default and the paper's value
 # ---------------------------------------------------------------------------------------------------------------
 def _add_common(p, batch_help):
-    p.add_argument("--data-dir", default=None, help="folder with real data (default: $CONVNGC_DATA_DIR, else "
-                   "../shared/data)")
+    p.add_argument("--data-dir", type=_path, default=None, help="folder with real data (default: "
+                   "$CONVNGC_DATA_DIR, else ../shared/data)")
     p.add_argument("--backend", default=None, choices=BACKENDS, help="numpy (the reference), cuda (GPU), cuda-emu "
                    "(the CUDA kernels emulated on the CPU: a validation tool, slow) (default: the fastest available: cuda "
                    "with a usable GPU, else cpu)")
@@ -254,11 +276,12 @@ def build_parser():
                    "(default: all)")
     p.add_argument("--val-limit", type=_int_at_least(0), default=None, help="use only the first N validation "
                    "images, 0 for none (default: all, 5,000 or 10%% of a smaller set)")
-    p.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<time>); never overwritten")
-    p.add_argument("--resume", default=None, metavar="RUN", help="continue the run in this folder; only --epochs, "
-                   "--backend and --data-dir may change (default: start a new run)")
-    p.add_argument("--init", default=None, metavar="CHECKPOINT", help="start a new run from this checkpoint's filters "
-                   "and Adam state (a .npz, or a run folder's checkpoint.npz), e.g. to continue with a smaller --beta "
+    p.add_argument("--out", type=_path, default=None, help="run folder (default runs/<dataset>-<time>); never "
+                   "overwritten")
+    p.add_argument("--resume", type=_path, default=None, metavar="RUN", help="continue the run in this folder; only "
+                   "--epochs, --backend and --data-dir may change (default: start a new run)")
+    p.add_argument("--init", type=_path, default=None, metavar="CHECKPOINT", help="start a new run from this "
+                   "checkpoint's filters and Adam state (a .npz, or a run folder's checkpoint.npz), e.g. to continue with a smaller --beta "
                    "and a larger --T past the stability edge; the layers must match, other options may differ (default: "
                    "new filters from --seed)")
     p.add_argument("--fresh-optimizer", action="store_true", help="with --init: start from the checkpoint's filters "
@@ -269,10 +292,10 @@ def build_parser():
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on reconstruction / denoising / OOD")
     _add_common(p, "images per settle; results do not depend on it (default 100; paper: 500 in training)")
-    p.add_argument("checkpoint", nargs="?", default=None, help="a run folder (its best.npz, else checkpoint.npz) "
-                   "or a checkpoint .npz")
-    p.add_argument("--model", default=None, help="a shipped model by name (%s), or a run folder or checkpoint "
-                   "(default: the CHECKPOINT argument)" % ", ".join(models.names() or ["models/<name>/"]))
+    p.add_argument("checkpoint", nargs="?", type=_path, default=None, help="a run folder (its best.npz, else "
+                   "checkpoint.npz) or a checkpoint .npz")
+    p.add_argument("--model", type=_path, default=None, help="a shipped model by name (%s), or a run folder or "
+                   "checkpoint (default: the CHECKPOINT argument)" % ", ".join(models.names() or ["models/<name>/"]))
     p.add_argument("--dataset", default=None, choices=data.DATASET_NAMES, help="(default: the training dataset)")
     p.add_argument("--split", default="test", choices=data.SPLITS, help="(default test)")
     p.add_argument("--tasks", nargs="+", default=["reconstruction", "denoising"], choices=TASKS,
@@ -285,14 +308,14 @@ def build_parser():
                    "(default: all)")
     p.add_argument("--T", type=_config_type("T"), default=None, help="settling steps of reconstruction and ood at "
                    "test time (default: the model's; paper: 60)")
-    p.add_argument("--T-denoise", dest="T_denoise", type=_int_at_least(1), default=None, help="settling steps of "
+    p.add_argument("--T-denoise", dest="T_denoise", type=_config_type("T"), default=None, help="settling steps of "
                    "denoising (default: the model's T_denoise, tuned by `convngc tune`)")
     p.add_argument("--denoise", choices=RANGES["denoise"][1:], default=None, help="the denoising reading: precision "
                    "(z^0 clamped, its error weighted by pi0), clamped (Algorithm 1), free (Sec. 4) (default: the model's)")
     p.add_argument("--pi0", type=_config_type("pi0"), default=None, help="precision of the noisy image's error "
                    "under --denoise precision (default: the model's, tuned by `convngc tune`)")
-    p.add_argument("--out", default=None, help="folder for metrics.json and pictures (default: the run folder); "
-                   "never a folder holding another run")
+    p.add_argument("--out", type=_path, default=None, help="folder for metrics.json and pictures (default: the "
+                   "run folder); never a folder holding another run")
 
     job = MAIN_JOB
     p = sub.add_parser("run", help="the main job: train + evaluate on a small real image set (no download)")
@@ -304,7 +327,7 @@ def build_parser():
                    "all" if job["limit"] is None else job["limit"]))
     p.add_argument("--trials", type=_int_at_least(1), default=None, help="evaluation trials (default %d here; "
                    "paper: 5)" % job["trials"])
-    p.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<time>)")
+    p.add_argument("--out", type=_path, default=None, help="run folder (default runs/<dataset>-<time>)")
     _add_schedule(p)
     _add_tune_limit(p, "validation images the denoising reading is tuned on, 0 to skip (default %d here)"
                     % job["tune_limit"])
@@ -366,15 +389,23 @@ def _abs(path):
 # run folders: what was recorded
 # ---------------------------------------------------------------------------------------------------------------
 def _read_config_json(run_dir):
+    """A run folder's config.json, checked once: a JSON object with a "model" object and a "run" object whose
+    fields have their types and ranges (checkpoint.check_run_args); None if there is none."""
     path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return None
     try:
-        with open(path) as f:
+        with open_regular(path) as f:
             rec = json.load(f)
-        rec["model"], rec["run"]
-    except (ValueError, KeyError, TypeError) as exc:
+        if not isinstance(rec, dict) or not isinstance(rec.get("model"), dict):
+            raise ValueError("expected a JSON object with a \"model\" object")
+        checkpoint.check_run_args(rec.get("run"), "run", required=("dataset", "batch_size", "epochs"))
+    except NotARegularFile as exc:
+        raise train.RunDirError("%s; restore config.json or start a new run" % exc) from None
+    except (ValueError, checkpoint.CheckpointError) as exc:
         raise train.RunDirError("%s: unreadable (%s); restore it or start a new run" % (path, exc)) from None
+    except OSError as exc:
+        raise train.RunDirError("%s: cannot read it (%s)" % (path, exc.strerror or exc)) from None
     return rec
 
 
@@ -413,7 +444,7 @@ def _init_from(path, cfg, log):
     """--init: (params, Adam state or None, which checkpoint) from a checkpoint whose layers match cfg."""
     if os.path.isdir(path):
         path = os.path.join(path, "checkpoint.npz")
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise UsageError("--init %s: no such checkpoint file" % path)
     cfg0, params, opt_state, meta = checkpoint.load(path)
     a, b = cfg0.to_dict(), cfg.to_dict()
@@ -431,7 +462,7 @@ def _checkpoint_info(path, meta=None):
     """Which checkpoint a metrics.json was computed from: absolute path, epoch, sha256 of the file (meta: the
     checkpoint's, when the caller has already loaded it)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     meta = checkpoint.load(path)[3] if meta is None else meta
@@ -447,6 +478,7 @@ def cmd_train(args, log=print, status=None):
     init_path = getattr(args, "init", None)
     if init_path and args.resume:
         raise UsageError("--init and --resume: --resume continues a run as it was; --init starts a new one")
+    _overrides(args)                  # a field given by its flag and by --set with two values: refused before any work
     if args.resume:
         return _resume(args, log, status)
     for k, v in TRAIN_DEFAULTS.items():
@@ -454,6 +486,8 @@ def cmd_train(args, log=print, status=None):
             setattr(args, k, v)
     backend = args.backend or _default_backend(log)
     cfg = _config_from_args(args)
+    val_batch = VAL_BATCH if args.val_limit is None else min(VAL_BATCH, args.val_limit)
+    _check_memory(args, cfg, max(args.batch_size, val_batch), backend)
     init = _init_from(init_path, cfg, log) if init_path else None
     if getattr(args, "fresh_optimizer", False) and not init:
         raise UsageError("--fresh-optimizer applies to --init only (a new run starts with a fresh Adam state)")
@@ -540,6 +574,20 @@ def cmd_tune(args, log=print, status=None):
     return _tune_file(path, x, seed, args.backend or _default_backend(log), log, dry_run=args.dry_run)
 
 
+VAL_BATCH = 100          # train.fit's validation batch
+
+
+def _check_memory(args, cfg, batch, backend):
+    """A config (or batch) whose arrays cannot fit this machine: a UsageError with the estimate and the options
+    that set it, before any data is loaded."""
+    try:
+        check_memory(cfg, batch, backend)
+    except TooLarge as exc:
+        flags = [f for f, given in (("--channels", getattr(args, "channels", None)),
+                                    ("--batch-size", getattr(args, "batch_size", None))) if given is not None]
+        raise UsageError("%s%s" % (", ".join(flags) + ": " if flags else "", exc)) from None
+
+
 def _resume(args, log, status):
     run_dir = args.resume
     folder = train.claim_run_dir(run_dir, resume=True)          # no other process trains it meanwhile
@@ -547,11 +595,19 @@ def _resume(args, log, status):
         status.run_dir = run_dir
         recorded = _read_config_json(run_dir)
         ck = os.path.join(run_dir, "checkpoint.npz")
-        if os.path.exists(ck):
+        if os.path.lexists(ck):
             cfg, _, _, meta = checkpoint.load(ck)
             _check_same_config(run_dir, recorded, cfg, meta)
+            if "epoch" not in meta:
+                raise checkpoint.CheckpointError("checkpoint %s has no meta.epoch: it was not written by a training "
+                                                 "run, so it cannot be resumed (train --init %s starts a new run "
+                                                 "from it)" % (ck, ck))
             run_args = dict(meta.get("run_args") or (recorded or {}).get("run") or {})
-            start, history, seed = meta["epoch"], meta["history"], meta.get("seed", run_args.get("seed", 0))
+            missing = [k for k in ("dataset", "batch_size") if k not in run_args]
+            if missing:
+                raise train.RunDirError("--resume %s: neither the checkpoint nor config.json records the run's %s"
+                                        % (run_dir, ", ".join(missing)))
+            start, history, seed = meta["epoch"], meta.get("history"), meta.get("seed", run_args.get("seed", 0))
             status.checkpointed(start)
             trained_on = meta.get("backend")
         elif recorded is not None:
@@ -673,6 +729,8 @@ def cmd_evaluate(args, model=None, run_dir=None, log=print, status=None, ckpt=No
             raise train.RunDirError("--out %s holds another run (%s): the metrics of %s would mix with it; choose a "
                                     "new or empty folder" % (out_dir, other[0], ckpt))
     cfg = model.cfg
+    _check_memory(args, cfg, args.batch_size if args.limit is None else min(args.batch_size, args.limit),
+                  model.backend.name)
     loaded = []                                                 # every task's data first: a data error costs nothing
     for task in args.tasks:
         name = _dataset_for(args.ood_dataset if task == "ood" else dataset, cfg, log)
@@ -699,15 +757,22 @@ def cmd_evaluate(args, model=None, run_dir=None, log=print, status=None, ckpt=No
                 "%.4f | SSIM (windowed) %.4f)" % (n["mse"]["mean"], n["psnr"]["mean"], n["psnr_of_mse"]["mean"],
                                                   n["ssim_global"]["mean"], n["ssim"]["mean"]))
     os.makedirs(out_dir, exist_ok=True)
-    suffix = train.free_suffix(out_dir)                 # an earlier evaluation's files are kept
-    train.write_json(os.path.join(out_dir, "metrics%s.json" % suffix),
-                     {"model_dataset": dataset, "checkpoint": _checkpoint_info(ckpt), "results": results,
-                      "model": shipped, "config": cfg.to_dict(),
-                      "metric_scale": "[0,255]", "noise_std": train.NOISE_STD, "T": args.T or cfg.T,
-                      "T_denoise": args.T_denoise or cfg.denoise_T, "pi0": cfg.denoise_pi0,
-                      "psnr": "psnr = mean over images of Eq. 6 (per image, per channel); psnr_of_mse = "
-                              "10 log10(255^2 / MSE) of the mean MSE",
-                      "ssim": "ssim_global = Eq. 5 on whole-image statistics; ssim = windowed (Gaussian sigma 1.5)"})
+    info = _checkpoint_info(ckpt)
+    # an earlier evaluation's files are kept, and of two evaluations running at once each claims its own name
+    suffix = train.claim_free_name(out_dir)
+    metrics_path = os.path.join(out_dir, "metrics%s.json" % suffix)
+    try:
+        train.write_json(metrics_path, {
+            "model_dataset": dataset, "checkpoint": info, "results": results, "model": shipped,
+            "config": cfg.to_dict(), "metric_scale": "[0,255]", "noise_std": train.NOISE_STD, "T": args.T or cfg.T,
+            "T_denoise": getattr(args, "T_denoise", None) or cfg.denoise_T, "pi0": cfg.denoise_pi0,
+            "psnr": "psnr = mean over images of Eq. 6 (per image, per channel); psnr_of_mse = 10 log10(255^2 / MSE) "
+                    "of the mean MSE",
+            "ssim": "ssim_global = Eq. 5 on whole-image statistics; ssim = windowed (Gaussian sigma 1.5)"})
+    except BaseException:
+        if os.path.isfile(metrics_path) and os.path.getsize(metrics_path) == 0:
+            os.remove(metrics_path)                     # the empty claim: nothing was written
+        raise
     train.report_pictures(out_dir, model, last, suffix)
     log("metrics%s.json, sample grids and the energy curve written to %s" % (suffix, out_dir))
     return results
@@ -769,10 +834,22 @@ def _plain_warning(message, category, filename, lineno, file=None, line=None):
     print("warning: %s" % message, file=sys.stderr if file is None else file)
 
 
+def _epoch_on_disk(run_dir, fallback):
+    """The epoch of run_dir/checkpoint.npz as the disk holds it (0: none there); `fallback` if unreadable."""
+    ck = os.path.join(run_dir, "checkpoint.npz")
+    if not os.path.lexists(ck):
+        return 0
+    try:
+        return int(checkpoint.load(ck)[3].get("epoch", fallback))
+    except (checkpoint.CheckpointError, OSError, ValueError, TypeError):
+        return fallback
+
+
 def _interrupted(exc, status):
     what = "terminated" if isinstance(exc, Terminated) else "interrupted"
     if status.run_dir is None:
         return "%s; no run folder was written" % what
+    status.epoch = _epoch_on_disk(status.run_dir, status.epoch)     # what is on disk, not what was last heard
     if status.epoch:
         return ("%s; %s (epoch %d) is intact: continue with `convngc train --resume %s`"
                 % (what, os.path.join(status.run_dir, "checkpoint.npz"), status.epoch, status.run_dir))
@@ -802,8 +879,11 @@ def main(argv=None):
         except UsageError as exc:
             print("convngc %s: error: %s" % (args.cmd, exc), file=sys.stderr)
             return 2
+        except data.DataReadError as exc:              # a data file there but unreadable: the read failed
+            print("error: %s" % exc, file=sys.stderr)
+            return 1
         except (data.DataError, checkpoint.CheckpointError, train.RunDirError, DivergenceError,
-                BackendUnavailable, ConfigError) as exc:
+                BackendUnavailable, ConfigError, TooLarge, NotARegularFile) as exc:
             print("error: %s" % exc, file=sys.stderr)
             return 2
         except OSError as exc:                         # a full disk, a read-only folder: the file and the cause

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import hashlib
 import os
 import re
+import secrets
 import shutil
 import signal
 import sys
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 from .data import DataError
+from .files import NotARegularFile, open_regular
 
 __all__ = ["Remote", "Source", "DATASETS", "download", "fetch", "file_checksum", "extract", "Terminated",
            "sigterm_raises"]
@@ -150,7 +153,7 @@ def _parse_checksum(checksum: str) -> Tuple[str, str]:
 def file_checksum(path, algo: str = "sha256") -> str:
     """Hex digest of a file (read in 1 MiB chunks)."""
     h = hashlib.new(algo)
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -165,15 +168,33 @@ def fetch(url: str, path, checksum: str, progress: bool = True, timeout: float =
     """
     path = Path(path)
     algo, want = _parse_checksum(checksum)
-    if path.exists():
-        got = file_checksum(path, algo)
+    if os.path.lexists(path):
+        try:
+            got = file_checksum(path, algo)
+        except NotARegularFile as e:
+            raise DataError(f"{e}; it is in the way of the download: move it away and run the download again") \
+                from None
         if got == want:
             return path
         raise DataError(f"{path}: exists but its {algo} is {got}, expected {want}; it is corrupt or a different "
                         f"file. Delete it and run the download again (existing files are never overwritten)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    # The temporary file's name is chosen, and its removal set up (the finally below), before the file exists:
+    # a signal that lands anywhere once it exists (even inside the open) finds the cleanup in place.
+    # (tempfile.mkstemp creates the file before the caller can register a cleanup: a SIGTERM between the two
+    # left a .part file behind.)
+    tmp = None
     try:
+        for _ in range(100):
+            name = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.part")
+            try:
+                tmp = name                                     # ours from the moment os.open creates it
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+                break
+            except FileExistsError:                            # another's file: never ours to remove
+                tmp = None
+        else:
+            raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent))
         h = hashlib.new(algo)
         with os.fdopen(fd, "wb") as out:
             try:
@@ -221,7 +242,7 @@ def fetch(url: str, path, checksum: str, progress: bool = True, timeout: float =
                             f"download is corrupt or the file changed upstream; nothing was saved, retry")
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.lexists(tmp):
             os.unlink(tmp)
     return path
 
@@ -297,14 +318,32 @@ def _positive(text: str) -> float:
     return v
 
 
+def _rate(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (v >= 0 and v != float("inf")):          # NaN compares false: refused, as every option refuses it
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 (0 disables the check), got {text!r}")
+    return v
+
+
+def _dest(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must be a folder, got an empty string {text!r}")
+    return text
+
+
 def main(argv=None, prog=None) -> int:
     """`convngc download` and `python data/download.py`: NAME --dest DIR [--base-url] [--checksum] [--quiet].
 
     Exit status: 0 done, 1 the download or the disk failed, 2 a bad option, 130 Ctrl-C, 143 SIGTERM.
     """
-    p = argparse.ArgumentParser(prog=prog, description="Download a dataset in its original format, verified by checksum.")
+    p = argparse.ArgumentParser(prog=prog, description="Download a dataset in its original format, verified by "
+                                "checksum.")
     p.add_argument("name", choices=sorted(DATASETS))
-    p.add_argument("--dest", default=os.environ.get("CONVNGC_DATA_DIR"), required=not os.environ.get("CONVNGC_DATA_DIR"),
+    p.add_argument("--dest", type=_dest, default=os.environ.get("CONVNGC_DATA_DIR") or None,
+                   required=not os.environ.get("CONVNGC_DATA_DIR"),
                    help="data root; files go to DEST/NAME/ (default $CONVNGC_DATA_DIR)")
     p.add_argument("--base-url", default=None, help="mirror to fetch the files from instead of the official host "
                    "(default: the official host)")
@@ -315,7 +354,7 @@ def main(argv=None, prog=None) -> int:
                    f"(default {TIMEOUT:g})")
     p.add_argument("--deadline", type=_positive, default=DEADLINE, help="seconds for a whole file "
                    f"(default {DEADLINE:g}, {DEADLINE / 3600:g} h)")
-    p.add_argument("--min-rate", type=float, default=MIN_RATE, help="bytes/s each minute must reach; 0 disables "
+    p.add_argument("--min-rate", type=_rate, default=MIN_RATE, help="bytes/s each minute must reach; 0 disables "
                    f"(default {MIN_RATE:g})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
@@ -334,7 +373,7 @@ def main(argv=None, prog=None) -> int:
         except DataError as e:
             p.error(f"--checksum {c!r}: expected [FILE=]ALGO:HEX; {e}")
         checksums[fname] = value
-    limits = dict(timeout=a.timeout, deadline=a.deadline, min_rate=max(a.min_rate, 0.0), rate_window=RATE_WINDOW)
+    limits = dict(timeout=a.timeout, deadline=a.deadline, min_rate=a.min_rate, rate_window=RATE_WINDOW)
     try:
         with sigterm_raises():
             folder = download(a.name, a.dest, base_url=a.base_url, progress=not a.quiet, checksums=checksums,

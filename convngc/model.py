@@ -11,12 +11,13 @@ class only validates input, moves arrays, draws the random initial top state on 
 backend starts from the same numbers) and keeps the optimiser state.
 """
 import functools
+import os
 import types
 import warnings
 
 import numpy as np
 
-from ngc_ref import model as ref_model, optim as ref_optim
+from ngc_ref import checks as ref_checks, model as ref_model, optim as ref_optim
 from ngc_ref.config import Config
 
 BACKENDS = ("numpy", "cpu", "cuda", "cuda-emu")          # each computes every Config option
@@ -26,8 +27,82 @@ class DivergenceError(FloatingPointError):
     """Settling or learning produced NaN/Inf."""
 
 
+class InitialOverflow(DivergenceError):
+    """The energy is NaN/Inf at step 0 of a settle, before any correction: the initial states or the parameters
+    are out of range (an absurd mu_z, lr or w_std), not the dynamics; nothing in training can take it back."""
+
+
 class BackendUnavailable(RuntimeError):
     """The requested backend cannot run here (e.g. "cuda" without a GPU)."""
+
+
+class TooLarge(ValueError):
+    """A config (or a batch for it) whose arrays cannot fit this machine's memory: refused, with the estimate,
+    before anything is allocated."""
+
+
+def machine_memory(backend="numpy"):
+    """Bytes of memory the backend's arrays can use at most: the GPU's for "cuda", else the host's physical
+    memory (or the cgroup's limit when lower). None when it cannot be told."""
+    if backend == "cuda":
+        try:
+            import cupy
+            return int(cupy.cuda.runtime.memGetInfo()[1])
+        except Exception:
+            return None
+    return _host_memory()
+
+
+@functools.lru_cache(maxsize=None)
+def _host_memory():
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = None
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(limit) as f:
+                v = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if v > 0 and (total is None or v < total):
+            total = v
+    return total
+
+
+def memory_estimate(cfg, batch, dtype=np.float32):
+    """A lower bound on the bytes a settle (and a learning step) of `batch` images needs: the parameters with
+    their two Adam moments and their updates, and the states z, the predictions zbar and the errors e of every
+    layer. Returns (bytes, {what: bytes}) with the largest parts named."""
+    item = np.dtype(dtype).itemsize
+    n_par = sum(int(np.prod(ref_checks.param_shape(cfg, k, l), dtype=object)) for k in ("W", "b")
+                for l in range(1, cfg.L + 1)) * (2 if cfg.learn_E else 1)
+    parts = {"the parameters, their Adam moments and updates": 4 * n_par * item}
+    for l in range(cfg.L + 1):
+        H, W = cfg.map_hw(l)
+        parts["z, zbar, e of layer %d (%d maps of %dx%d)" % (l, cfg.layer_channels[l], H, W)] = \
+            3 * int(batch) * cfg.layer_channels[l] * H * W * item
+    return sum(parts.values()), parts
+
+
+def _gib(n):
+    return "%.3g GiB" % (n / 2.0 ** 30)
+
+
+def check_memory(cfg, batch, backend="numpy", dtype=np.float32):
+    """Raise TooLarge, with the estimate, when `batch` images of this config cannot fit in memory."""
+    need, parts = memory_estimate(cfg, batch, dtype)
+    have = machine_memory(backend)
+    if have is not None and need > have:
+        what, most = max(parts.items(), key=lambda kv: kv[1])
+        where = "on the GPU" if backend == "cuda" else "of this machine"
+        channels = ",".join(map(str, cfg.channels))
+        if not batch:
+            raise TooLarge("channels %s: the parameters, their Adam moments and updates need at least %s, more than "
+                           "the %s of memory %s: use fewer channels" % (channels, _gib(need), _gib(have), where))
+        raise TooLarge("channels %s with a batch of %d needs at least %s (%s alone: %s), more than the %s of "
+                       "memory %s: use fewer channels or a smaller batch"
+                       % (channels, batch, _gib(need), what, _gib(most), _gib(have), where))
 
 
 def default_backend():
@@ -131,9 +206,22 @@ class ConvNGC:
     """A Conv-NGC model (Ororbia & Mali): parameters, optimiser state, and a backend that does the math."""
 
     def __init__(self, cfg=None, backend="numpy", seed=0, dtype=np.float32, params=None):
+        if cfg is not None and not isinstance(cfg, Config):
+            raise TypeError("ConvNGC(cfg=...): expected a Config (e.g. Config(T=60)), got %s %r"
+                            % (type(cfg).__name__, cfg))
         self.cfg = cfg if cfg is not None else Config()
+        if params is not None:                 # before any allocation: every layer and shape named
+            try:
+                ref_checks.check_params(params, self.cfg, where="ConvNGC(params=...)")
+            except ValueError as exc:          # NaN/Inf is named below, as a DivergenceError
+                if "contains NaN or Inf" not in str(exc):
+                    raise
+            if self.cfg.learn_E and params.get("E") is None:
+                raise ValueError("ConvNGC(params=...): the config has learn_E=True but params has no 'E' (the "
+                                 "error filters E^l)")
         self.backend = get_backend(backend)
         self.dtype = np.dtype(dtype)
+        check_memory(self.cfg, 0, backend, self.dtype)
         if backend == "cpu" and self.dtype not in (np.float32, np.float64):
             raise TypeError("backend 'cpu' computes in float32 or float64; got dtype %s" % self.dtype)
         if backend in ("cuda", "cuda-emu") and self.dtype != np.float32:
@@ -161,6 +249,7 @@ class ConvNGC:
         # NaN/Inf that is already there is named as such; only NaN/Inf born while settling is divergence
         _check_finite_params(self.params, "ConvNGC.settle", "the parameters were broken before settling "
                              "(set by hand, or by an earlier failed update): reload a checkpoint")
+        check_memory(self.cfg, x.shape[0], self.backend.name, self.dtype)       # before allocating the states
         if z_top is None:
             z_top = ref_model.draw_top(self.cfg, x.shape[0], self.rng, self.dtype)
         elif _nonfinite(z_top):
@@ -172,10 +261,37 @@ class ConvNGC:
         if not np.isfinite(energy).all():
             t = int(np.argmax(~np.isfinite(energy).all(axis=1)))
             kind = "NaN" if np.isnan(energy[t]).any() else "Inf"
+            if t == 0:
+                raise InitialOverflow(self._overflow_at_start(kind, z_top, energy.shape[0] - 1))
             raise DivergenceError("settling diverged: the energy became %s at step %d of %d (the states grew "
                                   "without bound from finite inputs and parameters); lower beta (now %g)"
                                   % (kind, t, energy.shape[0] - 1, self.cfg.beta))
         return res
+
+    def _overflow_at_start(self, kind, z_top, T):
+        """The message for an energy that is NaN/Inf at step 0: that is the initial states (the top state and
+        the ancestral predictions from it), before any correction, so beta plays no part: name what is large."""
+        cfg = self.cfg
+        big = []
+        top = float(np.max(np.abs(self.backend.to_host(z_top)))) if z_top.size else 0.0
+        if top > 1e3:
+            big.append("the initial top state z^L reaches |z^L| = %.3g (drawn from N(mu_z = %g, sigma_z = %g))"
+                       % (top, cfg.mu_z, cfg.sigma_z))
+        for key, name, why in (("W", "filters W", "they start at N(0, w_std = %g) and move by the learning rate "
+                                "lr = %g" % (cfg.w_std, cfg.lr)),
+                               ("b", "biases b", "they start at 0 and move by the learning rate lr = %g" % cfg.lr),
+                               ("E", "error filters E", "learning rate lr = %g" % cfg.lr)):
+            arrs = self.params.get(key)
+            if not arrs:
+                continue
+            l, m = max(((l, float(np.max(np.abs(self.backend.to_host(a))))) for l, a in enumerate(arrs)
+                        if a is not None and a.size), key=lambda lm: lm[1], default=(0, 0.0))
+            if m > 1e3:
+                big.append("the %s reach |%s^%d| = %.3g (%s)" % (name, key, l, m, why))
+        cause = "; ".join(big) if big else ("the predictions of the ancestral pass grew too large for %s (no single "
+                                            "value is large: the layers are wide or deep)" % self.dtype.name)
+        return ("settling diverged: the energy became %s at step 0 of %d, before any state correction, so beta is "
+                "not the cause: the initial states overflowed %s: %s" % (kind, T, self.dtype.name, cause))
 
     def reconstruct(self, x, T=None):
         """Reconstruction: z^0 clamped to x for all T steps; returns the output image (zbar^0, or z^0 with
@@ -196,8 +312,9 @@ class ConvNGC:
     def learn(self, x, T=None):
         """Settle on x, then update the filters once. Returns the mean energy per image after settling."""
         res = self.last_result = self.settle(x, T=T, clamp="always")
-        deltas = self.backend.filter_updates(res, self.params, self.cfg)
-        self.backend.step(self.params, deltas, self.opt_state, self.cfg)
+        with np.errstate(over="ignore", invalid="ignore"):      # an overflow is reported below, by parameter
+            deltas = self.backend.filter_updates(res, self.params, self.cfg)
+            self.backend.step(self.params, deltas, self.opt_state, self.cfg)
         _check_finite_params(self.params, "learn", "the filter update overflowed: lower the learning rate "
                              "(lr, now %g)" % self.cfg.lr)
         return float(np.mean(self.backend.to_host(res.energy[-1])))

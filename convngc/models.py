@@ -64,7 +64,7 @@ def resolve(spec):
         return path
     if os.path.isdir(spec):
         for name in ("best.npz", "checkpoint.npz"):
-            if os.path.isfile(os.path.join(spec, name)):
+            if os.path.lexists(os.path.join(spec, name)):          # not a regular file: the loader says so
                 return os.path.join(spec, name)
         raise ModelNotFound("%s: a folder without best.npz or checkpoint.npz; not a run folder" % spec)
     if os.path.isfile(spec):

@@ -11,13 +11,15 @@ denoising noise N(0, 0.1) of trial k are the same for every model (convngc.train
 distribution rows reuse the models trained for the source dataset's row in the same trial. Classical denoisers
 are tuned once on validation images (never test images), then evaluated on the same noisy test images.
 
-Writes, under --out (default results/):
+Writes, under --out (default: a new folder runs/reproduce-<time>; committed results are never overwritten without
+--overwrite):
   <table>.md                   mean +/- std (population std over trials) next to the paper's numbers
   raw/<row>.json               the row's config and every trial's metrics, training history and timings
   figure3-<dataset>.png        clean / noisy / Conv-NGC-denoised test images (trial 0)
   figure4-<dataset>.png        the bottom three layers' state maps of Conv-NGC for one test image (trial 0)
   training-<dataset>-<model>.png  validation reconstruction MSE against epochs, one line per trial
-Tables are rebuilt from every raw/*.json present, so runs of different --rows add up.
+Tables are rebuilt from every raw/*.json present, so runs of different --rows add up. A finished row of another
+scale or config in --out/raw/ is never replaced: the run is refused, naming it, unless --overwrite is given.
 """
 import argparse
 import dataclasses
@@ -32,7 +34,9 @@ import numpy as np
 from ngc_ref.config import Config
 
 from . import data, metrics, train, viz
-from .model import BACKENDS, ConvNGC
+from .checkpoint import strict_json
+from .files import NotARegularFile, open_regular
+from .model import BACKENDS, BackendUnavailable, ConvNGC, get_backend
 
 DEFAULT_BACKEND = "cpu" if "cpu" in BACKENDS else "numpy"
 METRICS = ("mse", "ssim_global", "ssim", "psnr")
@@ -435,7 +439,7 @@ def read_raw(out_dir):
     folder = os.path.join(out_dir, "raw")
     for f in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         if f.endswith(".json"):
-            with open(os.path.join(folder, f)) as fh:
+            with open_regular(os.path.join(folder, f), "r") as fh:
                 recs.append(json.load(fh))
     return recs
 
@@ -609,25 +613,125 @@ def list_rows(rows, skipped, scale, trials, log=print):
         "--backend numpy makes its rows about 40x longer)" % (estimate_seconds(rows, scale, trials) / 60))
 
 
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be an integer >= 1, got %r" % text)
+    return v
+
+
+def _path(text):
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must be a path, got an empty string %r" % text)
+    return text
+
+
 def build_parser():
     ap = argparse.ArgumentParser(prog="convngc reproduce", description="Reproduce the paper's Tables 1-2 and "
                                  "Figures 3-4 next to its baselines and classical denoisers.")
     ap.add_argument("--scale", choices=tuple(SCALES), default="quick",
                     help="quick: fits 2 CPU cores in about an hour; paper: the full protocol")
-    ap.add_argument("--trials", type=int, default=5, help="trials (seeds 0..trials-1); the paper's: 5")
+    ap.add_argument("--trials", type=_positive_int, default=5, help="trials (seeds 0..trials-1); the paper's: 5")
     ap.add_argument("--rows", nargs="+", default=None, metavar="PATTERN",
                     help="run only the rows matching these patterns, e.g. 'cifar10/*' 'cifar10->cinic10/conv-ngc'")
     ap.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND, help="backend of the Conv-NGC rows")
-    ap.add_argument("--data-dir", default=None, help="real data (default: $CONVNGC_DATA_DIR or ../shared/data)")
-    ap.add_argument("--out", default="results", help="folder for the tables, raw JSON and figures")
+    ap.add_argument("--data-dir", type=_path, default=None, help="real data (default: $CONVNGC_DATA_DIR or "
+                    "../shared/data)")
+    ap.add_argument("--out", type=_path, default=None, help="folder for the tables, raw JSON and figures (default: a "
+                    "new folder runs/reproduce-<time>; --out results adds to the committed tables)")
+    ap.add_argument("--overwrite", action="store_true", help="replace finished rows in --out/raw/ of another scale or "
+                    "config (default: refuse, naming them)")
     ap.add_argument("--list", action="store_true", help="print the rows, their sizes and a time estimate; run nothing")
     return ap
 
 
+class OutError(Exception):
+    """--out cannot take this run: a file, or finished rows of another scale or config (exit status 2)."""
+
+
+def _same_row(old, scale, setup):
+    """What differs between a finished row's record and this run's (scale, setup): [] if nothing."""
+    new = json.loads(json.dumps(strict_json({"scale": scale, "setup": setup})))
+    diff = ["scale %s -> %s" % (old.get("scale"), scale)] if old.get("scale") != scale else []
+    a, b = old.get("setup") or {}, new["setup"]
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+                diff += ["%s.%s %s -> %s" % (k, j, a[k].get(j), b[k].get(j)) for j in sorted(set(a[k]) | set(b[k]))
+                         if a[k].get(j) != b[k].get(j)]
+            else:
+                diff.append("%s %s -> %s" % (k, a.get(k), b.get(k)))
+    return diff
+
+
+def check_out(out_dir, rows, scale, trials, backend, overwrite=False):
+    """Refuse (OutError), before anything runs, an --out that is a file, or whose raw/ holds a finished row that
+    this run would replace with another scale or config (unless overwrite). The same row with the same scale
+    and config may be run again: it replaces itself."""
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise OutError("--out %s is a file, not a folder; choose a folder" % out_dir)
+    raw = os.path.join(out_dir, "raw")
+    if os.path.lexists(raw) and not os.path.isdir(raw):
+        raise OutError("--out %s: %s is a file, not a folder" % (out_dir, raw))
+    if overwrite:
+        return
+    clash = []
+    for r in rows:
+        path = raw_path(out_dir, r.id)
+        if not os.path.lexists(path):
+            continue
+        try:
+            with open_regular(path, "r") as f:
+                old = json.load(f)
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            clash.append("%s (unreadable: %s)" % (path, exc))
+            continue
+        diff = _same_row(old, scale, row_setup(r, SCALES[scale], trials, backend))
+        if diff:
+            clash.append("%s (%s)" % (path, "; ".join(diff[:4]) + ("; ..." if len(diff) > 4 else "")))
+    if clash:
+        raise OutError("--out %s already holds finished rows of another scale or config, which this run would "
+                       "replace: %s. Choose another --out (the default is a new folder), or pass --overwrite to "
+                       "replace them" % (out_dir, ", ".join(clash)))
+
+
+def _new_out_dir():
+    """runs/reproduce-<time>, or -2, -3, ... if taken (created here, atomically)."""
+    base = os.path.join("runs", "reproduce-%s" % time.strftime("%Y%m%d-%H%M%S"))
+    os.makedirs("runs", exist_ok=True)
+    k = 1
+    while True:
+        path = base if k == 1 else "%s-%d" % (base, k)
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            k += 1
+
+
 def main(argv=None, log=print):
+    """Exit status: 0 done, 1 a file could not be written or nothing to run, 2 a bad option, data or --out,
+    130 Ctrl-C, 143 SIGTERM."""
+    from .download import Terminated, sigterm_raises
     args = build_parser().parse_args(argv)
-    if args.trials < 1:
-        raise SystemExit("error: --trials must be >= 1")
+
+    def refused(why):
+        print("convngc reproduce: error: %s" % why, file=sys.stderr)
+        return 2
+    if not args.list:                               # the options first, before the rows' data is looked at
+        try:
+            get_backend(args.backend)               # a backend that cannot run here
+            if args.out is not None:
+                check_out(args.out, [], args.scale, args.trials, args.backend, args.overwrite)
+        except BackendUnavailable as exc:
+            return refused("--backend %s: %s" % (args.backend, exc))
+        except OutError as exc:
+            return refused(exc)
     rows, skipped = select_rows(args.rows, args.data_dir, log=(lambda s: None) if args.list else log)
     if args.list:
         list_rows(rows, skipped, args.scale, args.trials, log)
@@ -635,14 +739,33 @@ def main(argv=None, log=print):
     if not rows:
         log("nothing to run")
         return 1
+    if args.out is not None:
+        try:
+            check_out(args.out, rows, args.scale, args.trials, args.backend, args.overwrite)
+        except OutError as exc:
+            return refused(exc)
+    out = args.out if args.out is not None else _new_out_dir()
     log("running %d rows at scale %r with %d trials, Conv-NGC backend %s -> %s (estimate %.0f min)"
-        % (len(rows), args.scale, args.trials, args.backend, args.out,
+        % (len(rows), args.scale, args.trials, args.backend, out,
            estimate_seconds(rows, args.scale, args.trials) / 60))
     if args.backend == "numpy" and "cpu" not in BACKENDS:
         log("note: the Conv-NGC rows run on the NumPy reference (no fast CPU backend in this version)")
     t0 = time.time()
-    run(rows, args.scale, args.trials, args.backend, args.data_dir, args.out, log)
-    log("done in %.1f min; tables in %s" % ((time.time() - t0) / 60, args.out))
+    try:
+        with sigterm_raises():
+            run(rows, args.scale, args.trials, args.backend, args.data_dir, out, log)
+    except (data.DataError, NotARegularFile) as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 1 if isinstance(exc, data.DataReadError) else 2
+    except OSError as exc:
+        print("error: cannot write %s: %s" % (exc.filename, exc.strerror) if exc.filename and exc.strerror
+              else "error: %s" % exc, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        print("%s; the rows finished before it are in %s/raw" % (
+            "terminated" if isinstance(exc, Terminated) else "interrupted", out), file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    log("done in %.1f min; tables in %s" % ((time.time() - t0) / 60, out))
     return 0
 
 

@@ -197,5 +197,6 @@ class BetaSchedule:
                 % (before.lr, model.cfg.lr))
         self.log("update %d: %s: %s; %s, a fresh Adam state, %s" % (
             update, reason, why, what, "the parameters of update %d (probe MSE %.3f)" % (self.best_update, self.best_mse)
-            if self.best_params is not None else "the current parameters"))
+            if self.best_update is not None else "the initial parameters" if self.best_params is not None
+            else "the current parameters"))
         return event

@@ -12,6 +12,7 @@ initial top state (and the noise); tables report mean and std over trials.
 """
 import json
 import os
+import stat
 import time
 
 import numpy as np
@@ -24,7 +25,8 @@ except ImportError:  # pragma: no cover - not POSIX: the lock file is created ex
     fcntl = None
 
 from . import checkpoint, metrics, viz
-from .model import ConvNGC, DivergenceError
+from .files import kind_of, open_regular
+from .model import ConvNGC, DivergenceError, InitialOverflow
 
 try:
     from tqdm.auto import tqdm
@@ -92,18 +94,22 @@ def _lock(path, created):
         if fcntl is None:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
         else:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NONBLOCK", 0), 0o666)    # a pipe: no wait
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except (BlockingIOError, FileExistsError):
         try:
-            with open(lock) as f:
+            with open_regular(lock, "r") as f:
                 pid = " (pid %s)" % f.read().strip() if fcntl is not None else ""
-        except OSError:
+        except (OSError, ValueError):
             pid = ""
         if fcntl is not None:
             os.close(fd)
         raise RunDirError("run folder %s is in use by another convngc process%s; wait for it to end or choose "
                           "another --out" % (path, pid)) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise RunDirError("run folder %s: %s is %s, not a regular file; remove it" % (path, lock, kind_of(mode)))
     os.ftruncate(fd, 0)
     os.write(fd, b"%d\n" % os.getpid())
     return RunFolder(path, created, fd)
@@ -242,11 +248,14 @@ def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=Tr
     """Algorithm 1 + 2 over minibatches for `epochs` epochs (counting from start_epoch).
 
     After each epoch: validation reconstruction MSE, a checkpoint (atomic), the history and its plot;
-    on_checkpoint(epoch) is called once that epoch's checkpoint is on disk. `schedule` (a
-    schedule.BetaSchedule, or None) watches every update: it steps beta down at the settle's stability edge
-    and takes a blow-up back to its restore point (convngc/schedule.py); without it a diverged update raises.
+    on_checkpoint(epoch) is called as soon as that epoch's checkpoint.npz is on disk (before best.npz, the
+    history and the plot), so what it records is what the disk holds. `schedule` (a schedule.BetaSchedule, or
+    None) watches every update: it steps beta down at the settle's stability edge and takes a blow-up back to
+    its restore point (convngc/schedule.py); without it a diverged update raises.
     """
     history = history or {"train_energy": [], "val_mse": [], "epoch_seconds": []}
+    for key in ("train_energy", "val_mse", "epoch_seconds"):
+        history.setdefault(key, [])
     if schedule is not None:
         history.setdefault("checks", [])
         history.setdefault("schedule", [])
@@ -266,6 +275,8 @@ def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=Tr
             else:
                 try:
                     energy = model.learn(train_x[idx])
+                except InitialOverflow:
+                    raise                                    # out-of-range settings, not a blow-up of learning
                 except DivergenceError:
                     energy = float("nan")
                 if schedule.after_update(model, epoch * per_epoch + i + 1, energy) is None and np.isfinite(energy):
@@ -283,9 +294,7 @@ def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=Tr
                "" if schedule is None else ", beta %g, T %d" % (model.cfg.beta, model.cfg.T),
                history["epoch_seconds"][-1]))
         if run_dir is not None:
-            save_run_state(run_dir, model, epoch + 1, history, seed, meta, schedule)
-            if on_checkpoint is not None:
-                on_checkpoint(epoch + 1)
+            save_run_state(run_dir, model, epoch + 1, history, seed, meta, schedule, on_saved=on_checkpoint)
     if schedule is not None and run_dir is not None and epochs > start_epoch:
         _keep_the_restore_point(run_dir, model, val_x, val_batch, seed, history, schedule, meta, log)
     return history
@@ -330,11 +339,12 @@ def is_best_epoch(history):
     return last is not None and np.isfinite(last) and last <= min(vals)
 
 
-def save_run_state(run_dir, model, epoch, history, seed, meta=None, schedule=None):
+def save_run_state(run_dir, model, epoch, history, seed, meta=None, schedule=None, on_saved=None):
     """checkpoint.npz (the last epoch, what --resume continues; with the beta schedule's state and restore
     point) and, when this epoch has the lowest validation MSE so far, best.npz too: a later epoch can be
     worse, and `convngc evaluate RUN` evaluates the best one. The checkpoints hold the config the parameters
-    were trained at (the schedule's beta, T and gamma at that epoch)."""
+    were trained at (the schedule's beta, T and gamma at that epoch). on_saved(epoch) runs as soon as
+    checkpoint.npz is in place."""
     m = dict(meta or {}, epoch=epoch, history=history, seed=seed,
              rng_state=model.rng.bit_generator.state, backend=model.backend.name)
     if schedule is not None:
@@ -342,6 +352,8 @@ def save_run_state(run_dir, model, epoch, history, seed, meta=None, schedule=Non
     params, opt = model.host_params(), model.host_opt_state()
     checkpoint.save(os.path.join(run_dir, "checkpoint.npz"), model.cfg, params, opt, m,
                     extra={"restore": schedule.best_params} if schedule is not None else None)
+    if on_saved is not None:
+        on_saved(epoch)
     if is_best_epoch(history):
         checkpoint.save(os.path.join(run_dir, "best.npz"), model.cfg, params, opt, m)
     write_json(os.path.join(run_dir, "history.json"), history)
@@ -365,13 +377,21 @@ def load_model(path, backend="numpy", expect_cfg=None):
     return model, meta
 
 
-def free_suffix(folder, name="metrics.json"):
-    """"" if folder/name is free, else "-2", "-3", ...: a later evaluation never overwrites an earlier one."""
+def claim_free_name(folder, name="metrics.json"):
+    """Claim the first free one of folder/name, name-2, name-3, ... by creating it empty (O_EXCL: of two
+    processes evaluating at once, each gets its own) and return its suffix ("", "-2", ...). The caller then
+    writes the file (atomic_write replaces the empty claim)."""
     stem, ext = os.path.splitext(name)
     k = 1
-    while os.path.exists(os.path.join(folder, "%s%s%s" % (stem, "" if k == 1 else "-%d" % k, ext))):
-        k += 1
-    return "" if k == 1 else "-%d" % k
+    while True:
+        suffix = "" if k == 1 else "-%d" % k
+        try:
+            fd = os.open(os.path.join(folder, stem + suffix + ext), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            k += 1
+            continue
+        os.close(fd)
+        return suffix
 
 
 def report_pictures(run_dir, model, tasks_last, suffix=""):

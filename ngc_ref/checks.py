@@ -122,6 +122,9 @@ def check_steps(T, where="settle"):
         raise TypeError("%s: T must be a whole number of settling steps, got %r" % (where, T))
     if T < 0:
         raise ValueError("%s: T must be >= 0, got %d" % (where, T))
+    from .config import RANGES
+    if T > RANGES["T"][3]:
+        raise ValueError("%s: T must be <= %d (Config's bound on settling steps), got %d" % (where, RANGES["T"][3], T))
     return int(T)
 
 

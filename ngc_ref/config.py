@@ -23,7 +23,9 @@ class ConfigError(ValueError):
 RANGES = {
     "kernel": ("int", 1, True, None, None),
     "stride": ("int", 1, True, None, None),
-    "T": ("int", 1, True, None, None),                 # Algorithm 1 needs at least one settling step
+    "T": ("int", 1, True, 100000, True),               # Algorithm 1 needs at least one settling step; the
+                                                       # bound only stops a typo (1e20) from allocating
+                                                       # without end: denoising settles use a few thousand
     "beta": ("float", 0, True, None, None),
     "gamma": ("float", 0, True, 1, True),
     "leak": ("float", 0, True, 1, True),               # leaky-ReLU slope: 0 = ReLU, 1 = identity
@@ -85,6 +87,16 @@ def check_option(name, value):
     return value
 
 
+def _int_tuple(name, value, example):
+    """A list or tuple of whole numbers -> a tuple of ints; anything else (a string '10,3', one number 32, a
+    2.5) is a ConfigError naming the field."""
+    items = tuple(value) if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and
+                                                                not isinstance(value, (str, bytes, dict))) else None
+    if items is None or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items):
+        raise ConfigError(name, "%s must be a list or tuple of integers, e.g. %s, got %r" % (name, example, value))
+    return tuple(int(v) for v in items)
+
+
 @dataclass(frozen=True)
 class Config:
     channels: tuple = (10, 15, 20, 25, 3)  # top -> bottom, as the paper lists them; last = image channels
@@ -120,8 +132,8 @@ class Config:
     T_denoise: int = 0                     # settling steps of a denoising settle (0: T x ceil(0.25 / pi0), see denoise_T)
 
     def __post_init__(self):
-        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        object.__setattr__(self, "image_hw", tuple(int(v) for v in self.image_hw))
+        object.__setattr__(self, "channels", _int_tuple("channels", self.channels, "(10, 15, 20, 25, 3)"))
+        object.__setattr__(self, "image_hw", _int_tuple("image_hw", self.image_hw, "(32, 32)"))
         self.validate()
 
     @property
@@ -182,6 +194,8 @@ class Config:
 
     @classmethod
     def from_dict(cls, d):
+        if not isinstance(d, dict):
+            raise ValueError("config: expected a dict of options, got %s %r" % (type(d).__name__, d))
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

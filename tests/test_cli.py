@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -179,6 +180,13 @@ def test_init_starts_a_new_run_from_a_checkpoint_with_other_settling_options(tmp
         for a, b in zip(p0[k] or [], params[k] or []):
             assert (a is None and b is None) or np.array_equal(a, b)
     assert opt["t"] == o0["t"] and info["epoch"] == 1
+    # --fresh-optimizer: the checkpoint's filters with a fresh Adam state (what the beta schedule does at a step)
+    fresh = tmp_path / "fresh"
+    assert _main(["train", *TINY, "--init", ck, "--fresh-optimizer", "--out", fresh]) == 0
+    _, pf, of, _ = checkpoint.load(fresh / "checkpoint.npz")
+    assert of["t"] == 2 and json.loads((fresh / "config.json").read_text())["run"]["init"]["fresh_optimizer"]
+    assert _main(["train", *TINY, "--fresh-optimizer", "--out", tmp_path / "z"]) == 2
+    assert "--fresh-optimizer applies to --init" in _one_line(capsys.readouterr().err)
     # layers that differ, a missing file, and --resume together with --init: one-line errors, exit 2
     for extra, pattern in [(["--init", ck, "--channels", "5,3", "--out", tmp_path / "x"], r"--init .*channels"),
                            (["--init", tmp_path / "nope.npz", "--out", tmp_path / "y"], r"--init .*no such"),
@@ -234,16 +242,16 @@ BAD = [
     (["train", "--batch-size", "-3"], r"--batch-size: must be an integer >= 1"),
     (["train", "--limit", "0"], r"--limit: must be an integer >= 1"),
     (["train", "--epochs", "0"], r"--epochs: must be an integer >= 1"),
-    (["train", "--T", "0"], r"--T: T must be an integer >= 1"),
-    (["train", "--T", "-1"], r"--T: T must be an integer >= 1"),
-    (["train", "--T", "2.5"], r"--T: T must be an integer >= 1, got '2.5'"),
+    (["train", "--T", "0"], r"--T: T must be an integer in \[1, 100000\]"),
+    (["train", "--T", "-1"], r"--T: T must be an integer in \[1, 100000\]"),
+    (["train", "--T", "2.5"], r"--T: T must be an integer in \[1, 100000\], got '2.5'"),
     (["train", "--seed", "-1"], r"--seed: must be an integer >= 0"),
     (["train", "--lr", "-1"], r"--lr: lr must be a finite number >= 0"),
     (["train", "--beta", "nan"], r"--beta: beta must be a finite number >= 0"),
     (["train", "--channels", "a,b,c"], r"--channels: .*comma-separated integers >= 1.*'a,b,c'"),
     (["train", "--channels", ","], r"--channels: .*comma-separated integers >= 1"),
     (["train", "--channels", "10"], r"--channels: .*at least two"),
-    (["train", "--set", "T=abc"], r"--set: T must be an integer >= 1, got 'abc'"),
+    (["train", "--set", "T=abc"], r"--set: T must be an integer in \[1, 100000\], got 'abc'"),
     (["train", "--set", "beta=fast"], r"--set: beta must be a finite number >= 0, got 'fast'"),
     (["train", "--set", "pcn=maybe"], r"--set: pcn must be true or false, got 'maybe'"),
     (["train", "--set", "adam_b1=2"], r"--set: adam_b1 must be a number in \[0, 1\), got '2'"),
@@ -255,10 +263,26 @@ BAD = [
     (["train", "--set", "T"], r"--set: expected KEY=VALUE, got 'T'"),
     (["train", "--channels", "4,10,15,20,25,30,3"], r"--channels: config: image side 32 does not divide by stride\^L"),
     (["evaluate", "RUN", "--trials", "0"], r"--trials: must be an integer >= 1"),
-    (["evaluate", "RUN", "--T", "0"], r"--T: T must be an integer >= 1"),
+    (["evaluate", "RUN", "--T", "0"], r"--T: T must be an integer in \[1, 100000\]"),
     (["evaluate", "RUN", "--limit", "0"], r"--limit: must be an integer >= 1"),
     (["run", "--trials", "0"], r"--trials: must be an integer >= 1"),
     (["run", "--set", "adam_b2=1"], r"--set: adam_b2 must be a number in \[0, 1\)"),
+    # issue 19: one field given by its flag and by --set with two values (cases 4-5), empty paths (6-7), a huge T (11)
+    (["train", "--set", "T=5", "--T", "7"], r"--T 7 and --set T=5 set T to two values \(7 and 5\): give it once"),
+    (["train", "--set", "pcn=false", "--pcn"], r"--pcn and --set pcn=false set pcn to two values"),
+    (["train", "--channels", "5,3", "--set", "channels=6,3"], r"--channels 5,3 and --set channels=6,3 set channels"),
+    (["run", "--lr", "0.1", "--set", "lr=0.2"], r"--lr 0.1 and --set lr=0.2 set lr to two values"),
+    (["train", "--data-dir", ""], r"--data-dir: must be a path, got an empty string ''"),
+    (["train", "--out", ""], r"--out: must be a path, got an empty string ''"),
+    (["run", "--out", " "], r"--out: must be a path, got an empty string ' '"),
+    (["train", "--resume", ""], r"--resume: must be a path, got an empty string"),
+    (["train", "--init", ""], r"--init: must be a path, got an empty string"),
+    (["evaluate", ""], r"checkpoint: must be a path, got an empty string"),
+    (["evaluate", "RUN", "--out", ""], r"--out: must be a path, got an empty string"),
+    (["evaluate", "RUN", "--data-dir", ""], r"--data-dir: must be a path, got an empty string"),
+    (["train", "--T", "100000000000000000000"], r"--T: T must be an integer in \[1, 100000\], got '1000000"),
+    (["train", "--set", "T=100001"], r"--set: T must be an integer in \[1, 100000\], got '100001'"),
+    (["evaluate", "RUN", "--T", "1e20"], r"--T: T must be an integer in \[1, 100000\]"),
 ]
 
 
@@ -437,3 +461,314 @@ def test_readme_cli_examples_give_their_time_and_a_quick_try():
     for ln in long:
         assert re.search(r"~\s*[\d.,]+\s*(s|min|h)\b", ln), "no expected time on: " + ln
     assert any("--limit" in ln for ln in long)
+
+
+# ------------------------------------------------------------------------------------------------ issue 19: the last hostile cases
+def test_an_option_given_twice_in_one_spelling_keeps_the_last_and_one_value_twice_is_no_conflict(tmp_path):
+    """Cases 4-5, the other side: --T 5 --T 7 is argparse's last-wins (7); --T 4 --set T=4 agree (4)."""
+    _train(tmp_path / "a", "--T", "5", "--T", "7")
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["model"]["T"] == 7
+    _train(tmp_path / "b", "--T", "4", "--set", "T=4", "--pcn", "--set", "pcn=true")
+    model = json.loads((tmp_path / "b" / "config.json").read_text())["model"]
+    assert model["T"] == 4 and model["pcn"] is True
+
+
+def test_the_same_option_twice_on_resume_is_refused_before_the_run_is_touched(tmp_path, capsys):
+    run = tmp_path / "run"
+    _train(run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    assert _main(["train", "--resume", run, "--epochs", "2", "--set", "T=5", "--T", "2", "--no-progress"]) == 2
+    assert "--T 2 and --set T=5 set T to two values" in _one_line(capsys.readouterr().err)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_two_evaluations_started_together_each_claim_their_own_metrics_file(tmp_path):
+    """Case 2: both picked the same free name and one metrics.json was lost (9 of 18 rounds). The name is now
+    claimed atomically (O_EXCL): two claims before either writes get two names."""
+    d = tmp_path / "claims"
+    d.mkdir()
+    assert [train.claim_free_name(d) for _ in range(3)] == ["", "-2", "-3"]
+    assert sorted(p.name for p in d.iterdir()) == ["metrics-2.json", "metrics-3.json", "metrics.json"]
+    (d / "metrics-5.json").write_text("an earlier evaluation")
+    assert [train.claim_free_name(d) for _ in range(2)] == ["-4", "-6"]
+    assert (d / "metrics-5.json").read_text() == "an earlier evaluation"
+
+    run = tmp_path / "run"
+    _train(run)
+    procs = [_popen(["evaluate", run, *EVAL, "--backend", "numpy", "--seed", seed], tmp_path) for seed in (1, 2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    names = sorted(p.name for p in run.glob("metrics*.json"))
+    assert names == ["metrics-2.json", "metrics.json"], names
+    seeds = {json.loads((run / n).read_text())["results"]["reconstruction"]["data"]["seed"] for n in names}
+    assert seeds == {1, 2}
+
+
+@pytest.fixture
+def fifo_at(tmp_path):
+    """fifo_at(path): replace path with a named pipe. If the code under test blocks reading it, a writer opens it
+    after 20 s so that the read ends: the test fails on its assertions instead of hanging forever."""
+    import threading
+    made, stop = [], threading.Event()
+
+    def unblock():
+        if stop.wait(20):
+            return
+        for _ in range(200):
+            for p in made:
+                try:
+                    os.close(os.open(p, os.O_WRONLY | os.O_NONBLOCK))
+                except OSError:
+                    pass
+            if stop.wait(0.1):
+                return
+    threading.Thread(target=unblock, daemon=True).start()
+
+    def make(path):
+        if os.path.lexists(path):
+            os.remove(path)
+        os.mkfifo(path)
+        made.append(path)
+        return path
+    yield make
+    stop.set()
+
+
+@pytest.mark.parametrize("name,argv", [
+    ("best.npz", ["evaluate", "{run}", *EVAL]),                # evaluate RUN reads the run's best epoch
+    ("checkpoint.npz", ["train", "--resume", "{run}", "--epochs", "2", "--no-progress"]),
+    ("config.json", ["evaluate", "{run}", *EVAL]),
+    ("config.json", ["train", "--resume", "{run}", "--epochs", "2", "--no-progress"]),
+    (".lock", ["train", "--resume", "{run}", "--epochs", "2", "--no-progress"]),
+])
+def test_a_named_pipe_in_a_run_folder_is_refused_not_read(tmp_path, capsys, fifo_at, name, argv):
+    """Case 3: RUN/checkpoint.npz replaced by a named pipe made `evaluate RUN` block forever on open."""
+    run = tmp_path / "run"
+    _train(run)
+    capsys.readouterr()
+    fifo_at(run / name)
+    assert _main([a.format(run=run) if isinstance(a, str) else a for a in argv]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert re.search(re.escape(name) + r" is a named pipe, not a regular file", err), err
+
+
+def _edit_header(path, edit):
+    """Rewrite a checkpoint's JSON header with edit(header) -> header, as a hand edit would."""
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    header = edit(json.loads(arrays["header"].tobytes().decode()))
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _set_meta(**kw):
+    def edit(h):
+        h["meta"].update(kw)
+        return h
+    return edit
+
+
+EDITED = [
+    ("epoch -3 (case 10)", _set_meta(epoch=-3), r"meta\.epoch must be an integer >= 0, got -3"),
+    ("header a list (16)", lambda h: [h], r"header must be a JSON object, got list"),
+    ("meta a list (17)", lambda h: dict(h, meta=[1]), r"meta must be a JSON object, got list"),
+    ("opt_t abc (18)", lambda h: dict(h, opt_t="abc"), r"header\.opt_t .*got 'abc'"),
+    ("rng_state (19)", _set_meta(rng_state="garbage"), r"meta\.rng_state is not the state of a PCG64 generator"),
+    ("epoch abc (20)", _set_meta(epoch="abc"), r"meta\.epoch must be an integer >= 0, got 'abc'"),
+    ("run_args.epochs", _set_meta(run_args={"dataset": "embedded", "batch_size": 10, "epochs": "many"}),
+     r"meta\.run_args\.epochs must be an integer >= 1, got 'many'"),
+]
+
+
+@pytest.mark.parametrize("edit,pattern", [e[1:] for e in EDITED], ids=[e[0] for e in EDITED])
+@pytest.mark.parametrize("command", ["resume", "evaluate"])
+def test_a_hand_edited_checkpoint_header_is_one_line_naming_the_field(tmp_path, capsys, command, edit, pattern):
+    """Cases 10, 16-20: a header field of the wrong type or range gave a traceback (or, epoch -3, trained 6 epochs
+    for --epochs 2); one schema check on load names the field, and nothing in the run changes."""
+    run = tmp_path / "run"
+    _train(run)
+    _edit_header(run / "checkpoint.npz", edit)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    argv = (["train", "--resume", run, "--epochs", "2", "--no-progress"] if command == "resume"
+            else ["evaluate", run / "checkpoint.npz", *EVAL, "--out", tmp_path / "ev"])
+    assert _main(argv) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert re.search(r"checkpoint .*checkpoint\.npz.*" + pattern, err), err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"} == \
+        {k: v for k, v in before.items() if k != ".lock"}
+
+
+@pytest.mark.parametrize("edit,pattern", [
+    (lambda c: c["run"].update(epochs="many"), r"run\.epochs must be an integer >= 1, got 'many'"),      # case 21
+    (lambda c: c["run"].update(batch_size=None), r"run\.batch_size must be an integer >= 1, got None"),
+    (lambda c: c["run"].pop("dataset"), r"run has no dataset"),
+    (lambda c: c.update(run=[1]), r"run must be a JSON object, got list"),
+    (lambda c: c.update(model="x"), r"\"model\" object"),
+])
+def test_a_hand_edited_config_json_is_one_line_naming_the_field(tmp_path, capsys, edit, pattern):
+    """Case 21: config.json with run.epochs "many" and no checkpoint (a run stopped in its first epoch), then
+    --resume: TypeError. config.json is checked once on load, naming the field."""
+    run = tmp_path / "run"
+    _train(run)
+    (run / "checkpoint.npz").unlink()
+    (run / "best.npz").unlink()
+    cfg = json.loads((run / "config.json").read_text())
+    edit(cfg)
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert _main(["train", "--resume", run, "--epochs", "2", "--no-progress"]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert re.search(r"config\.json: unreadable \(.*" + pattern, err), err
+    assert not (run / "checkpoint.npz").exists()
+
+
+def test_a_model_too_big_for_memory_is_refused_with_the_estimate_before_any_work(tmp_path, monkeypatch, capsys):
+    """Case 12: --channels 1000000,3 died with _ArrayMemoryError (95 GiB) after loading the data and making the
+    folder; the memory a config needs is estimated first and the run refused with the estimate."""
+    from convngc import model as M
+    monkeypatch.setattr(M, "machine_memory", lambda backend="numpy": 16 * 2 ** 30)
+
+    def no_work(*a, **k):
+        raise AssertionError("data loaded before the memory check")
+    monkeypatch.setattr(data, "load_dataset", no_work)
+    assert _main(["train", *TINY, "--channels", "1000000,3", "--out", tmp_path / "r"]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert re.search(r"--channels, --batch-size: channels 1000000,3 with a batch of 10 needs at least 29 GiB "
+                     r"\(z, zbar, e of layer 1 \(1000000 maps of 16x16\) alone: 28.6 GiB\), more than the 16 GiB", err)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("extra,cause", [
+    (["--lr", "1e30"], r"the biases b reach \|b\^\d\| = 1e\+30 \(they start at 0 and move by the learning rate "
+                       r"lr = 1e\+30\)"),
+    (["--set", "mu_z=1e30"], r"the initial top state z\^L reaches \|z\^L\| = 1e\+30 \(drawn from N\(mu_z = 1e\+30"),
+    (["--set", "w_std=1e30"], r"the filters W reach \|W\^\d\| = [\d.]+e\+30 \(they start at N\(0, w_std = 1e\+30\)"),
+])
+def test_an_overflow_at_step_0_is_not_blamed_on_beta(tmp_path, capsys, extra, cause):
+    """Cases 23-25: 'the energy became Inf at step 0 ... lower beta': step 0 is before any correction."""
+    assert _main(["train", *TINY, *extra, "--out", tmp_path / "r"]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert "beta is not the cause" in err and "lower beta" not in err and re.search(cause, err), err
+
+
+def test_a_cifar_npz_without_labels_trains(tmp_path):
+    """Case 15: a CIFAR .npz without 'y' gave KeyError: 'y'; labels are not needed to train."""
+    d = tmp_path / "d" / "cifar10"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for f in ("cifar10_train_batch1.npz", "cifar10_test.npz"):
+        np.savez(d / f, x=rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8))
+    _train(tmp_path / "run", "--dataset", "cifar10", "--data-dir", tmp_path / "d")
+    assert _main(["evaluate", tmp_path / "run", *EVAL]) == 0
+
+
+def _deny(monkeypatch, inside=None, exact=None):
+    """Make the OS refuse access as it does to another user's files (mode 000). Root reads everything, so for
+    root os.stat / os.open refuse what a non-root user would be refused."""
+    for p in (inside, exact):
+        if p is not None:
+            p.chmod(0o000)
+    if os.geteuid() != 0:
+        return
+    real_stat, real_open = os.stat, os.open
+
+    def below(p):
+        return inside is not None and os.path.abspath(os.fspath(p)).startswith(str(inside) + os.sep)
+
+    def stat_(p, *a, **k):
+        if below(p):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(p))
+        return real_stat(p, *a, **k)
+
+    def open_(p, *a, **k):
+        if below(p) or (exact is not None and os.path.abspath(os.fspath(p)) == str(exact)):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(p))
+        return real_open(p, *a, **k)
+    monkeypatch.setattr(os, "stat", stat_)
+    monkeypatch.setattr(os, "open", open_)
+
+
+@pytest.mark.parametrize("what", ["folder", "file"])
+def test_unreadable_data_is_a_read_failure_naming_the_file(tmp_path, monkeypatch, capsys, what):
+    """Cases 27-28: a cifar10/ folder or a data file of another user (mode 000) gave 'cannot write ...npz:
+    Permission denied'. It is a read that failed: exit 1, 'cannot read <file>'."""
+    partial_cifar = tmp_path / "d"
+    folder, f = partial_cifar / "cifar10", partial_cifar / "cifar10" / "cifar10_train_batch1.npz"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ["cifar10_train_batch%d.npz" % i for i in range(1, 6)] + ["cifar10_test.npz"]:
+        np.savez(folder / name, x=rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8),
+                 y=rng.integers(0, 10, 10, dtype=np.uint8))
+    _deny(monkeypatch, **({"inside": folder} if what == "folder" else {"exact": f}))
+    try:
+        rc = _main(["train", *TINY, "--dataset", "cifar10", "--data-dir", partial_cifar, "--out", tmp_path / "r"])
+    finally:
+        folder.chmod(0o755)
+        f.chmod(0o644)
+    err = _one_line(capsys.readouterr().err)
+    assert rc == 1, err
+    assert re.search(r"^error: cannot read \S*cifar10_train_batch1\.npz: Permission denied", err), err
+    assert "write" not in err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("stop,rc,word", [("Terminated", 143, "terminated"), ("KeyboardInterrupt", 130, "interrupted")])
+def test_a_stop_names_the_checkpoint_epoch_that_is_on_disk(tmp_path, monkeypatch, capsys, stop, rc, word):
+    """Cases 31-32: a SIGTERM (or Ctrl-C) during epoch 3 said 'checkpoint.npz (epoch 1) is intact' while the file
+    held epoch 2: the epoch was recorded only after best.npz, history.json and the plot. Here the stop comes in
+    the plot of epoch 2, after its checkpoint.npz is on disk."""
+    from convngc.download import Terminated
+    exc = {"Terminated": Terminated, "KeyboardInterrupt": KeyboardInterrupt}[stop]
+    run = tmp_path / "run"
+    real, calls = train.viz.plot_training, []
+
+    def plot(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise exc()
+        return real(*a, **k)
+    monkeypatch.setattr(train.viz, "plot_training", plot)
+    assert _main(["train", *TINY, "--epochs", "3", "--out", run]) == rc
+    err = _one_line(capsys.readouterr().err)
+    assert checkpoint.load(run / "checkpoint.npz")[3]["epoch"] == 2
+    assert err.startswith(word) and "checkpoint.npz (epoch 2) is intact" in err, err
+
+
+HOOK = '''
+import sys
+class Block:
+    """Stops the first import of NumPy until the parent sends its signal (the stdin pipe never gets a line)."""
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy":
+            sys.meta_path.remove(self)
+            sys.stdout.write("importing numpy\\n")
+            sys.stdout.flush()
+            sys.stdin.readline()
+        return None
+sys.meta_path.insert(0, Block())
+'''
+
+
+@pytest.mark.parametrize("sig,rc,word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path, sig, rc, word):
+    """Case 22: Ctrl-C within the first ~0.1 s of `convngc train` (while NumPy & co. import) gave a
+    KeyboardInterrupt traceback. The signal is sent while the import of NumPy is held, every time."""
+    import importlib.metadata
+    import signal as _signal
+    ep = [e for e in importlib.metadata.entry_points(group="console_scripts") if e.name == "convngc"]
+    assert ep and ep[0].value == "convngc.__main__:main", ep          # the command runs what is tested here
+    (tmp_path / "hold_numpy.py").write_text(HOOK)
+    p = subprocess.Popen([sys.executable, "-c", "import hold_numpy, runpy; runpy.run_module('convngc', "
+                          "run_name='__main__', alter_sys=True)", "train", *TINY, "--out", tmp_path / "r"],
+                         cwd=tmp_path, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, preexec_fn=lambda: _signal.signal(_signal.SIGINT, _signal.SIG_DFL))
+    try:
+        import select
+        ready = select.select([p.stdout], [], [], 120)[0]                # the child is held in its import
+        assert ready and p.stdout.readline() == "importing numpy\n", p.poll()
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == rc and _one_line(err) == "%s; nothing was written" % word, (p.returncode, err)
+    assert not (tmp_path / "r").exists()

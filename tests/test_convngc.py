@@ -61,9 +61,9 @@ def test_bad_options():
 
 
 @pytest.mark.parametrize("kw,pattern", [
-    ({"T": 2.5}, r"T must be an integer >= 1, got 2\.5"),
-    ({"T": 0}, r"T must be an integer >= 1, got 0"),
-    ({"T": True}, r"T must be an integer >= 1, got True"),
+    ({"T": 2.5}, r"T must be an integer in \[1, 100000\], got 2\.5"),
+    ({"T": 0}, r"T must be an integer in \[1, 100000\], got 0"),
+    ({"T": True}, r"T must be an integer in \[1, 100000\], got True"),
     ({"kernel": 0}, r"kernel must be an integer >= 1"),
     ({"pcn": "maybe"}, r"pcn must be true or false, got 'maybe'"),
     ({"beta": "fast"}, r"beta must be a finite number >= 0, got 'fast'"),
@@ -342,3 +342,124 @@ def test_best_checkpoint_is_the_epoch_with_the_lowest_validation_mse(tmp_path):
     _, _, _, meta_best = checkpoint.load(tmp_path / "best.npz")
     _, _, _, meta_last = checkpoint.load(tmp_path / "checkpoint.npz")
     assert meta_best["epoch"] == best_epoch and meta_last["epoch"] == 4
+
+
+# -- issue 19: API misuse named by its argument, overflow named by its cause ---------------------------------
+@pytest.mark.parametrize("make,field,pattern", [
+    (lambda: Config(channels="10,3"), "channels", r"channels must be a list or tuple of integers.*got '10,3'"),
+    (lambda: Config(image_hw=32), "image_hw", r"image_hw must be a list or tuple of integers.*got 32"),
+    (lambda: Config(channels=(10, 2.5, 3)), "channels", r"channels must be a list or tuple of integers"),
+    (lambda: Config(T=10 ** 20), "T", r"T must be an integer in \[1, 100000\]"),
+])
+def test_config_argument_errors_name_the_argument(make, field, pattern):
+    """Cases 33-34 (and 11 through the API): `invalid literal for int()`, `'int' object is not iterable`."""
+    with pytest.raises(ValueError, match=pattern) as e:
+        make()
+    assert e.value.field == field
+
+
+@pytest.mark.parametrize("params,err,pattern", [
+    ([1, 2, 3], TypeError, r"ConvNGC\(params=\.\.\.\): params must be a dict.*got list"),
+    ({"W": [None, 1]}, ValueError, r"ConvNGC\(params=\.\.\.\): params has no 'b'"),
+    ("weights", TypeError, r"ConvNGC\(params=\.\.\.\): params must be a dict.*got str"),
+])
+def test_convngc_params_errors_name_the_argument(params, err, pattern):
+    """Case 35: ConvNGC(Config(), "cpu", params=[1, 2, 3]) raised AttributeError."""
+    with pytest.raises(err, match=pattern):
+        ConvNGC(Config(), "numpy", params=params)
+    p = ConvNGC(TINY).host_params()
+    p["W"][3] = p["W"][3][:1]
+    with pytest.raises(ValueError, match=r"ConvNGC\(params=\.\.\.\): params\['W'\]\[3\] has shape \(1, 20, 3, 3\)"):
+        ConvNGC(TINY, params=p)
+    with pytest.raises(TypeError, match=r"ConvNGC\(cfg=\.\.\.\): expected a Config"):
+        ConvNGC({"T": 3})
+
+
+def test_a_huge_model_is_refused_with_its_memory_estimate_before_allocating(monkeypatch, x):
+    """Case 12 through the API: the estimate is checked before the parameters or the states are allocated."""
+    from convngc import model as M
+    monkeypatch.setattr(M, "machine_memory", lambda backend="numpy": 8 * 2 ** 30)
+    with pytest.raises(M.TooLarge, match=r"channels 1000000000,3: the parameters.* need at least 40\d GiB, more "
+                                         r"than the 8 GiB"):
+        ConvNGC(Config(channels=(10 ** 9, 3)))
+    m = ConvNGC(Config(channels=(100000, 3), T=1))                   # the parameters fit (11 MB) ...
+    with pytest.raises(M.TooLarge, match=r"batch of 50 needs at least 14.3 GiB.*layer 1 \(100000 maps of 16x16\)"):
+        m.settle(np.repeat(x, 25, axis=0))                            # ... a batch of 50 states does not
+    need, parts = M.memory_estimate(Config(), 100)
+    assert 3 * 100 * 3 * 32 * 32 * 4 < need < 2 ** 30                  # the paper's model: some MB
+
+
+@pytest.mark.parametrize("change,cause", [
+    (dict(mu_z=1e30), r"the initial top state z\^L reaches \|z\^L\| = 1e\+30 \(drawn from N\(mu_z = 1e\+30"),
+    (dict(w_std=1e30), r"the filters W reach \|W\^\d\| = [\d.]+e\+30 \(they start at N\(0, w_std = 1e\+30\)"),
+    ("weights", r"the filters W reach \|W\^\d\| = [\d.]+e\+29"),
+    ("biases", r"the biases b reach \|b\^\d\| = 1e\+30 \(they start at 0 and move by the learning rate"),
+])
+def test_an_overflow_at_step_0_names_what_overflowed_not_beta(x, change, cause):
+    """Cases 23-26: an energy that is Inf/NaN at step 0 (before any correction) was blamed on beta."""
+    if isinstance(change, dict):
+        m = ConvNGC(Config(T=3, **change))
+    else:
+        m = ConvNGC(TINY)
+        if change == "weights":                                       # the API user scales the weights x1e30
+            m.params["W"] = [None] + [w * np.float32(1e30) for w in m.params["W"][1:]]
+        else:                                                         # what --lr 1e30 does after one update
+            m.params["b"][3][:] = 1e30
+    with pytest.raises(DivergenceError, match=r"at step 0 of 3, before any state correction, so beta is not the "
+                                              r"cause: the initial states overflowed float32: " + cause) as e:
+        m.settle(x)
+    assert "lower beta" not in str(e.value)
+
+
+# -- issue 19: hand-edited checkpoint headers -----------------------------------------------------------------
+def _edit_header(path, edit):
+    """Rewrite a checkpoint's JSON header with edit(header) -> header, as a hand edit would."""
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    header = edit(json.loads(arrays["header"].tobytes().decode()))
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _meta(**kw):
+    def edit(h):
+        h["meta"].update(kw)
+        return h
+    return edit
+
+
+HEADER_EDITS = [
+    (lambda h: [h], r"the header must be a JSON object, got list"),                                       # case 16
+    (lambda h: dict(h, meta=[1, 2]), r"meta must be a JSON object, got list"),                          # case 17
+    (lambda h: dict(h, opt_t="abc"), r"header\.opt_t .*must be an integer >= 0 or null, got 'abc'"),   # case 18
+    (_meta(rng_state={"bit_generator": "MT19937"}), r"meta\.rng_state is not the state of a PCG64"),   # case 19
+    (_meta(epoch="abc"), r"meta\.epoch must be an integer >= 0, got 'abc'"),                            # case 20
+    (_meta(epoch=-3), r"meta\.epoch must be an integer >= 0, got -3"),                                  # case 10
+    (_meta(history={"val_mse": "low"}), r"meta\.history\.val_mse must be a list of numbers"),
+    (_meta(run_args={"batch_size": 0}), r"meta\.run_args\.batch_size must be an integer >= 1, got 0"),
+    (lambda h: dict(h, config=[1]), r"header\.config must be a JSON object"),
+    (lambda h: dict(h, has_E="yes"), r"header\.has_E must be true or false"),
+    (lambda h: dict(h, config=dict(h["config"], learn_E=True)), r"config\.learn_E is true but header\.has_E is not"),
+]
+
+
+@pytest.mark.parametrize("edit,pattern", HEADER_EDITS, ids=[p for _, p in HEADER_EDITS])
+def test_a_hand_edited_checkpoint_header_is_named_by_its_field(tmp_path, x, edit, pattern):
+    """Cases 10, 16-20: one schema check of the header on load; each field of the wrong type or range is named."""
+    m = ConvNGC(TINY)
+    m.learn(x)
+    train.save_run_state(tmp_path, m, 1, {"train_energy": [1.0], "val_mse": [2.0], "epoch_seconds": [3.0]}, 0,
+                         {"run_args": {"dataset": "embedded", "batch_size": 2, "epochs": 1}})
+    path = tmp_path / "checkpoint.npz"
+    _edit_header(path, edit)
+    with pytest.raises(checkpoint.CheckpointError, match=pattern):
+        checkpoint.load(path)
+
+
+def test_unknown_header_and_history_keys_are_kept(tmp_path, x):
+    """Later versions add keys (a schedule in meta, new history series): the schema check keeps them."""
+    m = ConvNGC(TINY)
+    meta = {"epoch": 2, "schedule": {"beta": [0.1, 0.05]}, "history": {"val_mse": [1.0, None], "psnr": [3, 4]}}
+    checkpoint.save(tmp_path / "c.npz", m.cfg, m.host_params(), m.host_opt_state(), meta)
+    assert checkpoint.load(tmp_path / "c.npz")[3] == meta

@@ -128,3 +128,97 @@ def test_list_prints_rows_and_an_estimate(capsys, shared_data):
     assert cli.main(["reproduce", "--list", "--data-dir", str(shared_data)]) == 0
     text = capsys.readouterr().out
     assert "cifar10/conv-ngc" in text and "estimated time:" in text and "svhn/conv-ngc" in text
+
+
+# ------------------------------------------------------------------------------------------------ issue 19: nothing lost
+def _finished_row(out, row_id, scale, trials=5, backend="cpu"):
+    """A finished row's raw JSON, as `convngc reproduce --scale <scale>` writes it."""
+    r = next(r for r in reproduce.all_rows() if r.id == row_id)
+    rec = {"row": {"id": r.id, "table": r.table}, "scale": scale,
+           "setup": reproduce.row_setup(r, reproduce.SCALES[scale], trials, backend), "trials": [], "summary": {}}
+    path = reproduce.raw_path(str(out), row_id)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    train.write_json(path, rec)
+    return path
+
+
+@pytest.fixture
+def no_run(monkeypatch):
+    """Every row's data is 'there' and nothing is trained: the calls run() would make are recorded instead."""
+    calls = []
+    monkeypatch.setattr(reproduce, "_have_dataset", lambda name, d: True)
+    monkeypatch.setattr(reproduce, "run", lambda rows, scale, trials, backend, data_dir, out, log: calls.append(out))
+    return calls
+
+
+def test_a_finished_row_of_another_scale_is_never_replaced(tmp_path, no_run, capsys):
+    """Case 1: with rep/raw holding a quick-scale cifar10__conv-ngc.json, a smoke run into rep replaced it (exit 0,
+    no word). It is refused, naming the file and what differs, and nothing is written."""
+    rep = tmp_path / "rep"
+    path = _finished_row(rep, "cifar10/conv-ngc", "quick")
+    before = open(path, "rb").read()
+    argv = ["reproduce", "--scale", "smoke", "--rows", "cifar10/conv-ngc", "--trials", "1", "--backend", "cpu",
+            "--out", str(rep)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert re.search(r"--out .*rep already holds finished rows of another scale or config.*cifar10__conv-ngc\.json "
+                     r"\(scale quick -> smoke; .*--overwrite", err), err
+    assert open(path, "rb").read() == before and no_run == []
+    # another config at the same scale (here the trials) is refused too; the same scale and config may run again
+    _finished_row(rep, "cifar10/conv-ngc", "smoke", trials=1)
+    assert cli.main([a if a != "1" else "3" for a in argv]) == 2
+    assert re.search(r"cifar10__conv-ngc\.json \(seeds \[0\] -> \[0, 1, 2\]; trials 1 -> 3\)", capsys.readouterr().err)
+    assert cli.main(argv) == 0 and no_run == [str(rep)]
+    # --overwrite is the explicit way to replace it
+    _finished_row(rep, "cifar10/conv-ngc", "quick")
+    assert cli.main(argv + ["--overwrite"]) == 0 and no_run[-1] == str(rep)
+
+
+def test_the_default_out_is_a_new_folder_never_the_committed_results(tmp_path, no_run, monkeypatch, capsys):
+    """Case 1 (and the house issue): the default --out was results/, so a smoke run overwrote committed results."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(reproduce.time, "strftime", lambda fmt, *a: "20250101-000000")
+    (tmp_path / "results" / "raw").mkdir(parents=True)
+    for _ in range(2):
+        assert cli.main(["reproduce", "--scale", "smoke", "--rows", "cifar10/tv", "--trials", "1"]) == 0
+    assert no_run == [os.path.join("runs", "reproduce-20250101-000000"),
+                      os.path.join("runs", "reproduce-20250101-000000-2")]
+    assert all(os.path.isdir(d) for d in no_run) and os.listdir(tmp_path / "results" / "raw") == []
+    assert "default: a new folder runs/reproduce-<time>" in " ".join(reproduce.build_parser().format_help().split())
+
+
+def _no_selection(*a, **k):
+    raise AssertionError("the rows' data was looked at before the options were checked")
+
+
+def test_reproduce_out_on_a_file_is_one_line(tmp_path, no_run, monkeypatch, capsys):
+    """Case 14: --out FILE gave NotADirectoryError."""
+    monkeypatch.setattr(reproduce, "select_rows", _no_selection)
+    f = tmp_path / "notes.txt"
+    f.write_text("mine")
+    assert cli.main(["reproduce", "--scale", "smoke", "--rows", "cifar10/tv", "--trials", "1", "--out", str(f)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(r"--out .*notes\.txt is a file, not a folder", err), err
+    assert f.read_text() == "mine" and no_run == []
+
+
+def test_reproduce_on_a_backend_that_cannot_run_is_one_line(tmp_path, no_run, monkeypatch, capsys):
+    """Case 13: --backend cuda without a GPU gave a raw BackendUnavailable traceback."""
+    import ngc_cuda
+    monkeypatch.setattr(reproduce, "select_rows", _no_selection)
+    monkeypatch.setattr(ngc_cuda, "require_gpu", lambda: (_ for _ in ()).throw(RuntimeError("no CUDA GPU found")))
+    assert cli.main(["reproduce", "--scale", "smoke", "--rows", "cifar10/conv-ngc", "--trials", "1", "--backend",
+                     "cuda", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(r"--backend cuda: .*no CUDA GPU", err), err
+    assert no_run == [] and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("argv,pattern", [(["--trials", "0"], r"--trials: must be an integer >= 1"),
+                                          (["--out", ""], r"--out: must be a path, got an empty string"),
+                                          (["--data-dir", ""], r"--data-dir: must be a path, got an empty string")])
+def test_reproduce_bad_options_exit_2(no_run, capsys, argv, pattern):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["reproduce", "--scale", "smoke", "--rows", "cifar10/tv", *argv])
+    assert e.value.code == 2 and re.search(pattern, capsys.readouterr().err) and no_run == []

@@ -17,7 +17,7 @@ files of the shared data folder (``x`` uint8 NHWC, ``y`` uint8). Entry point: :f
 # Constants such as MNIST_FILES or VAL_SIZE are re-exported so `convngc.data.X` keeps working.
 from .cifar import CIFAR10_CLASSES, load_cifar10, load_cifar_batch
 from .convert import add_channel, check_images, to_model
-from .errors import DataError
+from .errors import DataError, DataReadError
 from .idx import MNIST_FILES, load_idx, load_mnist  # noqa: F401
 from .npz import load_cinic10_sample, load_npz
 from .pngtree import load_image_folder
@@ -28,7 +28,7 @@ from .synthetic import (EMBEDDED_MIN_STD, EMBEDDED_SOURCES, color_mnist, embedde
                         resize_bilinear)
 
 __all__ = [
-    "DataError", "DATASET_NAMES", "SPLITS", "CIFAR10_CLASSES",
+    "DataError", "DataReadError", "DATASET_NAMES", "SPLITS", "CIFAR10_CLASSES",
     "load_idx", "load_mnist", "load_cifar_batch", "load_cifar10", "load_svhn_mat", "load_svhn",
     "load_image_folder", "load_npz", "load_cinic10_sample", "color_mnist", "resize_bilinear",
     "embedded_images", "split_train_val", "default_data_dirs", "load_dataset",

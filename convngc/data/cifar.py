@@ -10,12 +10,20 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, open_data, read_failure
 
 Array = np.ndarray
 XY = Tuple[Array, Optional[Array]]
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def _empty_bytes(*args):
+    """bytes() as a protocol-2 pickle calls it for an empty bytes value (b"" is pickled as __builtin__.bytes
+    with no arguments): only that call; bytes(n) with a size would be an allocation, not data."""
+    if args:
+        raise pickle.UnpicklingError(f"refusing bytes{args!r}: only bytes() (an empty value) is data")
+    return b""
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -29,6 +37,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
                 ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
 
     def find_class(self, module, name):
+        if (module, name) in (("__builtin__", "bytes"), ("builtins", "bytes")):    # b"" in protocol 2
+            return _empty_bytes
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
         return super().find_class(module, name)
@@ -48,6 +58,8 @@ def _parse_cifar_batch(data: bytes, where: str) -> XY:
                         f"(CIFAR-100 uses 'fine_labels')")
     x = np.asarray(d["data"])
     y = np.asarray(d["labels"])
+    if y.size == 0 and y.dtype.kind == "f":              # a batch of 0 images: labels [] (no dtype to tell)
+        y = y.astype(np.uint8)
     if x.ndim != 2 or x.shape[1] != 3072 or x.dtype != np.uint8:
         raise DataError(f"{where}: CIFAR-10 'data' must be uint8 (N, 3072), got {x.dtype} {x.shape}")
     if y.dtype.kind not in "iub":
@@ -62,9 +74,12 @@ def _parse_cifar_batch(data: bytes, where: str) -> XY:
 def load_cifar_batch(path) -> XY:
     """One CIFAR-10 python batch file (``data_batch_1`` .. ``test_batch``) -> ``(x (N,32,32,3) uint8, y uint8)``."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found; get CIFAR-10 with `convngc download cifar10`")
-    return _parse_cifar_batch(path.read_bytes(), str(path))
+    with open_data(path, "; get CIFAR-10 with `convngc download cifar10`") as f:
+        try:
+            raw = f.read()
+        except OSError as e:
+            raise read_failure(e, path) from e
+    return _parse_cifar_batch(raw, str(path))
 
 
 _CIFAR_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
@@ -80,22 +95,23 @@ def load_cifar10(path, split: str = "train") -> XY:
         raise DataError(f"CIFAR-10 split must be 'train' or 'test' (the original batches), got {split!r}")
     names = _CIFAR_BATCHES[split]
     hint = "get CIFAR-10 with `convngc download cifar10`"
-    if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
-        try:
-            with tarfile.open(path) as tar:
-                members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
-                parts = []
-                for n in names:
-                    if n not in members:
-                        raise DataError(f"{path}: archive has no member {n}; is this cifar-10-python.tar.gz?")
-                    parts.append(_parse_cifar_batch(tar.extractfile(members[n]).read(), f"{path}:{n}"))
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-            raise DataError(f"{path}: unreadable tarball ({e}); delete it and {hint}") from e
+    if path.name.endswith((".tar.gz", ".tgz", ".tar")) and path.exists() and not path.is_dir():
+        with open_data(path, f"; {hint}") as f:
+            try:
+                with tarfile.open(fileobj=f) as tar:
+                    members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+                    parts = []
+                    for n in names:
+                        if n not in members:
+                            raise DataError(f"{path}: archive has no member {n}; is this cifar-10-python.tar.gz?")
+                        parts.append(_parse_cifar_batch(tar.extractfile(members[n]).read(), f"{path}:{n}"))
+            except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+                raise DataError(f"{path}: unreadable tarball ({e}); delete it and {hint}") from e
     else:
         folder = path / "cifar-10-batches-py" if (path / "cifar-10-batches-py").is_dir() else path
         if not folder.is_dir():
             raise DataError(f"{path}: directory not found; {hint}")
-        missing = [n for n in names if not (folder / n).is_file()]
+        missing = [n for n in names if not (folder / n).exists()]
         if missing:
             raise DataError(f"{folder}: missing CIFAR-10 batch file(s) {missing}; {hint}")
         parts = [load_cifar_batch(folder / n) for n in names]

@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, open_data
 
 Array = np.ndarray
 XY = Tuple[Array, Optional[Array]]
@@ -25,13 +25,16 @@ MNIST_FILES = {
 def _read_bytes(path: Path, hint: str = "") -> bytes:
     """Whole file contents, transparently gunzipped when the name ends in ``.gz``."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found{hint}")
+    with open_data(path, hint) as raw:
+        return _read_open(raw, path, hint)
+
+
+def _read_open(raw, path: Path, hint: str) -> bytes:
     try:
         if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
+            with gzip.open(raw, "rb") as f:
                 return f.read()
-        return path.read_bytes()
+        return raw.read()
     except EOFError as e:
         raise DataError(f"{path}: truncated gzip stream ({e}); the download was cut short: delete it and "
                         f"re-download{hint}") from e
@@ -79,7 +82,7 @@ def load_idx(path, expect_ndim: Optional[int] = None, hint: str = "") -> Array:
 
 def find_file(folder: Path, stem: str) -> Optional[Path]:
     for name in (stem + ".gz", stem):
-        if (folder / name).is_file():
+        if (folder / name).exists() and not (folder / name).is_dir():
             return folder / name
     return None
 

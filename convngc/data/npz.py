@@ -7,7 +7,7 @@ from typing import Iterable, Optional, Tuple
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, open_data
 
 Array = np.ndarray
 XY = Tuple[Array, Optional[Array]]
@@ -16,10 +16,8 @@ XY = Tuple[Array, Optional[Array]]
 def load_npz(path, keys: Iterable[str] = ()) -> dict:
     """Arrays of a shared-layout ``.npz`` (``x`` uint8 images, ``y`` uint8 labels, extras in ``keys``)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open_data(path) as f, np.load(f, allow_pickle=False) as z:
             names = set(z.files)
             out = {k: z[k] for k in ("x", "y", *keys) if k in names}
     except DataError:
@@ -35,6 +33,11 @@ def load_npz(path, keys: Iterable[str] = ()) -> dict:
         raise DataError(f"{path}: holds no images ('x' has shape {x.shape})")
     if "y" in out and out["y"].shape != (len(x),):
         raise DataError(f"{path}: 'y' has shape {out['y'].shape}, expected ({len(x)},)")
+    if "y" in out and out["y"].dtype.kind not in "iu":
+        y = out["y"]
+        got = "strings" if y.dtype.kind in "USO" else y.dtype.name
+        raise DataError(f"{path}: 'y' must be integer labels (uint8), got {got} (e.g. {y[:3].tolist()}); restore "
+                        f"the original file, or leave 'y' out (labels are not needed to train)")
     top = int(x.max())
     if top <= 1:
         what = "every pixel is 0" if top == 0 else "pixel values are only 0 and 1, not 0-255 (a binarised copy or a mask?)"

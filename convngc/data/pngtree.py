@@ -6,7 +6,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, open_data
 
 Array = np.ndarray
 
@@ -51,7 +51,7 @@ def load_image_folder(root, split: Optional[str] = None, classes: Optional[Seque
         files = sorted(p for p in (folder / c).glob("*") if p.suffix.lower() in _IMG_EXT)
         for f in files:
             try:
-                with Image.open(f) as im:
+                with open_data(f) as fh, Image.open(fh) as im:
                     a = _rgb8(im)
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
                 raise DataError(f"{f}: unreadable image ({e}); delete or replace it") from e

@@ -10,7 +10,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import numpy as np
 
 from .cifar import load_cifar10
-from .errors import DataError
+from .errors import DataError, read_failure
 from .idx import MNIST_FILES, find_file, load_mnist
 from .npz import load_cinic10_sample, load_npz
 from .pngtree import load_image_folder
@@ -53,19 +53,27 @@ def default_data_dirs(data_dir=None) -> list:
     return out
 
 
+def _there(p: Path) -> bool:
+    """A data file is there (anything but a folder: a named pipe is found, then refused by its loader). An
+    unreadable folder on the way raises PermissionError, which load_dataset reports as a read failure."""
+    return p.exists() and not p.is_dir()
+
+
 def _npz_loader(files_train: Sequence[Path], file_test: Path, name: str) -> Callable[[str], XY]:
     def load(part: str) -> XY:
         if part == "test":
             d = load_npz(file_test)
             return _check_shape(file_test, d["x"], name), d.get("y")
-        present = [f for f in files_train if f.is_file()]
+        present = [f for f in files_train if _there(f)]
         if len(present) < len(files_train):
             warnings.warn(f"{name}: only {len(present)} of {len(files_train)} training files present "
                           f"({', '.join(f.name for f in present)}); training on that subset")
         parts = [load_npz(f) for f in present]
         for f, d in zip(present, parts):
             _check_shape(f, d["x"], name)
-        return np.concatenate([p["x"] for p in parts]), np.concatenate([p["y"] for p in parts])
+        # labels are not needed to train: a copy without 'y' (in any of its files) loads with y = None
+        y = np.concatenate([p["y"] for p in parts]) if all("y" in p for p in parts) else None
+        return np.concatenate([p["x"] for p in parts]), y
     return load
 
 
@@ -79,7 +87,7 @@ def _candidates(name: str, root: Path, part: str) -> list:
     if name == "mnist":
         for d in (root / "mnist", root):
             f = d / ("mnist_test.npz" if test else "mnist_train.npz")
-            out.append((str(f), f.is_file(), _npz_loader([d / "mnist_train.npz"], d / "mnist_test.npz", name), True))
+            out.append((str(f), _there(f), _npz_loader([d / "mnist_train.npz"], d / "mnist_test.npz", name), True))
         for d in (root / "mnist" / "raw", root / "mnist", root / "MNIST" / "raw", root):
             stems = MNIST_FILES[part]
             out.append((f"{d}/{stems[0]}[.gz] + {stems[1]}[.gz]", all(find_file(d, s) for s in stems),
@@ -87,29 +95,29 @@ def _candidates(name: str, root: Path, part: str) -> list:
     elif name == "cifar10":
         for d in (root / "cifar10", root):
             trains = [d / f"cifar10_train_batch{i}.npz" for i in range(1, 6)]
-            found = (d / "cifar10_test.npz").is_file() if test else any(f.is_file() for f in trains)
+            found = _there(d / "cifar10_test.npz") if test else any(_there(f) for f in trains)
             out.append((f"{d}/cifar10_test.npz" if test else f"{d}/cifar10_train_batch{{1..5}}.npz", found,
                         _npz_loader(trains, d / "cifar10_test.npz", name), True))
         for d in (root / "cifar10" / "cifar-10-batches-py", root / "cifar-10-batches-py", root / "cifar10"):
             f = d / ("test_batch" if test else "data_batch_1")
-            out.append((f"{d}/{'test_batch' if test else 'data_batch_{1..5}'}", f.is_file(),
+            out.append((f"{d}/{'test_batch' if test else 'data_batch_{1..5}'}", _there(f),
                         functools.partial(load_cifar10, d), True))
         for f in (root / "cifar10" / "cifar-10-python.tar.gz", root / "cifar-10-python.tar.gz"):
-            out.append((str(f), f.is_file(), functools.partial(load_cifar10, f), True))
+            out.append((str(f), _there(f), functools.partial(load_cifar10, f), True))
     elif name == "svhn":
         for d in (root / "svhn", root):
             f = d / f"svhn_{part}.npz"
-            out.append((str(f), f.is_file(), _npz_loader([d / "svhn_train.npz"], d / "svhn_test.npz", name), True))
+            out.append((str(f), _there(f), _npz_loader([d / "svhn_train.npz"], d / "svhn_test.npz", name), True))
         for d in (root / "svhn", root):
             f = d / f"{part}_32x32.mat"
-            out.append((str(f), f.is_file(), functools.partial(load_svhn, d), True))
+            out.append((str(f), _there(f), functools.partial(load_svhn, d), True))
     elif name == "cinic10":
         for d in (root / "cinic10", root / "CINIC-10", root / "cinic-10"):
             out.append((f"{d}/{part}/<class>/*.png", (d / part).is_dir(),
                         lambda p, d=d: load_image_folder(d, p)[:2], True))
         for d in (root / "cinic10", root):
             f = d / "cinic10_sample2000.npz"
-            out.append((f"{f} (sample: ImageNet-derived images only)", f.is_file(),
+            out.append((f"{f} (sample: ImageNet-derived images only)", _there(f),
                         lambda p, f=f: _sample(f), False))
     return out
 
@@ -160,6 +168,15 @@ def load_dataset(name: str, split: str = "train", data_dir=None, seed: int = 0, 
     ``color-mnist`` is ``color_mnist(MNIST original split, seed=(seed, 0 for train / 1 for test))``, then split.
     ``limit`` keeps the first ``limit`` images after splitting.
     """
+    try:
+        return _load_dataset(name, split, data_dir, seed, limit)
+    except DataError:
+        raise
+    except OSError as e:             # a file or folder there but unreadable (permissions, I/O): a read failure
+        raise read_failure(e, f"dataset {name!r}") from e
+
+
+def _load_dataset(name, split, data_dir, seed, limit):
     if name not in DATASET_NAMES:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
     if split not in SPLITS + ("all",):

@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, open_data
 
 Array = np.ndarray
 XY = Tuple[Array, Optional[Array]]
@@ -17,14 +17,17 @@ def load_svhn_mat(path) -> XY:
 
     Returns ``x`` uint8 ``(N, 32, 32, 3)`` and ``y`` uint8 digits 0..9 (label 10 mapped to 0).
     """
-    import scipy.io
-
     path = Path(path)
     hint = "; get SVHN with `convngc download svhn`"
-    if not path.is_file():
-        raise DataError(f"{path}: file not found{hint}")
+    with open_data(path, hint) as f:
+        return _parse_svhn(f, path, hint)
+
+
+def _parse_svhn(f, path, hint) -> XY:
+    import scipy.io
+
     try:
-        m = scipy.io.loadmat(str(path))
+        m = scipy.io.loadmat(f)
     except NotImplementedError as e:  # MATLAB v7.3 (HDF5) files
         raise DataError(f"{path}: MATLAB v7.3/HDF5 .mat is not the SVHN format ({e}){hint}") from e
     except Exception as e:  # MatReadError, ValueError, OSError, zlib.error, ...
@@ -39,6 +42,8 @@ def load_svhn_mat(path) -> XY:
     if y.dtype.kind not in "iubf":
         got = "strings" if y.dtype.kind in "USO" else y.dtype.name
         raise DataError(f"{path}: SVHN 'y' must be integer labels 0..10, got {got} (e.g. {y.ravel()[:3].tolist()})")
+    if y.dtype.kind == "f" and not np.array_equal(y, np.round(y)):      # MATLAB stores the labels as doubles
+        raise DataError(f"{path}: SVHN 'y' must be whole-number labels 0..10, got {y[y != np.round(y)][:3].tolist()}")
     if len(y) != X.shape[3] or (y.size and (y.min() < 0 or y.max() > 10)):
         raise DataError(f"{path}: SVHN 'y' must be N={X.shape[3]} labels in 0..10, got {y.shape}")
     return np.ascontiguousarray(X.transpose(3, 0, 1, 2)), (y % 10).astype(np.uint8)
