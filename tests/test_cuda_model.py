@@ -165,6 +165,26 @@ def test_small_settle_modes_match_ref(be, rng, mode):
         assert_close(res.z[0], x, rtol=0, atol=0, name="clamped z^0")
 
 
+@pytest.mark.parametrize("path", ["per-step", "whole"])
+@pytest.mark.parametrize("learn_E", [False, True])
+def test_precision_weighted_settle_matches_ref(be, rng, path, learn_E):
+    """The precision reading (e^0 weighted by pi0 in z^1's correction, carried by E^1 scaled by pi0) on both
+    kernel paths, every emulator thread order and the GPU, against ngc_ref in float64; pi0 changes the result."""
+    cfg = dataclasses.replace(SMALL, T=10, learn_E=learn_E)
+    params, x, z_top = setup(cfg, rng)
+    if learn_E:
+        params["E"] = [None] + [(w + 0.05 * rng.standard_normal(w.shape)).astype(np.float32) for w in params["W"][1:]]
+    ref = ref_model.settle(params64(params), f64(x), cfg, f64(z_top), pi0=0.2)
+    with be.run():
+        res = cuda_model.settle(on(be, params), be(x), cfg, be(z_top), kernel=path, pi0=0.2)
+    assert res.path == path
+    _compare(res, ref, cfg, TOL["settled"], "pi0 0.2, %s" % path)
+    plain = ref_model.settle(params64(params), f64(x), cfg, f64(z_top))
+    assert np.abs(np.asarray(plain.z[1]) - np.asarray(ref.z[1])).max() > 1e-3
+    with pytest.raises(ValueError, match="pi0 must be a finite number > 0"):
+        cuda_model.settle(params, x, cfg, z_top, pi0=-1.0)
+
+
 def test_settle_T0_and_odd_config(be, rng):
     params, x, z_top = setup(ODD, rng)
     res, ref = _settle_both(be, ODD, params, x, z_top, T=0)
