@@ -28,6 +28,7 @@ from ngc_ref.config import RANGES, Config, ConfigError, check_option, describe_r
 from . import checkpoint, data, models, schedule, train, tune
 from .download import Terminated, sigterm_raises
 from .model import BACKENDS, BackendUnavailable, ConvNGC, DivergenceError, default_backend
+from . import pictures
 
 TASKS = ("reconstruction", "denoising", "ood")
 # The CLI's default backend is chosen here and only here: the fastest one usable on this machine (cuda with a
@@ -324,6 +325,7 @@ def build_parser():
     sub.add_parser("info", help="print the paper configuration and its parameter count")
     sub.add_parser("reproduce", add_help=False, help="the paper's Tables 1-2 and Figures 3-4 with baselines (see "
                    "`convngc reproduce --help`)").add_argument("rest", nargs=argparse.REMAINDER)
+    pictures.add_parsers(sub, BACKENDS)                 # denoise, reconstruct: picture files of any size
     return ap
 
 
@@ -781,6 +783,7 @@ def _interrupted(exc, status):
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run, "info": cmd_info, "tune": cmd_tune}
+COMMANDS.update(denoise=pictures.cmd_pictures, reconstruct=pictures.cmd_pictures)
 
 
 def main(argv=None):

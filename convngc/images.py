@@ -272,10 +272,10 @@ def probe(path):
             if t is not None:
                 return t
         hdr = png_header(path)
-        if hdr is not None and hdr[2] == 16:
-            w, h, _, ctype, _ = hdr
+        if hdr is not None:                             # the IHDR alone: a huge picture is not decoded here
+            w, h, depth, ctype, _ = hdr
             _check_size(path, h, w)
-            return h, w, (1 if ctype in (0, 4) else 3), "PNG", np.dtype(np.uint16)
+            return h, w, (1 if ctype in (0, 4) else 3), "PNG", np.dtype(np.uint16 if depth == 16 else np.uint8)
         with _NoBombCheck() as Image:
             with Image.open(path) as im:
                 w, h = im.size
