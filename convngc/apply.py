@@ -32,7 +32,7 @@ METHODS = ("tiles", "whole")
 DEFAULT_METHOD = "tiles"
 DEFAULT_TILE = 64             # tile side, a multiple of stride^L
 DEFAULT_OVERLAP = 16          # pixels shared by two neighbouring tiles (the blend's ramp), a multiple of stride^L
-DEFAULT_BATCH = 64            # tiles per settle call (the cpu backend: 4 lane tiles of 16)
+DEFAULT_BATCH = None          # tiles per settle call: default_batch(backend)
 TUNED_NOISE_STD = 0.1         # what `convngc tune` uses (train.NOISE_STD) when a checkpoint does not say
 MAX_T = 4000                  # a --sigma far below the tuned one would ask for an unbounded T
 
@@ -71,11 +71,25 @@ def tuned_sigma(meta):
     return v if v > 0 and math.isfinite(v) else TUNED_NOISE_STD
 
 
+def budget_pi0(meta, T):
+    """The precision the tuning table (meta["denoise_tuning"]["table"], written by `convngc tune`) found best
+    within T settling steps: its row with the lowest MSE among those with at most T steps (none: the rows of the
+    fewest steps). None without a table."""
+    table = [r for r in ((meta or {}).get("denoise_tuning") or {}).get("table") or []
+             if isinstance(r, dict) and {"pi0", "T", "mse"} <= set(r)]
+    if not table:
+        return None
+    within = [r for r in table if r["T"] <= T] or [r for r in table if r["T"] == min(q["T"] for q in table)]
+    return float(min(within, key=lambda r: (r["mse"], r["T"]))["pi0"])
+
+
 def reading(model, task, sigma=None, T=None, meta=None):
-    """The Reading of `task` for `model`: reconstruction clamps z^0 for cfg.T steps; denoising follows
-    cfg.denoise with cfg.denoise_pi0 and cfg.denoise_T, rescaled when `sigma` (the input's noise std on the
-    [0, 1] scale) differs from the level the model was tuned for: pi0 x (tuned / sigma)^2, clipped to (0, 1],
-    and T x (old pi0 / new pi0) (at most MAX_T). T: an explicit number of steps."""
+    """The Reading of `task` for `model`: reconstruction clamps z^0 for cfg.T steps (or T); denoising follows
+    cfg.denoise with cfg.denoise_pi0 and cfg.denoise_T. An explicit T for denoising is a budget: the precision
+    is then the tuning table's best within T steps (budget_pi0), when the checkpoint has one. `sigma` (the
+    input's noise std on the [0, 1] scale) other than the level the model was tuned for rescales the precision
+    as pi0 x (tuned / sigma)^2, clipped to (0, 1], and (without an explicit T) the steps as T x (old pi0 /
+    new pi0), at least the model's T and at most MAX_T."""
     from ngc_ref import model as ref_model
     cfg = model.cfg
     if task == "reconstruct":
@@ -84,13 +98,17 @@ def reading(model, task, sigma=None, T=None, meta=None):
         raise ValueError("task must be one of %s, got %r" % (", ".join(TASKS), task))
     s0 = tuned_sigma(meta)
     pi0, steps = cfg.denoise_pi0, cfg.denoise_T
+    if T is not None and cfg.denoise == "precision":
+        pi0 = budget_pi0(meta, T) or pi0
+        steps = T
     if sigma is not None:
         sigma = float(sigma)
         if not (sigma > 0 and math.isfinite(sigma)):
             raise ApplyError("sigma must be a noise std > 0 on the [0, 1] scale, got %r" % sigma)
         if cfg.denoise == "precision" and sigma != s0:
             new = min(1.0, max(1e-4, pi0 * (s0 / sigma) ** 2))
-            steps = int(min(MAX_T, max(cfg.T, round(steps * pi0 / new))))
+            if T is None:
+                steps = int(min(MAX_T, max(cfg.T, round(steps * pi0 / new))))
             pi0 = new
     return Reading("denoise", int(T or steps), ref_model.denoise_clamp(cfg), float(pi0),
                    sigma if sigma is not None else s0, s0)
@@ -142,6 +160,15 @@ class Sized:
             self._at[hw] = ConvNGC(dataclasses.replace(self.cfg, image_hw=hw), backend=self.model.backend.name,
                                    dtype=self.model.dtype, params=self._params)
         return self._at[hw]
+
+
+def default_batch(backend):
+    """Tiles per settle call: on the cpu backend two lane tiles of 16 per thread (at least 64: 4 lane tiles, so
+    2 threads stay busy), 256 on a GPU, 64 on the reference. The results do not depend on it."""
+    if backend == "cpu":
+        from ngc_cpu import get_num_threads
+        return max(64, 32 * get_num_threads())
+    return 256 if backend == "cuda" else 64
 
 
 def settle_batch(net, x, rd, z_top):
@@ -236,7 +263,7 @@ def check_tiling(sized, tile, overlap):
                          "tile (%d)" % (overlap, f, tile // 2))
 
 
-def blend_tiles(x, tile, overlap, fn, batch=DEFAULT_BATCH, on_tiles=None):
+def blend_tiles(x, tile, overlap, fn, batch=64, on_tiles=None):
     """Cut x (C, H, W) into the overlapping tiles of tile_grid, map each batch of tiles through
     fn(tiles (n, C, tile, tile), indices) -> (n, C', tile, tile), and blend the results with the window
     (ramp outer ramp), normalised by the summed weights. Returns (C', H, W) float32. on_tiles(n) after each
@@ -295,6 +322,7 @@ def settle_tiled(sized, x, rd, seed=0, tile=DEFAULT_TILE, overlap=DEFAULT_OVERLA
     tile k is drawn from seed [seed, 1, k], so the result does not depend on the batch size."""
     check_tiling(sized, tile, overlap)
     net = sized.at((tile, tile))
+    batch = batch or default_batch(net.backend.name)
 
     def fn(tiles, idx):
         return settle_batch(net, tiles, rd, _top(sized.cfg, (tile, tile), len(idx), [[seed, 1, k] for k in idx]))
@@ -349,7 +377,7 @@ def memory_estimate(cfg, hw, method, backend="cpu", tile=DEFAULT_TILE, overlap=D
         hp, wp = (_ceil_to(H, cfg.stride ** cfg.L), _ceil_to(W, cfg.stride ** cfg.L))
         settle = hp * wp * state_floats_per_pixel(cfg) * 4 * buffers * lanes
     else:
-        n = min(batch, tile_grid(hw, tile, overlap).n)
+        n = min(batch or default_batch(backend), tile_grid(hw, tile, overlap).n)
         settle = _ceil_to(n, lanes) * tile * tile * state_floats_per_pixel(cfg) * 4 * buffers
     return int(H * W * per_px + settle)
 

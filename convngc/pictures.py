@@ -95,7 +95,6 @@ def process(pic, task, model, meta=None, sigma=None, add_noise=None, seed=0, met
     method = method or apply.DEFAULT_METHOD
     tile = tile or apply.DEFAULT_TILE
     overlap = apply.DEFAULT_OVERLAP if overlap is None else overlap
-    batch = batch or apply.DEFAULT_BATCH
     sized = sized or apply.Sized(model)
     C0 = model.cfg.layer_channels[0]
     parts, merge, note = _channels_for(pic, C0)
@@ -251,10 +250,11 @@ def add_parsers(sub, backends):
                        "multiple of 16 for the paper's model (default %d)" % apply.DEFAULT_TILE)
         p.add_argument("--overlap", type=_int_at_least(0), default=apply.DEFAULT_OVERLAP, help="pixels two "
                        "neighbouring tiles share, blended (default %d)" % apply.DEFAULT_OVERLAP)
-        p.add_argument("--batch-size", type=_int_at_least(1), default=apply.DEFAULT_BATCH, help="tiles per "
-                       "settle; results do not depend on it (default %d)" % apply.DEFAULT_BATCH)
+        p.add_argument("--batch-size", type=_int_at_least(1), default=None, help="tiles per settle; results do "
+                       "not depend on it (default: 32 per cpu thread, at least 64; 256 on a GPU)")
         p.add_argument("--T", type=_int_at_least(1), default=None, help="settling steps (default: the model's; "
-                       "for denoising its tuned T_denoise)")
+                       "for denoising its tuned T_denoise). Fewer steps are faster; for denoising the precision is "
+                       "then the one `convngc tune` found best within that many steps")
         p.add_argument("--backend", default=None, choices=backends, help="(default: the fastest available: cuda "
                        "with a usable GPU, else cpu)")
         p.add_argument("--seed", type=_int_at_least(0), default=0, help="the z^L draws and --add-noise (default 0)")

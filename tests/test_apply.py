@@ -164,6 +164,22 @@ def test_reading_follows_the_model_and_rescales_with_sigma():
         apply.reading(m, "denoise", sigma=-1)
 
 
+def test_an_explicit_T_is_a_budget_with_the_tuned_precision_for_it():
+    m = _model(T=10, pi0=0.05, T_denoise=80)
+    table = [{"pi0": 0.25, "T": 10, "mse": 30.0}, {"pi0": 0.1, "T": 10, "mse": 25.0}, {"pi0": 0.1, "T": 20, "mse": 21.0},
+             {"pi0": 0.05, "T": 20, "mse": 23.0}, {"pi0": 0.05, "T": 80, "mse": 18.0}]
+    meta = {"denoise_tuning": {"noise_std": 0.1, "table": table}}
+    assert apply.reading(m, "denoise", meta=meta).pi0 == 0.05
+    rd = apply.reading(m, "denoise", T=20, meta=meta)
+    assert (rd.T, rd.pi0) == (20, 0.1)
+    assert apply.reading(m, "denoise", T=15, meta=meta).pi0 == 0.1       # the best of the rows within 15 steps
+    assert apply.reading(m, "denoise", T=5, meta=meta).pi0 == 0.1        # none within: the fewest steps' best
+    assert apply.reading(m, "denoise", T=500, meta=meta).pi0 == 0.05
+    assert apply.reading(m, "denoise", T=20).pi0 == 0.05                 # no table: the model's own pi0
+    both = apply.reading(m, "denoise", T=20, sigma=0.2, meta=meta)       # the budget's pi0, rescaled; T kept
+    assert (both.T, both.pi0) == (20, pytest.approx(0.025))
+
+
 @pytest.mark.parametrize("sigma", [0.02, 0.05, 0.1, 0.2])
 def test_noise_estimate(sigma):
     yy, xx = np.mgrid[0:256, 0:256] / 256.0
