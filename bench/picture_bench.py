@@ -102,7 +102,19 @@ def speed(spec=None, repeats=1, whole=True, ref_steps=20, log=print):
         for task, inp in (("denoise", noisy), ("reconstruct", x)):
             rd = apply.reading(m, task, meta=meta)
             methods = ["tiles"] + (["whole"] if whole and backend == "cpu" else [])
+            if backend == "cpu" and task == "denoise" and rd.T > m.cfg.T:
+                methods.append("budget")          # --T = the model's T: the tuned precision for that budget
             for method in methods:
+                if method == "budget":
+                    b = apply.reading(m, task, T=m.cfg.T, meta=meta)
+                    sec = float(np.median([timed(lambda: apply.settle_image(m, inp, task, "tiles", rd=b))[1]
+                                           for _ in range(repeats)]))
+                    rows.append(dict(backend=backend, task=task, method="tiles --T %d" % b.T, T=b.T, pi0=b.pi0,
+                                     seconds=sec, tiles=apply.n_work((512, 768), "tiles"), note="",
+                                     megapixel_steps_per_s=512 * 768 * b.T / sec / 1e6))
+                    log("  %-5s %-11s %-5s T %4d: %7.2f s (--T %d: pi0 %g, the tuned precision for %d steps)"
+                        % (backend, task, "tiles", b.T, sec, b.T, b.pi0, b.T))
+                    continue
                 if backend == "numpy" or method == "whole":
                     steps = min(ref_steps, rd.T)
                     small = apply.Reading(rd.task, steps, rd.clamp, rd.pi0, rd.sigma, rd.tuned_sigma)
@@ -141,6 +153,33 @@ def edge_lines(hw, tile, overlap):
     g = apply.tile_grid(hw, tile, overlap)
     return [sorted({k * g.step - g.pad_before[axis] + d for k in range(g.counts[axis]) for d in (0, tile)})
             for axis in range(2)]
+
+
+def tile_rates(T=30, repeats=5, log=print):
+    """Settling rate per pixel of tiles of several sides against a batch of 32x32 images (the same work in
+    pixels per call), interleaved in one process: does a larger tile lose the caches?"""
+    import dataclasses
+    from convngc.model import ConvNGC
+    from ngc_ref.config import Config
+    base = ConvNGC(Config(), backend="cpu", seed=0)
+    cases = [(32, 128), (48, 64), (64, 64), (80, 32), (96, 32), (128, 32)]
+    nets = {}
+    for P, B in cases:
+        net = ConvNGC(dataclasses.replace(Config(), image_hw=(P, P)), backend="cpu", params=base.host_params())
+        x = np.random.default_rng(0).random((B, 3, P, P), dtype=np.float32)
+        net.settle(x, T=1)
+        nets[P] = (net, x)
+    times = {P: [] for P, _ in cases}
+    for _ in range(repeats):
+        for P, B in cases:
+            net, x = nets[P]
+            times[P].append(timed(lambda: net.settle(x, T=T))[1])
+    rows = []
+    for P, B in cases:
+        sec = float(np.median(times[P]))
+        rows.append(dict(tile=P, batch=B, seconds=sec, megapixel_steps_per_s=B * P * P * T / sec / 1e6))
+        log("  tile %3d, batch %3d: %.1f Mpx-steps/s" % (P, B, rows[-1]["megapixel_steps_per_s"]))
+    return rows
 
 
 def seam_figure(path, whole, tiled, untiled, gain=8):
@@ -216,6 +255,8 @@ def main(argv=None):
                     "when shipped, else the paper's configuration, random filters)")
     ap.add_argument("--quality", action="store_true", help="also whole vs tiles on held-out photographs")
     ap.add_argument("--no-speed", action="store_true", help="skip the 512x768 timing")
+    ap.add_argument("--tile-rates", action="store_true", help="also the settling rate per pixel of tiles of 32-128 "
+                    "pixels against a batch of 32x32 images, interleaved")
     ap.add_argument("--crop", type=int, default=256, help="centre crop of each held-out photograph (default 256)")
     ap.add_argument("--repeats", type=int, default=1, help="timing repeats, median (default 1)")
     ap.add_argument("--save", default=None, help="folder for the quality run's outputs (.npy), to look at")
@@ -226,6 +267,9 @@ def main(argv=None):
     out = {"load_before": os.getloadavg()}
     if not args.no_speed:
         out["speed"] = speed(args.model, args.repeats)
+    if args.tile_rates:
+        print("settling rate per pixel by tile side (random filters, T = 30, median of 5, interleaved):")
+        out["tile_rates"] = tile_rates()
     if args.quality:
         out["quality"] = quality(args.model, args.crop, save=args.save, figure=args.figure)
     out["load_after"] = os.getloadavg()

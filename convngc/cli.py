@@ -7,6 +7,7 @@
   convngc evaluate runs/cifar --tasks ood --ood-dataset cinic10
   convngc download cifar10 --dest ~/data
   convngc info
+  convngc denoise photo.png --model cifar10 --out out/      (and reconstruct: pictures of any size, pictures.py)
 
 Every option is checked before any data is loaded or any folder is made. Exit status: 0 done; 1 a file could
 not be written (full disk, read-only folder); 2 a bad option, bad data, or a run folder that cannot be used;

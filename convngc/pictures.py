@@ -185,7 +185,10 @@ def run_api(task, image, model="cifar10", sigma=None, backend=None, method=None,
     else:
         pic = images.from_array(image)
         as_array = True
-    bar = _bar(None, 1, progress)
+    split = 3 if pic.channels == 3 and m.cfg.layer_channels[0] == 1 else 1
+    from . import apply
+    bar = _bar(split * apply.n_work(pic.hw, method or apply.DEFAULT_METHOD, tile or apply.DEFAULT_TILE,
+                                    apply.DEFAULT_OVERLAP if overlap is None else overlap), 1, progress)
     res = process(pic, task, m, meta, sigma=sigma, seed=seed, method=method, tile=tile, overlap=overlap,
                   batch=batch, T=T, on_tiles=bar.update if bar is not None else None)
     if bar is not None:
@@ -448,7 +451,7 @@ def cmd_pictures(args, log=print, status=None):
                 model.cfg.layer_channels[0] == 1 else 1) for it in plan)
     bar = _bar(total, len(plan), not args.no_progress, desc=task)
     say = bar.write if bar is not None else log
-    failed = 0
+    failed = done = 0
     try:
         for item in plan:
             try:
@@ -490,6 +493,15 @@ def cmd_pictures(args, log=print, status=None):
             if q_out is not None:
                 line += "; against the clean picture: output %s | input %s" % (fmt_quality(q_out), fmt_quality(q_in))
             say(line)
+            done += 1
+    except KeyboardInterrupt as exc:               # Ctrl-C, SIGTERM: say what is on disk (whole files only)
+        from .download import Terminated
+        if bar is not None:
+            bar.close()
+            bar = None
+        print("%s; %d of %d pictures were written, none in part" % (
+            "terminated" if isinstance(exc, Terminated) else "interrupted", done, len(plan)), file=sys.stderr)
+        raise SystemExit(143 if isinstance(exc, Terminated) else 130) from None
     finally:
         if bar is not None:
             bar.close()
