@@ -23,6 +23,8 @@ from convngc.model import ConvNGC
 from ngc_ref.config import Config
 
 FAST = ["--T", "2", "--no-progress", "--backend", "cpu"]
+# the API's notes and noise warnings are expected in most tests here; test_api_warns_* checks them
+pytestmark = pytest.mark.filterwarnings("ignore:.*(estimated noise std|replicated to RGB|smaller than the model):UserWarning")
 
 
 def _main(argv):
@@ -291,6 +293,20 @@ def test_api_takes_a_model_object_and_options(ckpt):
     assert y1.shape == y2.shape == a.shape
     assert not np.array_equal(y1, y2)
     np.testing.assert_array_equal(convngc.denoise(a, model=m, T=2, seed=4), convngc.denoise(a, model=m, T=2, seed=4))
+
+
+@pytest.mark.filterwarnings("default")
+def test_api_warns_about_notes_and_the_noise_level(ckpt):
+    with pytest.warns(UserWarning, match="estimated noise std 0.02.*far from the 0.1"):
+        convngc.denoise(_photo(64, 64), model=ckpt, T=2)
+    with pytest.warns(UserWarning, match="replicated to RGB"):
+        convngc.reconstruct(_photo(64, 64, 1)[:, :, 0], model=ckpt, T=2)
+    noisy = np.clip(_photo(64, 64) / 255 + np.random.default_rng(1).normal(0, 0.1, (64, 64, 3)), 0, 1)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # at the tuned level: no warning at all
+        convngc.denoise(noisy.astype(np.float32), model=ckpt, T=2)
+        convngc.denoise(_photo(64, 64), model=ckpt, T=2, sigma=0.02)     # a level given: no warning
 
 
 def test_api_bad_input_raises_one_clear_error(ckpt, tmp_path):
