@@ -189,6 +189,9 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="batch 100, one repeat, no compile-time measurement")
     ap.add_argument("--epoch", action="store_true", help="also time one real CIFAR-10 epoch on the cpu backend")
     ap.add_argument("--json", default=None, help="also write the numbers to this file")
+    ap.add_argument("--no-picture", action="store_true", help="skip the 512x768 photograph (bench/picture_bench.py)")
+    ap.add_argument("--picture-model", default=None, help="the model of the photograph rows: a shipped name, run "
+                    "folder or checkpoint (default: cifar10 when shipped, else the paper's configuration)")
     args = ap.parse_args(argv)
     if args.quick:
         args.batches, args.repeats = [100], 1
@@ -253,6 +256,11 @@ def main(argv=None):
         out["epoch_seconds"] = real_epoch()
     print()
     out["schedule_overhead"] = [schedule_overhead(T) for T in ((60,) if args.quick else (60, 120, 240))]
+    if not args.no_picture:                      # one 512x768 RGB photograph, denoise and reconstruct
+        sys.path.insert(0, str(ROOT / "bench"))
+        import picture_bench
+        print()
+        out["picture"] = picture_bench.speed(args.picture_model, repeats=1 if args.quick else args.repeats)
     print("load average after: %.1f %.1f %.1f" % load1)
     if args.json:
         with open(args.json, "w") as f:

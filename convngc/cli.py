@@ -7,6 +7,7 @@
   convngc evaluate runs/cifar --tasks ood --ood-dataset cinic10
   convngc download cifar10 --dest ~/data
   convngc info
+  convngc denoise photo.png --model cifar10 --out out/      (and reconstruct: pictures of any size, pictures.py)
 
 Every option is checked before any data is loaded or any folder is made. An option repeated keeps its last
 value (as argparse does); a Config field given by its flag and by --set with two values (--T 7 --set T=5) is an
@@ -29,6 +30,7 @@ from ngc_ref.config import RANGES, Config, ConfigError, check_option, describe_r
 
 from . import checkpoint, data, models, schedule, train, tune
 from .download import Terminated, sigterm_raises
+from . import pictures
 from .files import NotARegularFile, open_regular
 from .model import BACKENDS, BackendUnavailable, ConvNGC, DivergenceError, TooLarge, check_memory, default_backend
 
@@ -347,6 +349,7 @@ def build_parser():
     sub.add_parser("info", help="print the paper configuration and its parameter count")
     sub.add_parser("reproduce", add_help=False, help="the paper's Tables 1-2 and Figures 3-4 with baselines (see "
                    "`convngc reproduce --help`)").add_argument("rest", nargs=argparse.REMAINDER)
+    pictures.add_parsers(sub, BACKENDS)                 # denoise, reconstruct: picture files of any size
     return ap
 
 
@@ -858,6 +861,7 @@ def _interrupted(exc, status):
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run, "info": cmd_info, "tune": cmd_tune}
+COMMANDS.update(denoise=pictures.cmd_pictures, reconstruct=pictures.cmd_pictures)
 
 
 def main(argv=None):
