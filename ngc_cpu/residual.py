@@ -120,6 +120,7 @@ def _check_inputs(params, x, cfg, z_top, where):
     for what, a, want in (("x", x, (C[0],) + base.map_hw(0)), ("z_top", z_top, (C[L],) + base.map_hw(L))):
         if not hasattr(a, "shape"):
             raise TypeError("%s: %s must be an array, got %s" % (where, what, type(a).__name__))
+        _dtype_of(a, where, what)
         if a.ndim != 4 or tuple(a.shape[1:]) != want or a.shape[0] != x.shape[0]:
             raise ValueError("%s: %s has shape %s, the config needs (B,) + %s with the batch of x"
                              % (where, what, tuple(a.shape), want))
