@@ -240,25 +240,24 @@ def settle_tiles(t0, t1, z, e, zb, en, geo, L, n, posts, skipk, Wp, woff, bp, bo
         T steps        every block's prediction and error from the same states, then every correction
         final          the predictions and errors of the final states (energy into en[T])
     consts = (leak, beta, gamma, gamma of a free z^0)."""
-    V_ = V
     work = np.empty(nph + 2 * M, z.dtype)
-    scratch = np.empty(V_, z.dtype)
+    scratch = np.empty(V, z.dtype)
     leak = consts[0]
     for t in range(t0, t1):
         zt, et, zbt, ent = z[t], e[t], zb[t], en[t]
         if init:
             for l in range(L, 1, -1):
                 predict_block(zt, et, zbt, work, nph, M, ent[0], scratch, geo, l, n, posts, skipk, Wp, woff, bp, boff,
-                              K, s, pad1, pool, leak, np.int64(0), V_)
+                              K, s, pad1, pool, leak, np.int64(0), V)
         if correct_first:
-            _correct_all(zt, et, work, nph, M, geo, L, n, Ec, eoff, K, s, pad1, consts, free_bottom, V_)
+            _correct_all(zt, et, work, nph, M, geo, L, n, Ec, eoff, K, s, pad1, consts, free_bottom, V)
         for step in range(T):
             _predict_all(zt, et, zbt, work, nph, M, ent[step], scratch, geo, L, n, posts, skipk, Wp, woff, bp, boff,
-                         K, s, pad1, pool, leak, np.int64(1), V_)
-            _correct_all(zt, et, work, nph, M, geo, L, n, Ec, eoff, K, s, pad1, consts, free_bottom, V_)
+                         K, s, pad1, pool, leak, np.int64(1), V)
+            _correct_all(zt, et, work, nph, M, geo, L, n, Ec, eoff, K, s, pad1, consts, free_bottom, V)
         if final:
             _predict_all(zt, et, zbt, work, nph, M, ent[T], scratch, geo, L, n, posts, skipk, Wp, woff, bp, boff,
-                         K, s, pad1, pool, leak, np.int64(2), V_)
+                         K, s, pad1, pool, leak, np.int64(2), V)
 
 
 # ---- Eq. 12 ---------------------------------------------------------------------------------------------
