@@ -1,7 +1,8 @@
 """The baselines the reproduction places Conv-NGC among, behind one small interface (fit, output):
 
   FCNGCModel        the paper's fully-connected NGC (ngc_ref/fc.py; NumPy whatever the --backend)
-  ResidualConvNGC   residual Conv-NGC (ngc_ref/residual.py; the NumPy reference, no kernel)
+  ResidualConvNGC   residual Conv-NGC (Appendix C): ngc_cpu/residual.py (Numba, the default when installed) or
+                    the NumPy reference ngc_ref/residual.py (backend="numpy"); no CUDA kernel
   ClassicalDenoiser total variation and non-local means (scikit-image), BM3D (the `bm3d` package, optional)
 
 Conv-AE and Conv-DAE live in convngc/autoencoder.py (PyTorch, optional). Every model takes and returns float
@@ -18,7 +19,8 @@ from ngc_ref.config import Config
 from . import metrics
 from .train import NOISE_STD, batches
 
-__all__ = ["FCNGCModel", "ResidualConvNGC", "ClassicalDenoiser", "CLASSICAL", "bm3d_available"]
+__all__ = ["FCNGCModel", "ResidualConvNGC", "RESIDUAL_BACKENDS", "residual_backend", "ClassicalDenoiser", "CLASSICAL",
+           "bm3d_available"]
 
 
 class _SettlingModel:
@@ -78,12 +80,44 @@ class FCNGCModel(_SettlingModel):
         return fc.n_free_parameters(self.params)
 
 
-class ResidualConvNGC(_SettlingModel):
-    """Residual Conv-NGC (Appendix C) on the NumPy reference: there is no kernel for it."""
-    name = "residual Conv-NGC"
-    mod = residual
+RESIDUAL_BACKENDS = ("cpu", "numpy")
 
-    def __init__(self, cfg=None, seed=0, dtype=np.float32):
+
+def residual_backend(name=None):
+    """The backend that runs residual Conv-NGC for a requested one: "numpy" (the reference) stays "numpy"; any
+    other ("cpu", "cuda", "cuda-emu": there is no CUDA kernel for the residual blocks) or None is "cpu" when
+    Numba is installed, else "numpy"."""
+    if name == "numpy":
+        return "numpy"
+    import importlib.util
+    return "cpu" if importlib.util.find_spec("numba") is not None else "numpy"
+
+
+class ResidualConvNGC(_SettlingModel):
+    """Residual Conv-NGC (Appendix C). backend "cpu": ngc_cpu.residual (Numba, all cores, the default when Numba
+    is installed); "numpy": the reference ngc_ref.residual (about 15x slower). Both start from the same
+    parameters and draws for a seed and differ only by rounding (tests/test_cpu_residual.py)."""
+    name = "residual Conv-NGC"
+
+    def __init__(self, cfg=None, seed=0, dtype=np.float32, backend=None):
+        backend = residual_backend() if backend is None else backend
+        if backend not in RESIDUAL_BACKENDS:
+            raise ValueError("ResidualConvNGC: backend must be one of %s, got %r (residual_backend() maps the "
+                             "others)" % (", ".join(RESIDUAL_BACKENDS), backend))
+        if backend == "cpu":
+            try:
+                from ngc_cpu import residual as cpu_residual
+            except ImportError as exc:
+                from .model import BackendUnavailable
+                raise BackendUnavailable("residual Conv-NGC backend 'cpu' needs Numba (pip install numba): %s"
+                                         % exc) from None
+            if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
+                raise TypeError("ResidualConvNGC: backend 'cpu' computes in float32 or float64; got dtype %s"
+                                % np.dtype(dtype))
+            self.mod = cpu_residual
+        else:
+            self.mod = residual
+        self.backend = backend
         self.cfg = cfg or residual.ResidualConfig(base=Config())
         self.seed, self.rng = seed, np.random.default_rng(seed)
         self.params = residual.init_params(self.cfg, self.rng, dtype)
@@ -93,7 +127,7 @@ class ResidualConvNGC(_SettlingModel):
     def _settle(self, x, clamp, rng):
         x = np.asarray(x, self.dtype)
         z_top = ref_model.draw_top(self.cfg.base, len(x), rng, self.dtype)
-        return residual.settle(self.params, x, self.cfg, z_top, clamp=clamp)
+        return self.mod.settle(self.params, x, self.cfg, z_top, clamp=clamp)
 
     @property
     def n_parameters(self):

@@ -114,8 +114,7 @@ SCALES = {
     "quick": {"n_test": 200, "n_val": 100, "n_tune": 100,
               "train": {"conv-ngc": (10000, 5, 100), "fc-ngc": (2000, 5, 100), "conv-ae": (4000, 5, 128),
                         "conv-dae": (4000, 5, 128), "res-conv-ngc": (100, 1, 50)},
-              "lr": {"conv-ae": 1e-3, "conv-dae": 1e-3},
-              "n_test_model": {"res-conv-ngc": 50}},          # the residual reference is ~100x Conv-NGC's cost
+              "lr": {"conv-ae": 1e-3, "conv-dae": 1e-3}},
     "paper": {"n_test": None, "n_val": 5000, "n_tune": 500,
               "train": {"conv-ngc": (None, 20, 500), "fc-ngc": (None, 20, 500), "conv-ae": (None, 100, 128),
                         "conv-dae": (None, 100, 128), "res-conv-ngc": (None, 20, 500)}},
@@ -123,9 +122,12 @@ SCALES = {
 # Seconds per image on the development machine (2 cores): the cpu backend for Conv-NGC (T = 60; the numpy
 # reference is about 40x slower), the NumPy reference for FC-NGC (T = 60), PyTorch CPU for the autoencoders,
 # per-image calls for the classical denoisers (learn or train step, one settle / forward at evaluation).
-# Used only by --list's estimate.
+# Residual Conv-NGC: the cpu backend (ngc_cpu.residual, T = 60), timed against Conv-NGC's learn step (batch 100)
+# in the same process and scaled to its rate here: its learn step of batch 50 costs 10.5x, its evaluation
+# settle 8x (bench/residual_bench.py: a settling step does 12x the useful FLOPs at the same GFLOP/s; the NumPy
+# reference, --backend numpy, is about 16x slower still). Used only by --list's estimate.
 COST = {"conv-ngc": (0.0012, 0.0012), "fc-ngc": (0.011, 0.010), "conv-ae": (0.0048, 0.0005),
-        "conv-dae": (0.0048, 0.0005), "res-conv-ngc": (5.0, 4.5), "tv": (0, 0.0046), "nlm": (0, 0.0044),
+        "conv-dae": (0.0048, 0.0005), "res-conv-ngc": (0.013, 0.010), "tv": (0, 0.0046), "nlm": (0, 0.0044),
         "bm3d": (0, 0.029)}
 
 
@@ -283,7 +285,7 @@ def make_model(name, seed, backend, lr=None):
     if name == "fc-ngc":
         return _GenericRow(baselines.FCNGCModel(seed=seed))
     if name == "res-conv-ngc":
-        return _GenericRow(baselines.ResidualConvNGC(seed=seed))
+        return _GenericRow(baselines.ResidualConvNGC(seed=seed, backend=baselines.residual_backend(backend)))
     if name in ("conv-ae", "conv-dae"):
         from .autoencoder import AutoEncoderModel
         return _GenericRow(AutoEncoderModel(denoising=(name == "conv-dae"), seed=seed,
@@ -307,7 +309,10 @@ def row_setup(row, scale_cfg, trials, backend):
         s.update(n_tune=scale_cfg["n_tune"])
     if row.model == "conv-ngc":
         s.update(backend=backend, config=conv_ngc_config().to_dict())
-    elif row.model in ("fc-ngc", "res-conv-ngc"):
+    elif row.model == "res-conv-ngc":
+        from .baselines import residual_backend
+        s.update(backend=residual_backend(backend))          # cpu (ngc_cpu.residual) unless --backend numpy
+    elif row.model == "fc-ngc":
         s.update(backend="numpy (reference; no kernel)")
     return s
 
@@ -609,8 +614,9 @@ def list_rows(rows, skipped, scale, trials, log=print):
         log("  %-32s skipped: %s" % (r.id, why))
     for (m, ds), sec in estimate_seconds(rows, scale, trials, per_job=True).items():
         log("  estimate: %-28s on %-12s %6.1f min" % (NAMES[m], DATASET_TITLES[ds], sec / 60))
-    log("estimated time: %.0f min (from per-image costs measured on 2 cores, Conv-NGC on the cpu backend; "
-        "--backend numpy makes its rows about 40x longer)" % (estimate_seconds(rows, scale, trials) / 60))
+    log("estimated time: %.0f min (from per-image costs measured on 2 cores, Conv-NGC and residual Conv-NGC on the "
+        "cpu backend; --backend numpy makes their rows about 40x and 16x longer)"
+        % (estimate_seconds(rows, scale, trials) / 60))
 
 
 def _positive_int(text):

@@ -23,6 +23,8 @@ does not (so results can differ in the last bit between such machines, never bet
     vscale(v, s)              v * s
     vphi(v, leak)             leaky ReLU: v if v > 0 else leak * v
     vphi_prime(v, leak)       1 if v > 0 else leak
+    vrelu(v)                  max(v, 0), NaN kept (np.maximum(v, 0))
+    vmax(u, v)                elementwise max, NaN in either kept (the max of np.max over a window)
 """
 import numpy as np
 from llvmlite import ir
@@ -31,7 +33,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 __all__ = ["LANE_BYTES", "lanes", "Vec", "vload", "vstore", "vbroadcast", "vzeros", "vfmav", "vadd", "vsub",
-           "vmul", "vscale", "vphi", "vphi_prime"]
+           "vmul", "vscale", "vphi", "vphi_prime", "vrelu", "vmax"]
 
 LANE_BYTES = 64                     # one vector = 64 bytes: 16 float32 or 8 float64
 
@@ -199,3 +201,30 @@ def vphi_prime(typingctx, v, leak):
         one = ir.Constant(vty_ll, [ir.Constant(vty_ll.element, 1.0)] * vty_ll.count)
         return _select_positive(builder, args[0], one, _splat(builder, vty_ll, args[1]))
     return v(v, leak), codegen
+
+
+@intrinsic
+def vrelu(typingctx, v):
+    """max(v, 0) as np.maximum(v, 0): 0 where v < 0, v itself elsewhere (a NaN stays NaN)."""
+    if not isinstance(v, Vec):
+        raise TypeError("simd.vrelu: a vector, got %s" % (v,))
+
+    def codegen(context, builder, sig, args):
+        zero = ir.Constant(args[0].type, None)
+        return builder.select(builder.fcmp_ordered("<", args[0], zero), zero, args[0])
+    return v(v), codegen
+
+
+@intrinsic
+def vmax(typingctx, u, v):
+    """Elementwise max that keeps a NaN of either side, as np.max over a window does: u if u is NaN, else v if
+    v > u or v is NaN, else u."""
+    if not isinstance(u, Vec) or v != u:
+        raise TypeError("simd.vmax: two vectors of one dtype, got %s, %s" % (u, v))
+
+    def codegen(context, builder, sig, args):
+        a, b = args
+        take_b = builder.fcmp_unordered(">", b, a)                 # b > a, or either is NaN
+        pick = builder.select(take_b, b, a)
+        return builder.select(builder.fcmp_unordered("uno", a, a), a, pick)
+    return u(u, v), codegen

@@ -48,3 +48,33 @@ def test_fc_ngc_model_learns_and_is_repeatable():
     assert a.shape == (4, 3, 8, 8) and np.array_equal(a, m.output(x[:4], seed=3))
     assert not np.array_equal(m.output(x[:4], clamp="first", seed=3), a)
     assert baselines.FCNGCModel(seed=0).n_parameters == 738072
+
+
+def test_residual_model_runs_on_the_cpu_backend_and_matches_the_reference():
+    """ResidualConvNGC picks the cpu backend (Numba is installed for the tests) and keeps the reference
+    selectable: from one seed both start from the same parameters and draws, learn the same update and
+    reconstruct the same images, up to float32 rounding."""
+    from ngc_cpu import residual as cpu_residual
+    from ngc_ref import residual
+    from ngc_ref.config import Config
+    from tolerances import TOL, assert_close
+    cfg = residual.ResidualConfig(base=Config(channels=(4, 5, 3), image_hw=(8, 8), T=5))
+    x = np.random.default_rng(2).random((20, 3, 8, 8)).astype(np.float32)
+    fast, ref = baselines.ResidualConvNGC(cfg, seed=0), baselines.ResidualConvNGC(cfg, seed=0, backend="numpy")
+    assert fast.backend == "cpu" and fast.mod is cpu_residual and ref.mod is residual
+    assert baselines.residual_backend("cuda") == baselines.residual_backend("cpu") == "cpu"
+    assert baselines.residual_backend("numpy") == "numpy"
+    for m in (fast, ref):
+        m.fit(x, x[:4], epochs=1, batch_size=10, log=lambda s: None)
+    for l in (1, 2):
+        assert_close(fast.params["S"][l], ref.params["S"][l], **TOL["settled"], name="S^%d after 2 updates" % l)
+        for a, b in zip(fast.params["W"][l], ref.params["W"][l]):
+            assert_close(a, b, **TOL["settled"], name="W^%d after 2 updates" % l)
+    for clamp in ("always", "first"):
+        out = fast.output(x[:6], clamp=clamp, seed=3)
+        assert out.dtype == np.float32 and out.shape == (6, 3, 8, 8)
+        assert_close(out, ref.output(x[:6], clamp=clamp, seed=3), **TOL["settled"], name="output, clamp " + clamp)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        baselines.ResidualConvNGC(cfg, backend="cuda")
+    with pytest.raises(TypeError, match="float32 or float64"):
+        baselines.ResidualConvNGC(cfg, dtype=np.float16)

@@ -27,6 +27,18 @@ def test_conv_ngc_rows_use_the_documented_default_config():
     assert s["config"] == Config().to_dict() and s["seeds"] == [0, 1, 2, 3, 4]
 
 
+def test_residual_rows_run_on_the_cpu_backend_unless_numpy_is_asked():
+    """The residual row records the backend it runs on (there is no CUDA kernel: cuda runs it on the cpu backend),
+    builds that model, and is sized for the quick scale like every row (no smaller test set of its own)."""
+    r = next(r for r in reproduce.all_rows() if r.id == "cifar10/res-conv-ngc")
+    for asked, runs in (("cpu", "cpu"), ("cuda", "cpu"), ("numpy", "numpy")):
+        assert reproduce.row_setup(r, reproduce.SCALES["quick"], 5, asked)["backend"] == runs
+        assert reproduce.make_model("res-conv-ngc", 0, asked).model.backend == runs
+    assert reproduce.n_test_for(reproduce.SCALES["quick"], "res-conv-ngc") == reproduce.SCALES["quick"]["n_test"]
+    minutes = reproduce.estimate_seconds([r], "quick", 5) / 60
+    assert minutes < 5          # the cpu backend's rate (COST); on the reference it was about two hours
+
+
 def test_noise_is_the_draw_of_train_run_task():
     """Every model of a trial sees the noisy images Conv-NGC's evaluation makes (same seed, same numbers)."""
     x = np.random.default_rng(0).random((3, 3, 32, 32)).astype(np.float32)
