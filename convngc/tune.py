@@ -20,7 +20,7 @@ from . import metrics
 
 PI0_GRID = (1.0, 0.5, 0.25, 0.15, 0.1, 0.07, 0.05, 0.035, 0.025)
 T_FACTORS = (1, 2, 4, 8, 16)           # T_denoise = factor x the model's T
-MAX_STEPS = 4000                      # no grid point settles longer than this
+MAX_STEPS = 2000                      # no grid point settles longer than this: denoising time is proportional to T
 
 
 def _denoise(model, noisy, pi0, T, seed, batch):
