@@ -63,7 +63,14 @@ def tune_denoising(model, x, noise_std=0.1, seed=0, pi0s=PI0_GRID, factors=T_FAC
     low = min(r["mse"] for r in table)
     best = min((r for r in table if r["mse"] <= low * (1 + 0.005)), key=lambda r: (r["T"], r["mse"]))
     noisy_row = {"mse": float(metrics.mse(noisy, x)), "psnr": float(metrics.psnr(noisy, x))}
-    return table, dict(best, noisy_input=noisy_row, n_images=int(len(x)), noise_std=float(noise_std), seed=int(seed))
+    return table, dict(best, noisy_input=noisy_row, n_images=int(len(x)), noise_std=float(noise_std), seed=int(seed),
+                       pi0_grid=[float(p) for p in pi0s], t_factors=[int(f) for f in factors], max_steps=int(max_steps))
+
+
+def is_current(tuning):
+    """Was this stored tuning (a checkpoint's meta["denoise_tuning"]) made with the grid the code uses now?"""
+    return bool(tuning) and tuning.get("pi0_grid") == list(PI0_GRID) and tuning.get("max_steps") == MAX_STEPS \
+        and tuning.get("t_factors") == list(T_FACTORS)
 
 
 def tuned_config(cfg, best):
