@@ -28,10 +28,10 @@ import numpy as np
 
 from ngc_ref.config import RANGES, Config, ConfigError, check_option, describe_range
 
-from . import checkpoint, data, models, schedule, train, tune
+from . import checkpoint, data, models, rundir, schedule, train, tune
 from .download import Terminated, sigterm_raises
 from . import pictures
-from .files import NotARegularFile, open_regular
+from .fileio import NotARegularFile, open_regular, write_json
 from .model import BACKENDS, BackendUnavailable, ConvNGC, DivergenceError, TooLarge, check_memory, default_backend
 
 TASKS = ("reconstruction", "denoising", "ood")
@@ -404,11 +404,11 @@ def _read_config_json(run_dir):
             raise ValueError("expected a JSON object with a \"model\" object")
         checkpoint.check_run_args(rec.get("run"), "run", required=("dataset", "batch_size", "epochs"))
     except NotARegularFile as exc:
-        raise train.RunDirError("%s; restore config.json or start a new run" % exc) from None
+        raise rundir.RunDirError("%s; restore config.json or start a new run" % exc) from None
     except (ValueError, checkpoint.CheckpointError) as exc:
-        raise train.RunDirError("%s: unreadable (%s); restore it or start a new run" % (path, exc)) from None
+        raise rundir.RunDirError("%s: unreadable (%s); restore it or start a new run" % (path, exc)) from None
     except OSError as exc:
-        raise train.RunDirError("%s: cannot read it (%s)" % (path, exc.strerror or exc)) from None
+        raise rundir.RunDirError("%s: cannot read it (%s)" % (path, exc.strerror or exc)) from None
     return rec
 
 
@@ -423,12 +423,12 @@ def _check_same_config(run_dir, recorded, cfg, meta=None):
             rec_cfg = schedule.config_at(rec_cfg, meta["schedule"])
         rec = rec_cfg.to_dict()
     except (ValueError, TypeError, KeyError) as exc:
-        raise train.RunDirError("%s: invalid model config (%s)" % (os.path.join(run_dir, "config.json"), exc)) \
+        raise rundir.RunDirError("%s: invalid model config (%s)" % (os.path.join(run_dir, "config.json"), exc)) \
             from None
     ck = cfg.to_dict()
     diff = [k for k in sorted(set(rec) | set(ck)) if rec.get(k) != ck.get(k) and k not in INFERENCE_FIELDS]
     if diff:
-        raise train.RunDirError(
+        raise rundir.RunDirError(
             "%s: checkpoint.npz and config.json disagree on %s; the folder was edited or mixed with another run: "
             "restore config.json, or evaluate the checkpoint file on its own" % (run_dir, ", ".join(
                 "%s (checkpoint %r, config.json %r)" % (k, ck.get(k), rec.get(k)) for k in diff)))
@@ -501,13 +501,13 @@ def cmd_train(args, log=print, status=None):
     sched_opts = _schedule_options(args)
     dataset = _dataset_for(args.dataset, cfg, log)
     if args.out:
-        train.check_run_dir(args.out)                          # fail before loading data; the claim decides
+        rundir.check_run_dir(args.out)                          # fail before loading data; the claim decides
     data_dir = _abs(args.data_dir)
     train_x = _load_images(dataset, "train", data_dir, args.seed, args.limit, cfg, True)
     val_x = _load_images(dataset, "val", data_dir, args.seed, args.val_limit, cfg, True) if args.val_limit != 0 \
         else np.zeros((0,) + train_x.shape[1:], train_x.dtype)
-    folder = train.claim_run_dir(args.out) if args.out else \
-        train.new_run_dir(os.path.join("runs", "%s-%s" % (dataset, time.strftime("%Y%m%d-%H%M%S"))))
+    folder = rundir.claim_run_dir(args.out) if args.out else \
+        rundir.new_run_dir(os.path.join("runs", "%s-%s" % (dataset, time.strftime("%Y%m%d-%H%M%S"))))
     run_args = {"dataset": dataset, "limit": args.limit, "val_limit": args.val_limit, "batch_size": args.batch_size,
                 "data_dir": data_dir, "seed": args.seed, "epochs": args.epochs,
                 "beta_schedule": dataclasses.asdict(sched_opts)}
@@ -515,7 +515,7 @@ def cmd_train(args, log=print, status=None):
         run_args["init"] = dict(init[2], fresh_optimizer=bool(args.fresh_optimizer))
     try:
         try:
-            train.write_json(os.path.join(folder.path, "config.json"),
+            write_json(os.path.join(folder.path, "config.json"),
                              {"model": cfg.to_dict(), "run": run_args, "n_filter_weights": model.n_filter_weights})
         except BaseException:
             folder.release(remove_if_empty=True)               # nothing of this run was written: no folder left
@@ -593,7 +593,7 @@ def _check_memory(args, cfg, batch, backend):
 
 def _resume(args, log, status):
     run_dir = args.resume
-    folder = train.claim_run_dir(run_dir, resume=True)          # no other process trains it meanwhile
+    folder = rundir.claim_run_dir(run_dir, resume=True)          # no other process trains it meanwhile
     try:
         status.run_dir = run_dir
         recorded = _read_config_json(run_dir)
@@ -608,7 +608,7 @@ def _resume(args, log, status):
             run_args = dict(meta.get("run_args") or (recorded or {}).get("run") or {})
             missing = [k for k in ("dataset", "batch_size") if k not in run_args]
             if missing:
-                raise train.RunDirError("--resume %s: neither the checkpoint nor config.json records the run's %s"
+                raise rundir.RunDirError("--resume %s: neither the checkpoint nor config.json records the run's %s"
                                         % (run_dir, ", ".join(missing)))
             start, history, seed = meta["epoch"], meta.get("history"), meta.get("seed", run_args.get("seed", 0))
             status.checkpointed(start)
@@ -617,11 +617,11 @@ def _resume(args, log, status):
             try:
                 cfg = Config.from_dict(recorded["model"])
             except (ValueError, TypeError) as exc:
-                raise train.RunDirError("%s/config.json: invalid model config (%s)" % (run_dir, exc)) from None
+                raise rundir.RunDirError("%s/config.json: invalid model config (%s)" % (run_dir, exc)) from None
             run_args, start, history, trained_on = dict(recorded["run"]), 0, None, None
             seed = run_args.get("seed", 0)
         else:
-            raise train.RunDirError("--resume %s: no config.json or checkpoint.npz there; not a run folder" % run_dir)
+            raise rundir.RunDirError("--resume %s: no config.json or checkpoint.npz there; not a run folder" % run_dir)
         run_args.setdefault("seed", seed)
         _refuse_changes(args, cfg, run_args, run_dir, log)
         epochs = args.epochs if args.epochs is not None else run_args.get("epochs", start)
@@ -647,7 +647,7 @@ def _resume(args, log, status):
             run_args["epochs"] = epochs
             if recorded is not None:                           # only the run part; the model part never changes
                 recorded["run"] = dict(recorded["run"], epochs=epochs, data_dir=run_args.get("data_dir"))
-                train.write_json(os.path.join(run_dir, "config.json"), recorded)
+                write_json(os.path.join(run_dir, "config.json"), recorded)
         dataset, data_dir = run_args["dataset"], run_args.get("data_dir")
         train_x = _load_images(dataset, "train", data_dir, seed, run_args.get("limit"), cfg, True)
         val_limit = run_args.get("val_limit")
@@ -726,10 +726,10 @@ def cmd_evaluate(args, model=None, run_dir=None, log=print, status=None, ckpt=No
                            if shipped else run_dir)
     if args.out:
         if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-            raise train.RunDirError("--out %s is a file, not a folder" % out_dir)
+            raise rundir.RunDirError("--out %s is a file, not a folder" % out_dir)
         other = [f for f in ("config.json", "checkpoint.npz") if os.path.exists(os.path.join(out_dir, f))]
         if other and os.path.realpath(out_dir) != os.path.realpath(run_dir):
-            raise train.RunDirError("--out %s holds another run (%s): the metrics of %s would mix with it; choose a "
+            raise rundir.RunDirError("--out %s holds another run (%s): the metrics of %s would mix with it; choose a "
                                     "new or empty folder" % (out_dir, other[0], ckpt))
     cfg = model.cfg
     _check_memory(args, cfg, args.batch_size if args.limit is None else min(args.batch_size, args.limit),
@@ -762,10 +762,10 @@ def cmd_evaluate(args, model=None, run_dir=None, log=print, status=None, ckpt=No
     os.makedirs(out_dir, exist_ok=True)
     info = _checkpoint_info(ckpt)
     # an earlier evaluation's files are kept, and of two evaluations running at once each claims its own name
-    suffix = train.claim_free_name(out_dir)
+    suffix = rundir.claim_free_name(out_dir)
     metrics_path = os.path.join(out_dir, "metrics%s.json" % suffix)
     try:
-        train.write_json(metrics_path, {
+        write_json(metrics_path, {
             "model_dataset": dataset, "checkpoint": info, "results": results, "model": shipped,
             "config": cfg.to_dict(), "metric_scale": "[0,255]", "noise_std": train.NOISE_STD, "T": args.T or cfg.T,
             "T_denoise": getattr(args, "T_denoise", None) or cfg.denoise_T, "pi0": cfg.denoise_pi0,
@@ -886,7 +886,7 @@ def main(argv=None):
         except data.DataReadError as exc:              # a data file there but unreadable: the read failed
             print("error: %s" % exc, file=sys.stderr)
             return 1
-        except (data.DataError, checkpoint.CheckpointError, train.RunDirError, DivergenceError,
+        except (data.DataError, checkpoint.CheckpointError, rundir.RunDirError, DivergenceError,
                 BackendUnavailable, ConfigError, TooLarge, NotARegularFile) as exc:
             print("error: %s" % exc, file=sys.stderr)
             return 2

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 from .data import DataError
-from .files import NotARegularFile, open_regular
+from .fileio import NotARegularFile, open_regular
 
 __all__ = ["Remote", "Source", "DATASETS", "download", "fetch", "file_checksum", "extract", "Terminated",
            "sigterm_raises"]

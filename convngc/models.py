@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 
-from . import checkpoint
+from . import checkpoint, fileio
 
 MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 
@@ -138,11 +138,7 @@ def pack(run_dir, name, description, commands, metrics_json=None, data_dir=None,
                                  for task, r in m["results"].items()}
     card_["sha256"] = sha256(path)
 
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(checkpoint.strict_json(card_), f, indent=2, sort_keys=True)
-            f.write("\n")
-    checkpoint.atomic_write(os.path.join(dest, "model.json"), write)
+    fileio.write_json(os.path.join(dest, "model.json"), card_)
     log("packed %s -> %s (sha256 %s)" % (src, dest, card_["sha256"][:12]))
     return card_
 

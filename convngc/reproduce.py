@@ -34,8 +34,7 @@ import numpy as np
 from ngc_ref.config import Config
 
 from . import data, metrics, train, viz
-from .checkpoint import strict_json
-from .files import NotARegularFile, open_regular
+from .fileio import NotARegularFile, open_regular, strict_json, write_json, write_text
 from .model import BACKENDS, BackendUnavailable, ConvNGC, get_backend
 
 DEFAULT_BACKEND = "cpu" if "cpu" in BACKENDS else "numpy"
@@ -402,7 +401,7 @@ def run(rows, scale, trials, backend, data_dir, out_dir, log=print):
                    "trials": results[r.id], "summary": {t: _summary(results[r.id], t) for t in r.tasks},
                    "job_seconds": time.time() - t0}
             rec.update(extra)
-            train.write_json(raw_path(out_dir, r.id), rec)
+            write_json(raw_path(out_dir, r.id), rec)
             written[r.id] = rec
         write_tables(out_dir)
     return written
@@ -502,18 +501,9 @@ def write_tables(out_dir):
                 for rec in tuned) + ".", ""]
         path = os.path.join(out_dir, table + ".md")
         text = "\n".join(lines)
-        checkpoint_write(path, text)
+        write_text(path, text)
         paths.append(path)
     return paths
-
-
-def checkpoint_write(path, text):
-    from .checkpoint import atomic_write
-
-    def w(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    atomic_write(path, w)
 
 
 def _table_title(table, recs):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convngc import checkpoint, cli, data, train
+from convngc import checkpoint, cli, data, rundir, train
 from convngc.model import ConvNGC
 
 REPO = Path(__file__).resolve().parents[1]
@@ -487,10 +487,10 @@ def test_two_evaluations_started_together_each_claim_their_own_metrics_file(tmp_
     claimed atomically (O_EXCL): two claims before either writes get two names."""
     d = tmp_path / "claims"
     d.mkdir()
-    assert [train.claim_free_name(d) for _ in range(3)] == ["", "-2", "-3"]
+    assert [rundir.claim_free_name(d) for _ in range(3)] == ["", "-2", "-3"]
     assert sorted(p.name for p in d.iterdir()) == ["metrics-2.json", "metrics-3.json", "metrics.json"]
     (d / "metrics-5.json").write_text("an earlier evaluation")
-    assert [train.claim_free_name(d) for _ in range(2)] == ["-4", "-6"]
+    assert [rundir.claim_free_name(d) for _ in range(2)] == ["-4", "-6"]
     assert (d / "metrics-5.json").read_text() == "an earlier evaluation"
 
     run = tmp_path / "run"

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from convngc import checkpoint, cli, train
+from convngc import checkpoint, cli, fileio, rundir, train
 from convngc.model import ConvNGC, DivergenceError
 from ngc_ref.config import Config
 
@@ -178,17 +178,17 @@ def test_crash_during_save_keeps_the_old_checkpoint(tmp_path):
             f.write(b"half")
         raise OSError("disk full")
     with pytest.raises(OSError, match="disk full"):
-        checkpoint.atomic_write(path, crash)
+        fileio.atomic_write(path, crash)
     assert path.read_bytes() == b"the earlier checkpoint"
     assert os.listdir(tmp_path) == ["c.npz"]
 
 
 def test_run_folder_is_never_overwritten(tmp_path):
     run = tmp_path / "run"
-    train.make_run_dir(run)
+    rundir.make_run_dir(run)
     (run / "metrics.json").write_text("{}")
-    with pytest.raises(train.RunDirError, match="already holds a run.*--resume"):
-        train.make_run_dir(run)
+    with pytest.raises(rundir.RunDirError, match="already holds a run.*--resume"):
+        rundir.make_run_dir(run)
     assert (run / "metrics.json").read_text() == "{}"
 
 

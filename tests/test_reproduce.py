@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from convngc import baselines, cli, reproduce, train
+from convngc import baselines, cli, fileio, reproduce, train
 from convngc.model import ConvNGC
 from ngc_ref.config import Config
 
@@ -138,7 +138,7 @@ def _finished_row(out, row_id, scale, trials=5, backend="cpu"):
            "setup": reproduce.row_setup(r, reproduce.SCALES[scale], trials, backend), "trials": [], "summary": {}}
     path = reproduce.raw_path(str(out), row_id)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    train.write_json(path, rec)
+    fileio.write_json(path, rec)
     return path
 
 
