@@ -32,13 +32,15 @@ from . import checkpoint, data, models, rundir, schedule, train, tune
 from .download import Terminated, sigterm_raises
 from . import pictures
 from .fileio import NotARegularFile, open_regular, write_json
-from .model import BACKENDS, BackendUnavailable, ConvNGC, DivergenceError, TooLarge, check_memory, default_backend
+from .backends import BACKENDS, BackendUnavailable
+from .model import ConvNGC, DivergenceError, TooLarge, check_memory
 
 TASKS = ("reconstruction", "denoising", "ood")
-# The CLI's default backend is chosen here and only here: the fastest one usable on this machine (cuda with a
-# usable GPU, else cpu; numpy, the literal reference, only when Numba is missing). It is printed when used.
+# The default backend is the registry's (convngc/backends.py: the fastest one usable on this machine); the command
+# line says which one it used.
 def _default_backend(log=print):
-    name = default_backend()
+    from . import backends
+    name = backends.default()
     log("backend: %s (the fastest available here; --backend numpy runs the literal reference)" % name)
     return name
 
@@ -824,11 +826,18 @@ def cmd_run(args, log=print, status=None):
 
 
 def cmd_info(args, log=print, status=None):
+    from . import backends
     cfg = Config()
-    model = ConvNGC(cfg)
+    from ngc_ref.checks import param_shape
+    count = {k: sum(int(np.prod(param_shape(cfg, k, l))) for l in range(1, cfg.L + 1)) for k in ("W", "b")}
+    default = backends.default()
+    log("backends: %s" % "; ".join(
+        "%s (%s)" % (name, "default: the fastest available here" if name == default else
+                     "available" if backends.available(name) else "not here: " + backends.why_unavailable(name))
+        for name in backends.BACKENDS))
     log("paper configuration: channels %s (top -> bottom), %dx%d images, %dx%d filters, stride %d, T=%d, "
         "beta=%g, gamma=%g" % (cfg.channels, *cfg.image_hw, cfg.kernel, cfg.kernel, cfg.stride, cfg.T, cfg.beta, cfg.gamma))
-    log("filter weights: %d (+ %d biases)" % (model.n_filter_weights, sum(b.size for b in model.params["b"][1:])))
+    log("filter weights: %d (+ %d biases)" % (count["W"], count["b"]))
     log("Config fields (--set KEY=VALUE): %s" % ", ".join(
         "%s=%s" % (k, describe_range(k) if k in RANGES else "...") for k in cfg.to_dict()))
 

@@ -76,9 +76,8 @@ def resolve(spec):
 def load(spec="cifar10", backend=None):
     """A ConvNGC ready to use from a shipped model's name, a run folder or a checkpoint file (default backend:
     the fastest available)."""
-    from .model import default_backend
     from .train import load_model
-    return load_model(resolve(spec), backend=backend or default_backend())[0]
+    return load_model(resolve(spec), backend=backend)[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -116,7 +115,7 @@ def pack(run_dir, name, description, commands, metrics_json=None, data_dir=None,
     os.makedirs(dest, exist_ok=True)
     path = os.path.join(dest, "model.npz")
     checkpoint.save(path, cfg, params, opt, meta)
-    model = ConvNGC(cfg, backend="cpu", seed=0, params=params)
+    model = ConvNGC(cfg, backend="cpu", seed=0, params=params)   # the card's check numbers: the cpu backend's, always
     card_ = {"name": name, "description": description, "config": cfg.to_dict(),
              "n_filter_weights": model.n_filter_weights,
              "data": {"dataset": run_args.get("dataset"), "train_limit": run_args.get("limit"),

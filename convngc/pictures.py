@@ -47,8 +47,7 @@ def _load(path, mtime, size, backend):
 def load(spec="cifar10", backend=None):
     """(model, meta, checkpoint path) for a shipped model's name, a run folder or a checkpoint file, or a ConvNGC
     (meta {}); loaded once per file and backend."""
-    from . import models
-    from .model import default_backend
+    from . import backends, models
     if hasattr(spec, "settle") and hasattr(spec, "cfg"):
         return spec, getattr(spec, "meta", {}) or {}, None
     try:
@@ -56,7 +55,7 @@ def load(spec="cifar10", backend=None):
     except models.ModelNotFound as exc:
         raise models.ModelNotFound(_model_error(os.fspath(spec), exc)) from None
     st = os.stat(path)
-    model, meta = _load(os.path.realpath(path), st.st_mtime_ns, st.st_size, backend or default_backend())
+    model, meta = _load(os.path.realpath(path), st.st_mtime_ns, st.st_size, backends.resolve(backend))
     return model, meta, path
 
 
@@ -531,7 +530,7 @@ def _describe_reading(rd):
 def write_compare(path, seen, out, clean, q_in, q_out, task):
     """input | output (| clean) side by side, 8-bit PNG, a caption above each (with its PSNR when known)."""
     from PIL import Image, ImageDraw, ImageFont
-    from .checkpoint import atomic_write
+    from .fileio import atomic_write
     panels = [(seen, "input" + (" %.2f dB" % q_in["psnr"] if q_in else "")),
               (out, SUFFIX[task] + (" %.2f dB" % q_out["psnr"] if q_out else ""))]
     if clean is not None:

@@ -29,6 +29,7 @@ import numpy as np
 from ngc_ref.config import Config
 
 from . import data, metrics
+from .backends import BACKENDS
 from .model import ConvNGC
 from .stability import settle_eigenvalue
 
@@ -222,7 +223,7 @@ def _load_state(d, model, rng):
     return meta["epoch"]
 
 
-def run(name, backend="cpu", results=RESULTS, state=STATE, log=print, progress=True):
+def run(name, backend=None, results=RESULTS, state=STATE, log=print, progress=True):
     """Train and evaluate one experiment; resumes from runs/study/<name>/last.npz when it exists."""
     from .model import DivergenceError
     exp = EXPERIMENTS[name]
@@ -233,7 +234,7 @@ def run(name, backend="cpu", results=RESULTS, state=STATE, log=print, progress=T
     model = ConvNGC(cfg, backend=backend, seed=0)
     rng = np.random.default_rng([0, 2])
     rec = {"name": name, "experiment": {k: v for k, v in exp.items() if k != "cfg"}, "config": cfg.to_dict(),
-           "backend": backend, "n_train": len(xtr), "n_val": len(xva), "epochs": []}
+           "backend": model.backend.name, "n_train": len(xtr), "n_val": len(xva), "epochs": []}
     start = 0
     if os.path.exists(os.path.join(sdir, "last.npz")) and os.path.exists(jpath):
         with open(jpath) as f:
@@ -323,7 +324,7 @@ def main(argv=None):
     p = sub.add_parser("run", help="train + evaluate experiments (resumable)")
     p.add_argument("names", nargs="*")
     p.add_argument("--group", default=None)
-    p.add_argument("--backend", default="cpu")
+    p.add_argument("--backend", default=None, choices=BACKENDS, help="default: the fastest available")
     p = sub.add_parser("fixedpoint", help="denoising with a free z^0 run to t = 3000 on a trained experiment")
     p.add_argument("name")
     p = sub.add_parser("report", help="plots and tables from results/study/*.json")

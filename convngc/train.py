@@ -223,8 +223,9 @@ def save_run_state(run_dir, model, epoch, history, seed, meta=None, schedule=Non
                           edge=schedule.opts.edge if schedule is not None else None)
 
 
-def load_model(path, backend="numpy", expect_cfg=None):
-    """A ConvNGC from a checkpoint file (or a run folder holding checkpoint.npz), optimiser state included."""
+def load_model(path, backend=None, expect_cfg=None):
+    """A ConvNGC from a checkpoint file (or a run folder holding checkpoint.npz), optimiser state included, on
+    `backend` (None: the fastest available, convngc.backends.default)."""
     path = os.fspath(path)
     if os.path.isdir(path):
         path = os.path.join(path, "checkpoint.npz")
