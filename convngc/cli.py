@@ -878,8 +878,8 @@ def main(argv=None):
     if argv[:1] == ["download"]:                       # its own parser: `convngc download --help` works
         from . import download
         return download.main(argv[1:], prog="convngc download")
-    if argv[:1] == ["reproduce"]:                      # its own parser and module: convngc/reproduce.py
-        from . import reproduce
+    if argv[:1] == ["reproduce"]:                      # its own parser and module: convngc/experiments/reproduce.py
+        from .experiments import reproduce
         return reproduce.main(argv[1:])
     args = build_parser().parse_args(argv)             # a bad option value: usage + one error line, exit 2
     status = _Status()

@@ -104,12 +104,14 @@ def evaluate(model, x, task="reconstruction", trials=1, batch_size=100, T=None, 
 
 
 def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=True, seed=0, history=None,
-        start_epoch=0, val_batch=100, meta=None, log=print, on_checkpoint=None, schedule=None):
+        start_epoch=0, val_batch=100, meta=None, log=print, on_checkpoint=None, schedule=None, on_epoch=None):
     """Algorithm 1 + 2 over minibatches for `epochs` epochs (counting from start_epoch).
 
-    After each epoch: validation reconstruction MSE, a checkpoint (atomic), the history and its plot;
-    on_checkpoint(epoch) is called as soon as that epoch's checkpoint.npz is on disk (before best.npz, the
-    history and the plot), so what it records is what the disk holds. `schedule` (a schedule.BetaSchedule, or
+    After each epoch: validation reconstruction MSE, on_epoch(epoch, history) (the epoch counted from 1, its
+    history entries appended: an experiment's own measurements, made before the epoch is checkpointed), a
+    checkpoint (atomic), the history and its plot; on_checkpoint(epoch) is called as soon as that epoch's
+    checkpoint.npz is on disk (before best.npz, the history and the plot), so what it records is what the disk
+    holds. `schedule` (a schedule.BetaSchedule, or
     None) watches every update: it steps beta down at the settle's stability edge and takes a blow-up back to
     its restore point (convngc/schedule.py); without it a diverged update raises.
     """
@@ -153,6 +155,8 @@ def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=Tr
             % (epoch + 1, epochs, history["train_energy"][-1], "%.4g" % val if val == val else "- (no validation set)",
                "" if schedule is None else ", beta %g, T %d" % (model.cfg.beta, model.cfg.T),
                history["epoch_seconds"][-1]))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, history)
         if run_dir is not None:
             save_run_state(run_dir, model, epoch + 1, history, seed, meta, schedule, on_saved=on_checkpoint)
     if schedule is not None and run_dir is not None and epochs > start_epoch:

@@ -1,5 +1,6 @@
-"""`convngc reproduce` (convngc/reproduce.py): row selection, the shared noise, and the runner end to end on tiny
-rows (a few images, 2 epochs, 2 trials): the files it writes and that its tables show the per-trial JSON's means."""
+"""`convngc reproduce` (convngc/experiments/reproduce.py): row selection, the shared noise, and the runner end to
+end on tiny rows (a few images, 2 epochs, 2 trials): the files it writes and that its tables show the per-trial
+JSON's means."""
 import json
 import os
 import re
@@ -7,7 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from convngc import baselines, cli, fileio, reproduce, train
+from convngc import cli, fileio, train
+from convngc.experiments import baselines, reproduce
 from convngc.model import ConvNGC
 from ngc_ref.config import Config
 

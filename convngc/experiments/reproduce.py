@@ -33,11 +33,10 @@ import numpy as np
 
 from ngc_ref.config import Config
 
-from . import data, metrics, train, viz
-from .fileio import NotARegularFile, open_regular, strict_json, write_json, write_text
-from . import backends
-from .backends import BACKENDS, BackendUnavailable
-from .model import ConvNGC
+from .. import backends, data, metrics, train, viz
+from ..backends import BACKENDS, BackendUnavailable
+from ..fileio import NotARegularFile, open_regular, strict_json, write_json, write_text
+from ..model import ConvNGC
 
 METRICS = ("mse", "ssim_global", "ssim", "psnr")
 DECIMALS = {"mse": 2, "ssim_global": 4, "ssim": 4, "psnr": 2}
@@ -633,7 +632,7 @@ def build_parser():
     ap.add_argument("--data-dir", type=_path, default=None, help="real data (default: $CONVNGC_DATA_DIR or "
                     "../shared/data)")
     ap.add_argument("--out", type=_path, default=None, help="folder for the tables, raw JSON and figures (default: a "
-                    "new folder runs/reproduce-<time>; --out results adds to the committed tables)")
+                    "new folder runs/reproduce-<time>; --out results/quick adds to the committed quick run's tables)")
     ap.add_argument("--overwrite", action="store_true", help="replace finished rows in --out/raw/ of another scale or "
                     "config (default: refuse, naming them)")
     ap.add_argument("--list", action="store_true", help="print the rows, their sizes and a time estimate; run nothing")
@@ -709,7 +708,7 @@ def _new_out_dir():
 def main(argv=None, log=print):
     """Exit status: 0 done, 1 a file could not be written or nothing to run, 2 a bad option, data or --out,
     130 Ctrl-C, 143 SIGTERM."""
-    from .download import Terminated, sigterm_raises
+    from ..download import Terminated, sigterm_raises
     args = build_parser().parse_args(argv)
     args.backend = backends.resolve(args.backend)
 

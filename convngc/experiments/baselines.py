@@ -15,8 +15,8 @@ import numpy as np
 from ngc_ref import fc, model as ref_model, residual
 from ngc_ref.config import Config
 
-from . import metrics
-from .train import NOISE_STD, batches
+from .. import metrics
+from ..train import NOISE_STD, batches
 
 __all__ = ["FCNGCModel", "ResidualConvNGC", "ClassicalDenoiser", "CLASSICAL", "bm3d_available"]
 
