@@ -126,10 +126,62 @@ def test_runner_end_to_end_on_tiny_rows(tmp_path, shared_data, monkeypatch):
                                                                      "Non-local means"}
 
 
-def test_list_prints_rows_and_an_estimate(capsys, shared_data):
+def test_list_prints_rows_and_an_estimate(capsys, shared_data, monkeypatch):
+    """--list runs nothing and reads no data: it looks the files up (svhn is missing, cifar10 is there)."""
+    def no_loading(*a, **k):
+        raise AssertionError("--list loaded data")
+    monkeypatch.setattr(reproduce.data, "load_dataset", no_loading)
     assert cli.main(["reproduce", "--list", "--data-dir", str(shared_data)]) == 0
     text = capsys.readouterr().out
     assert "cifar10/conv-ngc" in text and "estimated time:" in text and "svhn/conv-ngc" in text
+    assert "svhn/conv-ngc                    skipped: no SVHN data" in text
+    assert "cifar10/conv-ngc                 skipped" not in text
+
+
+def test_list_imports_neither_pytorch_nor_bm3d():
+    """Whether the optional extras are installed is looked up, not imported (PyTorch takes seconds)."""
+    import subprocess
+    import sys
+    code = ("import sys; from convngc import cli; cli.main(['reproduce', '--list']); "
+            "print([m for m in ('torch', 'bm3d', 'skimage.restoration') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+COMMITTED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "results")
+
+
+def _committed_jobs(folder):
+    jobs = {}
+    for rec in reproduce.read_raw(os.path.join(COMMITTED, folder)):
+        jobs.setdefault((rec["row"]["model"], rec["row"]["dataset"]), []).append(rec)
+    return jobs
+
+
+@pytest.mark.parametrize("folder", ["quick", "paper-scale"])
+def test_the_estimate_matches_the_committed_job_times(folder):
+    """Each committed job (one model trained or tuned on one dataset, with every row it serves) is estimated
+    within 10 % of the job_seconds its raw JSON records, from the measured rates. The per-image costs this
+    replaced put Conv-AE at 8.0 min where it took 125 s."""
+    by_id = {r.id: r for r in reproduce.all_rows()}
+    jobs = _committed_jobs(folder)
+    assert len(jobs) >= (14 if folder == "quick" else 1)
+    for (model, dataset), recs in jobs.items():
+        scale, trials = recs[0]["scale"], recs[0]["setup"]["trials"]
+        est = reproduce.estimate_seconds([by_id[rec["row"]["id"]] for rec in recs], scale, trials)
+        took = max(rec["job_seconds"] for rec in recs)
+        assert abs(est - took) <= 0.1 * took + 1.0, (model, dataset, est, took)
+
+
+def test_the_fallback_costs_agree_with_the_committed_measurements():
+    """COST (for a model no committed run measured, or an install without results/) stays within 25 % of what
+    the committed quick run measured, for every model it measured."""
+    measured = reproduce.measured_costs([os.path.join(COMMITTED, "quick")])
+    for model, entries in measured.items():
+        first = np.mean([e["tune" if model in reproduce.CLASSICAL else "learn"] for e in entries])
+        ev = np.mean([e["eval"] for e in entries])
+        assert reproduce.COST[model][0] == pytest.approx(first, rel=0.25), model
+        assert reproduce.COST[model][1] == pytest.approx(ev, rel=0.25), model
 
 
 # ------------------------------------------------------------------------------------------------ issue 19: nothing lost

@@ -37,6 +37,7 @@ from .. import backends, data, metrics, train, viz
 from ..backends import BACKENDS, BackendUnavailable
 from ..fileio import NotARegularFile, open_regular, strict_json, write_json, write_text
 from ..model import ConvNGC
+from . import PAPER_SCALE, QUICK, repo_path
 
 METRICS = ("mse", "ssim_global", "ssim", "psnr")
 DECIMALS = {"mse": 2, "ssim_global": 4, "ssim": 4, "psnr": 2}
@@ -105,7 +106,7 @@ OOD_SUBSTITUTES = {"cifar10->cinic10": "svhn->cinic10", "color-mnist->cifar10": 
 # quick: batch 100 for the NGC models (not the paper's 500): more updates per image, the same step per
 # update (results/STUDY.md); Conv-NGC gets 500 updates at the default Adam step. The autoencoders train at
 # Adam 1e-3 instead of the paper's 2e-5 ("lr" below): at 2e-5 their 160 quick updates leave them untrained.
-# Sized from COST below to about an hour on 2 cores with the cpu backend (`convngc reproduce --list`).
+# Sized to about an hour on 2 cores with the cpu backend (`convngc reproduce --list` estimates it).
 SCALES = {
     # smoke: checks that every row runs end to end in seconds (the numbers mean nothing)
     "smoke": {"n_test": 8, "n_val": 4, "n_tune": 4,
@@ -119,13 +120,19 @@ SCALES = {
               "train": {"conv-ngc": (None, 20, 500), "fc-ngc": (None, 20, 500), "conv-ae": (None, 100, 128),
                         "conv-dae": (None, 100, 128), "res-conv-ngc": (None, 20, 500)}},
 }
-# Seconds per image on the development machine (2 cores): the cpu backend for Conv-NGC (T = 60; the numpy
-# reference is about 40x slower), the NumPy reference for FC-NGC (T = 60), PyTorch CPU for the autoencoders,
-# per-image calls for the classical denoisers (learn or train step, one settle / forward at evaluation).
-# Used only by --list's estimate.
-COST = {"conv-ngc": (0.0012, 0.0012), "fc-ngc": (0.011, 0.010), "conv-ae": (0.0048, 0.0005),
-        "conv-dae": (0.0048, 0.0005), "res-conv-ngc": (5.0, 4.5), "tv": (0, 0.0046), "nlm": (0, 0.0044),
-        "bm3d": (0, 0.029)}
+# Time estimates (--list, and the line a run starts with) come from measured rates: the committed runs' raw JSON
+# (MEASURED: each job's job_seconds and every trial's train_seconds and eval_seconds) gives per-image seconds for
+# each model, at the batch size it ran. COST is the fallback for a model no committed run measured (the residual
+# model), or an install without the committed results: seconds per training image-epoch (learn step with its share
+# of the batch) and per evaluated image (one settle / forward; a classical denoiser: per tuning image over the
+# whole grid, per test image), at the quick scale's batch sizes, on the machine that made the committed quick run
+# (2 cores, cpu backend; tests/test_reproduce.py holds them to the committed measurements).
+MEASURED = (QUICK, PAPER_SCALE)
+COST = {"conv-ngc": (0.0033, 0.0040), "fc-ngc": (0.0042, 0.0046), "conv-ae": (0.0011, 0.00087),
+        "conv-dae": (0.00135, 0.0011), "res-conv-ngc": (5.0, 4.5), "tv": (0.030, 0.0046), "nlm": (0.019, 0.0038),
+        "bm3d": (0.135, 0.029)}
+# images of each dataset's splits when a scale takes them all (train: the training set less 5,000 for validation)
+FULL = {"cifar10": (45000, 10000), "color-mnist": (55000, 10000), "svhn": (68257, 26032), "cinic10": (0, 1532)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,19 +172,14 @@ DEFAULT_EXCLUDE = ("*/res-conv-ngc",)     # not in the paper's tables: only when
 
 
 def _have_dataset(name, data_dir):
-    try:
-        data.load_dataset(name, "test" if name != "cinic10" else "all", data_dir=data_dir, limit=1)
-        return True
-    except (data.DataError, OSError):
-        return False
+    """Its files are there (looked up, not read: --list stays instant; a corrupt file fails the run, naming it)."""
+    return data.dataset_available(name, data_dir)
 
 
 def _have_module(name):
-    try:
-        __import__(name)
-        return True
-    except ImportError:
-        return False
+    """Installed (found, not imported: PyTorch takes seconds to import)."""
+    import importlib.util
+    return importlib.util.find_spec(name) is not None
 
 
 def select_rows(patterns, data_dir, log=print):
@@ -567,40 +569,97 @@ def plot_val_curves(path, curves, title):
 # ------------------------------------------------------------------------------------------------------------
 # plan and estimate
 # ------------------------------------------------------------------------------------------------------------
-def estimate_seconds(rows, scale, trials, per_job=False):
-    """Rough time from COST (measured per-image seconds): training, per-epoch validation and test settles.
-    per_job=True returns {(model, dataset): seconds} instead of the total."""
-    from .baselines import CLASSICAL as grids
+def _n(count, dataset, part):
+    """A scale's image count (None: the whole split of the dataset)."""
+    return count if count is not None else FULL.get(dataset, FULL["cifar10"])[part == "test"]
+
+
+def measured_costs(folders=None):
+    """Per-image seconds measured by finished runs: {model: [{"batch", "learn", "eval", "tune", "overhead",
+    "source"}]}, one entry per job (a model trained or tuned on one dataset), read from folder/raw/*.json of each
+    folder (default MEASURED, in the repository). learn: seconds per training image-epoch (its share of the
+    per-epoch validation taken out); eval: per evaluated image and task; tune: per tuning image (the whole grid);
+    overhead: the rest of job_seconds (data, figures)."""
+    folders = [repo_path(f) for f in MEASURED] if folders is None else folders
+    out = {}
+    for folder in folders:
+        jobs = {}
+        for rec in (read_raw(folder) if os.path.isdir(os.path.join(folder, "raw")) else []):
+            if "job_seconds" in rec and rec.get("trials"):
+                jobs.setdefault((rec["row"]["model"], rec["row"]["dataset"]), []).append(rec)
+        for (model, dataset), recs in jobs.items():
+            s = recs[0]["setup"]
+            evals = sum(t.get("eval_seconds", 0.0) for rec in recs for t in rec["trials"])
+            units = sum(len(rec["trials"]) * len(rec["row"]["tasks"]) * _n(rec["setup"]["n_test"],
+                        rec["row"]["test_dataset"], "test") for rec in recs)
+            e = {"batch": s.get("batch"), "eval": evals / units, "tune": 0.0, "learn": 0.0,
+                 "source": os.path.join(os.path.basename(os.path.normpath(folder)), "raw")}
+            if model in TRAINED:
+                train_s = sum(t["train_seconds"] for t in recs[0]["trials"])
+                n_train, k = _n(s["n_train"], dataset, "train"), len(recs[0]["trials"])
+                e["learn"] = max(train_s - e["eval"] * s["n_val"] * s["epochs"] * k, 0.0) / (n_train * s["epochs"] * k)
+                spent = train_s + evals
+            else:
+                e["tune"] = recs[0]["tuning"]["seconds"] / s["n_tune"]
+                spent = recs[0]["tuning"]["seconds"] + evals
+            e["overhead"] = max(max(rec["job_seconds"] for rec in recs) - spent, 0.0)
+            out.setdefault(model, []).append(e)
+    return out
+
+
+def _rates(model, batch, measured):
+    """(learn, eval, tune, overhead, source) for a model at a batch size: the mean of the measured jobs at the
+    nearest batch size, else COST's (source None)."""
+    got = measured.get(model)
+    if not got:
+        learn, ev = COST[model]
+        return (0.0 if model in CLASSICAL else learn), ev, (learn if model in CLASSICAL else 0.0), 0.0, None
+    near = min(abs((e["batch"] or 0) - (batch or 0)) for e in got)
+    pick = [e for e in got if abs((e["batch"] or 0) - (batch or 0)) == near]
+    mean = lambda k: float(np.mean([e[k] for e in pick]))
+    return mean("learn"), mean("eval"), mean("tune"), mean("overhead"), pick[0]["source"]
+
+
+def estimate_seconds(rows, scale, trials, per_job=False, measured=None):
+    """The time of the rows from measured per-image rates (measured_costs; COST where none was measured):
+    training with its per-epoch validation, the test evaluations, a classical denoiser's tuning, and each job's
+    overhead. per_job=True returns {(model, dataset): (seconds, source)} instead of the total."""
+    measured = measured_costs() if measured is None else measured
     sc = SCALES[scale]
-    n_full = {"train": 45000, "val": 5000, "test": 10000}
     jobs, est = {}, {}
     for r in rows:
         jobs.setdefault((r.model, r.dataset), []).append(r)
     for (m, ds), jrows in jobs.items():
-        learn, ev = COST[m]
-        evals = sum(len(r.tasks) for r in jrows) * (n_test_for(sc, m) or n_full["test"])
+        batch = sc["train"][m][2] if m in TRAINED else None
+        learn, ev, tune, overhead, source = _rates(m, batch, measured)
+        evals = sum(len(r.tasks) * _n(n_test_for(sc, m), r.test_dataset, "test") for r in jrows)
         if m in TRAINED:
             n_train, epochs, _ = sc["train"][m]
-            n_train = n_train or n_full["train"]
-            est[m, ds] = trials * (learn * n_train * epochs + ev * (sc["n_val"] * epochs + evals))
+            sec = trials * (learn * _n(n_train, ds, "train") * epochs + ev * (sc["n_val"] * epochs + evals))
         else:
-            est[m, ds] = ev * (sc["n_tune"] * len(grids[m][2]) + trials * evals)
-    return est if per_job else sum(est.values())
+            sec = tune * sc["n_tune"] + trials * ev * evals
+        est[m, ds] = (sec + overhead, source)
+    return est if per_job else sum(v[0] for v in est.values())
 
 
-def list_rows(rows, skipped, scale, trials, log=print):
+def list_rows(rows, skipped, scale, trials, log=print, backend="cpu"):
     sc = SCALES[scale]
-    log("rows at scale %r (%d trials; test images per dataset: %s):" % (scale, trials, sc["n_test"] or "all"))
+    log("rows at scale %r (%d %s; test images per dataset: %s):" % (scale, trials, "trial" if trials == 1 else "trials",
+                                                                    sc["n_test"] or "all"))
     for r in rows:
         size = ("%s train imgs x %d epochs, batch %d" % (sc["train"][r.model][0] or "all", *sc["train"][r.model][1:])
                 if r.model in TRAINED else "tuned on %d validation images" % sc["n_tune"])
         log("  %-32s %-28s %s%s" % (r.id, ", ".join(r.tasks), size, "  [substitute]" if r.substitute else ""))
     for r, why in skipped:
         log("  %-32s skipped: %s" % (r.id, why))
-    for (m, ds), sec in estimate_seconds(rows, scale, trials, per_job=True).items():
-        log("  estimate: %-28s on %-12s %6.1f min" % (NAMES[m], DATASET_TITLES[ds], sec / 60))
-    log("estimated time: %.0f min (from per-image costs measured on 2 cores, Conv-NGC on the cpu backend; "
-        "--backend numpy makes its rows about 40x longer)" % (estimate_seconds(rows, scale, trials) / 60))
+    per_job = estimate_seconds(rows, scale, trials, per_job=True)
+    for (m, ds), (sec, source) in per_job.items():
+        log("  estimate: %-28s on %-12s %6.1f min  (%s)" % (NAMES[m], DATASET_TITLES[ds], sec / 60,
+                                                           "rates measured in %s" % source if source else
+                                                           "no committed measurement: a rough per-image cost"))
+    log("estimated time: %.0f min (per-image rates measured by the committed runs, on 2 cores, Conv-NGC on the cpu "
+        "backend%s)" % (sum(v[0] for v in per_job.values()) / 60, "; the numpy backend makes its rows about 40x "
+                        "longer" if backend == "numpy" else ""))
 
 
 def _positive_int(text):
@@ -726,7 +785,7 @@ def main(argv=None, log=print):
             return refused(exc)
     rows, skipped = select_rows(args.rows, args.data_dir, log=(lambda s: None) if args.list else log)
     if args.list:
-        list_rows(rows, skipped, args.scale, args.trials, log)
+        list_rows(rows, skipped, args.scale, args.trials, log, args.backend)
         return 0
     if not rows:
         log("nothing to run")
