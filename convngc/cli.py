@@ -28,7 +28,7 @@ import numpy as np
 
 from ngc_ref.config import RANGES, Config, ConfigError, check_option, describe_range
 
-from . import checkpoint, data, models, rundir, schedule, train, tune
+from . import checkpoint, data, metrics, models, rundir, schedule, train, tune
 from .download import Terminated, sigterm_raises
 from . import pictures
 from .fileio import NotARegularFile, open_regular, write_json
@@ -743,7 +743,8 @@ def cmd_evaluate(args, model=None, run_dir=None, log=print, status=None, ckpt=No
         loaded.append((task, name, split, _load_images(name, split, data_dir, args.seed, args.limit, cfg, False)))
     results, last = {}, {}
     for task, name, split, x in loaded:
-        log("%s on %s/%s: %d images x %d trials" % (task, name, split, len(x), args.trials))
+        log("%s on %s/%s: %d images x %d %s" % (task, name, split, len(x), args.trials,
+                                                "trial" if args.trials == 1 else "trials"))
         T = getattr(args, "T_denoise", None) if task == "denoising" else args.T
         res, (out, inp, energy) = train.evaluate(model, x, task, args.trials, args.batch_size, T, args.seed,
                                                 progress=not getattr(args, "no_progress", False))
@@ -753,9 +754,9 @@ def cmd_evaluate(args, model=None, run_dir=None, log=print, status=None, ckpt=No
                        "seed": args.seed, "data_dir": data_dir}
         results[task] = res
         s = res["summary"]
-        log("  MSE %.3f +/- %.3f | PSNR %.2f dB (of the mean MSE: %.2f) | SSIM (Eq. 5, global) %.4f | SSIM "
-            "(windowed) %.4f" % (s["mse"]["mean"], s["mse"]["std"], s["psnr"]["mean"], s["psnr_of_mse"]["mean"],
-                                 s["ssim_global"]["mean"], s["ssim"]["mean"]))
+        log("  MSE %s | PSNR %.2f dB (of the mean MSE: %.2f) | SSIM (Eq. 5, global) %.4f | SSIM (windowed) %.4f"
+            % (metrics.format_mean_std(s["mse"]["mean"], s["mse"]["std"], args.trials, 3, " +/- "),
+               s["psnr"]["mean"], s["psnr_of_mse"]["mean"], s["ssim_global"]["mean"], s["ssim"]["mean"]))
         if "noisy_input" in res:
             n = res["noisy_input"]
             log("  (the noisy input itself: MSE %.3f | PSNR %.2f dB (of the mean MSE: %.2f) | SSIM (Eq. 5, global) "

@@ -164,9 +164,10 @@ def main(argv=None):
             for task in ("reconstruction", "denoising"):
                 if task in t:
                     s_ = t[task]["summary"]
-                    print("    %-14s MSE %.2f, PSNR %.2f dB (of the mean MSE %.2f), %d images x %d trials"
+                    k = t[task]["trials"]
+                    print("    %-14s MSE %.2f, PSNR %.2f dB (of the mean MSE %.2f), %d images x %d %s"
                           % (task, s_["mse"]["mean"], s_["psnr"]["mean"], s_["psnr_of_mse"]["mean"],
-                             t[task]["n_images"], t[task]["trials"]))
+                             t[task]["n_images"], k, "trial" if k == 1 else "trials"))
         return 0
     pack(args.run, args.name, args.description, args.command, args.metrics, args.data_dir)
     return 0

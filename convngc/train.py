@@ -80,7 +80,7 @@ def _metrics(out, x):
     """Eqs. 4-6 and windowed SSIM (metrics.evaluate_metrics), and PSNR by the other convention: of the mean MSE,
     10 log10(255^2 / MSE), below the mean of per-image PSNRs (Eq. 6) by Jensen's inequality."""
     m = {key: float(v) for key, v in metrics.evaluate_metrics(out, x).items()}
-    m["psnr_of_mse"] = float(10 * np.log10(255.0 ** 2 / m["mse"])) if m["mse"] > 0 else 100.0
+    m["psnr_of_mse"] = metrics.psnr_of_mse(m["mse"])
     return m
 
 

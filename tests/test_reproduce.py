@@ -103,12 +103,14 @@ def test_runner_end_to_end_on_tiny_rows(tmp_path, shared_data, monkeypatch):
         task = {"Reconstruction": "reconstruction", "Out-of-distribution reconstruction": "ood"}.get(section,
                                                                                                  "denoising")
         cells = table[(section, reproduce.NAMES[rec["row"]["model"]])]
-        # columns: model, [pair], MSE, paper, SSIM (Eq. 5), paper, SSIM (windowed), PSNR, paper, setup, seconds
+        # columns: model, [pair], MSE, paper, SSIM (Eq. 5), paper, SSIM (windowed), PSNR (Eq. 6), paper,
+        # PSNR of the MSE, setup, seconds
         first = 2 if task == "ood" else 1
         ours = [cells[first], cells[first + 2], cells[first + 4], cells[first + 5]]
         for cell, metric in zip(ours, reproduce.METRICS):
             _check_cell(cell, [t[task][metric] for t in rec["trials"]], reproduce.DECIMALS[metric])
             checked += 1
+        _check_cell(cells[first + 7], [10 * np.log10(255.0 ** 2 / t[task]["mse"]) for t in rec["trials"]], 2)
         if rec["row"]["model"] == "conv-ngc":
             assert len(rec["trials"][0]["history"]["val_mse"]) == 2                      # 2 epochs
             assert rec["setup"]["config"]["T"] == 4 and rec["setup"]["backend"] == "numpy"
@@ -276,3 +278,60 @@ def test_reproduce_bad_options_exit_2(no_run, capsys, argv, pattern):
     with pytest.raises(SystemExit) as e:
         cli.main(["reproduce", "--scale", "smoke", "--rows", "cifar10/tv", *argv])
     assert e.value.code == 2 and re.search(pattern, capsys.readouterr().err) and no_run == []
+
+
+def test_the_color_mnist_table_says_what_eq6_does_and_ranks_by_the_mse(shared_data):
+    """The committed quick Color-MNIST table: its note's numbers are what the convention gives a black image on
+    those 200 test images, and its PSNR of the MSE ranks Conv-NGC's denoising above FC-NGC's, as the MSE does
+    (Eq. 6 ranks them the other way round)."""
+    from convngc import data, metrics
+    x = data.to_model(data.load_dataset("color-mnist", "test", data_dir=str(shared_data), limit=200)[0])
+    black = np.zeros_like(x)
+    assert 69.5 < metrics.psnr(black, x) < 70.5 and 14.5 < metrics.psnr_of_mse(metrics.mse(black, x)) < 15.5
+    text = open(os.path.join(COMMITTED, "quick", "table1-color-mnist.md"), encoding="utf-8").read()
+    assert "an all-black image scores about 70 dB (about 15 dB by the PSNR of the MSE)" in text
+    table = _table_rows(os.path.join(COMMITTED, "quick", "table1-color-mnist.md"))
+    conv, fc = (table[("Denoising (x + N(0, 0.1))", reproduce.NAMES[m])] for m in ("conv-ngc", "fc-ngc"))
+    value = lambda cell: float(cell.split(" ± ")[0])
+    assert value(conv[1]) < value(fc[1])                           # MSE
+    assert value(conv[8]) > value(fc[8])                           # PSNR of the MSE agrees
+    assert value(conv[6]) < value(fc[6])                           # Eq. 6 does not: what the note warns of
+    assert "PSNR on Color-MNIST" not in open(os.path.join(COMMITTED, "quick", "table1-2a-cifar10.md"),
+                                             encoding="utf-8").read()
+
+
+def test_one_trial_is_shown_without_a_spread():
+    """The committed paper-scale run has one trial: no "± 0.00" and "1 trial", not "1 trials"."""
+    text = open(os.path.join(COMMITTED, "paper-scale", "table1-2a-cifar10.md"), encoding="utf-8").read()
+    rows = [r for k, r in _table_rows(os.path.join(COMMITTED, "paper-scale", "table1-2a-cifar10.md")).items()
+            if k[1] == "Conv-NGC"]
+    assert len(rows) == 2
+    for cells in rows:
+        assert "±" not in "".join(cells[i] for i in (1, 3, 5, 6, 8)) and cells[9].endswith("; 1 trial")
+    assert "1 trials" not in text and not re.search(r"± 0\.0+(?![0-9])", text)
+
+
+def test_committed_tables_are_what_their_raw_json_makes(tmp_path):
+    """results/quick and results/paper-scale hold the tables write_tables makes from their raw JSON today."""
+    import shutil
+    for folder in ("quick", "paper-scale"):
+        shutil.copytree(os.path.join(COMMITTED, folder, "raw"), tmp_path / folder / "raw")
+        for path in reproduce.write_tables(str(tmp_path / folder)):
+            name = os.path.basename(path)
+            assert open(path, encoding="utf-8").read() == \
+                open(os.path.join(COMMITTED, folder, name), encoding="utf-8").read(), (folder, name)
+
+
+def test_the_seeds_table_with_one_seed_and_one_trial(tmp_path):
+    """python -m convngc.experiments.seeds: one seed of one trial reads "1 trial", "over 1 seed", no "± 0"."""
+    from convngc.experiments import seeds
+    summary = {"mse": 100.0, "psnr": 28.5, "psnr_of_mse": 28.1, "ssim_global": 0.9, "ssim": 0.8}
+    task = lambda: {"summary": {k: {"mean": v, "std": 0.0} for k, v in summary.items()}, "n_images": 7,
+                    "trials": [{"mse": 100.0}], "noisy_input": {k: {"mean": v, "std": 0.0} for k, v in summary.items()}}
+    (tmp_path / "s3").mkdir()
+    (tmp_path / "s3" / "metrics.json").write_text(json.dumps(
+        {"results": {"reconstruction": task(), "denoising": task()}, "pi0": 0.5, "T_denoise": 60}))
+    text, claims = seeds.table(str(tmp_path))
+    assert "7 images, 1 trial per seed" in text and "**mean over 1 seed**" in text
+    assert "1 trials" not in text and "±" not in text.split("| the paper")[0].split("**mean")[1]
+    assert claims["reconstruction"]["seeds"] == [3]
