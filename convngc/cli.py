@@ -28,7 +28,7 @@ import numpy as np
 
 from ngc_ref.config import RANGES, Config, ConfigError, check_option, describe_range
 
-from . import checkpoint, data, metrics, models, rundir, schedule, train, tune
+from . import checkpoint, data, metrics, models, progress, rundir, schedule, train, tune
 from .download import Terminated, sigterm_raises
 from . import pictures
 from .fileio import NotARegularFile, open_regular, write_json
@@ -222,7 +222,7 @@ def _add_common(p, batch_help):
     p.add_argument("--seed", type=_int_at_least(0), default=None, help="makes the run repeatable: init, shuffling, "
                    "z^L draws, noise (default 0)")
     p.add_argument("--batch-size", type=_int_at_least(1), default=None, help=batch_help)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    progress.add_flags(p)
 
 
 def _add_model(p, lr_help):
@@ -527,7 +527,7 @@ def cmd_train(args, log=print, status=None):
             "backend %s -> %s" % (dataset, len(train_x), len(val_x), args.batch_size, cfg.T, cfg.beta,
                                   sched_opts.mode, model.n_filter_weights, backend, folder.path))
         sched = schedule.BetaSchedule(sched_opts, cfg, val_x if len(val_x) else train_x, log=log)
-        train.fit(model, train_x, val_x, args.epochs, args.batch_size, folder.path, not args.no_progress, args.seed,
+        train.fit(model, train_x, val_x, args.epochs, args.batch_size, folder.path, progress.from_flags(args), args.seed,
                   meta={"run_args": run_args}, log=log, on_checkpoint=status.checkpointed, schedule=sched)
         _tune_after_training(folder.path, val_x, args, backend, log)
     finally:
@@ -543,7 +543,7 @@ def _tune_after_training(run_dir, val_x, args, backend, log):
         if limit and not len(val_x):
             log("no validation images: the denoising reading keeps its defaults (convngc tune RUN sets it later)")
         return
-    _tune_file(best, val_x[:limit], getattr(args, "seed", 0) or 0, backend, log, progress=not args.no_progress)
+    _tune_file(best, val_x[:limit], getattr(args, "seed", 0) or 0, backend, log, progress=progress.from_flags(args))
 
 
 def _tune_file(path, x, seed, backend, log, dry_run=False, progress=False):
@@ -663,7 +663,7 @@ def _resume(args, log, status):
                                           val_x if len(val_x) else train_x, log=log)
             if start and meta.get("schedule"):
                 sched.load_state(meta["schedule"], checkpoint.load_extra(ck, "restore"))
-        train.fit(model, train_x, val_x, epochs, run_args["batch_size"], run_dir, not args.no_progress, seed,
+        train.fit(model, train_x, val_x, epochs, run_args["batch_size"], run_dir, progress.from_flags(args), seed,
                   history, start, meta={"run_args": run_args}, log=log, on_checkpoint=status.checkpointed,
                   schedule=sched)
         _tune_after_training(run_dir, val_x, args, backend, log)
@@ -747,7 +747,7 @@ def cmd_evaluate(args, model=None, run_dir=None, log=print, status=None, ckpt=No
                                                 "trial" if args.trials == 1 else "trials"))
         T = getattr(args, "T_denoise", None) if task == "denoising" else args.T
         res, (out, inp, energy) = train.evaluate(model, x, task, args.trials, args.batch_size, T, args.seed,
-                                                progress=not getattr(args, "no_progress", False))
+                                                progress=progress.from_flags(args))
         last[task] = (x, out, inp, energy)
         res["dataset"] = name
         res["data"] = {"dataset": name, "split": split, "n_images": int(len(x)), "limit": args.limit,
@@ -822,7 +822,7 @@ def cmd_run(args, log=print, status=None):
                             tasks=["reconstruction", "denoising"], ood_dataset="cifar10", trials=args.trials,
                             limit=job["eval_limit"], T=None, T_denoise=None, denoise=None, pi0=None, out=None,
                             batch_size=job["eval_batch_size"], seed=args.seed, data_dir=args.data_dir,
-                            backend=args.backend, no_progress=args.no_progress)
+                            backend=args.backend, progress=args.progress, no_progress=args.no_progress)
     return cmd_evaluate(ev, log=log, status=status)
 
 

@@ -18,14 +18,9 @@ import numpy as np
 from ngc_ref import model as ref_model
 from ngc_ref.model import output_image
 
-from . import checkpoint, metrics, viz
+from . import checkpoint, metrics, progress as _progress, viz
 from .fileio import write_json
 from .model import ConvNGC, DivergenceError, InitialOverflow
-
-try:
-    from tqdm.auto import tqdm
-except ImportError:  # pragma: no cover - tqdm is a dependency; keep working without it
-    tqdm = None
 
 NOISE_STD = 0.1
 
@@ -37,9 +32,10 @@ def batches(n, batch_size, rng=None):
 
 
 def _bar(iterable, total, desc, progress):
-    if progress and tqdm is not None:
-        return tqdm(iterable, total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=True)
-    return iterable
+    """A bar over the iterable when one is wanted (progress None: stderr is a terminal), else the iterable."""
+    bar = _progress.tqdm_bar(progress, iterable=iterable, total=total, desc=desc, unit="batch", dynamic_ncols=True,
+                             leave=True)
+    return iterable if bar is None else bar
 
 
 def run_task(model, x, task, batch_size=100, T=None, seed=0, noise_std=NOISE_STD, progress=False, desc=None):
@@ -103,7 +99,7 @@ def evaluate(model, x, task="reconstruction", trials=1, batch_size=100, T=None, 
     return res, last
 
 
-def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=True, seed=0, history=None,
+def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=None, seed=0, history=None,
         start_epoch=0, val_batch=100, meta=None, log=print, on_checkpoint=None, schedule=None, on_epoch=None):
     """Algorithm 1 + 2 over minibatches for `epochs` epochs (counting from start_epoch).
 
@@ -143,7 +139,7 @@ def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=Tr
                     energy = float("nan")
                 if schedule.after_update(model, epoch * per_epoch + i + 1, energy) is None and np.isfinite(energy):
                     energies.append(energy)
-            if progress and tqdm is not None and model.last_result is not None and energies:
+            if hasattr(bar, "set_postfix") and model.last_result is not None and energies:
                 recon = model.backend.to_host(model.last_result.zbar[0])
                 bar.set_postfix(energy="%.3g" % energies[-1], mse="%.1f" % metrics.mse(recon, train_x[idx]),
                                 beta="%g" % model.cfg.beta)

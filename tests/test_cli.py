@@ -772,3 +772,28 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path, sig, rc, word):
             p.kill()
     assert p.returncode == rc and _one_line(err) == "%s; nothing was written" % word, (p.returncode, err)
     assert not (tmp_path / "r").exists()
+
+
+def test_progress_bars_only_on_a_terminal_unless_asked(tmp_path, capsys):
+    """stderr redirected (here: captured, not a terminal): no bars by default, so a log holds none; --progress
+    draws them anyway; --progress with --no-progress is refused."""
+    from convngc import progress
+
+    class Tty:
+        def __init__(self, tty):
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+    assert progress.wanted(None, Tty(True)) and not progress.wanted(None, Tty(False))
+    assert progress.wanted(True, Tty(False)) and not progress.wanted(False, Tty(True))
+    assert not progress.wanted(None, object())                # a stream without isatty
+    tiny = [a for a in TINY if a != "--no-progress"]
+    assert _main(["train", *tiny, "--out", tmp_path / "plain"]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1/" not in err and "batch/s" not in err and "s/batch" not in err
+    assert _main(["train", *tiny, "--progress", "--out", tmp_path / "bars"]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1/" in err and "batch" in err
+    assert _main(["train", *tiny, "--progress", "--no-progress", "--out", tmp_path / "both"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
