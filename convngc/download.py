@@ -293,18 +293,45 @@ def download(name: str, dest, base_url: Optional[str] = None, progress: Optional
         _parse_checksum(value)
     folder = Path(dest) / name
     for r in DATASETS[name].files:
-        checksum = checksums.get(r.filename, r.checksum)
-        if checksum is None:
+        if checksums.get(r.filename, r.checksum) is None:
             raise DataError(f"{name}: no published checksum for {r.filename} ({DATASETS[name].note}); get the "
                             f"file's sha256 from a source you trust and pass it, e.g. "
                             f"`convngc download {name} --dest DIR --checksum sha256:<hex>`")
-        url = base_url.rstrip("/") + "/" + r.filename if base_url else r.url
-        path = fetch(url, folder / r.filename, checksum, progress=progress, **(limits or {}))
-        marker = folder / f".{r.filename}.extracted"
-        if r.extract and not marker.exists():
-            extract(path, folder)
-            marker.write_text(checksum + "\n")
+    created = _make_folders(folder)
+    try:
+        for r in DATASETS[name].files:
+            checksum = checksums.get(r.filename, r.checksum)
+            url = base_url.rstrip("/") + "/" + r.filename if base_url else r.url
+            path = fetch(url, folder / r.filename, checksum, progress=progress, **(limits or {}))
+            marker = folder / f".{r.filename}.extracted"
+            if r.extract and not marker.exists():
+                extract(path, folder)
+                marker.write_text(checksum + "\n")
+    except BaseException:
+        _remove_if_empty(created)           # a failed or stopped download leaves no empty dest/<name>/ behind
+        raise
     return folder
+
+
+def _make_folders(folder: Path) -> list:
+    """Create ``folder`` and its missing parents; return those this call created, deepest first."""
+    missing = []
+    p = Path(os.path.abspath(folder))
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_if_empty(folders) -> None:
+    """Remove each of ``folders`` (deepest first) that is empty: what a download created and never filled. A
+    folder holding anything (a verified file of an earlier file of the set, another process's file) is kept."""
+    for p in folders:
+        try:
+            os.rmdir(p)
+        except OSError:
+            break
 
 
 def _positive(text: str) -> float:

@@ -549,6 +549,24 @@ def test_download_bad_checksum_leaves_nothing(tmp_path, tiny_dataset, monkeypatc
     with pytest.raises(DataError, match=rf"checksum mismatch for tiny\.tar\.gz: expected sha256 {wrong}, got {sha}"):
         DL.download("tiny", dest, base_url=base, progress=False, checksums={"tiny.tar.gz": f"sha256:{wrong}"})
     assert requests and not [p for p in dest.rglob("*") if p.is_file()]
+    assert not dest.exists()                       # the folders it created (dest, dest/tiny) are gone too
+
+
+def test_a_failed_download_removes_only_the_folders_it_created(tmp_path, tiny_dataset):
+    """dest existed (with a file of its own): kept; dest/tiny, made by the download, removed. A dest/tiny that
+    existed before (here empty) is kept as it was."""
+    base, sha, requests, _ = tiny_dataset
+    wrong = "sha256:" + "0" * 64
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "mine.txt").write_text("mine")
+    with pytest.raises(DataError, match="checksum mismatch"):
+        DL.download("tiny", dest, base_url=base, progress=False, checksums={"tiny.tar.gz": wrong})
+    assert sorted(p.name for p in dest.iterdir()) == ["mine.txt"]
+    (dest / "tiny").mkdir()
+    with pytest.raises(DataError, match="checksum mismatch"):
+        DL.download("tiny", dest, base_url=base, progress=False, checksums={"tiny.tar.gz": wrong})
+    assert (dest / "tiny").is_dir() and not list((dest / "tiny").iterdir())
 
 
 def test_download_never_overwrites_corrupt_file(tmp_path, tiny_dataset):
