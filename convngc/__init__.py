@@ -1,4 +1,5 @@
-"""convngc: everything shared by both backends (data, metrics, training loop, checkpoints, CLI).
+"""convngc: the library over every backend (model, backends, data, metrics, training, checkpoints, run folders,
+shipped models, pictures, CLI); the paper's reproduction and the study are its subpackage convngc.experiments.
 
 A trained model on your own pictures (any size; a path or an array in, an array out):
 

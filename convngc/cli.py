@@ -36,9 +36,10 @@ from .backends import BACKENDS, BackendUnavailable
 from .model import ConvNGC, DivergenceError, TooLarge, check_memory
 
 TASKS = ("reconstruction", "denoising", "ood")
-# The default backend is the registry's (convngc/backends.py: the fastest one usable on this machine); the command
-# line says which one it used.
-def _default_backend(log=print):
+def _backend_or_default(name, log=print):
+    """`name`, or the registry's default (convngc/backends.py: the fastest usable here), saying so."""
+    if name:
+        return name
     from . import backends
     name = backends.default()
     log("backend: %s (the fastest available here; --backend numpy runs the literal reference)" % name)
@@ -489,7 +490,7 @@ def cmd_train(args, log=print, status=None):
     for k, v in TRAIN_DEFAULTS.items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
-    backend = args.backend or _default_backend(log)
+    backend = _backend_or_default(args.backend, log)
     cfg = _config_from_args(args)
     val_batch = VAL_BATCH if args.val_limit is None else min(VAL_BATCH, args.val_limit)
     _check_memory(args, cfg, max(args.batch_size, val_batch), backend)
@@ -576,7 +577,7 @@ def cmd_tune(args, log=print, status=None):
     seed = args.seed if args.seed is not None else run_args.get("seed", 0)
     x = _load_images(dataset, "val", _abs(args.data_dir) or run_args.get("data_dir"), seed,
                      args.tune_limit or TUNE_LIMIT, cfg, False)
-    return _tune_file(path, x, seed, args.backend or _default_backend(log), log, dry_run=args.dry_run)
+    return _tune_file(path, x, seed, _backend_or_default(args.backend, log), log, dry_run=args.dry_run)
 
 
 VAL_BATCH = 100          # train.fit's validation batch
@@ -631,7 +632,7 @@ def _resume(args, log, status):
             log("run %s is already complete: %d of %d epochs. To train it further, pass --epochs N with N > %d"
                 % (run_dir, start, epochs, start))
             return run_dir, None, run_args
-        backend = args.backend or trained_on or _default_backend(log)
+        backend = _backend_or_default(args.backend or trained_on, log)
         if trained_on and backend != trained_on:
             log("resuming on backend %s (the run used %s): the filters will not be bit-identical to an "
                 "uninterrupted run" % (backend, trained_on))
@@ -713,7 +714,7 @@ def cmd_evaluate(args, model=None, run_dir=None, log=print, status=None, ckpt=No
         cfg, _, _, meta = checkpoint.load(ckpt)
         if os.path.basename(ckpt) in ("checkpoint.npz", "best.npz"):
             _check_same_config(run_dir, _read_config_json(run_dir), cfg, meta)
-        model, meta = train.load_model(ckpt, backend=args.backend or _default_backend(log))    # any backend evaluates any run
+        model, meta = train.load_model(ckpt, backend=_backend_or_default(args.backend, log))  # any backend evaluates any run
         run_args = meta.get("run_args", {})
         dataset = args.dataset or run_args.get("dataset", "embedded")
         data_dir = _abs(args.data_dir) or run_args.get("data_dir")
