@@ -74,6 +74,11 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, shared_data, monkey
         for T in study.EXPERIMENTS["smoke"]["Ts"]:
             assert np.isfinite(last["%s_psnr_T%d" % (key, T)])
     assert on_disk["epochs"][-1]["recon_psnr_T10"] > on_disk["epochs"][0]["recon_psnr_T10"]
+    # the fixed-point run reads the study's checkpoint (a short one here)
+    fp = study.fixedpoint("smoke", marks=(0, 1, 3), n=5, results=str(tmp_path / "fp"), state=str(tmp_path / "sa"),
+                          log=lambda *_: None)
+    assert [r["t"] for r in fp["variants"]["literal"]] == [0, 1, 3]
+    assert json.loads((tmp_path / "fp" / "fixedpoint-smoke.json").read_text())["n_images"] == 5
 
 
 def test_the_study_trains_through_fit_and_saves_checkpoints(tmp_path, shared_data, monkeypatch):
