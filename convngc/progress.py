@@ -27,7 +27,8 @@ def wanted(progress=None, stream=None):
 def add_flags(parser, what="progress bars"):
     """--progress / --no-progress (default: bars only on a terminal)."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--progress", action="store_true", help="%s even when stderr is not a terminal" % what)
+    group.add_argument("--progress", action="store_true", help="%s even when stderr is not a terminal (default: "
+                       "only when it is one)" % what)
     group.add_argument("--no-progress", action="store_true", help="no %s (default: %s only when stderr is a "
                        "terminal, so a redirected log holds none)" % (what, what))
 

@@ -666,7 +666,7 @@ def estimate_seconds(rows, scale, trials, per_job=False, measured=None):
     return est if per_job else sum(v[0] for v in est.values())
 
 
-def list_rows(rows, skipped, scale, trials, log=print, backend="cpu"):
+def list_rows(rows, skipped, scale, trials, log=print, backend=None):
     sc = SCALES[scale]
     log("rows at scale %r (%d %s; test images per dataset: %s):" % (scale, trials, "trial" if trials == 1 else "trials",
                                                                     sc["n_test"] or "all"))
