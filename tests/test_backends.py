@@ -166,7 +166,7 @@ def test_no_other_place_chooses_a_default_backend():
     a second place deciding it."""
     import ast
     import pathlib
-    root = pathlib.Path(__file__).resolve().parents[1] / "convngc"
+    root = next(p for p in pathlib.Path(__file__).resolve().parents if (p / "setup.py").is_file()) / "convngc"     # the repository, wherever this file sits
     found = []
     for path in sorted(root.rglob("*.py")):
         if path.name == "backends.py":

@@ -777,7 +777,7 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path, sig, rc, word):
 def test_progress_bars_only_on_a_terminal_unless_asked(tmp_path, capsys):
     """stderr redirected (here: captured, not a terminal): no bars by default, so a log holds none; --progress
     draws them anyway; --progress with --no-progress is refused."""
-    from convngc import progress
+    from convngc import cli, progress
 
     class Tty:
         def __init__(self, tty):
@@ -788,12 +788,14 @@ def test_progress_bars_only_on_a_terminal_unless_asked(tmp_path, capsys):
     assert progress.wanted(None, Tty(True)) and not progress.wanted(None, Tty(False))
     assert progress.wanted(True, Tty(False)) and not progress.wanted(False, Tty(True))
     assert not progress.wanted(None, object())                # a stream without isatty
-    tiny = [a for a in TINY if a != "--no-progress"]
-    assert _main(["train", *tiny, "--out", tmp_path / "plain"]) == 0
+    train = ["train", "--dataset", "embedded", "--limit", "20", "--val-limit", "4", "--batch-size", "10", "--T", "2",
+             "--epochs", "1", "--backend", "numpy"]
+    assert cli.main(train + ["--out", str(tmp_path / "plain")]) == 0
     err = capsys.readouterr().err
     assert "epoch 1/" not in err and "batch/s" not in err and "s/batch" not in err
-    assert _main(["train", *tiny, "--progress", "--out", tmp_path / "bars"]) == 0
+    assert cli.main(train + ["--progress", "--out", str(tmp_path / "bars")]) == 0
     err = capsys.readouterr().err
     assert "epoch 1/" in err and "batch" in err
-    assert _main(["train", *tiny, "--progress", "--no-progress", "--out", tmp_path / "both"]) == 2
-    assert "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(train + ["--progress", "--no-progress", "--out", str(tmp_path / "both")])
+    assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err

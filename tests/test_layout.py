@@ -3,7 +3,7 @@ line handing `convngc reproduce` over (inside its main, so `import convngc.cli` 
 import ast
 import pathlib
 
-ROOT = pathlib.Path(__file__).resolve().parents[1] / "convngc"
+ROOT = next(p for p in pathlib.Path(__file__).resolve().parents if (p / "setup.py").is_file()) / "convngc"
 
 
 def _imports_of_experiments(path):
