@@ -8,7 +8,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=["ngc_ref", "ngc_cpu", "ngc_cuda", "ngc_cuda.kernels", "cuda_emu", "convngc", "convngc.data"],
+    packages=["ngc_ref", "ngc_cpu", "ngc_cuda", "ngc_cuda.kernels", "cuda_emu", "convngc", "convngc.data",
+              "convngc.experiments"],        # the reproduction and the study, apart from the library
     # kernels/*.cu live at the top of the repository (one op family per file) and ship inside
     # ngc_cuda as the ngc_cuda.kernels package, so a non-editable install finds them too.
     package_dir={"ngc_cuda.kernels": "kernels"},

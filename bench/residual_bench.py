@@ -12,8 +12,8 @@ filters and random images (the work does not depend on the data). Per backend:
 The cpu backend is timed at T = 60 with 1 thread and with all CPUs. The reference is timed at T = 2 and T = 6
 and its settle extrapolated linearly to T = 60 (its cost is linear in T; a T = 60 settle of batch 100 takes
 minutes), its learn step once. Plain Conv-NGC on the cpu backend (ngc_cpu.model, same hierarchy) is timed beside
-them: the ratio residual / plain is what convngc/reproduce.py's COST table uses. Repeats are interleaved and
-the median is reported; the load average is printed before and after (the machine is shared).
+them: the ratio residual / plain is what convngc/experiments/reproduce.py's COST table uses. Repeats are
+interleaved and the median is reported; the load average is printed before and after (the machine is shared).
 """
 import argparse
 import os

@@ -1,6 +1,7 @@
 """ConvNGC: the user-facing model, one class for every backend.
 
-    model = ConvNGC(Config(), backend="numpy")      # or "cpu" (fast, all cores), "cuda" (GPU), "cuda-emu" (kernels emulated on the CPU)
+    model = ConvNGC(Config())                        # the fastest backend here (convngc/backends.py), or backend=
+                                                     # "numpy" (the reference), "cpu", "cuda", "cuda-emu"
     res = model.settle(x)                            # Algorithm 1 on a (B, 3, 32, 32) batch in [0, 1]
     res.energy[-1], res.zbar[0]                      # energy per image after T steps, the reconstruction
     model.learn(x)                                   # settle + Algorithm 2 (Adam by default)
@@ -12,7 +13,6 @@ backend starts from the same numbers) and keeps the optimiser state.
 """
 import functools
 import os
-import types
 import warnings
 
 import numpy as np
@@ -20,7 +20,7 @@ import numpy as np
 from ngc_ref import checks as ref_checks, model as ref_model, optim as ref_optim
 from ngc_ref.config import Config
 
-BACKENDS = ("numpy", "cpu", "cuda", "cuda-emu")          # each computes every Config option
+from .backends import BACKENDS, BackendUnavailable, default as default_backend, get as get_backend  # noqa: F401
 
 
 class DivergenceError(FloatingPointError):
@@ -32,16 +32,12 @@ class InitialOverflow(DivergenceError):
     are out of range (an absurd mu_z, lr or w_std), not the dynamics; nothing in training can take it back."""
 
 
-class BackendUnavailable(RuntimeError):
-    """The requested backend cannot run here (e.g. "cuda" without a GPU)."""
-
-
 class TooLarge(ValueError):
     """A config (or a batch for it) whose arrays cannot fit this machine's memory: refused, with the estimate,
     before anything is allocated."""
 
 
-def machine_memory(backend="numpy"):
+def machine_memory(backend=None):
     """Bytes of memory the backend's arrays can use at most: the GPU's for "cuda", else the host's physical
     memory (or the cgroup's limit when lower). None when it cannot be told."""
     if backend == "cuda":
@@ -89,7 +85,7 @@ def _gib(n):
     return "%.3g GiB" % (n / 2.0 ** 30)
 
 
-def check_memory(cfg, batch, backend="numpy", dtype=np.float32):
+def check_memory(cfg, batch, backend=None, dtype=np.float32):
     """Raise TooLarge, with the estimate, when `batch` images of this config cannot fit in memory."""
     need, parts = memory_estimate(cfg, batch, dtype)
     have = machine_memory(backend)
@@ -103,50 +99,6 @@ def check_memory(cfg, batch, backend="numpy", dtype=np.float32):
         raise TooLarge("channels %s with a batch of %d needs at least %s (%s alone: %s), more than the %s of "
                        "memory %s: use fewer channels or a smaller batch"
                        % (channels, batch, _gib(need), what, _gib(most), _gib(have), where))
-
-
-def default_backend():
-    """The fastest backend usable here: "cuda" when a GPU is usable, else "cpu" (else "numpy" without Numba)."""
-    import importlib.util
-    import ngc_cuda
-    if ngc_cuda.available():
-        return "cuda"
-    return "cpu" if importlib.util.find_spec("numba") is not None else "numpy"
-
-
-def get_backend(name):
-    """Return a namespace (settle, filter_updates, init_state, step, to_device, to_host, dtype) for a backend."""
-    if name == "numpy":
-        return types.SimpleNamespace(name=name, settle=ref_model.settle, filter_updates=ref_model.filter_updates,
-                                     init_state=ref_optim.init_state, step=ref_optim.step,
-                                     to_device=np.asarray, to_host=np.asarray)
-    if name == "cpu":
-        try:
-            from ngc_cpu import model as cpu_model, optim as cpu_optim
-        except ImportError as exc:
-            raise BackendUnavailable("backend 'cpu' needs Numba (pip install numba): %s" % exc) from None
-        return types.SimpleNamespace(name=name, settle=cpu_model.settle, filter_updates=cpu_model.filter_updates,
-                                     init_state=cpu_optim.init_state, step=cpu_optim.step,
-                                     to_device=np.ascontiguousarray, to_host=np.asarray)
-    if name in ("cuda", "cuda-emu"):
-        import ngc_cuda
-        from ngc_cuda import model as cu_model, optim as cu_optim
-        if name == "cuda":
-            try:
-                ngc_cuda.require_gpu()
-            except RuntimeError as exc:
-                raise BackendUnavailable(str(exc)) from None
-            import cupy as cp
-            to_device, to_host = (lambda a: cp.ascontiguousarray(cp.asarray(a, dtype=np.float32))), cp.asnumpy
-        else:
-            to_device, to_host = (lambda a: np.ascontiguousarray(a, dtype=np.float32)), np.asarray
-        on = functools.partial                          # the backend is this name, not the arrays' type
-        return types.SimpleNamespace(name=name, settle=on(cu_model.settle, backend=name),
-                                     filter_updates=on(cu_model.filter_updates, backend=name),
-                                     init_state=on(cu_optim.init_state, backend=name),
-                                     step=on(cu_optim.step, backend=name), to_device=to_device, to_host=to_host)
-    raise ValueError("unknown backend %r: choose one of %s ('cuda-emu' runs the CUDA kernels on the CPU, "
-                     "to validate them; it is slow)" % (name, ", ".join(BACKENDS)))
 
 
 def check_batch(x, cfg, what="x"):
@@ -205,7 +157,7 @@ def _check_finite_params(params, where, fix):
 class ConvNGC:
     """A Conv-NGC model (Ororbia & Mali): parameters, optimiser state, and a backend that does the math."""
 
-    def __init__(self, cfg=None, backend="numpy", seed=0, dtype=np.float32, params=None):
+    def __init__(self, cfg=None, backend=None, seed=0, dtype=np.float32, params=None):
         if cfg is not None and not isinstance(cfg, Config):
             raise TypeError("ConvNGC(cfg=...): expected a Config (e.g. Config(T=60)), got %s %r"
                             % (type(cfg).__name__, cfg))
@@ -219,7 +171,8 @@ class ConvNGC:
             if self.cfg.learn_E and params.get("E") is None:
                 raise ValueError("ConvNGC(params=...): the config has learn_E=True but params has no 'E' (the "
                                  "error filters E^l)")
-        self.backend = get_backend(backend)
+        self.backend = get_backend(backend)                  # None: the default (backends.default)
+        backend = self.backend.name
         self.dtype = np.dtype(dtype)
         check_memory(self.cfg, 0, backend, self.dtype)
         if backend == "cpu" and self.dtype not in (np.float32, np.float64):

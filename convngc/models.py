@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 
-from . import checkpoint
+from . import checkpoint, fileio
 
 MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 
@@ -76,9 +76,8 @@ def resolve(spec):
 def load(spec="cifar10", backend=None):
     """A ConvNGC ready to use from a shipped model's name, a run folder or a checkpoint file (default backend:
     the fastest available)."""
-    from .model import default_backend
     from .train import load_model
-    return load_model(resolve(spec), backend=backend or default_backend())[0]
+    return load_model(resolve(spec), backend=backend)[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -116,7 +115,7 @@ def pack(run_dir, name, description, commands, metrics_json=None, data_dir=None,
     os.makedirs(dest, exist_ok=True)
     path = os.path.join(dest, "model.npz")
     checkpoint.save(path, cfg, params, opt, meta)
-    model = ConvNGC(cfg, backend="cpu", seed=0, params=params)
+    model = ConvNGC(cfg, backend="cpu", seed=0, params=params)   # the card's check numbers: the cpu backend's, always
     card_ = {"name": name, "description": description, "config": cfg.to_dict(),
              "n_filter_weights": model.n_filter_weights,
              "data": {"dataset": run_args.get("dataset"), "train_limit": run_args.get("limit"),
@@ -138,11 +137,7 @@ def pack(run_dir, name, description, commands, metrics_json=None, data_dir=None,
                                  for task, r in m["results"].items()}
     card_["sha256"] = sha256(path)
 
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(checkpoint.strict_json(card_), f, indent=2, sort_keys=True)
-            f.write("\n")
-    checkpoint.atomic_write(os.path.join(dest, "model.json"), write)
+    fileio.write_json(os.path.join(dest, "model.json"), card_)
     log("packed %s -> %s (sha256 %s)" % (src, dest, card_["sha256"][:12]))
     return card_
 
@@ -169,9 +164,10 @@ def main(argv=None):
             for task in ("reconstruction", "denoising"):
                 if task in t:
                     s_ = t[task]["summary"]
-                    print("    %-14s MSE %.2f, PSNR %.2f dB (of the mean MSE %.2f), %d images x %d trials"
+                    k = t[task]["trials"]
+                    print("    %-14s MSE %.2f, PSNR %.2f dB (of the mean MSE %.2f), %d images x %d %s"
                           % (task, s_["mse"]["mean"], s_["psnr"]["mean"], s_["psnr_of_mse"]["mean"],
-                             t[task]["n_images"], t[task]["trials"]))
+                             t[task]["n_images"], k, "trial" if k == 1 else "trials"))
         return 0
     pack(args.run, args.name, args.description, args.command, args.metrics, args.data_dir)
     return 0

@@ -1,4 +1,4 @@
-"""Conv-AE / Conv-DAE (convngc/autoencoder.py, Appendix B): the paper's 48,393 trainable parameters and the
+"""Conv-AE / Conv-DAE (convngc/experiments/autoencoder.py, Appendix B): the paper's 48,393 trainable parameters and the
 architecture as documented. PyTorch is an optional extra; without it these tests skip (CI installs only .[dev])."""
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip insta
                                             "Conv-DAE baselines are untested here, which is NOT a pass")
 from torch import nn  # noqa: E402
 
-from convngc import autoencoder  # noqa: E402
+from convngc.experiments import autoencoder  # noqa: E402
 
 
 @pytest.mark.parametrize("denoising", [False, True])

@@ -8,7 +8,8 @@ import pytest
 
 import ngc_cuda
 from convngc import checkpoint, cli
-from convngc.model import ConvNGC, default_backend
+from convngc.backends import default as default_backend
+from convngc.model import ConvNGC
 from ngc_ref.config import Config
 
 from tolerances import TOL, assert_close
@@ -139,3 +140,80 @@ def test_command_line_uses_the_fastest_backend_and_says_so(tmp_path, capsys):
                      str(tmp_path / "ref")]) == 0
     out = capsys.readouterr().out
     assert "fastest available" not in out and "backend numpy" in out
+
+
+# -- the registry (convngc/backends.py): the one place the default backend is decided -------------------------
+def test_the_default_is_the_fastest_available_and_everything_asks_the_registry(monkeypatch, tmp_path):
+    """ConvNGC(), train.load_model, the shipped-model loader and the pictures' loader take the registry's
+    default when no backend is given: with the registry's answer changed, every one of them follows it."""
+    from convngc import backends, models, pictures, train
+    assert backends.default() == ("cuda" if ngc_cuda.available() else "cpu")
+    assert backends.default() == backends.FASTEST_FIRST[[backends.available(n) for n in backends.FASTEST_FIRST]
+                                                        .index(True)]
+    cfg = Config(T=1, channels=(2, 3), image_hw=(4, 4))
+    checkpoint.save(tmp_path / "m.npz", cfg, ConvNGC(cfg, "numpy").host_params())
+    for name in ("numpy", "cuda-emu"):
+        monkeypatch.setattr(backends, "default", lambda name=name: name)
+        assert ConvNGC(cfg).backend.name == name
+        assert train.load_model(tmp_path / "m.npz")[0].backend.name == name
+        assert models.load(str(tmp_path / "m.npz")).backend.name == name
+        assert pictures.load(str(tmp_path / "m.npz"))[0].backend.name == name
+
+
+def test_no_other_place_chooses_a_default_backend():
+    """Every function of the library and the experiments that takes a `backend` defaults it to None (the
+    registry's default), and every --backend option defaults to None: a literal default anywhere else would be
+    a second place deciding it."""
+    import ast
+    import pathlib
+    root = next(p for p in pathlib.Path(__file__).resolve().parents if (p / "setup.py").is_file()) / "convngc"     # the repository, wherever this file sits
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "backends.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = node.args.args + node.args.kwonlyargs
+                defaults = [None] * (len(node.args.args) - len(node.args.defaults)) + list(node.args.defaults) + \
+                    list(node.args.kw_defaults)
+                for a, d in zip(args, defaults):
+                    if a.arg == "backend" and d is not None and not (isinstance(d, ast.Constant) and d.value is None):
+                        found.append("%s:%d %s(backend=%s)" % (path.name, node.lineno, node.name, ast.unparse(d)))
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument" and node.args and \
+                    isinstance(node.args[0], ast.Constant) and node.args[0].value == "--backend":
+                for kw in node.keywords:
+                    if kw.arg == "default" and not (isinstance(kw.value, ast.Constant) and kw.value.value is None):
+                        found.append("%s:%d --backend default=%s" % (path.name, node.lineno, ast.unparse(kw.value)))
+    assert found == []
+
+
+def test_availability_says_why_a_backend_cannot_run(monkeypatch):
+    from convngc import backends
+    assert backends.available("numpy") and backends.why_unavailable("numpy") is None
+    monkeypatch.setenv("CONVNGC_EMU_CXX", "no-such-compiler-here")
+    assert not backends.available("cuda-emu")
+    assert "no-such-compiler-here" in backends.why_unavailable("cuda-emu")
+    if not ngc_cuda.available():
+        assert "CuPy" in backends.why_unavailable("cuda")
+        with pytest.raises(backends.BackendUnavailable):
+            backends.get("cuda")
+    with pytest.raises(ValueError, match="unknown backend 'tpu'"):
+        backends.available("tpu")
+    with pytest.raises(ValueError, match="unknown backend 'tpu'"):
+        backends.get("tpu")
+
+
+def test_import_convngc_is_fast_and_exposes_the_entry_points():
+    """`import convngc` imports nothing heavy (no NumPy); its entry points come on first use."""
+    import subprocess
+    import sys
+    code = ("import sys, convngc; heavy = [m for m in ('numpy', 'numba', 'scipy') if m in sys.modules]; "
+            "print(heavy); import convngc as c; "
+            "print(c.ConvNGC.__name__, c.Config.__name__, c.load_dataset.__name__, c.to_model.__name__, "
+            "c.evaluate_metrics.__name__, c.psnr.__name__, c.load_model.__name__, c.default_backend(), "
+            "c.metrics.__name__, c.data.__name__, callable(c.denoise))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "[]"
+    assert out[1].split() == ["ConvNGC", "Config", "load_dataset", "to_model", "evaluate_metrics", "psnr",
+                              "load_model", ("cuda" if ngc_cuda.available() else "cpu"), "convngc.metrics",
+                              "convngc.data", "True"]

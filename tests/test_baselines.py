@@ -1,8 +1,9 @@
-"""convngc/baselines.py: the classical denoisers (tuned on validation images only) and the FC-NGC wrapper."""
+"""convngc/experiments/baselines.py: the classical denoisers (tuned on validation images only) and the FC-NGC wrapper."""
 import numpy as np
 import pytest
 
-from convngc import baselines, metrics
+from convngc import metrics
+from convngc.experiments import baselines
 from ngc_ref import fc
 
 

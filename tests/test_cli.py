@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convngc import checkpoint, cli, data, train
+from convngc import checkpoint, cli, data, rundir, train
 from convngc.model import ConvNGC
 
 REPO = Path(__file__).resolve().parents[1]
@@ -487,10 +487,10 @@ def test_two_evaluations_started_together_each_claim_their_own_metrics_file(tmp_
     claimed atomically (O_EXCL): two claims before either writes get two names."""
     d = tmp_path / "claims"
     d.mkdir()
-    assert [train.claim_free_name(d) for _ in range(3)] == ["", "-2", "-3"]
+    assert [rundir.claim_free_name(d) for _ in range(3)] == ["", "-2", "-3"]
     assert sorted(p.name for p in d.iterdir()) == ["metrics-2.json", "metrics-3.json", "metrics.json"]
     (d / "metrics-5.json").write_text("an earlier evaluation")
-    assert [train.claim_free_name(d) for _ in range(2)] == ["-4", "-6"]
+    assert [rundir.claim_free_name(d) for _ in range(2)] == ["-4", "-6"]
     assert (d / "metrics-5.json").read_text() == "an earlier evaluation"
 
     run = tmp_path / "run"
@@ -772,3 +772,30 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path, sig, rc, word):
             p.kill()
     assert p.returncode == rc and _one_line(err) == "%s; nothing was written" % word, (p.returncode, err)
     assert not (tmp_path / "r").exists()
+
+
+def test_progress_bars_only_on_a_terminal_unless_asked(tmp_path, capsys):
+    """stderr redirected (here: captured, not a terminal): no bars by default, so a log holds none; --progress
+    draws them anyway; --progress with --no-progress is refused."""
+    from convngc import cli, progress
+
+    class Tty:
+        def __init__(self, tty):
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+    assert progress.wanted(None, Tty(True)) and not progress.wanted(None, Tty(False))
+    assert progress.wanted(True, Tty(False)) and not progress.wanted(False, Tty(True))
+    assert not progress.wanted(None, object())                # a stream without isatty
+    train = ["train", "--dataset", "embedded", "--limit", "20", "--val-limit", "4", "--batch-size", "10", "--T", "2",
+             "--epochs", "1", "--backend", "numpy"]
+    assert cli.main(train + ["--out", str(tmp_path / "plain")]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1/" not in err and "batch/s" not in err and "s/batch" not in err
+    assert cli.main(train + ["--progress", "--out", str(tmp_path / "bars")]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1/" in err and "batch" in err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(train + ["--progress", "--no-progress", "--out", str(tmp_path / "both")])
+    assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err

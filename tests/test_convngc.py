@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from convngc import checkpoint, cli, train
+from convngc import checkpoint, cli, fileio, rundir, train
 from convngc.model import ConvNGC, DivergenceError
 from ngc_ref.config import Config
 
@@ -178,17 +178,17 @@ def test_crash_during_save_keeps_the_old_checkpoint(tmp_path):
             f.write(b"half")
         raise OSError("disk full")
     with pytest.raises(OSError, match="disk full"):
-        checkpoint.atomic_write(path, crash)
+        fileio.atomic_write(path, crash)
     assert path.read_bytes() == b"the earlier checkpoint"
     assert os.listdir(tmp_path) == ["c.npz"]
 
 
 def test_run_folder_is_never_overwritten(tmp_path):
     run = tmp_path / "run"
-    train.make_run_dir(run)
+    rundir.make_run_dir(run)
     (run / "metrics.json").write_text("{}")
-    with pytest.raises(train.RunDirError, match="already holds a run.*--resume"):
-        train.make_run_dir(run)
+    with pytest.raises(rundir.RunDirError, match="already holds a run.*--resume"):
+        rundir.make_run_dir(run)
     assert (run / "metrics.json").read_text() == "{}"
 
 
@@ -269,16 +269,19 @@ def test_cuda_backend_without_gpu_points_to_the_emulator(tmp_path, capsys):
     assert not (tmp_path / "run").exists()                        # no empty run folder left behind
 
 
-def test_cli_ood_evaluation(tmp_path, shared_data):
+def test_cli_ood_evaluation(tmp_path, shared_data, capsys):
     run = tmp_path / "run"
     assert _train(run, "--epochs", "1") == 0
     assert cli.main(["evaluate", str(run), "--tasks", "ood", "--ood-dataset", "cinic10", "--limit", "12",
                      "--trials", "2", "--data-dir", str(shared_data), "--T", "3", "--no-progress"]) == 0
     res = json.loads((run / "metrics.json").read_text())["results"]["ood"]
     assert res["dataset"] == "cinic10" and res["n_images"] == 12
+    assert "12 images x 2 trials" in capsys.readouterr().out
     first = (run / "metrics.json").read_bytes()
     assert cli.main(["evaluate", str(run), "--tasks", "reconstruction", "--limit", "10", "--trials", "1",
                      "--T", "3", "--no-progress"]) == 0
+    out = capsys.readouterr().out                                       # one trial: no spread, "1 trial"
+    assert "10 images x 1 trial\n" in out and "+/-" not in out and "1 trials" not in out
     assert (run / "metrics.json").read_bytes() == first                 # the earlier evaluation is kept
     assert "reconstruction" in json.loads((run / "metrics-2.json").read_text())["results"]
     assert (run / "samples_reconstruction-2.png").exists()

@@ -549,6 +549,24 @@ def test_download_bad_checksum_leaves_nothing(tmp_path, tiny_dataset, monkeypatc
     with pytest.raises(DataError, match=rf"checksum mismatch for tiny\.tar\.gz: expected sha256 {wrong}, got {sha}"):
         DL.download("tiny", dest, base_url=base, progress=False, checksums={"tiny.tar.gz": f"sha256:{wrong}"})
     assert requests and not [p for p in dest.rglob("*") if p.is_file()]
+    assert not dest.exists()                       # the folders it created (dest, dest/tiny) are gone too
+
+
+def test_a_failed_download_removes_only_the_folders_it_created(tmp_path, tiny_dataset):
+    """dest existed (with a file of its own): kept; dest/tiny, made by the download, removed. A dest/tiny that
+    existed before (here empty) is kept as it was."""
+    base, sha, requests, _ = tiny_dataset
+    wrong = "sha256:" + "0" * 64
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "mine.txt").write_text("mine")
+    with pytest.raises(DataError, match="checksum mismatch"):
+        DL.download("tiny", dest, base_url=base, progress=False, checksums={"tiny.tar.gz": wrong})
+    assert sorted(p.name for p in dest.iterdir()) == ["mine.txt"]
+    (dest / "tiny").mkdir()
+    with pytest.raises(DataError, match="checksum mismatch"):
+        DL.download("tiny", dest, base_url=base, progress=False, checksums={"tiny.tar.gz": wrong})
+    assert (dest / "tiny").is_dir() and not list((dest / "tiny").iterdir())
 
 
 def test_download_never_overwrites_corrupt_file(tmp_path, tiny_dataset):
@@ -961,3 +979,16 @@ def test_download_signal_right_after_the_part_file_is_made_removes_it(tmp_path, 
     assert not list((tmp_path / "d").rglob("*.part"))
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "terminated" in err, err
+
+
+def test_the_data_readme_counts_what_the_shared_folder_holds(shared_data):
+    """data/README.md's numbers are the loaders' on the shared folder: all five CIFAR-10 train batches (45,000
+    training images after the 5,000 held out), and the CINIC-10 sample's 1,532 ImageNet-derived images of 2,000."""
+    import pathlib
+    text = " ".join((next(p for p in pathlib.Path(__file__).resolve().parents if (p / "setup.py").is_file()) / "data" / "README.md").read_text().split())
+    assert "the shared folder has all five" in text and "has only train batches 1-2" not in text
+    assert len(D.load_dataset("cifar10", "train", data_dir=str(shared_data), limit=None)[0]) == 45000
+    n_all = len(D.load_dataset("cinic10", "all", data_dir=str(shared_data))[0])
+    n_file = len(D.load_cinic10_sample(shared_data / "cinic10" / "cinic10_sample2000.npz", imagenet_only=False)[0])
+    assert (n_all, n_file) == (1532, 2000)
+    assert "gives only the other 1,532" in text and "returns all 2,000" in text

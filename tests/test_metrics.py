@@ -293,3 +293,45 @@ def test_ssim_window_too_large():
         M.ssim_windowed(np.zeros((1, 1, 8, 8)), np.zeros((1, 1, 8, 8)))  # 11x11 gaussian window
     with pytest.raises(ValueError, match="odd"):
         M.ssim_windowed(np.zeros((1, 1, 8, 8)), np.zeros((1, 1, 8, 8)), gaussian=False, win_size=4)
+
+
+# -- PSNR conventions where a target channel is all zero (Color-MNIST) ------------------------------------
+def _one_channel_digits(n=4, seed=0):
+    """Targets drawn in one colour channel (as Color-MNIST's digits): the other two are all zero."""
+    rng = np.random.default_rng(seed)
+    t = np.zeros((n, 3, 16, 16))
+    for i in range(n):
+        t[i, i % 2, 4:12, 6:10] = rng.uniform(0.5, 1.0, (8, 4))
+    return t
+
+
+def test_per_channel_psnr_rewards_a_black_image_and_all_channels_does_not():
+    t = _one_channel_digits()
+    black = np.zeros_like(t)
+    good = np.clip(t + np.random.default_rng(1).normal(0, 0.05, t.shape), 0, 1)   # noise in every channel
+    assert M.psnr(black, t) > 60 > M.psnr(good, t)          # Eq. 6: the black image "wins"
+    assert M.psnr(black, t, channels="all") < 20 < M.psnr(good, t, channels="all")
+    # channels="all": per image 20 log10(255 / RMSE over C*H*W), then the mean over images
+    want = np.mean([20 * np.log10(255 / np.sqrt(np.mean(((good[i] - t[i]) * 255) ** 2))) for i in range(len(t))])
+    assert M.psnr(good, t, channels="all") == pytest.approx(want, rel=1e-12)
+    assert M.psnr(t, t, channels="all") == M.PSNR_MAX_DB
+    with pytest.raises(ValueError, match="channels must be"):
+        M.psnr(good, t, channels="pooled")
+
+
+def test_psnr_of_mse_ranks_as_the_mse_does():
+    t = _one_channel_digits()
+    black = np.zeros_like(t)
+    good = np.clip(t + np.random.default_rng(1).normal(0, 0.05, t.shape), 0, 1)
+    for out in (black, good):
+        assert M.psnr_of_mse(M.mse(out, t)) == pytest.approx(10 * np.log10(255.0 ** 2 / M.mse(out, t)))
+    assert M.psnr_of_mse(M.mse(good, t)) > M.psnr_of_mse(M.mse(black, t))
+    assert M.psnr_of_mse(0.0) == M.PSNR_MAX_DB and M.psnr_of_mse(1e-30) == M.PSNR_MAX_DB
+    with pytest.raises(ValueError):
+        M.psnr_of_mse(float("nan"))
+
+
+def test_one_trial_has_no_spread():
+    assert M.format_mean_std(1.23456, 0.0, 1, 2) == "1.23"
+    assert M.format_mean_std(1.23456, 0.1, 5, 3) == "1.235 ± 0.100"
+    assert M.format_mean_std(1.0, 0.5, 2, 1, " +/- ") == "1.0 +/- 0.5"

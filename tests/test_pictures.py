@@ -223,7 +223,8 @@ def test_a_folder_and_a_glob_one_bar_and_one_line_per_file(tmp_path, ckpt, capsy
     assert os.listdir(tmp_path / "g") == ["p0.png"]
 
 
-def test_progress_bar_counts_every_tile_of_every_picture(tmp_path, ckpt, capsys):
+def test_progress_bar_counts_every_tile_of_every_picture(tmp_path, ckpt, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)     # as on a terminal (the default draws bars there)
     for k in range(2):
         _save(tmp_path / ("p%d.png" % k), _photo(100, 150, seed=k))
     assert _main(["denoise", tmp_path / "p0.png", tmp_path / "p1.png", "--model", ckpt, "--out", tmp_path / "o",

@@ -1,13 +1,16 @@
-"""`convngc reproduce` (convngc/reproduce.py): row selection, the shared noise, and the runner end to end on tiny
-rows (a few images, 2 epochs, 2 trials): the files it writes and that its tables show the per-trial JSON's means."""
+"""`convngc reproduce` (convngc/experiments/reproduce.py): row selection, the shared noise, and the runner end to
+end on tiny rows (a few images, 2 epochs, 2 trials): the files it writes and that its tables show the per-trial
+JSON's means."""
 import json
 import os
+import pathlib
 import re
 
 import numpy as np
 import pytest
 
-from convngc import baselines, cli, reproduce, train
+from convngc import cli, fileio, train
+from convngc.experiments import baselines, reproduce
 from convngc.model import ConvNGC
 from ngc_ref.config import Config
 
@@ -113,12 +116,14 @@ def test_runner_end_to_end_on_tiny_rows(tmp_path, shared_data, monkeypatch):
         task = {"Reconstruction": "reconstruction", "Out-of-distribution reconstruction": "ood"}.get(section,
                                                                                                  "denoising")
         cells = table[(section, reproduce.NAMES[rec["row"]["model"]])]
-        # columns: model, [pair], MSE, paper, SSIM (Eq. 5), paper, SSIM (windowed), PSNR, paper, setup, seconds
+        # columns: model, [pair], MSE, paper, SSIM (Eq. 5), paper, SSIM (windowed), PSNR (Eq. 6), paper,
+        # PSNR of the MSE, setup, seconds
         first = 2 if task == "ood" else 1
         ours = [cells[first], cells[first + 2], cells[first + 4], cells[first + 5]]
         for cell, metric in zip(ours, reproduce.METRICS):
             _check_cell(cell, [t[task][metric] for t in rec["trials"]], reproduce.DECIMALS[metric])
             checked += 1
+        _check_cell(cells[first + 7], [10 * np.log10(255.0 ** 2 / t[task]["mse"]) for t in rec["trials"]], 2)
         if rec["row"]["model"] == "conv-ngc":
             assert len(rec["trials"][0]["history"]["val_mse"]) == 2                      # 2 epochs
             assert rec["setup"]["config"]["T"] == 4 and rec["setup"]["backend"] == "numpy"
@@ -136,10 +141,63 @@ def test_runner_end_to_end_on_tiny_rows(tmp_path, shared_data, monkeypatch):
                                                                      "Non-local means"}
 
 
-def test_list_prints_rows_and_an_estimate(capsys, shared_data):
+def test_list_prints_rows_and_an_estimate(capsys, shared_data, monkeypatch):
+    """--list runs nothing and reads no data: it looks the files up (svhn is missing, cifar10 is there)."""
+    def no_loading(*a, **k):
+        raise AssertionError("--list loaded data")
+    monkeypatch.setattr(reproduce.data, "load_dataset", no_loading)
     assert cli.main(["reproduce", "--list", "--data-dir", str(shared_data)]) == 0
     text = capsys.readouterr().out
     assert "cifar10/conv-ngc" in text and "estimated time:" in text and "svhn/conv-ngc" in text
+    assert "svhn/conv-ngc                    skipped: no SVHN data" in text
+    assert "cifar10/conv-ngc                 skipped" not in text
+
+
+def test_list_imports_neither_pytorch_nor_bm3d():
+    """Whether the optional extras are installed is looked up, not imported (PyTorch takes seconds)."""
+    import subprocess
+    import sys
+    code = ("import sys; from convngc import cli; cli.main(['reproduce', '--list']); "
+            "print([m for m in ('torch', 'bm3d', 'skimage.restoration') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+COMMITTED = next(str(p / "results") for p in pathlib.Path(__file__).resolve().parents
+                 if (p / "setup.py").is_file())      # the repository's committed results, wherever this file sits
+
+
+def _committed_jobs(folder):
+    jobs = {}
+    for rec in reproduce.read_raw(os.path.join(COMMITTED, folder)):
+        jobs.setdefault((rec["row"]["model"], rec["row"]["dataset"]), []).append(rec)
+    return jobs
+
+
+@pytest.mark.parametrize("folder", ["quick", "paper-scale"])
+def test_the_estimate_matches_the_committed_job_times(folder):
+    """Each committed job (one model trained or tuned on one dataset, with every row it serves) is estimated
+    within 10 % of the job_seconds its raw JSON records, from the measured rates. The per-image costs this
+    replaced put Conv-AE at 8.0 min where it took 125 s."""
+    by_id = {r.id: r for r in reproduce.all_rows()}
+    jobs = _committed_jobs(folder)
+    assert len(jobs) >= (14 if folder == "quick" else 1)
+    for (model, dataset), recs in jobs.items():
+        scale, trials = recs[0]["scale"], recs[0]["setup"]["trials"]
+        est = reproduce.estimate_seconds([by_id[rec["row"]["id"]] for rec in recs], scale, trials)
+        took = max(rec["job_seconds"] for rec in recs)
+        assert abs(est - took) <= 0.1 * took + 1.0, (model, dataset, est, took)
+
+
+def test_the_fallback_costs_agree_with_the_committed_measurements():
+    """COST (for a model no committed run measured, or an install without results/) stays within 25 % of what
+    the committed quick run measured, for every model it measured."""
+    measured = reproduce.measured_costs([os.path.join(COMMITTED, "quick")])
+    for model, entries in measured.items():
+        first = np.mean([e["tune" if model in reproduce.CLASSICAL else "learn"] for e in entries])
+        ev = np.mean([e["eval"] for e in entries])
+        assert reproduce.COST[model][0] == pytest.approx(first, rel=0.25), model
+        assert reproduce.COST[model][1] == pytest.approx(ev, rel=0.25), model
 
 
 # ------------------------------------------------------------------------------------------------ issue 19: nothing lost
@@ -150,7 +208,7 @@ def _finished_row(out, row_id, scale, trials=5, backend="cpu"):
            "setup": reproduce.row_setup(r, reproduce.SCALES[scale], trials, backend), "trials": [], "summary": {}}
     path = reproduce.raw_path(str(out), row_id)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    train.write_json(path, rec)
+    fileio.write_json(path, rec)
     return path
 
 
@@ -234,3 +292,60 @@ def test_reproduce_bad_options_exit_2(no_run, capsys, argv, pattern):
     with pytest.raises(SystemExit) as e:
         cli.main(["reproduce", "--scale", "smoke", "--rows", "cifar10/tv", *argv])
     assert e.value.code == 2 and re.search(pattern, capsys.readouterr().err) and no_run == []
+
+
+def test_the_color_mnist_table_says_what_eq6_does_and_ranks_by_the_mse(shared_data):
+    """The committed quick Color-MNIST table: its note's numbers are what the convention gives a black image on
+    those 200 test images, and its PSNR of the MSE ranks Conv-NGC's denoising above FC-NGC's, as the MSE does
+    (Eq. 6 ranks them the other way round)."""
+    from convngc import data, metrics
+    x = data.to_model(data.load_dataset("color-mnist", "test", data_dir=str(shared_data), limit=200)[0])
+    black = np.zeros_like(x)
+    assert 69.5 < metrics.psnr(black, x) < 70.5 and 14.5 < metrics.psnr_of_mse(metrics.mse(black, x)) < 15.5
+    text = open(os.path.join(COMMITTED, "quick", "table1-color-mnist.md"), encoding="utf-8").read()
+    assert "an all-black image scores about 70 dB (about 15 dB by the PSNR of the MSE)" in text
+    table = _table_rows(os.path.join(COMMITTED, "quick", "table1-color-mnist.md"))
+    conv, fc = (table[("Denoising (x + N(0, 0.1))", reproduce.NAMES[m])] for m in ("conv-ngc", "fc-ngc"))
+    value = lambda cell: float(cell.split(" ± ")[0])
+    assert value(conv[1]) < value(fc[1])                           # MSE
+    assert value(conv[8]) > value(fc[8])                           # PSNR of the MSE agrees
+    assert value(conv[6]) < value(fc[6])                           # Eq. 6 does not: what the note warns of
+    assert "PSNR on Color-MNIST" not in open(os.path.join(COMMITTED, "quick", "table1-2a-cifar10.md"),
+                                             encoding="utf-8").read()
+
+
+def test_one_trial_is_shown_without_a_spread():
+    """The committed paper-scale run has one trial: no "± 0.00" and "1 trial", not "1 trials"."""
+    text = open(os.path.join(COMMITTED, "paper-scale", "table1-2a-cifar10.md"), encoding="utf-8").read()
+    rows = [r for k, r in _table_rows(os.path.join(COMMITTED, "paper-scale", "table1-2a-cifar10.md")).items()
+            if k[1] == "Conv-NGC"]
+    assert len(rows) == 2
+    for cells in rows:
+        assert "±" not in "".join(cells[i] for i in (1, 3, 5, 6, 8)) and cells[9].endswith("; 1 trial")
+    assert "1 trials" not in text and not re.search(r"± 0\.0+(?![0-9])", text)
+
+
+def test_committed_tables_are_what_their_raw_json_makes(tmp_path):
+    """results/quick and results/paper-scale hold the tables write_tables makes from their raw JSON today."""
+    import shutil
+    for folder in ("quick", "paper-scale"):
+        shutil.copytree(os.path.join(COMMITTED, folder, "raw"), tmp_path / folder / "raw")
+        for path in reproduce.write_tables(str(tmp_path / folder)):
+            name = os.path.basename(path)
+            assert open(path, encoding="utf-8").read() == \
+                open(os.path.join(COMMITTED, folder, name), encoding="utf-8").read(), (folder, name)
+
+
+def test_the_seeds_table_with_one_seed_and_one_trial(tmp_path):
+    """python -m convngc.experiments.seeds: one seed of one trial reads "1 trial", "over 1 seed", no "± 0"."""
+    from convngc.experiments import seeds
+    summary = {"mse": 100.0, "psnr": 28.5, "psnr_of_mse": 28.1, "ssim_global": 0.9, "ssim": 0.8}
+    task = lambda: {"summary": {k: {"mean": v, "std": 0.0} for k, v in summary.items()}, "n_images": 7,
+                    "trials": [{"mse": 100.0}], "noisy_input": {k: {"mean": v, "std": 0.0} for k, v in summary.items()}}
+    (tmp_path / "s3").mkdir()
+    (tmp_path / "s3" / "metrics.json").write_text(json.dumps(
+        {"results": {"reconstruction": task(), "denoising": task()}, "pi0": 0.5, "T_denoise": 60}))
+    text, claims = seeds.table(str(tmp_path))
+    assert "7 images, 1 trial per seed" in text and "**mean over 1 seed**" in text
+    assert "1 trials" not in text and "±" not in text.split("| the paper")[0].split("**mean")[1]
+    assert claims["reconstruction"]["seeds"] == [3]

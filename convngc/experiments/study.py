@@ -1,9 +1,9 @@
-"""The study of issue 7: what it takes for Conv-NGC to reconstruct and denoise as the paper reports.
+"""The study: what it takes for Conv-NGC to reconstruct and denoise as the paper reports (results/STUDY.md).
 
-    python -m convngc.study list                     # the experiments, their size and what each measures
-    python -m convngc.study run NAME [NAME ...]      # train + evaluate; resumable: rerun the same command
-    python -m convngc.study run --group steps        # every experiment of a group
-    python -m convngc.study report                   # plots and tables from the JSON in results/study/
+    python -m convngc.experiments.study list                 # the experiments, their size and what each measures
+    python -m convngc.experiments.study run NAME [NAME ...]  # train + evaluate; resumable: rerun the same command
+    python -m convngc.experiments.study run --group steps    # every experiment of a group
+    python -m convngc.experiments.study report               # plots and tables from the JSON in results/study/
 
 Each experiment trains one configuration on a fixed subset of a training split and, every few epochs,
 evaluates one seeded trial on held-out validation images (never the test set):
@@ -14,27 +14,30 @@ evaluates one seeded trial on held-out validation images (never the test set):
                           correct z^1..z^L only), output zbar^0
   stability               the most negative eigenvalue of one settling step's Jacobian at the settled
                           state (< -1 means the synchronous update oscillates and grows)
-Results go to results/study/<name>.json after every epoch, parameters to runs/study/<name>/ (not in git),
-so a killed run continues where it stopped.
+Training is convngc.train.fit's (the same shuffling and z^L draws as `convngc train`), with the study's
+measurements as its per-epoch hook. Results go to results/study/<name>.json after every epoch; the run folder
+runs/study/<name>/ (not in git) holds the checkpoint (convngc.checkpoint's format) and each epoch's parameters
+(epNNN.npz), so a killed run continues where it stopped.
 """
 import argparse
 import dataclasses
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
 from ngc_ref.config import Config
 
-from . import data, metrics
-from .model import ConvNGC
-from .stability import settle_eigenvalue
+from .. import checkpoint, data, metrics, train
+from ..backends import BACKENDS
+from ..fileio import write_json
+from ..model import ConvNGC, DivergenceError
+from ..rundir import claim_run_dir
+from ..stability import settle_eigenvalue
+from . import STUDY_RESULTS, STUDY_STATE
 
 NOISE_STD = 0.1
-RESULTS = os.path.join("results", "study")
-STATE = os.path.join("runs", "study")
 
 # ------------------------------------------------------------------------------------------------ experiments
 # Shared budgets: a 10,000-image subset of the training split (images 0..9,999 of the shuffled split),
@@ -148,116 +151,51 @@ def _cfg(exp):
     return Config(**exp["cfg"])
 
 
-def _paths(name, results=RESULTS, state=STATE):
+def _paths(name, results=STUDY_RESULTS, state=STUDY_STATE):
     return os.path.join(results, name + ".json"), os.path.join(state, name)
 
 
 def _write_json(path, obj):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True, allow_nan=False,
-                  default=lambda o: o.item() if isinstance(o, np.generic) else str(o))
-        f.write("\n")
-    os.replace(tmp, path)
+    write_json(path, obj, indent=1)
 
 
-def _clean(v):
-    """NaN/Inf are written as null (strict JSON)."""
-    if isinstance(v, float) and not np.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _clean(w) for k, w in v.items()}
-    if isinstance(v, list):
-        return [_clean(w) for w in v]
-    return v
+def load_params(name, state=STUDY_STATE, epoch=None):
+    """The parameters of a study run: its last epoch (checkpoint.npz), or epoch `epoch` (epNNN.npz)."""
+    name = os.path.join(state, name, "checkpoint.npz" if epoch is None else "ep%03d.npz" % epoch)
+    return checkpoint.load(name)[1]
 
 
-def _save_state(d, model, epoch, rng):
-    os.makedirs(d, exist_ok=True)
-    arrays = {}
-    for key, arrs in model.host_params().items():
-        for l, a in enumerate(arrs or []):
-            if a is not None:
-                arrays["p/%s/%d" % (key, l)] = a
-    st = model.host_opt_state()
-    for part in ("m", "v"):
-        for key, arrs in st[part].items():
-            for l, a in enumerate(arrs or []):
-                if a is not None:
-                    arrays["%s/%s/%d" % (part, key, l)] = a
-    meta = {"epoch": epoch, "t": st["t"], "rng": rng.bit_generator.state, "model_rng": model.rng.bit_generator.state}
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    tmp = os.path.join(d, ".last.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, os.path.join(d, "last.npz"))
-    np.savez(os.path.join(d, "ep%03d.npz" % epoch), **{k: v for k, v in arrays.items() if k.startswith("p/")})
-
-
-def _tree(z, prefix, cfg):
-    out = {}
-    for key in ("W", "b", "E"):
-        arrs = [None] + [z["%s/%s/%d" % (prefix, key, l)] for l in range(1, cfg.L + 1)
-                         if "%s/%s/%d" % (prefix, key, l) in z.files]
-        out[key] = arrs if len(arrs) == cfg.L + 1 else None
-    return out
-
-
-def load_params(path, cfg):
-    """Parameters saved by a study run (last.npz or epNNN.npz)."""
-    with np.load(path) as z:
-        return _tree(z, "p", cfg)
-
-
-def _load_state(d, model, rng):
-    with np.load(os.path.join(d, "last.npz")) as z:
-        meta = json.loads(z["meta"].tobytes().decode())
-        model.params = {k: None if v is None else [None if a is None else model.backend.to_device(a) for a in v]
-                        for k, v in _tree(z, "p", model.cfg).items()}
-        m, v = _tree(z, "m", model.cfg), _tree(z, "v", model.cfg)
-        model.load_opt_state({"t": meta["t"], "m": {k: a for k, a in m.items() if a is not None},
-                              "v": {k: a for k, a in v.items() if a is not None}})
-    rng.bit_generator.state = meta["rng"]
-    model.rng.bit_generator.state = meta["model_rng"]
-    return meta["epoch"]
-
-
-def run(name, backend="cpu", results=RESULTS, state=STATE, log=print, progress=True):
-    """Train and evaluate one experiment; resumes from runs/study/<name>/last.npz when it exists."""
-    from .model import DivergenceError
+def run(name, backend=None, results=STUDY_RESULTS, state=STUDY_STATE, log=print, progress=None):
+    """Train and evaluate one experiment through convngc.train.fit; its run folder runs/study/<name>/ holds the
+    checkpoint (convngc.checkpoint, atomic) and the parameters of every epoch (epNNN.npz). Resumes from the
+    checkpoint when it and the results JSON exist (the JSON is cut back to the checkpoint's epoch)."""
     exp = EXPERIMENTS[name]
     cfg = _cfg(exp)
     jpath, sdir = _paths(name, results, state)
     xtr = data.to_model(data.load_dataset(exp["dataset"], "train", limit=exp["n_train"])[0])
     xva = data.to_model(data.load_dataset(exp["dataset"], "val", limit=exp["n_val"])[0])
-    model = ConvNGC(cfg, backend=backend, seed=0)
-    rng = np.random.default_rng([0, 2])
-    rec = {"name": name, "experiment": {k: v for k, v in exp.items() if k != "cfg"}, "config": cfg.to_dict(),
-           "backend": backend, "n_train": len(xtr), "n_val": len(xva), "epochs": []}
-    start = 0
-    if os.path.exists(os.path.join(sdir, "last.npz")) and os.path.exists(jpath):
+    per_epoch = -(-len(xtr) // exp["batch"])
+    start, history = 0, None
+    if os.path.exists(os.path.join(sdir, "checkpoint.npz")) and os.path.exists(jpath):
         with open(jpath) as f:
             rec = json.load(f)
-        start = _load_state(sdir, model, rng)
-        rec["epochs"] = [e for e in rec["epochs"] if e["epoch"] <= start]
         if rec.get("diverged_at"):
             log("%s: diverged at epoch %d earlier; nothing to do" % (name, rec["diverged_at"]))
             return rec
+        model, meta = train.load_model(sdir, backend=backend, expect_cfg=cfg)
+        start, history = meta["epoch"], meta["history"]
+        rec["epochs"] = [e for e in rec["epochs"] if e["epoch"] <= start]
         log("%s: resuming after epoch %d" % (name, start))
-    for epoch in range(start + 1, exp["epochs"] + 1):
-        t0, energies = time.time(), []
-        order = rng.permutation(len(xtr))
-        try:
-            for i in range(0, len(xtr), exp["batch"]):
-                energies.append(model.learn(xtr[order[i:i + exp["batch"]]]))
-        except DivergenceError as exc:
-            rec["diverged_at"] = epoch
-            rec["epochs"].append({"epoch": epoch, "diverged": str(exc)})
-            _write_json(jpath, _clean(rec))
-            log("%s: epoch %d diverged (%s)" % (name, epoch, exc))
-            return rec
-        row = {"epoch": epoch, "train_energy": float(np.mean(energies)), "train_seconds": time.time() - t0,
-               "updates": epoch * -(-len(xtr) // exp["batch"])}
+    else:
+        model = ConvNGC(cfg, backend=backend, seed=0)
+        rec = {"name": name, "experiment": {k: v for k, v in exp.items() if k != "cfg"}, "config": cfg.to_dict(),
+               "backend": model.backend.name, "n_train": len(xtr), "n_val": len(xva), "epochs": []}
+
+    def measure(epoch, hist):
+        """The study's own evaluation of an epoch, written before fit checkpoints it (a run killed in between
+        repeats the epoch)."""
+        row = {"epoch": epoch, "train_energy": hist["train_energy"][-1], "train_seconds": hist["epoch_seconds"][-1],
+               "updates": epoch * per_epoch}
         if epoch % exp["eval_every"] == 0 or epoch == exp["epochs"]:
             try:
                 row.update(evaluate(model, xva, exp["Ts"]))
@@ -268,8 +206,7 @@ def run(name, backend="cpu", results=RESULTS, state=STATE, log=print, progress=T
             W = model.host_params()["W"]
             row["kernel_norm_mean"] = [float(np.sqrt((w * w).sum((2, 3))).mean()) for w in W[1:]]
         rec["epochs"].append(row)
-        _save_state(sdir, model, epoch, rng)
-        _write_json(jpath, _clean(rec))
+        _write_json(jpath, rec)
         msg = "%s: epoch %d/%d energy %.3g (%.0fs)" % (name, epoch, exp["epochs"], row["train_energy"],
                                                         row["train_seconds"])
         if "recon_psnr_T60" in row:
@@ -277,11 +214,29 @@ def run(name, backend="cpu", results=RESULTS, state=STATE, log=print, progress=T
                 row["recon_psnr_T60"], row["denoise_free_psnr_T60"], row["denoise_clamped_psnr_T60"],
                 row["noisy_psnr"], row.get("stability_eig", float("nan")))
         log(msg)
+
+    def keep_epoch(epoch):
+        checkpoint.save(os.path.join(sdir, "ep%03d.npz" % epoch), model.cfg, model.host_params())
+
+    folder = claim_run_dir(sdir, resume=os.path.isdir(sdir))     # one process per experiment at a time
+    try:
+        # the study measures on its own (measure); fit's validation set is empty and its epoch line silent
+        train.fit(model, xtr, xva[:0], exp["epochs"], exp["batch"], run_dir=sdir, progress=progress, seed=0,
+                  history=history, start_epoch=start, meta={"study": name}, log=lambda line: None,
+                  on_epoch=measure, on_checkpoint=keep_epoch)
+    except DivergenceError as exc:
+        epoch = (rec["epochs"][-1]["epoch"] if rec["epochs"] else start) + 1
+        rec["diverged_at"] = epoch
+        rec["epochs"].append({"epoch": epoch, "diverged": str(exc)})
+        _write_json(jpath, rec)
+        log("%s: epoch %d diverged (%s)" % (name, epoch, exc))
+    finally:
+        folder.release()
     return rec
 
 
 def fixedpoint(name, marks=(0, 1, 2, 5, 10, 20, 30, 60, 100, 200, 400, 700, 1000, 2000, 3000), n=100,
-               results=RESULTS, state=STATE, log=print):
+               results=STUDY_RESULTS, state=STUDY_STATE, log=print):
     """Denoising with a free z^0 run far past T: where it goes, for the literal update, without the leak on
     z^0, and with no leak at all (gamma = 0). Writes results/study/fixedpoint-<name>.json.
 
@@ -292,7 +247,7 @@ def fixedpoint(name, marks=(0, 1, 2, 5, 10, 20, 30, 60, 100, 200, 400, 700, 1000
     from ngc_ref.model import draw_top
     exp = EXPERIMENTS[name]
     cfg0 = _cfg(exp)
-    params = load_params(os.path.join(state, name, "last.npz"), cfg0)
+    params = load_params(name, state)
     x = data.to_model(data.load_dataset(exp["dataset"], "val", limit=n)[0])
     noisy = denoise_input(x, 0)
     out = {"experiment": name, "n_images": len(x), "noisy_psnr": metrics.psnr(noisy, x),
@@ -312,18 +267,18 @@ def fixedpoint(name, marks=(0, 1, 2, 5, 10, 20, 30, 60, 100, 200, 400, 700, 1000
                                                                        rows[-1]["energy"], rows[-1]["mean_z0"]))
             z = cm.correct(z, e, params, cfg, free_bottom=True)
         out["variants"][variant] = rows
-    _write_json(os.path.join(results, "fixedpoint-%s.json" % name), _clean(out))
+    _write_json(os.path.join(results, "fixedpoint-%s.json" % name), out)
     return out
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m convngc.study", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m convngc.experiments.study", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="the experiments")
     p = sub.add_parser("run", help="train + evaluate experiments (resumable)")
     p.add_argument("names", nargs="*")
     p.add_argument("--group", default=None)
-    p.add_argument("--backend", default="cpu")
+    p.add_argument("--backend", default=None, choices=BACKENDS, help="default: the fastest available")
     p = sub.add_parser("fixedpoint", help="denoising with a free z^0 run to t = 3000 on a trained experiment")
     p.add_argument("name")
     p = sub.add_parser("report", help="plots and tables from results/study/*.json")
@@ -337,7 +292,7 @@ def main(argv=None):
         names = list(args.names) + [n for n, e in EXPERIMENTS.items() if args.group and e["group"] == args.group]
         unknown = [n for n in names if n not in EXPERIMENTS]
         if unknown or not names:
-            print("error: unknown or no experiment %s; see `python -m convngc.study list`" % unknown, file=sys.stderr)
+            print("error: unknown or no experiment %s; see `python -m convngc.experiments.study list`" % unknown, file=sys.stderr)
             return 2
         for n in names:
             run(n, backend=args.backend)

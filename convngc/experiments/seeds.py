@@ -1,8 +1,8 @@
 """The seeds table: one training recipe, several seeds, each evaluated on the whole test set, beside the noisy
 input and the classical denoisers on the same noisy images.
 
-    python -m convngc.seeds results/cifar10-seeds          # reads s*/metrics.json and classical/raw/*.json,
-                                                           # writes results/cifar10-seeds/README.md's table
+    python -m convngc.experiments.seeds results/cifar10-seeds   # reads s*/metrics.json and classical/raw/*.json,
+                                                                # writes results/cifar10-seeds/README.md's table
 
 Each seed's folder holds the `convngc evaluate ... --trials 5` output (metrics.json: 5 trials = new z^L draws
 and new noise each) and the run's history; `classical/` is `convngc reproduce --rows cifar10/tv cifar10/nlm
@@ -10,11 +10,12 @@ cifar10/bm3d --scale paper --trials 5` (the same noise draws: seeds 0-4, tested 
 """
 import glob
 import json
-import math
 import os
 import sys
 
 import numpy as np
+
+from .. import metrics
 
 PAPER = {"cifar10": {"reconstruction": {"mse": 6.3668, "psnr": 41.0912, "ssim_global": 0.9955},
                      "denoising": {"mse": 183.8624, "psnr": 25.9004, "ssim_global": 0.8603}},
@@ -25,7 +26,7 @@ CLASSICAL = (("tv", "total variation"), ("nlm", "non-local means"), ("bm3d", "BM
 
 
 def _psnr_of_mse(mse):
-    return 10 * math.log10(255.0 ** 2 / mse)
+    return metrics.psnr_of_mse(mse)
 
 
 def read_seeds(folder):
@@ -64,7 +65,7 @@ def classical(folder, dataset="cifar10"):
 
 def _ms(vals, digits):
     vals = np.asarray(vals, float)
-    return ("%." + str(digits) + "f ± %." + str(digits) + "f") % (vals.mean(), vals.std(ddof=1) if len(vals) > 1 else 0.0)
+    return metrics.format_mean_std(vals.mean(), vals.std(ddof=1) if len(vals) > 1 else 0.0, len(vals), digits)
 
 
 FMT = {"mse": 2, "psnr": 2, "psnr_of_mse": 2, "ssim_global": 4, "ssim": 4}
@@ -79,8 +80,9 @@ def table(folder, dataset="cifar10"):
     head = "| | MSE | PSNR, mean of per-image (dB) | PSNR of the mean MSE (dB) | SSIM (Eq. 5) | SSIM (windowed) |"
     for task in ("reconstruction", "denoising"):
         rows = {s: per_seed(m, task) for s, m in seeds.items()}
-        lines += ["", "**%s** (%s test set, %d images, %d trials per seed)" % (
-            task, dataset, seeds[min(seeds)]["results"][task]["n_images"], len(seeds[min(seeds)]["results"][task]["trials"])),
+        k = len(seeds[min(seeds)]["results"][task]["trials"])
+        lines += ["", "**%s** (%s test set, %d images, %d %s per seed)" % (
+            task, dataset, seeds[min(seeds)]["results"][task]["n_images"], k, "trial" if k == 1 else "trials"),
             "", head, "|---|---|---|---|---|---|"]
         for s in sorted(rows):
             r = rows[s]
@@ -88,7 +90,8 @@ def table(folder, dataset="cifar10"):
             if task == "denoising":
                 extra = " (pi0 %g, T %d)" % (seeds[s].get("pi0", float("nan")), seeds[s].get("T_denoise", 0))
             lines.append("| seed %d%s | %s |" % (s, extra, " | ".join(("%." + str(FMT[k]) + "f") % r[k] for k in KEYS)))
-        lines.append("| **mean ± std over %d seeds** | %s |" % (len(rows), " | ".join(
+        lines.append("| **mean%s over %d %s** | %s |" % (" ± std" if len(rows) > 1 else "", len(rows),
+                                                           "seed" if len(rows) == 1 else "seeds", " | ".join(
             "**%s**" % _ms([r[k] for r in rows.values()], FMT[k]) for k in KEYS)))
         if task == "denoising":
             noisy = [seeds[s]["results"][task]["noisy_input"] for s in sorted(seeds)]

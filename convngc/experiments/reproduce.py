@@ -33,12 +33,12 @@ import numpy as np
 
 from ngc_ref.config import Config
 
-from . import data, metrics, train, viz
-from .checkpoint import strict_json
-from .files import NotARegularFile, open_regular
-from .model import BACKENDS, BackendUnavailable, ConvNGC, get_backend
+from .. import backends, data, metrics, train, viz
+from ..backends import BACKENDS, BackendUnavailable
+from ..fileio import NotARegularFile, open_regular, strict_json, write_json, write_text
+from ..model import ConvNGC
+from . import PAPER_SCALE, QUICK, repo_path
 
-DEFAULT_BACKEND = "cpu" if "cpu" in BACKENDS else "numpy"
 METRICS = ("mse", "ssim_global", "ssim", "psnr")
 DECIMALS = {"mse": 2, "ssim_global": 4, "ssim": 4, "psnr": 2}
 NAMES = {"conv-ngc": "Conv-NGC", "fc-ngc": "NGC (fully connected)", "conv-ae": "Conv-AE", "conv-dae": "Conv-DAE",
@@ -106,7 +106,7 @@ OOD_SUBSTITUTES = {"cifar10->cinic10": "svhn->cinic10", "color-mnist->cifar10": 
 # quick: batch 100 for the NGC models (not the paper's 500): more updates per image, the same step per
 # update (results/STUDY.md); Conv-NGC gets 500 updates at the default Adam step. The autoencoders train at
 # Adam 1e-3 instead of the paper's 2e-5 ("lr" below): at 2e-5 their 160 quick updates leave them untrained.
-# Sized from COST below to about an hour on 2 cores with the cpu backend (`convngc reproduce --list`).
+# Sized to about an hour on 2 cores with the cpu backend (`convngc reproduce --list` estimates it).
 SCALES = {
     # smoke: checks that every row runs end to end in seconds (the numbers mean nothing)
     "smoke": {"n_test": 8, "n_val": 4, "n_tune": 4,
@@ -119,16 +119,23 @@ SCALES = {
               "train": {"conv-ngc": (None, 20, 500), "fc-ngc": (None, 20, 500), "conv-ae": (None, 100, 128),
                         "conv-dae": (None, 100, 128), "res-conv-ngc": (None, 20, 500)}},
 }
-# Seconds per image on the development machine (2 cores): the cpu backend for Conv-NGC (T = 60; the numpy
-# reference is about 40x slower), the NumPy reference for FC-NGC (T = 60), PyTorch CPU for the autoencoders,
-# per-image calls for the classical denoisers (learn or train step, one settle / forward at evaluation).
-# Residual Conv-NGC: the cpu backend (ngc_cpu.residual, T = 60), timed against Conv-NGC's learn step (batch 100)
-# in the same process and scaled to its rate here: its learn step of batch 50 costs 10.5x, its evaluation
-# settle 8x (bench/residual_bench.py: a settling step does 12x the useful FLOPs at the same GFLOP/s; the NumPy
-# reference, --backend numpy, is about 16x slower still). Used only by --list's estimate.
-COST = {"conv-ngc": (0.0012, 0.0012), "fc-ngc": (0.011, 0.010), "conv-ae": (0.0048, 0.0005),
-        "conv-dae": (0.0048, 0.0005), "res-conv-ngc": (0.013, 0.010), "tv": (0, 0.0046), "nlm": (0, 0.0044),
-        "bm3d": (0, 0.029)}
+# Time estimates (--list, and the line a run starts with) come from measured rates: the committed runs' raw JSON
+# (MEASURED: each job's job_seconds and every trial's train_seconds and eval_seconds) gives per-image seconds for
+# each model, at the batch size it ran. COST is the fallback for a model no committed run measured (the residual
+# model), or an install without the committed results: seconds per training image-epoch (learn step with its share
+# of the batch) and per evaluated image (one settle / forward; a classical denoiser: per tuning image over the
+# whole grid, per test image), at the quick scale's batch sizes, on the machine that made the committed quick run
+# (2 cores, cpu backend; tests/test_reproduce.py holds them to the committed measurements). Residual Conv-NGC
+# (the cpu backend, ngc_cpu.residual, T = 60) was timed against Conv-NGC's learn step (batch 100) in the same
+# process and is scaled to Conv-NGC's rate here: its learn step of batch 50 costs 10.5x, its evaluation settle 8x
+# (bench/residual_bench.py: a settling step does 12x the useful FLOPs at the same GFLOP/s; the NumPy reference,
+# --backend numpy, is about 16x slower still).
+MEASURED = (QUICK, PAPER_SCALE)
+COST = {"conv-ngc": (0.0033, 0.0040), "fc-ngc": (0.0042, 0.0046), "conv-ae": (0.0011, 0.00087),
+        "conv-dae": (0.00135, 0.0011), "res-conv-ngc": (0.035, 0.032), "tv": (0.030, 0.0046), "nlm": (0.019, 0.0038),
+        "bm3d": (0.135, 0.029)}
+# images of each dataset's splits when a scale takes them all (train: the training set less 5,000 for validation)
+FULL = {"cifar10": (45000, 10000), "color-mnist": (55000, 10000), "svhn": (68257, 26032), "cinic10": (0, 1532)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,19 +175,14 @@ DEFAULT_EXCLUDE = ("*/res-conv-ngc",)     # not in the paper's tables: only when
 
 
 def _have_dataset(name, data_dir):
-    try:
-        data.load_dataset(name, "test" if name != "cinic10" else "all", data_dir=data_dir, limit=1)
-        return True
-    except (data.DataError, OSError):
-        return False
+    """Its files are there (looked up, not read: --list stays instant; a corrupt file fails the run, naming it)."""
+    return data.dataset_available(name, data_dir)
 
 
 def _have_module(name):
-    try:
-        __import__(name)
-        return True
-    except ImportError:
-        return False
+    """Installed (found, not imported: PyTorch takes seconds to import)."""
+    import importlib.util
+    return importlib.util.find_spec(name) is not None
 
 
 def select_rows(patterns, data_dir, log=print):
@@ -407,7 +409,7 @@ def run(rows, scale, trials, backend, data_dir, out_dir, log=print):
                    "trials": results[r.id], "summary": {t: _summary(results[r.id], t) for t in r.tasks},
                    "job_seconds": time.time() - t0}
             rec.update(extra)
-            train.write_json(raw_path(out_dir, r.id), rec)
+            write_json(raw_path(out_dir, r.id), rec)
             written[r.id] = rec
         write_tables(out_dir)
     return written
@@ -420,10 +422,17 @@ def _fmt(v, metric):
     return "%.*f" % (DECIMALS[metric], v)
 
 
-def _cell(summary, metric):
+def _cell(summary, metric, n):
+    """mean ± std over the n trials (the mean alone for one trial)."""
     if summary is None or metric not in summary:
         return "-"
-    return "%s ± %s" % (_fmt(summary[metric]["mean"], metric), _fmt(summary[metric]["std"], metric))
+    return metrics.format_mean_std(summary[metric]["mean"], summary[metric]["std"], n, DECIMALS[metric])
+
+
+def _psnr_of_mse_cell(rec, task):
+    """PSNR of each trial's MSE (over all channels, pixels and images at once), mean ± std over trials."""
+    vals = [metrics.psnr_of_mse(t[task]["mse"]) for t in rec["trials"]]
+    return metrics.format_mean_std(np.mean(vals), np.std(vals), len(vals), DECIMALS["psnr"])
 
 
 def _paper_cell(key, model, task, metric):
@@ -435,8 +444,13 @@ def _setup_cell(rec):
     s = rec["setup"]
     if "epochs" in s:
         n = "all" if s["n_train"] is None else "{:,}".format(s["n_train"])
-        return "%s: %s train imgs x %d ep, batch %d; %d trials" % (rec["scale"], n, s["epochs"], s["batch"], s["trials"])
-    return "%s: tuned on %d val imgs; %d trials" % (rec["scale"], s["n_tune"], s["trials"])
+        return "%s: %s train imgs x %d ep, batch %d; %s" % (rec["scale"], n, s["epochs"], s["batch"],
+                                                            _trials(s["trials"]))
+    return "%s: tuned on %d val imgs; %s" % (rec["scale"], s["n_tune"], _trials(s["trials"]))
+
+
+def _trials(k):
+    return "%d trial" % k if k == 1 else "%d trials" % k
 
 
 def read_raw(out_dir):
@@ -449,14 +463,24 @@ def read_raw(out_dir):
     return recs
 
 
-HEADER = """Generated by `convngc reproduce`; do not edit. Ours: mean ± std over trials (population std);
-trial k trains from seed k and draws its own noise (classical rows: the noise only). Paper: mean ± std over
-its five trials, as printed. Metrics on outputs clipped to [0, 1] and scaled to [0, 255] (convngc.metrics):
-MSE (Eq. 4), SSIM (Eq. 5) with whole-image statistics (the paper's SSIM column is listed beside it),
-SSIM (windowed) = Gaussian sigma 1.5 windows (Wang et al. 2004), PSNR (Eq. 6). Denoising inputs are
-x + N(0, 0.1) on the [0, 1] scale, not clipped; every model sees the same noisy images. Classical denoisers
-were tuned on validation images only.
+HEADER = """Generated by `convngc reproduce`; do not edit. Ours: mean ± std over trials (population std; the
+mean alone for one trial); trial k trains from seed k and draws its own noise (classical rows: the noise only).
+Paper: mean ± std over its five trials, as printed. Metrics on outputs clipped to [0, 1] and scaled to [0, 255]
+(convngc.metrics): MSE (Eq. 4), SSIM (Eq. 5) with whole-image statistics (the paper's SSIM column is listed
+beside it), SSIM (windowed) = Gaussian sigma 1.5 windows (Wang et al. 2004). PSNR (Eq. 6), the paper's
+convention: per image and per channel, each value capped at 100 dB, then averaged. PSNR of the MSE:
+10 log10(255^2 / MSE) of each trial's MSE, over all channels, pixels and images at once; it ranks the rows as
+the MSE does. Denoising inputs are x + N(0, 0.1) on the [0, 1] scale, not clipped; every model sees the same
+noisy images. Classical denoisers were tuned on validation images only.
 """
+# What Eq. 6's per-channel convention does where a target's channel is all zero (tests/test_reproduce.py
+# recomputes the black image's score on the quick run's 200 test images).
+PSNR_NOTES = {"color-mnist": """**PSNR on Color-MNIST: compare the PSNR of the MSE, not Eq. 6.** Each digit is drawn in one colour
+channel, so two of every target's three channels are all zero, and Eq. 6 gives an output that leaves such a
+channel zero the 100 dB cap: an all-black image scores about 70 dB (about 15 dB by the PSNR of the MSE), and a
+model whose digits are dim or blank can outscore a better one on Eq. 6 at ten times its MSE. The paper reports
+no PSNR for Color-MNIST.
+"""}
 
 
 def write_tables(out_dir):
@@ -469,6 +493,8 @@ def write_tables(out_dir):
     for table, recs in by_table.items():
         recs.sort(key=lambda rec: order.get(rec["row"]["id"], 1 << 30))
         lines = ["# %s" % _table_title(table, recs), "", HEADER]
+        datasets = {rec["row"]["test_dataset"] for rec in recs}
+        lines += [PSNR_NOTES[d] for d in sorted(datasets) if d in PSNR_NOTES]
         tasks = [t for t in ("reconstruction", "denoising", "ood") if any(t in rec["row"]["tasks"] for rec in recs)]
         for task in tasks:
             lines += ["## %s" % {"reconstruction": "Reconstruction", "denoising": "Denoising (x + N(0, 0.1))",
@@ -476,10 +502,10 @@ def write_tables(out_dir):
             head = ["model"] + (["train -> test"] if task == "ood" else [])
             for m in METRICS:
                 head.append({"mse": "MSE", "ssim_global": "SSIM (Eq. 5)", "ssim": "SSIM (windowed)",
-                             "psnr": "PSNR (dB)"}[m])
+                             "psnr": "PSNR, Eq. 6 (dB)"}[m])
                 if m != "ssim":
                     head.append("paper")
-            head += ["setup", "job seconds"]
+            head += ["PSNR of the MSE (dB)", "setup", "job seconds"]
             lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             for rec in recs:
                 row = rec["row"]
@@ -494,10 +520,10 @@ def write_tables(out_dir):
                                                                         row["paper_key"].split("->"))
                     cells.append(pair)
                 for m in METRICS:
-                    cells.append(_cell(s, m))
+                    cells.append(_cell(s, m, len(rec["trials"])))
                     if m != "ssim":
                         cells.append(_paper_cell(row["paper_key"], row["model"], task, m))
-                cells += [_setup_cell(rec), "%.0f" % rec.get("job_seconds", 0)]
+                cells += [_psnr_of_mse_cell(rec, task), _setup_cell(rec), "%.0f" % rec.get("job_seconds", 0)]
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
         tuned = [rec for rec in recs if "tuning" in rec]
@@ -507,18 +533,9 @@ def write_tables(out_dir):
                 for rec in tuned) + ".", ""]
         path = os.path.join(out_dir, table + ".md")
         text = "\n".join(lines)
-        checkpoint_write(path, text)
+        write_text(path, text)
         paths.append(path)
     return paths
-
-
-def checkpoint_write(path, text):
-    from .checkpoint import atomic_write
-
-    def w(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    atomic_write(path, w)
 
 
 def _table_title(table, recs):
@@ -582,41 +599,98 @@ def plot_val_curves(path, curves, title):
 # ------------------------------------------------------------------------------------------------------------
 # plan and estimate
 # ------------------------------------------------------------------------------------------------------------
-def estimate_seconds(rows, scale, trials, per_job=False):
-    """Rough time from COST (measured per-image seconds): training, per-epoch validation and test settles.
-    per_job=True returns {(model, dataset): seconds} instead of the total."""
-    from .baselines import CLASSICAL as grids
+def _n(count, dataset, part):
+    """A scale's image count (None: the whole split of the dataset)."""
+    return count if count is not None else FULL.get(dataset, FULL["cifar10"])[part == "test"]
+
+
+def measured_costs(folders=None):
+    """Per-image seconds measured by finished runs: {model: [{"batch", "learn", "eval", "tune", "overhead",
+    "source"}]}, one entry per job (a model trained or tuned on one dataset), read from folder/raw/*.json of each
+    folder (default MEASURED, in the repository). learn: seconds per training image-epoch (its share of the
+    per-epoch validation taken out); eval: per evaluated image and task; tune: per tuning image (the whole grid);
+    overhead: the rest of job_seconds (data, figures)."""
+    folders = [repo_path(f) for f in MEASURED] if folders is None else folders
+    out = {}
+    for folder in folders:
+        jobs = {}
+        for rec in (read_raw(folder) if os.path.isdir(os.path.join(folder, "raw")) else []):
+            if "job_seconds" in rec and rec.get("trials"):
+                jobs.setdefault((rec["row"]["model"], rec["row"]["dataset"]), []).append(rec)
+        for (model, dataset), recs in jobs.items():
+            s = recs[0]["setup"]
+            evals = sum(t.get("eval_seconds", 0.0) for rec in recs for t in rec["trials"])
+            units = sum(len(rec["trials"]) * len(rec["row"]["tasks"]) * _n(rec["setup"]["n_test"],
+                        rec["row"]["test_dataset"], "test") for rec in recs)
+            e = {"batch": s.get("batch"), "eval": evals / units, "tune": 0.0, "learn": 0.0,
+                 "source": os.path.join(os.path.basename(os.path.normpath(folder)), "raw")}
+            if model in TRAINED:
+                train_s = sum(t["train_seconds"] for t in recs[0]["trials"])
+                n_train, k = _n(s["n_train"], dataset, "train"), len(recs[0]["trials"])
+                e["learn"] = max(train_s - e["eval"] * s["n_val"] * s["epochs"] * k, 0.0) / (n_train * s["epochs"] * k)
+                spent = train_s + evals
+            else:
+                e["tune"] = recs[0]["tuning"]["seconds"] / s["n_tune"]
+                spent = recs[0]["tuning"]["seconds"] + evals
+            e["overhead"] = max(max(rec["job_seconds"] for rec in recs) - spent, 0.0)
+            out.setdefault(model, []).append(e)
+    return out
+
+
+def _rates(model, batch, measured):
+    """(learn, eval, tune, overhead, source) for a model at a batch size: the mean of the measured jobs at the
+    nearest batch size, else COST's (source None)."""
+    got = measured.get(model)
+    if not got:
+        learn, ev = COST[model]
+        return (0.0 if model in CLASSICAL else learn), ev, (learn if model in CLASSICAL else 0.0), 0.0, None
+    near = min(abs((e["batch"] or 0) - (batch or 0)) for e in got)
+    pick = [e for e in got if abs((e["batch"] or 0) - (batch or 0)) == near]
+    mean = lambda k: float(np.mean([e[k] for e in pick]))
+    return mean("learn"), mean("eval"), mean("tune"), mean("overhead"), pick[0]["source"]
+
+
+def estimate_seconds(rows, scale, trials, per_job=False, measured=None):
+    """The time of the rows from measured per-image rates (measured_costs; COST where none was measured):
+    training with its per-epoch validation, the test evaluations, a classical denoiser's tuning, and each job's
+    overhead. per_job=True returns {(model, dataset): (seconds, source)} instead of the total."""
+    measured = measured_costs() if measured is None else measured
     sc = SCALES[scale]
-    n_full = {"train": 45000, "val": 5000, "test": 10000}
     jobs, est = {}, {}
     for r in rows:
         jobs.setdefault((r.model, r.dataset), []).append(r)
     for (m, ds), jrows in jobs.items():
-        learn, ev = COST[m]
-        evals = sum(len(r.tasks) for r in jrows) * (n_test_for(sc, m) or n_full["test"])
+        batch = sc["train"][m][2] if m in TRAINED else None
+        learn, ev, tune, overhead, source = _rates(m, batch, measured)
+        evals = sum(len(r.tasks) * _n(n_test_for(sc, m), r.test_dataset, "test") for r in jrows)
         if m in TRAINED:
             n_train, epochs, _ = sc["train"][m]
-            n_train = n_train or n_full["train"]
-            est[m, ds] = trials * (learn * n_train * epochs + ev * (sc["n_val"] * epochs + evals))
+            sec = trials * (learn * _n(n_train, ds, "train") * epochs + ev * (sc["n_val"] * epochs + evals))
         else:
-            est[m, ds] = ev * (sc["n_tune"] * len(grids[m][2]) + trials * evals)
-    return est if per_job else sum(est.values())
+            sec = tune * sc["n_tune"] + trials * ev * evals
+        est[m, ds] = (sec + overhead, source)
+    return est if per_job else sum(v[0] for v in est.values())
 
 
-def list_rows(rows, skipped, scale, trials, log=print):
+def list_rows(rows, skipped, scale, trials, log=print, backend=None):
     sc = SCALES[scale]
-    log("rows at scale %r (%d trials; test images per dataset: %s):" % (scale, trials, sc["n_test"] or "all"))
+    log("rows at scale %r (%d %s; test images per dataset: %s):" % (scale, trials, "trial" if trials == 1 else "trials",
+                                                                    sc["n_test"] or "all"))
     for r in rows:
         size = ("%s train imgs x %d epochs, batch %d" % (sc["train"][r.model][0] or "all", *sc["train"][r.model][1:])
                 if r.model in TRAINED else "tuned on %d validation images" % sc["n_tune"])
         log("  %-32s %-28s %s%s" % (r.id, ", ".join(r.tasks), size, "  [substitute]" if r.substitute else ""))
     for r, why in skipped:
         log("  %-32s skipped: %s" % (r.id, why))
-    for (m, ds), sec in estimate_seconds(rows, scale, trials, per_job=True).items():
-        log("  estimate: %-28s on %-12s %6.1f min" % (NAMES[m], DATASET_TITLES[ds], sec / 60))
-    log("estimated time: %.0f min (from per-image costs measured on 2 cores, Conv-NGC and residual Conv-NGC on the "
-        "cpu backend; --backend numpy makes their rows about 40x and 16x longer)"
-        % (estimate_seconds(rows, scale, trials) / 60))
+    per_job = estimate_seconds(rows, scale, trials, per_job=True)
+    for (m, ds), (sec, source) in per_job.items():
+        log("  estimate: %-28s on %-12s %6.1f min  (%s)" % (NAMES[m], DATASET_TITLES[ds], sec / 60,
+                                                           "rates measured in %s" % source if source else
+                                                           "no committed measurement: a rough per-image cost"))
+    log("estimated time: %.0f min (per-image rates measured by the committed runs, on 2 cores, Conv-NGC and "
+        "residual Conv-NGC on the cpu backend%s)" % (sum(v[0] for v in per_job.values()) / 60,
+                                                    "; the numpy backend makes their rows about 40x and 16x longer"
+                                                    if backend == "numpy" else ""))
 
 
 def _positive_int(text):
@@ -643,11 +717,12 @@ def build_parser():
     ap.add_argument("--trials", type=_positive_int, default=5, help="trials (seeds 0..trials-1); the paper's: 5")
     ap.add_argument("--rows", nargs="+", default=None, metavar="PATTERN",
                     help="run only the rows matching these patterns, e.g. 'cifar10/*' 'cifar10->cinic10/conv-ngc'")
-    ap.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND, help="backend of the Conv-NGC rows")
+    ap.add_argument("--backend", choices=BACKENDS, default=None, help="backend of the Conv-NGC rows (default: the "
+                    "fastest available)")
     ap.add_argument("--data-dir", type=_path, default=None, help="real data (default: $CONVNGC_DATA_DIR or "
                     "../shared/data)")
     ap.add_argument("--out", type=_path, default=None, help="folder for the tables, raw JSON and figures (default: a "
-                    "new folder runs/reproduce-<time>; --out results adds to the committed tables)")
+                    "new folder runs/reproduce-<time>; --out results/quick adds to the committed quick run's tables)")
     ap.add_argument("--overwrite", action="store_true", help="replace finished rows in --out/raw/ of another scale or "
                     "config (default: refuse, naming them)")
     ap.add_argument("--list", action="store_true", help="print the rows, their sizes and a time estimate; run nothing")
@@ -723,15 +798,16 @@ def _new_out_dir():
 def main(argv=None, log=print):
     """Exit status: 0 done, 1 a file could not be written or nothing to run, 2 a bad option, data or --out,
     130 Ctrl-C, 143 SIGTERM."""
-    from .download import Terminated, sigterm_raises
+    from ..download import Terminated, sigterm_raises
     args = build_parser().parse_args(argv)
+    args.backend = backends.resolve(args.backend)
 
     def refused(why):
         print("convngc reproduce: error: %s" % why, file=sys.stderr)
         return 2
     if not args.list:                               # the options first, before the rows' data is looked at
         try:
-            get_backend(args.backend)               # a backend that cannot run here
+            backends.get(args.backend)              # a backend that cannot run here
             if args.out is not None:
                 check_out(args.out, [], args.scale, args.trials, args.backend, args.overwrite)
         except BackendUnavailable as exc:
@@ -740,7 +816,7 @@ def main(argv=None, log=print):
             return refused(exc)
     rows, skipped = select_rows(args.rows, args.data_dir, log=(lambda s: None) if args.list else log)
     if args.list:
-        list_rows(rows, skipped, args.scale, args.trials, log)
+        list_rows(rows, skipped, args.scale, args.trials, log, args.backend)
         return 0
     if not rows:
         log("nothing to run")
@@ -754,8 +830,8 @@ def main(argv=None, log=print):
     log("running %d rows at scale %r with %d trials, Conv-NGC backend %s -> %s (estimate %.0f min)"
         % (len(rows), args.scale, args.trials, args.backend, out,
            estimate_seconds(rows, args.scale, args.trials) / 60))
-    if args.backend == "numpy" and "cpu" not in BACKENDS:
-        log("note: the Conv-NGC rows run on the NumPy reference (no fast CPU backend in this version)")
+    if args.backend == "numpy":
+        log("note: the Conv-NGC rows run on the NumPy reference, about 40x slower than the cpu backend")
     t0 = time.time()
     try:
         with sigterm_raises():

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import metrics
+from .. import metrics
 
 __all__ = ["ConvAE", "AutoEncoderModel", "PAPER_PARAMETERS", "DECODER_WIDTHS"]
 

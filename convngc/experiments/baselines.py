@@ -5,7 +5,7 @@
                     the NumPy reference ngc_ref/residual.py (backend="numpy"); no CUDA kernel
   ClassicalDenoiser total variation and non-local means (scikit-image), BM3D (the `bm3d` package, optional)
 
-Conv-AE and Conv-DAE live in convngc/autoencoder.py (PyTorch, optional). Every model takes and returns float
+Conv-AE and Conv-DAE live in convngc/experiments/autoencoder.py (PyTorch, optional). Every model takes and returns float
 NCHW arrays in [0, 1] (denoising inputs are x + N(0, 0.1), not clipped); metrics are computed by the caller
 with convngc.metrics, on outputs clipped to [0, 1] and scaled to [0, 255].
 """
@@ -16,8 +16,8 @@ import numpy as np
 from ngc_ref import fc, model as ref_model, residual
 from ngc_ref.config import Config
 
-from . import metrics
-from .train import NOISE_STD, batches
+from .. import metrics
+from ..train import NOISE_STD, batches
 
 __all__ = ["FCNGCModel", "ResidualConvNGC", "RESIDUAL_BACKENDS", "residual_backend", "ClassicalDenoiser", "CLASSICAL",
            "bm3d_available"]
@@ -87,10 +87,10 @@ def residual_backend(name=None):
     """The backend that runs residual Conv-NGC for a requested one: "numpy" (the reference) stays "numpy"; any
     other ("cpu", "cuda", "cuda-emu": there is no CUDA kernel for the residual blocks) or None is "cpu" when
     Numba is installed, else "numpy"."""
+    from .. import backends
     if name == "numpy":
         return "numpy"
-    import importlib.util
-    return "cpu" if importlib.util.find_spec("numba") is not None else "numpy"
+    return "cpu" if backends.available("cpu") else "numpy"      # the registry says whether Numba is here
 
 
 class ResidualConvNGC(_SettlingModel):
@@ -108,7 +108,7 @@ class ResidualConvNGC(_SettlingModel):
             try:
                 from ngc_cpu import residual as cpu_residual
             except ImportError as exc:
-                from .model import BackendUnavailable
+                from ..backends import BackendUnavailable
                 raise BackendUnavailable("residual Conv-NGC backend 'cpu' needs Numba (pip install numba): %s"
                                          % exc) from None
             if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
