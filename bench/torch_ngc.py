@@ -17,7 +17,7 @@ Run `python -m pytest tests/test_torch_ngc.py` for the check against ngc_ref (CP
 import torch
 import torch.nn.functional as F
 
-from ngc_ref.model import SettleResult
+from ngc_ref.model import SettleResult, error_filters
 from ngc_ref.ops import same_padding
 
 __all__ = ["to_torch", "conv2d", "conv2d_transpose", "predict", "predictions_and_errors", "correct",
@@ -85,7 +85,7 @@ def predictions_and_errors(z, params, cfg):
 
 def correct(z, e, params, cfg, free_bottom=False):
     """Eq. 2: d^l = -e^l + E^l *_s e^{l-1} (x phi'(z^l) in PCN mode); z^l <- z^l + beta d^l - gamma z^l."""
-    E = params["E"] if params.get("E") is not None else params["W"]
+    E = error_filters(params)
     new = list(z)
     for l in range(0 if free_bottom else 1, cfg.L + 1):
         d = -e[l]
@@ -138,7 +138,7 @@ def filter_updates(res, params, cfg):
         w_shape = (a.shape[1], e.shape[1], K, K)
         dW.append(torch.nn.grad.conv2d_weight(F.pad(e, (pl, pr, pt, pb)), w_shape, a, stride=s))
         db.append(e.sum(dim=(0, 2, 3)))
-    dE = [None] + [cfg.lam * w for w in dW[1:]] if params.get("E") is not None else None
+    dE = ([None] + [cfg.lam * w for w in dW[1:]]) if params.get("E") is not None else None
     return {"W": dW, "b": db, "E": dE}
 
 

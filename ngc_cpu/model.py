@@ -15,7 +15,8 @@ import numpy as np
 
 from ngc_ref import checks
 from ngc_ref.config import Config
-from ngc_ref.model import SettleResult, bias_shape, draw_top, init_params, n_filter_weights, output_image, phi
+from ngc_ref.model import (SettleResult, bias_axes, bias_shape, draw_top, init_params, n_filter_weights, output_image,
+                           over_batch, phi)
 
 from . import kernels, ops, threads
 from .layout import from_tiles, geometry, lanes, n_tiles, pack, to_tiles
@@ -182,10 +183,7 @@ def filter_updates(res, params, cfg):
     for l in range(1, L + 1):
         dW.append(flat[start:start + sizes[l - 1]].reshape(C[l], C[l - 1], K, K).astype(dtype))
         start += sizes[l - 1]
-    axes = (0, 2, 3) if cfg.bias == "channel" else (0,)
-    db = [None] + [res.e[l - 1].sum(axis=axes) for l in range(1, L + 1)]
-    if cfg.reduce == "mean":
-        dW = [None] + [w / B for w in dW[1:]]
-        db = [None] + [v / B for v in db[1:]]
-    dE = [None] + [cfg.lam * w for w in dW[1:]] if params.get("E") is not None else None
+    dW = [None] + [over_batch(w, B, cfg) for w in dW[1:]]
+    db = [None] + [over_batch(res.e[l - 1].sum(axis=bias_axes(cfg)), B, cfg) for l in range(1, L + 1)]
+    dE = ([None] + [cfg.lam * w for w in dW[1:]]) if params.get("E") is not None else None
     return {"W": dW, "b": db, "E": dE}
