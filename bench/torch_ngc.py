@@ -17,7 +17,7 @@ Run `python -m pytest tests/test_torch_ngc.py` for the check against ngc_ref (CP
 import torch
 import torch.nn.functional as F
 
-from ngc_ref.model import SettleResult, error_filters
+from ngc_ref.model import error_filters, settle_steps
 from ngc_ref.ops import same_padding
 
 __all__ = ["to_torch", "conv2d", "conv2d_transpose", "predict", "predictions_and_errors", "correct",
@@ -116,14 +116,9 @@ def settle(params, x, cfg, z_top, T=None, clamp="always"):
     """Algorithm 1: same contract as ngc_ref.model.settle, tensors in and out (no host sync inside)."""
     T = cfg.T if T is None else T
     z = init_states(x, params, cfg, z_top)
-    trace = []
-    for _ in range(T):
-        zbar, e = predictions_and_errors(z, params, cfg)
-        trace.append(energy(e))
-        z = correct(z, e, params, cfg, free_bottom=(clamp == "first"))
-    zbar, e = predictions_and_errors(z, params, cfg)
-    trace.append(energy(e))
-    return SettleResult(z, zbar, e, torch.stack(trace))
+    return settle_steps(z, T, lambda z: predictions_and_errors(z, params, cfg),
+                        lambda z, e: correct(z, e, params, cfg, free_bottom=(clamp == "first")),
+                        energy=energy, stack=torch.stack)
 
 
 @torch.no_grad()

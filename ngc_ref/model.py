@@ -33,7 +33,7 @@ from . import checks, ops
 from .config import Config
 
 __all__ = ["Config", "phi", "phi_prime", "predict", "predictions_and_errors", "corrections", "correct", "energy",
-           "init_states", "settle", "SettleResult", "filter_updates", "init_params", "n_filter_weights",
+           "init_states", "settle", "settle_steps", "SettleResult", "filter_updates", "init_params", "n_filter_weights",
            "draw_top", "bias_shape", "output_image", "error_filters", "precision", "leak_term", "bias_axes",
            "over_batch"]
 
@@ -169,15 +169,29 @@ def settle(params, x, cfg, z_top, T=None, clamp="always", pi0=1.0):
     checks.check_settle_inputs(params, x, cfg, z_top)
     T = cfg.T if T is None else checks.check_steps(T)
     pi0 = checks.check_precision(pi0)
-    z = init_states(x, params, cfg, z_top)
+    z = init_states(x, params, cfg, z_top)                                 # lines 3-10
+    return settle_steps(z, T, lambda z: predictions_and_errors(z, params, cfg),   # lines 11-26
+                        lambda z, e: correct(z, e, params, cfg, free_bottom=(clamp == "first"), pi0=pi0))
+
+
+def settle_steps(z, T, predictions_and_errors, correct, energy=energy, stack=np.stack):
+    """Algorithm 1 lines 11-26 from the initial states z: T synchronous steps, each every prediction and error
+    from the same states (Eq. 1), the energy before the step (Eq. 3), then every correction (Eq. 2); then the
+    predictions and errors of the final states. -> SettleResult.
+
+    Every settle is this loop (Conv-NGC here, FC-NGC in fc.py, residual Conv-NGC in residual.py, the PyTorch
+    baseline in bench/torch_ngc.py): they differ in Eq. 1 and Eq. 2 only, passed in as
+    predictions_and_errors(z) -> (zbar, e) and correct(z, e) -> new states (and, for arrays other than NumPy's,
+    their `energy` and `stack`).
+    """
     trace = []
     for _ in range(T):
-        zbar, e = predictions_and_errors(z, params, cfg)                  # all from the same states
+        zbar, e = predictions_and_errors(z)                              # all from the same states
         trace.append(energy(e))
-        z = correct(z, e, params, cfg, free_bottom=(clamp == "first"), pi0=pi0)
-    zbar, e = predictions_and_errors(z, params, cfg)
+        z = correct(z, e)
+    zbar, e = predictions_and_errors(z)
     trace.append(energy(e))
-    return SettleResult(z, zbar, e, np.stack(trace))
+    return SettleResult(z, zbar, e, stack(trace))
 
 
 def filter_updates(res, params, cfg):

@@ -44,7 +44,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from . import ops, optim
 from .config import Config
-from .model import SettleResult, energy, phi
+from .model import phi, settle_steps
 
 __all__ = ["ResidualConfig", "EQ7_OPS", "init_params", "n_filter_weights", "maxpool_same", "predict_block",
            "predictions_and_errors", "corrections", "correct", "init_states", "settle", "filter_updates",
@@ -207,14 +207,8 @@ def settle(params, x, cfg, z_top, T=None, clamp="always"):
         raise ValueError("settle: clamp must be 'always' or 'first', got %r" % (clamp,))
     T = cfg.base.T if T is None else T
     z = init_states(x, params, cfg, z_top)
-    trace = []
-    for _ in range(T):
-        zbar, e = predictions_and_errors(z, params, cfg)
-        trace.append(energy(e))
-        z = correct(z, e, params, cfg, free_bottom=(clamp == "first"))
-    zbar, e = predictions_and_errors(z, params, cfg)
-    trace.append(energy(e))
-    return SettleResult(z, zbar, e, np.stack(trace))
+    return settle_steps(z, T, lambda z: predictions_and_errors(z, params, cfg),
+                        lambda z, e: correct(z, e, params, cfg, free_bottom=(clamp == "first")))
 
 
 def filter_updates(res, params, cfg):
