@@ -62,6 +62,8 @@ def conv2d_transpose(z, w, stride, out_hw):
     return full[:, :, pt:pt + Ho, pl:pl + Wo]
 
 
+# phi / phi_prime in PyTorch: one of four definitions, one per language; the list of what to change with the
+# activation is above ngc_ref.model.phi.
 def phi(z, leak):
     """Leaky ReLU: z if z > 0 else leak * z (ngc_ref.model.phi)."""
     return F.leaky_relu(z, leak)
