@@ -144,8 +144,7 @@ def settle(params, x, cfg, z_top, T=None, clamp="always", pi0=1.0):
     (ngc_ref.model.corrections). Returns a SettleResult of NumPy arrays: final z, zbar and e recomputed from
     them, and the energy per image before each step and after the last (T+1, B).
     """
-    if clamp not in ("always", "first"):
-        raise ValueError("settle: clamp must be 'always' or 'first', got %r" % (clamp,))
+    checks.check_clamp(clamp)
     dtype = checks.check_settle_inputs(params, x, cfg, z_top, DTYPES)
     T = cfg.T if T is None else checks.check_steps(T)
     r = _Run(params, cfg, x.shape[0], dtype, checks.check_precision(pi0))

@@ -7,7 +7,6 @@ accepts is checked by ngc_ref.checks, the one validation of every backend (settl
 import numpy as np
 
 from ngc_ref import checks as ref_checks
-from ngc_ref.ops import conv_out_size
 
 from .backend import array_module, belongs, resolve_all
 
@@ -56,24 +55,8 @@ def kernel_size(op, K):
     return _int(op, "K", K)
 
 
-def filters(op, x, w, ok, msg):
-    """ngc_ref.ops' checks: 4-D arrays, square filters, agreeing channels (ValueError otherwise)."""
-    if x.ndim != 4 or w.ndim != 4:
-        raise ValueError("%s: expected 4-D arrays (B, C, H, W) and (C_out, C_in, K, K), got %s and %s"
-                         % (op, tuple(x.shape), tuple(w.shape)))
-    if w.shape[2] != w.shape[3]:
-        raise ValueError("%s: filters must be square, got %s" % (op, tuple(w.shape),))
-    if not ok:
-        raise ValueError(msg)
-
-
-def out_hw(op, H, W, s, hw):
-    """The size of the layer below a (H, W) map at stride s: s*H x s*W unless `hw` names it; it must map back."""
-    Hm, Wm = (int(v) for v in hw) if hw is not None else (H * s, W * s)
-    if conv_out_size(Hm, s) != H or conv_out_size(Wm, s) != W:
-        raise ValueError("%s: output %dx%d does not map back to input %dx%d at stride %d "
-                         "(SAME needs ceil(out/s) == in)" % (op, Hm, Wm, H, W, s))
-    return Hm, Wm
+filters = ref_checks.check_filters        # 4-D arrays, square filters, agreeing channels (ValueError otherwise)
+out_hw = ref_checks.check_out_hw          # the size of the layer below; it must map back
 
 
 def layer(op, z_l, W, b, below_hw, s):
@@ -94,8 +77,7 @@ def settle_inputs(op, params, x, cfg, z_top, T=None, clamp="always", backend=Non
          float32 throughout, finite values, T;
       2. the call's backend (`backend`, or the arrays' kind) and every array of that kind (backend.resolve_all).
     Returns (T, backend): T is cfg.T when None."""
-    if clamp not in ("always", "first"):
-        raise ValueError("%s: clamp must be 'always' or 'first', got %r" % (op, clamp))
+    ref_checks.check_clamp(clamp, op)
     ref_checks.check_settle_inputs(params, x, cfg, z_top, dtypes=(np.float32,), where=op)
     T = cfg.T if T is None else ref_checks.check_steps(T, op)
     return T, resolve_all(op, backend, params, x, z_top)

@@ -28,6 +28,7 @@ The paper's configuration and how each open point is read, one line each:
 from dataclasses import dataclass, asdict
 import numpy as np
 
+from .checks import check_clamp
 from .config import Config
 from .model import SettleResult, energy, phi, phi_prime, settle_steps  # noqa: F401  (SettleResult: fc.SettleResult too)
 from .optim import _adam
@@ -151,8 +152,7 @@ def draw_states(cfg, batch, rng, dtype=np.float32):
 def settle(params, x, cfg, z_init, T=None, clamp="always"):
     """T synchronous steps from z^0 = x (flattened) and the drawn latent states; same contract as
     ngc_ref.model.settle (zbar[0] is the output, flattened to (B, n_0); energy is (T+1, B))."""
-    if clamp not in ("always", "first"):
-        raise ValueError("settle: clamp must be 'always' or 'first', got %r" % (clamp,))
+    check_clamp(clamp)
     T = cfg.T if T is None else T
     x = flatten_images(x) if x.ndim == 4 else x
     if x.shape[1] != cfg.layer_units[0]:

@@ -172,8 +172,7 @@ def settle(params, x, cfg, z_top, T=None, clamp="always", pi0=1.0):
     pi0: the precision of the bottom error e^0 in z^1's correction (1: Algorithm 1; precision-weighted
     denoising passes cfg.pi0, see `corrections`).
     """
-    if clamp not in ("always", "first"):
-        raise ValueError("settle: clamp must be 'always' or 'first', got %r" % (clamp,))
+    checks.check_clamp(clamp)
     checks.check_settle_inputs(params, x, cfg, z_top)
     T = cfg.T if T is None else checks.check_steps(T)
     pi0 = checks.check_precision(pi0)

@@ -43,6 +43,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import ops, optim
+from .checks import check_clamp
 from .config import Config
 from .model import phi, settle_steps
 
@@ -203,8 +204,7 @@ def init_states(x, params, cfg, z_top):
 
 def settle(params, x, cfg, z_top, T=None, clamp="always"):
     """Algorithm 1 with residual blocks; the same contract as ngc_ref.model.settle."""
-    if clamp not in ("always", "first"):
-        raise ValueError("settle: clamp must be 'always' or 'first', got %r" % (clamp,))
+    check_clamp(clamp)
     T = cfg.base.T if T is None else T
     z = init_states(x, params, cfg, z_top)
     return settle_steps(z, T, lambda z: predictions_and_errors(z, params, cfg),
