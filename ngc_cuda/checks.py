@@ -22,10 +22,15 @@ __all__ = ["inputs", "output", "param", "stride", "kernel_size", "layer", "predi
 
 
 # ---- one array, one argument ----------------------------------------------------------------------------
-def _array(op, name, a, dev):
+def _own(op, name, a, dev):
+    """An array of the device's kind: a NumPy array among CuPy ones would reach a kernel as a host pointer."""
     if not dev.owns(a):
         raise TypeError("%s: %s must be a %s array for backend %r, got %s"
                         % (op, name, "CuPy" if dev.name == "cuda" else "NumPy", dev.name, type(a).__module__))
+
+
+def _array(op, name, a, dev):
+    _own(op, name, a, dev)
     if a.dtype != np.float32:
         raise TypeError("%s: %s must be float32 (the kernels compute in float32 only), got %s; convert "
                         "with .astype(np.float32)" % (op, name, a.dtype))
@@ -184,11 +189,9 @@ def settle_inputs(op, params, x, cfg, z_top, T=None, clamp="always", backend=Non
     ref_checks.check_settle_inputs(params, x, cfg, z_top, dtypes=(np.float32,), where=op, finite=False)
     T = cfg.T if T is None else ref_checks.check_steps(T, op)
     dev = resolve(backend, x, z_top)
-    arrays = [("x", x), ("z_top", z_top)] + [("params[%r][%d]" % tag, a) for tag, a in ref_checks.named_params(params)]
-    for name, a in arrays:
-        if not dev.owns(a):
-            raise TypeError("%s: %s must be a %s array for backend %r, got %s"
-                            % (op, name, "CuPy" if dev.name == "cuda" else "NumPy", dev.name, type(a).__module__))
+    named = [("x", x), ("z_top", z_top)] + [("params[%r][%d]" % t, a) for t, a in ref_checks.named_params(params)]
+    for name, a in named:
+        _own(op, name, a, dev)
     ref_checks.check_finite_inputs(params, x, z_top, op)
     contiguous = {k: [None if a is None else dev.xp.ascontiguousarray(a) for a in params[k]]
                   for k in ("W", "b", "E") if params.get(k) is not None}
