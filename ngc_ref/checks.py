@@ -4,7 +4,8 @@ What `settle` accepts is checked here for ngc_ref, ngc_cpu and ngc_cuda alike, s
 same error from every backend: a params dict without 'W' or 'b', a layer missing or None, a wrong shape (W, E,
 b, x, z_top), an empty batch, a dtype the backend does not compute in (TypeError), mixed dtypes, NaN or Inf
 anywhere (NonFiniteError, a ValueError), a bad clamp, T or pi0. The operators' shape rules (check_filters,
-check_out_hw, check_weight_grad) and the library's image batches (check_image_batch, convngc.model) live here too.
+check_out_hw, check_weight_grad: written in ngc_ref.ops beside the SAME rule, published here) and the library's
+image batches (check_image_batch, convngc.model) are here too.
 
 Checks run once, at the entry of a public function (settle, an operator, ConvNGC.settle); below the entry
 nothing checks again (ngc_cuda's kernel launches trust what their entry checked). Shapes and dtypes, which
@@ -18,6 +19,9 @@ import numbers
 import sys
 
 import numpy as np
+
+# the operators' shape rules are written beside the operators, with the SAME rule they check, and published here
+from .ops import check_filters, check_out_hw, check_weight_grad  # noqa: F401
 
 __all__ = ["check_settle_inputs", "check_params", "check_steps", "check_precision", "check_clamp", "param_shape",
            "NonFiniteError", "first_nonfinite", "nonfinite_kind", "named_params", "check_filters", "check_out_hw",
@@ -211,42 +215,6 @@ def check_precision(pi0, where="settle"):
         raise ValueError("%s: pi0 must be a finite number > 0 (the precision of e^0; 1 = Algorithm 1), got %r"
                          % (where, pi0))
     return float(pi0)
-
-
-# ---- the operators' shape rules (ngc_ref.ops, ngc_cpu.ops, ngc_cuda) -------------------------------------
-def check_filters(op, x, w, ok, msg):
-    """4-D arrays x (B, C, H, W) and filters w (C_out, C_in, K, K), square, and `ok` (the channels agree; msg
-    says how they do not)."""
-    if x.ndim != 4 or w.ndim != 4:
-        raise ValueError("%s: expected 4-D arrays (B, C, H, W) and (C_out, C_in, K, K), got %s and %s"
-                         % (op, tuple(x.shape), tuple(w.shape)))
-    if w.shape[2] != w.shape[3]:
-        raise ValueError("%s: filters must be square, got %s" % (op, tuple(w.shape),))
-    if not ok:
-        raise ValueError(msg)
-
-
-def check_out_hw(op, H, W, s, out_hw=None):
-    """The size (Ho, Wo) of the map a transposed convolution makes from an H x W map at stride s: s*H x s*W
-    unless out_hw names it; it must map back (SAME: ceil(Ho/s) == H)."""
-    from .ops import conv_out_size
-    Ho, Wo = (int(v) for v in out_hw) if out_hw is not None else (H * s, W * s)
-    if conv_out_size(Ho, s) != H or conv_out_size(Wo, s) != W:
-        raise ValueError("%s: output %dx%d does not map back to input %dx%d at stride %d "
-                         "(SAME needs ceil(out/s) == in)" % (op, Ho, Wo, H, W, s))
-    return Ho, Wo
-
-
-def check_weight_grad(op, e, a, stride):
-    """A filter displacement's error e (B, C_{l-1}, Ho, Wo) and activity a (B, C_l, ceil(Ho/s), ceil(Wo/s))."""
-    from .ops import conv_out_size
-    if e.ndim != 4 or a.ndim != 4:
-        raise ValueError("%s: expected 4-D arrays e (B, C_{l-1}, H, W) and a (B, C_l, h, w), got %s and %s"
-                         % (op, tuple(e.shape), tuple(a.shape)))
-    if e.shape[0] != a.shape[0] or (conv_out_size(e.shape[2], stride), conv_out_size(e.shape[3], stride)) \
-            != tuple(a.shape[2:]):
-        raise ValueError("%s: error %s and activity %s do not match at stride %d (the activity must be ceil(error "
-                         "size / s) on each side, same batch)" % (op, tuple(e.shape), tuple(a.shape), stride))
 
 
 # ---- the library's image batches (convngc.model) ---------------------------------------------------------

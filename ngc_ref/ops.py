@@ -18,8 +18,6 @@ Everything computes in the dtype it is given.
 """
 import numpy as np
 
-from .checks import check_filters, check_out_hw, check_weight_grad
-
 __all__ = ["dilate", "same_padding", "pad2d", "conv2d", "conv2d_transpose", "conv2d_weight_grad",
            "conv_out_size"]
 
@@ -140,3 +138,37 @@ def conv2d_weight_grad(e, a, K, stride=2):
             window = ep[:, :, ky:ky + Hd, kx:kx + Wd]                       # (B, C_{l-1}, Hd, Wd)
             dW[:, :, ky, kx] = np.tensordot(ad, window, axes=([0, 2, 3], [0, 2, 3]))   # (C_l, C_{l-1})
     return dW
+
+
+# ---- the operators' shape rules, for every backend (ngc_cpu.ops, ngc_cuda): published by ngc_ref.checks ----
+def check_filters(op, x, w, ok, msg):
+    """4-D arrays x (B, C, H, W) and filters w (C_out, C_in, K, K), square, and `ok` (the channels agree; msg
+    says how they do not)."""
+    if x.ndim != 4 or w.ndim != 4:
+        raise ValueError("%s: expected 4-D arrays (B, C, H, W) and (C_out, C_in, K, K), got %s and %s"
+                         % (op, tuple(x.shape), tuple(w.shape)))
+    if w.shape[2] != w.shape[3]:
+        raise ValueError("%s: filters must be square, got %s" % (op, tuple(w.shape),))
+    if not ok:
+        raise ValueError(msg)
+
+
+def check_out_hw(op, H, W, s, out_hw=None):
+    """The size (Ho, Wo) of the map a transposed convolution makes from an H x W map at stride s: s*H x s*W
+    unless out_hw names it; it must map back (SAME: ceil(Ho/s) == H)."""
+    Ho, Wo = (int(v) for v in out_hw) if out_hw is not None else (H * s, W * s)
+    if conv_out_size(Ho, s) != H or conv_out_size(Wo, s) != W:
+        raise ValueError("%s: output %dx%d does not map back to input %dx%d at stride %d "
+                         "(SAME needs ceil(out/s) == in)" % (op, Ho, Wo, H, W, s))
+    return Ho, Wo
+
+
+def check_weight_grad(op, e, a, stride):
+    """A filter displacement's error e (B, C_{l-1}, Ho, Wo) and activity a (B, C_l, ceil(Ho/s), ceil(Wo/s))."""
+    if e.ndim != 4 or a.ndim != 4:
+        raise ValueError("%s: expected 4-D arrays e (B, C_{l-1}, H, W) and a (B, C_l, h, w), got %s and %s"
+                         % (op, tuple(e.shape), tuple(a.shape)))
+    if e.shape[0] != a.shape[0] or (conv_out_size(e.shape[2], stride), conv_out_size(e.shape[3], stride)) \
+            != tuple(a.shape[2:]):
+        raise ValueError("%s: error %s and activity %s do not match at stride %d (the activity must be ceil(error "
+                         "size / s) on each side, same batch)" % (op, tuple(e.shape), tuple(a.shape), stride))
