@@ -102,56 +102,20 @@ def check_memory(cfg, batch, backend=None, dtype=np.float32):
 
 
 def check_batch(x, cfg, what="x"):
-    """Validate an image batch for the model: float array (B, C_0, H, W) matching the config, finite."""
-    x = np.asarray(x) if not hasattr(x, "__cuda_array_interface__") else x
-    if x.ndim != 4:
-        raise ValueError("%s: expected a 4-D batch (B, C, H, W), got shape %s" % (what, tuple(x.shape)))
-    C0 = cfg.layer_channels[0]
-    if x.shape[1] != C0:
-        hint = " (is it NHWC? convngc.data.to_model converts uint8 NHWC images)" if x.shape[-1] == C0 else ""
-        raise ValueError("%s: expected %d channels in axis 1, got shape %s%s" % (what, C0, tuple(x.shape), hint))
-    if tuple(x.shape[2:]) != cfg.image_hw:
-        raise ValueError("%s: expected images of %dx%d (config image_hw), got %dx%d"
-                         % ((what,) + cfg.image_hw + tuple(x.shape[2:])))
-    if x.dtype.kind != "f":
-        raise TypeError("%s: expected floating-point pixels in [0, 1], got dtype %s (convert uint8 images "
-                        "with convngc.data.to_model)" % (what, x.dtype))
-    xp = _xp(x)
-    if not bool(xp.isfinite(x).all()):
-        raise ValueError("%s: contains NaN or Inf" % what)
-    if x.size:
-        lo, hi = float(x.min()), float(x.max())
-        # [0, 1] images; a denoising input x + N(0, 0.1) strays a little outside, never past [-1, 2] (10 sigma)
-        if lo < -1.0 or hi > 2.0:
-            hint = " (0-255 scale? divide by 255, or convert uint8 images with convngc.data.to_model)" if hi > 2 else ""
-            raise ValueError("%s: pixel values must lie in [0, 1] (a noisy input a little outside), got range "
-                             "[%.4g, %.4g]%s" % (what, lo, hi, hint))
-    return x
-
-
-def _xp(a):
-    if hasattr(a, "__cuda_array_interface__"):
-        import cupy
-        return cupy
-    return np
-
-
-def _nonfinite(a):
-    """'' if every entry of a is finite, else 'NaN' or 'Inf' (NaN when there is any)."""
-    xp = _xp(a)
-    if bool(xp.isfinite(a).all()):
-        return ""
-    return "NaN" if bool(xp.isnan(a).any()) else "Inf"
+    """Validate an image batch for the model: float array (B, C_0, H, W) matching the config, finite, pixels in
+    [0, 1] (a noisy input a little outside). Returns x as an array. The check is ngc_ref.checks.check_image_batch,
+    the one module of checks (it also returns the pixel range it measured)."""
+    return ref_checks.check_image_batch(x, cfg, what)[0]
 
 
 def _check_finite_params(params, where, fix):
-    for key, arrs in params.items():
-        if arrs is None:
-            continue
-        for l, a in enumerate(arrs):
-            kind = "" if a is None else _nonfinite(a)
-            if kind:
-                raise DivergenceError("%s: parameter %s[%d] contains %s; %s" % (where, key, l, kind, fix))
+    """DivergenceError naming the first parameter that holds NaN or Inf (one pass over each array; on a GPU one
+    synchronisation for all of them)."""
+    bad = ref_checks.first_nonfinite(ref_checks.named_params(params))
+    if bad is not None:
+        (key, l), a = bad
+        raise DivergenceError("%s: parameter %s[%d] contains %s; %s"
+                              % (where, key, l, ref_checks.nonfinite_kind(a), fix))
 
 
 class ConvNGC:
@@ -163,11 +127,8 @@ class ConvNGC:
                             % (type(cfg).__name__, cfg))
         self.cfg = cfg if cfg is not None else Config()
         if params is not None:                 # before any allocation: every layer and shape named
-            try:
-                ref_checks.check_params(params, self.cfg, where="ConvNGC(params=...)")
-            except ValueError as exc:          # NaN/Inf is named below, as a DivergenceError
-                if "contains NaN or Inf" not in str(exc):
-                    raise
+            # NaN/Inf is named below, as a DivergenceError
+            ref_checks.check_params(params, self.cfg, where="ConvNGC(params=...)", finite=False)
             if self.cfg.learn_E and params.get("E") is None:
                 raise ValueError("ConvNGC(params=...): the config has learn_E=True but params has no 'E' (the "
                                  "error filters E^l)")
@@ -194,22 +155,27 @@ class ConvNGC:
         its error e^0 in z^1's correction (precision-weighted denoising; 1 = Algorithm 1)."""
         if clamp not in ("always", "first"):
             raise ValueError("clamp must be 'always' (reconstruction/training) or 'first' (denoising), got %r" % clamp)
-        x = check_batch(x, self.cfg)
-        if clamp == "always" and not noisy and x.size and (float(x.min()) < -1e-3 or float(x.max()) > 1 + 1e-3):
+        x, lo, hi = ref_checks.check_image_batch(x, self.cfg)      # shapes, dtype, NaN/Inf, range: one min, one max
+        if clamp == "always" and not noisy and x.size and (lo < -1e-3 or hi > 1 + 1e-3):
             warnings.warn("ConvNGC.settle: the clamped input has values outside [0, 1] (range [%.3g, %.3g]); "
                           "clean images are expected here (a noisy denoising input is passed with noisy=True)"
-                          % (float(x.min()), float(x.max())), stacklevel=2)
-        # NaN/Inf that is already there is named as such; only NaN/Inf born while settling is divergence
-        _check_finite_params(self.params, "ConvNGC.settle", "the parameters were broken before settling "
-                             "(set by hand, or by an earlier failed update): reload a checkpoint")
+                          % (lo, hi), stacklevel=2)
         check_memory(self.cfg, x.shape[0], self.backend.name, self.dtype)       # before allocating the states
         if z_top is None:
             z_top = ref_model.draw_top(self.cfg, x.shape[0], self.rng, self.dtype)
-        elif _nonfinite(z_top):
-            raise ValueError("z_top contains %s" % _nonfinite(z_top))
-        with np.errstate(over="ignore", invalid="ignore"):      # divergence is reported below, by step
-            res = self.backend.settle(self.params, self.backend.to_device(x.astype(self.dtype, copy=False)),
-                                      self.cfg, self.backend.to_device(z_top), T=T, clamp=clamp, pi0=pi0)
+        # the parameters and z_top are checked once, by the backend's settle (ngc_ref.checks, as for every backend);
+        # NaN/Inf that is already there is named here as such: only NaN/Inf born while settling is divergence
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):      # divergence is reported below, by step
+                res = self.backend.settle(self.params, self.backend.to_device(x.astype(self.dtype, copy=False)),
+                                          self.cfg, self.backend.to_device(z_top), T=T, clamp=clamp, pi0=pi0)
+        except ref_checks.NonFiniteError as exc:
+            kind = ref_checks.nonfinite_kind(exc.array)
+            if exc.key is None:
+                raise ValueError("%s contains %s" % (exc.name, kind)) from None
+            raise DivergenceError("ConvNGC.settle: parameter %s[%d] contains %s; the parameters were broken before "
+                                  "settling (set by hand, or by an earlier failed update): reload a checkpoint"
+                                  % (exc.key, exc.layer, kind)) from None
         energy = self.backend.to_host(res.energy)
         if not np.isfinite(energy).all():
             t = int(np.argmax(~np.isfinite(energy).all(axis=1)))

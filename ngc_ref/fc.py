@@ -28,8 +28,9 @@ The paper's configuration and how each open point is read, one line each:
 from dataclasses import dataclass, asdict
 import numpy as np
 
+from .checks import check_clamp
 from .config import Config
-from .model import SettleResult, energy, phi, phi_prime
+from .model import SettleResult, energy, phi, phi_prime, settle_steps  # noqa: F401  (SettleResult: fc.SettleResult too)
 from .optim import _adam
 
 __all__ = ["FCConfig", "init_params", "n_free_parameters", "predict", "predictions_and_errors", "corrections",
@@ -151,8 +152,7 @@ def draw_states(cfg, batch, rng, dtype=np.float32):
 def settle(params, x, cfg, z_init, T=None, clamp="always"):
     """T synchronous steps from z^0 = x (flattened) and the drawn latent states; same contract as
     ngc_ref.model.settle (zbar[0] is the output, flattened to (B, n_0); energy is (T+1, B))."""
-    if clamp not in ("always", "first"):
-        raise ValueError("settle: clamp must be 'always' or 'first', got %r" % (clamp,))
+    check_clamp(clamp)
     T = cfg.T if T is None else T
     x = flatten_images(x) if x.ndim == 4 else x
     if x.shape[1] != cfg.layer_units[0]:
@@ -162,14 +162,8 @@ def settle(params, x, cfg, z_init, T=None, clamp="always"):
         raise ValueError("FC-NGC: z_init must hold %d latent batches of shapes %s"
                          % (cfg.L, [(x.shape[0], n) for n in cfg.layer_units[1:]]))
     z = [x] + list(z_init)
-    trace = []
-    for _ in range(T):
-        zbar, e = predictions_and_errors(z, params, cfg)
-        trace.append(energy(e))
-        z = correct(z, e, params, cfg, free_bottom=(clamp == "first"))
-    zbar, e = predictions_and_errors(z, params, cfg)
-    trace.append(energy(e))
-    return SettleResult(z, zbar, e, np.stack(trace))
+    return settle_steps(z, T, lambda z: predictions_and_errors(z, params, cfg),
+                        lambda z, e: correct(z, e, params, cfg, free_bottom=(clamp == "first")))
 
 
 def filter_updates(res, params, cfg):

@@ -105,3 +105,42 @@ def test_a_missing_E_key_means_E_is_W(backend):
     with_none = SETTLES[backend](params, x, CFG, z_top)
     del params["E"]
     np.testing.assert_array_equal(SETTLES[backend](params, x, CFG, z_top).z[1], with_none.z[1])
+
+
+# ---- ConvNGC: every array checked once per settle (each check on a GPU is a synchronisation) ----------------
+@pytest.mark.parametrize("backend", list(SETTLES))
+def test_convngc_tests_the_arrays_for_nan_once_per_settle(backend, monkeypatch):
+    """ConvNGC.settle checks its batch (one min and one max answer NaN/Inf and the pixel range) and leaves the
+    parameters and z_top to the backend's settle, which tests all its arrays in one pass (first_nonfinite: one
+    synchronisation on a GPU); learn adds one pass over the updated parameters."""
+    from convngc.model import ConvNGC
+    from ngc_ref import checks
+    calls = []
+    real = checks.first_nonfinite
+    monkeypatch.setattr(checks, "first_nonfinite", lambda named: calls.append(len(named)) or real(named))
+    model = ConvNGC(CFG, backend, seed=0)
+    calls.clear()
+    x = good()[1]
+    model.settle(x)
+    assert calls == [2 * CFG.L + 2]                        # W and b of every layer, x, z_top
+    calls.clear()
+    model.learn(x)
+    assert calls == [2 * CFG.L + 2, 2 * CFG.L]
+
+
+@pytest.mark.parametrize("backend", list(SETTLES))
+def test_convngc_names_nan_in_its_parameters_or_top_state(backend):
+    """The backend's check finds it; ConvNGC names it as before: a DivergenceError for a parameter that was
+    broken before settling, a ValueError for a given z_top."""
+    from convngc.model import ConvNGC, DivergenceError
+    model = ConvNGC(CFG, backend, seed=0)
+    x = good()[1]
+    z_top = np.full((2, 4, 2, 3), np.inf, np.float32)
+    with pytest.raises(ValueError, match=r"^z_top contains Inf$"):
+        model.settle(x, z_top=z_top)
+    params = model.host_params()
+    params["b"][2][1] = np.nan
+    model.set_params(params)
+    with pytest.raises(DivergenceError, match=r"^ConvNGC.settle: parameter b\[2\] contains NaN; the parameters "
+                                              r"were broken before settling"):
+        model.settle(x)

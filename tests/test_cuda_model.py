@@ -12,6 +12,7 @@ import pytest
 
 from ngc_cuda import model as cuda_model
 from ngc_cuda import ngc_step
+from ngc_cuda.backend import device
 from ngc_cuda import optim as cuda_optim
 from ngc_ref import model as ref_model
 from ngc_ref import optim as ref_optim
@@ -80,7 +81,7 @@ def test_predict_error_inside_the_loop_stores_only_e(be, rng):
         zbar = be(np.full(z[0].shape, 7.0, np.float32))
         e = be(np.zeros(z[0].shape, np.float32))
         ngc_step.predict_error(be(z[1]), be(params["W"][1]), be(params["b"][1]), be(z[0]), cfg,
-                               zbar=zbar, e=e, write_zbar=False, backend=be.backend)
+                               zbar=zbar, e=e, write_zbar=False, device=device(be.backend))
     assert_close(e, e_ref[0], **TOL["step"], name="e[0]")
     assert_close(zbar, np.full(z[0].shape, 7.0), rtol=0, atol=0, name="untouched zbar")
 
@@ -249,6 +250,24 @@ def test_the_backend_is_decided_once_per_call(rng, monkeypatch):
         cuda_model.settle(params, x, SMALL, z_top, T=2, kernel=kernel)
         assert len(calls) == 1
         calls.clear()
+
+
+def test_a_settle_checks_at_its_entry_not_at_each_launch(rng, monkeypatch):
+    """Check at the entry, trust inside: a per-step settle launches ~T(2L+1) kernels, but its arguments are
+    checked once (no per-array check runs below the entry) and tested for NaN/Inf in one pass, however
+    many steps it takes."""
+    from ngc_cuda import checks
+    from ngc_ref import checks as ref_checks
+    params, x, z_top = setup(SMALL, rng)
+    calls = []
+    for module, name in ((checks, "inputs"), (checks, "output"), (checks, "_array"), (ref_checks, "first_nonfinite")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    for T in (1, 5):
+        for kernel in ("per-step", "whole"):
+            calls.clear()
+            cuda_model.settle(params, x, SMALL, z_top, T=T, kernel=kernel, backend="cuda-emu")
+            assert calls == ["first_nonfinite"], (T, kernel, calls)
 
 
 # ---- learning: filter updates and the optimisers -------------------------------------------------

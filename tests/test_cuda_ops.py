@@ -10,6 +10,7 @@ import pytest
 
 import ngc_cuda
 from ngc_cuda import ngc_step, ops
+from ngc_cuda.backend import device
 from ngc_ref import model as ref_model
 from ngc_ref import ops as ref_ops
 from ngc_ref.config import Config
@@ -123,7 +124,7 @@ def test_energy_matches_ref(be, rng):
     errors = [rng.standard_normal((3,) + shp, dtype=np.float32) for shp in [(3, 16, 12), (5, 8, 6), (7, 4, 3)]]
     ref = ref_model.energy([f64(e) for e in errors])
     with be.run():
-        out = ngc_step.energy([be(e) for e in errors], backend=be.backend)
+        out = ngc_step.energy([be(e) for e in errors], device=device(be.backend))
     assert_close(out, ref, **TOL["reduction"], name="energy")
 
 
@@ -210,10 +211,11 @@ def test_kernels_under_sanitizers(rng):
     b = rng.standard_normal(2, dtype=np.float32)
     b_map = rng.standard_normal((2, 5, 3), dtype=np.float32)              # cfg.bias = "pixel"
     with emulation(sanitize=True):
-        zbar, e = ngc_step.predict_error(z, W, b, zb, cfg, backend="cuda-emu")
-        zbar_map = ngc_step.predict(z, W, b_map, cfg, (5, 3), backend="cuda-emu")
-        z1 = ngc_step.correct_(z.copy(), e_own, e, W, cfg, backend="cuda-emu")
-        en = ngc_step.energy([e], backend="cuda-emu")
+        emu = device("cuda-emu")
+        zbar, e = ngc_step.predict_error(z, W, b, zb, cfg, device=emu)
+        zbar_map = ngc_step.predict(z, W, b_map, cfg, (5, 3), device=emu)
+        z1 = ngc_step.correct_(z.copy(), e_own, e, W, cfg, device=emu)
+        en = ngc_step.energy([e], device=emu)
         dW = ops.conv2d_weight_grad_phi(e, z, 3, 2, cfg.leak, mean=True)
         db = ops.bias_grad(e)
         db_map = ops.bias_grad(e, pixel=True, mean=True)

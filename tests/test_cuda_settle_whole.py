@@ -17,7 +17,7 @@ import pytest
 from ngc_ref import model
 from ngc_ref.config import Config
 from ngc_cuda import launch, model as cuda_model, settle_whole as sw
-from ngc_cuda.backend import available
+from ngc_cuda.backend import available, device
 from ngc_cuda.defines import SMEM_GUARD_FLOATS
 
 from tolerances import TOL, assert_close
@@ -61,11 +61,11 @@ def run_kernel(p, x, cfg, z_top, T=None, order="forward", sanitize=False, **kw):
     if GPU:
         to = lambda v: None if v is None else [None if a is None else cp.asarray(a) for a in v]  # noqa: E731
         res = sw.settle_whole({k: to(v) for k, v in p.items()}, cp.asarray(x), cfg, cp.asarray(z_top), T,
-                              backend="cuda", **kw)
+                              device=device("cuda"), **kw)
         get = cp.asnumpy
     else:
         with launch.emulation(order=order, sanitize=sanitize):
-            res = sw.settle_whole(p, x, cfg, z_top, T, backend="cuda-emu", **kw)
+            res = sw.settle_whole(p, x, cfg, z_top, T, device=device("cuda-emu"), **kw)
         get = np.asarray
     return model.SettleResult([get(a) for a in res.z], [get(a) for a in res.zbar], [get(a) for a in res.e],
                               get(res.energy))
@@ -282,9 +282,9 @@ def _mutant(monkeypatch, *edits):
     modules = {}
     real = launch.function
 
-    def function(backend, file, kernel):
+    def function(backend, file, kernel, gpu_id=None):
         if file != sw.KERNEL_FILE:
-            return real(backend, file, kernel)
+            return real(backend, file, kernel, gpu_id)
         key = tuple(sorted(launch.emu_settings().items()))
         if key not in modules:
             modules[key] = EmuModule(path=path, options=_load.compile_options(None, kernel_defines(file, "cuda-emu")),

@@ -66,7 +66,7 @@ def _problem(cfg, B, seed, learn_E=False):
     rng = np.random.default_rng(seed)
     p = model.init_params(cfg, rng, np.float64)
     p["b"] = [None] + [0.1 * rng.standard_normal(b.shape) for b in p["b"][1:]]
-    p["E"] = [None] + [0.1 * rng.standard_normal(w.shape) for w in p["W"][1:]] if learn_E else None
+    p["E"] = ([None] + [0.1 * rng.standard_normal(w.shape) for w in p["W"][1:]]) if learn_E else None
     x = rng.random((B, cfg.layer_channels[0]) + cfg.map_hw(0))
     return p, x, model.draw_top(cfg, B, rng, np.float64)
 
