@@ -1,8 +1,10 @@
-"""Shared pytest fixtures: the shared data folder, a seeded generator, and where the kernels run."""
+"""Shared pytest fixtures for every ring (tests/ref, cpu, cuda, conformance, app): the shared data folder, a seeded
+generator, where the kernels run, named pipes. Shared functions are in tests/helpers.py."""
 import contextlib
 import os
 import pathlib
 import tempfile
+import threading
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ os.environ.setdefault("CONVNGC_EMU_CACHE", os.path.join(tempfile.gettempdir(), "
 # Numba's compiled-code cache for ngc_cpu likewise (set before anything imports numba).
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "convngc-numba-cache-%d" % os.getuid()))
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from helpers import REPO  # noqa: E402  (after the cache folders are set)
 
 
 @pytest.fixture(scope="session")
@@ -85,3 +87,36 @@ def be(request):
 def one_be():
     """One place for the expensive kernel tests: the GPU when there is one, else the emulator."""
     return KernelBackend("cuda" if _gpu() else "emu-forward")
+
+
+# ---- named pipes ------------------------------------------------------------------------------------
+@pytest.fixture
+def fifo(tmp_path):
+    """fifo(path): a named pipe at path (replacing what is there; parent folders made). If the code under test
+    blocks reading it, a writer opens it after 20 s so that the read ends: the test then fails on its
+    assertions instead of hanging forever."""
+    made, stop = [], threading.Event()
+
+    def unblock():
+        if stop.wait(20):
+            return
+        for _ in range(200):
+            for p in made:
+                try:
+                    os.close(os.open(p, os.O_WRONLY | os.O_NONBLOCK))    # releases a reader blocked in open()
+                except OSError:
+                    pass
+            if stop.wait(0.1):
+                return
+    threading.Thread(target=unblock, daemon=True).start()
+
+    def make(path):
+        path = pathlib.Path(path)
+        if os.path.lexists(path):
+            os.remove(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(path)
+        made.append(path)
+        return path
+    yield make
+    stop.set()

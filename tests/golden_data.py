@@ -16,6 +16,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))   # run as 
 from ngc_ref import model, optim  # noqa: E402
 from ngc_ref.config import Config  # noqa: E402
 
+from helpers import tree64  # noqa: E402
+
 PATH = pathlib.Path(__file__).resolve().parent / "golden" / "paper_T60.npz"
 CFG = Config()          # the paper's configuration: channels 10,15,20,25,3; 32x32; K 3, s 2; T 60; Adam 1e-3
 SEED, B = 0, 2
@@ -52,8 +54,7 @@ def compute():
     params, x, z_top = inputs()
     stored = {"x": x, "z_top": z_top}
     stored.update({"in_%s%d" % (k, l): params[k][l] for k in ("W", "b") for l in range(1, CFG.L + 1)})
-    p64 = {k: None if v is None else [None if a is None else a.astype(np.float64) for a in v] for k, v in params.items()}
-    res, p64 = learning_step(model.settle, model.filter_updates, optim.init_state, optim.step, p64,
+    res, p64 = learning_step(model.settle, model.filter_updates, optim.init_state, optim.step, tree64(params),
                              x.astype(np.float64), z_top.astype(np.float64))
     stored.update(flatten(res, p64))
     return {k: np.asarray(v, np.float32) for k, v in stored.items()}

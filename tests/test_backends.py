@@ -11,6 +11,7 @@ from convngc import checkpoint, cli
 from convngc.model import ConvNGC, default_backend
 from ngc_ref.config import Config
 
+from helpers import tree64
 from tolerances import TOL, assert_close
 
 
@@ -82,8 +83,7 @@ def test_precision_weighted_settle_matches_the_reference(backend, pcn, learn_E, 
     a = ref_model.settle(p, noisy, cfg, z_top, pi0=0.1).zbar[0]
     assert np.abs(a - ref_model.settle(p, noisy, cfg, z_top).zbar[0]).max() > 1e-3     # pi0 changes the output
     if backend == "cpu":
-        p64 = {k: None if v is None else [None if w is None else w.astype(np.float64) for w in v] for k, v in p.items()}
-        args = (p64, noisy.astype(np.float64), cfg, z_top.astype(np.float64))
+        args = (tree64(p), noisy.astype(np.float64), cfg, z_top.astype(np.float64))
         want, got = ref_model.settle(*args, pi0=0.1), cpu_model.settle(*args, pi0=0.1)
         for l in range(cfg.L + 1):
             assert_close(got.z[l], want.z[l], rtol=1e-12, atol=1e-13, name="cpu float64 pi0 z[%d]" % l)

@@ -10,11 +10,11 @@ import pytest
 from ngc_cpu import ops as cpu_ops
 from ngc_ref import ops as ref_ops
 
-from test_ref_ops import SHAPES
+from helpers import OP_SHAPES
 from tolerances import TOL, assert_close
 
 # the reference's shapes, plus batches that fill one tile exactly, and spill into a second one
-SHAPES_CPU = SHAPES + [(16, 3, 5, 8, 6, 3, 2), (17, 4, 3, 7, 9, 3, 2), (33, 2, 6, 4, 4, 2, 2)]
+SHAPES_CPU = OP_SHAPES + [(16, 3, 5, 8, 6, 3, 2), (17, 4, 3, 7, 9, 3, 2), (33, 2, 6, 4, 4, 2, 2)]
 
 
 @pytest.fixture

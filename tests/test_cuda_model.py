@@ -17,40 +17,12 @@ from ngc_ref import model as ref_model
 from ngc_ref import optim as ref_optim
 from ngc_ref.config import Config
 
+from helpers import compare, f64, on, setup, states, tree64
 from tolerances import TOL, assert_close
 
 # small configurations with awkward sizes: odd maps, H != W, C not a multiple of 32, K 3 and 5, s 2 and 3
 SMALL = Config(channels=(4, 5, 3), image_hw=(12, 20), T=8)
 ODD = Config(channels=(3, 4, 2), image_hw=(9, 18), kernel=5, stride=3, T=6)
-
-
-def f64(a):
-    return None if a is None else a.astype(np.float64)
-
-
-def params64(p):
-    return {k: (None if v is None else [f64(a) for a in v]) for k, v in p.items()}
-
-
-def on(be, p):
-    """A params dict moved to the backend (copies, so in-place updates never touch the caller's)."""
-    return {k: (None if v is None else [None if a is None else be(a.copy()) for a in v]) for k, v in p.items()}
-
-
-def setup(cfg, rng, B=2, bias=True):
-    """float32 params (non-zero biases so their path is exercised), an image in [0, 1] and z^L."""
-    params = ref_model.init_params(cfg, rng)
-    if bias:
-        params["b"] = [None] + [(0.1 * rng.standard_normal(b.shape)).astype(np.float32) for b in params["b"][1:]]
-    x = rng.random((B, cfg.layer_channels[0]) + cfg.map_hw(0)).astype(np.float32)
-    z_top = ref_model.draw_top(cfg, B, rng)
-    return params, x, z_top
-
-
-def states(cfg, rng, B=2):
-    """Random states of every layer (not a settled trajectory: exercises both signs of phi)."""
-    return [rng.standard_normal((B, cfg.layer_channels[l]) + cfg.map_hw(l), dtype=np.float32)
-            for l in range(cfg.L + 1)]
 
 
 # ---- one fused step ----------------------------------------------------------------------------
@@ -61,7 +33,7 @@ def test_predict_error_step_matches_ref(be, rng, cfg, bias):
     cfg = dataclasses.replace(cfg, bias=bias)
     params, _, _ = setup(cfg, rng)
     z = states(cfg, rng)
-    zbar_ref, e_ref = ref_model.predictions_and_errors([f64(a) for a in z], params64(params), cfg)
+    zbar_ref, e_ref = ref_model.predictions_and_errors([f64(a) for a in z], tree64(params), cfg)
     with be.run():
         zbar, e = cuda_model.predictions_and_errors([be(a) for a in z], on(be, params), cfg)
     for l in range(cfg.L):
@@ -75,7 +47,7 @@ def test_predict_error_inside_the_loop_stores_only_e(be, rng):
     cfg = SMALL
     params, _, _ = setup(cfg, rng)
     z = states(cfg, rng)
-    zbar_ref, e_ref = ref_model.predictions_and_errors([f64(a) for a in z], params64(params), cfg)
+    zbar_ref, e_ref = ref_model.predictions_and_errors([f64(a) for a in z], tree64(params), cfg)
     with be.run():
         zbar = be(np.full(z[0].shape, 7.0, np.float32))
         e = be(np.zeros(z[0].shape, np.float32))
@@ -99,7 +71,7 @@ def test_correct_step_matches_ref(be, rng, cfg, pcn, free_bottom, learn_E, gamma
     z = states(cfg, rng)
     e = states(cfg, rng)
     e[cfg.L][...] = 0
-    ref = ref_model.correct([f64(a) for a in z], [f64(a) for a in e], params64(params), cfg, free_bottom=free_bottom)
+    ref = ref_model.correct([f64(a) for a in z], [f64(a) for a in e], tree64(params), cfg, free_bottom=free_bottom)
     with be.run():
         zb = [be(a) for a in z]
         new = cuda_model.correct(zb, [be(a) for a in e], on(be, params), cfg, free_bottom=free_bottom)
@@ -110,20 +82,11 @@ def test_correct_step_matches_ref(be, rng, cfg, pcn, free_bottom, learn_E, gamma
 
 # ---- whole settles -----------------------------------------------------------------------------
 def _settle_both(be, cfg, params, x, z_top, T, clamp="always"):
-    ref = ref_model.settle(params64(params), f64(x), cfg, f64(z_top), T=T, clamp=clamp)
+    ref = ref_model.settle(tree64(params), f64(x), cfg, f64(z_top), T=T, clamp=clamp)
     with be.run():
         res = cuda_model.settle(on(be, params), be(x), cfg, be(z_top), T=T, clamp=clamp, kernel="per-step")
     assert res.path == "per-step"
     return res, ref
-
-
-def _compare(res, ref, cfg, tol, what):
-    for l in range(cfg.L + 1):
-        assert_close(res.z[l], ref.z[l], **tol, name="%s z[%d]" % (what, l))
-        assert_close(res.e[l], ref.e[l], **tol, name="%s e[%d]" % (what, l))
-    for l in range(cfg.L):
-        assert_close(res.zbar[l], ref.zbar[l], **tol, name="%s zbar[%d]" % (what, l))
-    assert_close(res.energy, ref.energy, **tol, name="%s energy" % what)
 
 
 def test_paper_config_settle_T60_matches_ref(one_be, rng):
@@ -132,10 +95,10 @@ def test_paper_config_settle_T60_matches_ref(one_be, rng):
     cfg, be = Config(), one_be
     params, x, z_top = setup(cfg, rng, B=2)
     one, one_ref = _settle_both(be, cfg, params, x, z_top, T=1)
-    _compare(one, one_ref, cfg, TOL["step"], "T=1")
+    compare(one, one_ref, cfg, TOL["step"], "T=1")
     res, ref = _settle_both(be, cfg, params, x, z_top, T=60)
     assert res.energy.shape == (61, 2)
-    _compare(res, ref, cfg, TOL["settled"], "T=60")
+    compare(res, ref, cfg, TOL["settled"], "T=60")
 
 
 MODES = {"ngc": {}, "pcn": dict(pcn=True), "denoise": {}, "learn-E": dict(learn_E=True),
@@ -149,13 +112,11 @@ def test_small_settle_modes_match_ref(be, rng, mode):
     no leak on the free z^0, T steps of the per-step kernels."""
     cfg = dataclasses.replace(SMALL, T=10, **MODES[mode])
     params, x, z_top = setup(cfg, rng)
-    if cfg.learn_E:
-        params["E"] = [None] + [(w + 0.05 * rng.standard_normal(w.shape)).astype(np.float32) for w in params["W"][1:]]
     denoise = "denoise" in mode
     res, ref = _settle_both(be, cfg, params, x, z_top, T=cfg.T, clamp="first" if denoise else "always")
-    _compare(res, ref, cfg, TOL["settled"], mode)
+    compare(res, ref, cfg, TOL["settled"], mode)
     if not cfg.gamma_bottom:       # the option matters here: with the leak, z^0 ends outside the tolerance
-        leaky = ref_model.settle(params64(params), f64(x), dataclasses.replace(cfg, gamma_bottom=True), f64(z_top),
+        leaky = ref_model.settle(tree64(params), f64(x), dataclasses.replace(cfg, gamma_bottom=True), f64(z_top),
                                  clamp="first")
         with pytest.raises(AssertionError):
             assert_close(leaky.z[0], ref.z[0], **TOL["settled"], name="z^0 with the leak")
@@ -172,14 +133,12 @@ def test_precision_weighted_settle_matches_ref(be, rng, path, learn_E):
     kernel paths, every emulator thread order and the GPU, against ngc_ref in float64; pi0 changes the result."""
     cfg = dataclasses.replace(SMALL, T=10, learn_E=learn_E)
     params, x, z_top = setup(cfg, rng)
-    if learn_E:
-        params["E"] = [None] + [(w + 0.05 * rng.standard_normal(w.shape)).astype(np.float32) for w in params["W"][1:]]
-    ref = ref_model.settle(params64(params), f64(x), cfg, f64(z_top), pi0=0.2)
+    ref = ref_model.settle(tree64(params), f64(x), cfg, f64(z_top), pi0=0.2)
     with be.run():
         res = cuda_model.settle(on(be, params), be(x), cfg, be(z_top), kernel=path, pi0=0.2)
     assert res.path == path
-    _compare(res, ref, cfg, TOL["settled"], "pi0 0.2, %s" % path)
-    plain = ref_model.settle(params64(params), f64(x), cfg, f64(z_top))
+    compare(res, ref, cfg, TOL["settled"], "pi0 0.2, %s" % path)
+    plain = ref_model.settle(tree64(params), f64(x), cfg, f64(z_top))
     assert np.abs(np.asarray(plain.z[1]) - np.asarray(ref.z[1])).max() > 1e-3
     with pytest.raises(ValueError, match="pi0 must be a finite number > 0"):
         cuda_model.settle(params, x, cfg, z_top, pi0=-1.0)
@@ -189,9 +148,9 @@ def test_settle_T0_and_odd_config(be, rng):
     params, x, z_top = setup(ODD, rng)
     res, ref = _settle_both(be, ODD, params, x, z_top, T=0)
     assert res.energy.shape == (1, 2)
-    _compare(res, ref, ODD, TOL["step"], "T=0")
+    compare(res, ref, ODD, TOL["step"], "T=0")
     res, ref = _settle_both(be, ODD, params, x, z_top, T=ODD.T)
-    _compare(res, ref, ODD, TOL["settled"], "odd")
+    compare(res, ref, ODD, TOL["settled"], "odd")
 
 
 def test_settle_does_not_modify_inputs(rng):
@@ -222,17 +181,17 @@ def test_settle_validates_arguments(rng):
 def test_auto_uses_whole_settle_when_it_fits(rng, caplog, monkeypatch):
     from ngc_cuda import settle_whole as sw
     params, x, z_top = setup(SMALL, rng)
-    ref = ref_model.settle(params64(params), f64(x), SMALL, f64(z_top), T=4)
+    ref = ref_model.settle(tree64(params), f64(x), SMALL, f64(z_top), T=4)
     with caplog.at_level(logging.DEBUG, logger="ngc_cuda.model"):
         res = cuda_model.settle(params, x, SMALL, z_top, T=4, kernel="auto")
     assert res.path == "whole"
     assert "whole" in caplog.text
-    _compare(res, ref, SMALL, TOL["settled"], "auto/whole")
+    compare(res, ref, SMALL, TOL["settled"], "auto/whole")
     # when it does not fit, auto falls back to the per-step kernels
     monkeypatch.setattr(sw, "fits", lambda *a, **k: False)
     res = cuda_model.settle(params, x, SMALL, z_top, T=4, kernel="auto")
     assert res.path == "per-step"
-    _compare(res, ref, SMALL, TOL["settled"], "auto/per-step")
+    compare(res, ref, SMALL, TOL["settled"], "auto/per-step")
 
 
 def test_the_backend_is_decided_once_per_call(rng, monkeypatch):
@@ -260,12 +219,12 @@ def test_filter_updates_match_ref(be, rng, options):
     cfg = dataclasses.replace(SMALL, **options)
     learn_E = cfg.learn_E
     params, x, z_top = setup(cfg, rng)
-    ref_res = ref_model.settle(params64(params), f64(x), cfg, f64(z_top), T=cfg.T)
+    ref_res = ref_model.settle(tree64(params), f64(x), cfg, f64(z_top), T=cfg.T)
     # both get the same (reference, rounded to float32) states, so only filter_updates is compared
     z32 = [a.astype(np.float32) for a in ref_res.z]
     e32 = [a.astype(np.float32) for a in ref_res.e]
     ref = ref_model.filter_updates(ref_model.SettleResult([f64(a) for a in z32], None, [f64(a) for a in e32], None),
-                                   params64(params), cfg)
+                                   tree64(params), cfg)
     res32 = ref_model.SettleResult([be(a) for a in z32], None, [be(a) for a in e32], None)
     with be.run():
         d = cuda_model.filter_updates(res32, on(be, params), cfg)
@@ -294,7 +253,7 @@ def test_optimizer_three_steps_match_ref(be, rng, optimizer, learn_E):
     cfg = dataclasses.replace(SMALL, channels=(4, 11, 3), kernel=5, optimizer=optimizer, learn_E=learn_E,
                               w_std=0.25, lr=0.05)
     params, _, _ = setup(cfg, rng)
-    p_ref, p_cuda = params64(params), on(be, params)
+    p_ref, p_cuda = tree64(params), on(be, params)
     s_ref, s_cuda = ref_optim.init_state(p_ref), cuda_optim.init_state(p_cuda)
     projected = 0
     for it in range(3):
@@ -334,7 +293,7 @@ def test_three_training_steps_end_to_end(one_be, rng, optimizer):
     cfg = dataclasses.replace(SMALL, optimizer=optimizer, T=10, lr=0.01)
     be = one_be
     params, x, z_top = setup(cfg, rng, B=3)
-    p_ref, p_cuda = params64(params), on(be, params)
+    p_ref, p_cuda = tree64(params), on(be, params)
     s_ref, s_cuda = ref_optim.init_state(p_ref), cuda_optim.init_state(p_cuda)
     energies = []
     for it in range(3):

@@ -14,20 +14,13 @@ from ngc_ref import model as ref_model
 from ngc_ref import ops as ref_ops
 from ngc_ref.config import Config
 
+from helpers import f64, host
 from tolerances import TOL, assert_close
 
 # (B, C_in, C_out, H, W, K, s): odd H/W, H != W, B = 1, C not a multiple of 32, K in {1, 3, 5}, s in {1, 2, 3}
 SHAPES = [(2, 3, 4, 8, 8, 3, 2), (1, 2, 5, 7, 5, 3, 2), (2, 3, 2, 9, 6, 5, 3), (1, 4, 3, 4, 4, 1, 2),
           (2, 3, 3, 6, 7, 3, 1), (1, 1, 2, 5, 5, 1, 3), (1, 2, 2, 11, 4, 5, 2), (1, 33, 5, 5, 3, 3, 2)]
 IDS = ["B%d-C%d-O%d-%dx%d-K%d-s%d" % s for s in SHAPES]
-
-
-def f64(a):
-    return a.astype(np.float64)
-
-
-def host(a):
-    return a.get() if hasattr(a, "get") else a
 
 
 # ---- the three convolutions -----------------------------------------------------------------------

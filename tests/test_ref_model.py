@@ -5,42 +5,10 @@ import pytest
 from ngc_ref import model, optim
 from ngc_ref.config import Config
 
+from helpers import H, F, numgrad, params64, random_states
 from tolerances import TOL, central_difference_atol
 
 SMALL = dict(channels=(3, 4, 2), image_hw=(8, 12), T=10)       # 2x3 -> 4x6 -> 8x12, fast in float64
-
-
-def random_states(cfg, B, rng, away_from_zero=False):
-    z = [rng.standard_normal((B, c) + cfg.map_hw(l)) for l, c in enumerate(cfg.layer_channels)]
-    if away_from_zero:      # keep leaky-ReLU kinks out of the finite-difference stencil
-        z = [np.where(np.abs(a) < 0.05, np.sign(a) * 0.05 + a, a) for a in z]
-    return z
-
-
-def params64(cfg, rng, learn_E=False):
-    p = model.init_params(cfg, rng, np.float64)
-    p["b"] = [None] + [rng.standard_normal(b.shape) * 0.1 for b in p["b"][1:]]
-    if learn_E:
-        p["E"] = [None] + [rng.standard_normal(w.shape) * 0.1 for w in p["W"][1:]]
-    return p
-
-
-def F(z, p, cfg):
-    """Total energy of the batch, Eq. 3 (positive): 1/2 sum_l ||e^l||^2."""
-    return float(model.energy(model.predictions_and_errors(z, p, cfg)[1]).sum())
-
-
-H = 1e-6                                                         # central-difference step
-
-
-def numgrad(f, arr, idx, h=H):
-    old = arr[idx]
-    arr[idx] = old + h
-    fp = f()
-    arr[idx] = old - h
-    fm = f()
-    arr[idx] = old
-    return (fp - fm) / (2 * h)
 
 
 @pytest.mark.parametrize("leak,pcn", [(1.0, False), (0.2, True)])

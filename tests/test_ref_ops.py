@@ -9,11 +9,8 @@ from scipy.signal import correlate2d
 
 from ngc_ref import ops
 
+from helpers import OP_SHAPES
 from tolerances import TOL
-
-# (B, C_in, C_out, H, W, K, s): odd sizes, H != W, K in {1, 3, 5}, strides 1-3, B = 1
-SHAPES = [(2, 3, 4, 8, 8, 3, 2), (1, 2, 5, 7, 5, 3, 2), (2, 3, 2, 9, 6, 5, 3), (1, 4, 3, 4, 4, 1, 2),
-          (2, 3, 3, 6, 7, 3, 1), (1, 1, 2, 5, 5, 1, 3), (1, 2, 2, 11, 4, 5, 2), (3, 5, 3, 2, 2, 3, 2)]
 
 
 def conv2d_loop(x, w, s):
@@ -69,7 +66,7 @@ def test_dilate_inserts_zeros():
     assert ops.dilate(x, 1) is not x and np.array_equal(ops.dilate(x, 1), x)
 
 
-@pytest.mark.parametrize("B,Ci,Co,H,W,K,s", SHAPES)
+@pytest.mark.parametrize("B,Ci,Co,H,W,K,s", OP_SHAPES)
 def test_transpose_is_adjoint_of_strided_conv(rng, B, Ci, Co, H, W, K, s):
     """<conv_s(x), y> = <x, deconv_s(y)> for every x, y: the defining property (float64, TOL["adjoint"])."""
     x = rng.standard_normal((B, Ci, H, W))
@@ -81,7 +78,7 @@ def test_transpose_is_adjoint_of_strided_conv(rng, B, Ci, Co, H, W, K, s):
     assert lhs == pytest.approx(rhs, rel=tol["rtol"], abs=tol["atol"] * np.sqrt(x.size * y.size))
 
 
-@pytest.mark.parametrize("B,Ci,Co,H,W,K,s", SHAPES)
+@pytest.mark.parametrize("B,Ci,Co,H,W,K,s", OP_SHAPES)
 def test_conv2d_matches_loop_and_scipy(rng, B, Ci, Co, H, W, K, s):
     x = rng.standard_normal((B, Ci, H, W))
     w = rng.standard_normal((Co, Ci, K, K))
@@ -97,7 +94,7 @@ def test_conv2d_matches_loop_and_scipy(rng, B, Ci, Co, H, W, K, s):
             np.testing.assert_allclose(out[b, i], full[::s, ::s][:out.shape[2], :out.shape[3]], **TOL["float64"])
 
 
-@pytest.mark.parametrize("B,Ci,Co,H,W,K,s", SHAPES)
+@pytest.mark.parametrize("B,Ci,Co,H,W,K,s", OP_SHAPES)
 def test_conv2d_transpose_matches_scatter_loop(rng, B, Ci, Co, H, W, K, s):
     z = rng.standard_normal((B, Co, -(-H // s), -(-W // s)))
     w = rng.standard_normal((Co, Ci, K, K))
@@ -105,7 +102,7 @@ def test_conv2d_transpose_matches_scatter_loop(rng, B, Ci, Co, H, W, K, s):
                                **TOL["float64"])
 
 
-@pytest.mark.parametrize("B,Ci,Co,H,W,K,s", SHAPES)
+@pytest.mark.parametrize("B,Ci,Co,H,W,K,s", OP_SHAPES)
 def test_weight_grad_is_linear_form_of_transpose(rng, B, Ci, Co, H, W, K, s):
     """sum_w dW * w = <e, deconv(a, w)> for all w: dW is the derivative of the prediction's overlap with e."""
     e = rng.standard_normal((B, Ci, H, W))
