@@ -3,7 +3,7 @@ ngc_ref in float64 from float32 inputs, inputs and outputs stored as float32 (te
 
     python tests/golden_data.py          # (make golden) rewrite it, after a deliberate change of the reference
 
-tests/test_golden.py holds every backend to it, the reference included: parity tests between backends
+tests/conformance/test_golden.py holds every backend to it, the reference included: parity tests between backends
 cannot see the reference itself change, this file can (the way llm.c keeps a debug state of its model).
 """
 import pathlib

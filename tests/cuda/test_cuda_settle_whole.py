@@ -216,7 +216,7 @@ def test_too_big_config_does_not_fit_and_says_why():
 
 def test_rejects_float64_and_wrong_shapes():
     """The entry (model.settle) checks the inputs of either path before any kernel sees them, with the errors
-    of every backend (ngc_ref.checks; tests/test_checks.py runs each case on every backend)."""
+    of every backend (ngc_ref.checks; tests/conformance/test_checks.py runs each case on every backend)."""
     cfg = AWKWARD
     p, x, z_top = make_problem(cfg, 2, 0)
 
@@ -330,7 +330,7 @@ def test_planted_write_past_the_biases_is_reported_by_area(monkeypatch, learn_E,
     """The extra float changes no result: with E = W^T nothing is stored after the biases, and with
     learnable E the load of E may land after it on a GPU. So only the guard zone after 'b' sees it, and the
     emulator names the area that overflowed. (ASan reports the same write by line: the guard zones are
-    poisoned in the sanitizer build, tests/test_emu.py shows it on a small kernel.)"""
+    poisoned in the sanitizer build, tests/cuda/test_emu.py shows it on a small kernel.)"""
     _mutant(monkeypatch, *BIAS_OVERRUN)
     after = "between 'b' and 'E'" if learn_E else "after 'b', the last area,"
     with pytest.raises(RuntimeError, match="guard zone %s was written" % after):

@@ -238,7 +238,7 @@ def test_cli_refuses_to_overwrite_a_run(tmp_path, capsys):
 
 
 def test_cli_bad_options(tmp_path, capsys):
-    """More in tests/test_cli.py: every option value is checked before any work, with exit status 2."""
+    """More in tests/app/test_cli.py: every option value is checked before any work, with exit status 2."""
     with pytest.raises(SystemExit) as e:
         cli.main(["train", "--dataset", "imagenet"])
     assert e.value.code == 2 and "invalid choice: 'imagenet'" in capsys.readouterr().err

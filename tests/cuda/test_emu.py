@@ -1,6 +1,6 @@
 """The kernel checks that need no GPU: the CPU emulator (cuda_emu) and the NVRTC compile check.
 
-Test kernels live in tests/emu_kernels/, several with a planted bug that a check must catch. g++ builds
+Test kernels live in tests/cuda/emu_kernels/, several with a planted bug that a check must catch. g++ builds
 are cached on disk ($CONVNGC_EMU_CACHE or ~/.cache/convngc/emu): a cold run spends ~10 s compiling, a
 warm one ~2 s in total.
 """
