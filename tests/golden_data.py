@@ -35,10 +35,12 @@ def inputs():
 
 def learning_step(settle, filter_updates, init_state, step, params, x, z_top):
     """Algorithm 1, then Algorithm 2 once: settle for T steps, filter updates, one optimiser step.
-    The four functions are a backend's (convngc.model.get_backend); params are updated in place."""
+    The four functions are a backend's (convngc.model.get_backend); params are updated in place.
+    Returns the settle, the params and the optimiser's state after the step."""
     res = settle(params, x, CFG, z_top, T=CFG.T)
-    step(params, filter_updates(res, params, CFG), init_state(params), CFG)
-    return res, params
+    state = init_state(params)
+    step(params, filter_updates(res, params, CFG), state, CFG)
+    return res, params, state
 
 
 def flatten(res, params):
@@ -54,7 +56,7 @@ def compute():
     params, x, z_top = inputs()
     stored = {"x": x, "z_top": z_top}
     stored.update({"in_%s%d" % (k, l): params[k][l] for k in ("W", "b") for l in range(1, CFG.L + 1)})
-    res, p64 = learning_step(model.settle, model.filter_updates, optim.init_state, optim.step, tree64(params),
+    res, p64, _ = learning_step(model.settle, model.filter_updates, optim.init_state, optim.step, tree64(params),
                              x.astype(np.float64), z_top.astype(np.float64))
     stored.update(flatten(res, p64))
     return {k: np.asarray(v, np.float32) for k, v in stored.items()}

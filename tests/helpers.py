@@ -12,7 +12,7 @@ import numpy as np
 
 from ngc_ref import model as ref_model
 
-from tolerances import assert_close
+from tolerances import TOL, assert_adam_close, assert_close, reduction_atol
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -123,6 +123,31 @@ def on(be, p):
     """A params dict moved to a kernel backend (conftest's `be`): copies, so in-place updates never touch the
     caller's arrays."""
     return {k: (None if v is None else [None if a is None else be(a.copy()) for a in v]) for k, v in p.items()}
+
+
+def update_terms(cfg, key, l, B):
+    """How many products one entry of filter_updates' key^l sums (tolerances.reduction's n): dW^l and dE^l sum
+    B*H_l*W_l (the activity of layer l against the error below), db^l sums e^{l-1} over B*H_{l-1}*W_{l-1}
+    (over the batch only, B, for a bias map)."""
+    if key == "b":
+        return B if cfg.bias == "pixel" else B * int(np.prod(cfg.map_hw(l - 1)))
+    return B * int(np.prod(cfg.map_hw(l)))
+
+
+def assert_adam_params_close(p, p_ref, v_ref, t, cfg, B, tol, what, drift=TOL["settled"]["rtol"]):
+    """Every learnable array after t Adam steps against the reference's, each side's from its own gradients of B
+    images (tolerances.assert_adam_close: entries whose gradient lies within reach of zero are held only to
+    Adam's bound on a step). How far the two sides' gradients may differ: the float32 rounding of their sums
+    (reduction_atol) plus, where each side settled on its own, `drift` (the settled tolerance's rtol) of their
+    size S, the root mean square of sqrt(vhat) of the reference's second moments v_ref."""
+    for key in ("W", "b", "E"):
+        if p_ref.get(key) is None:
+            continue
+        for l in range(1, cfg.L + 1):
+            v = f64(v_ref[key][l])
+            S = float(np.sqrt(np.mean(v / (1 - cfg.adam_b2 ** t))))
+            floor = reduction_atol(update_terms(cfg, key, l, B), S) + drift * S
+            assert_adam_close(p[key][l], p_ref[key][l], v, t, cfg, floor, **tol, name="%s %s[%d]" % (what, key, l))
 
 
 def compare(res, ref, cfg, tol, what):

@@ -11,7 +11,7 @@ from convngc import checkpoint, cli
 from convngc.model import ConvNGC, default_backend
 from ngc_ref.config import Config
 
-from helpers import tree64
+from helpers import assert_adam_params_close, tree64
 from tolerances import TOL, assert_close
 
 
@@ -26,11 +26,12 @@ def test_numpy_cpu_and_cuda_emu_agree_through_convngc(x):
     cfg = Config(T=4)
     models = {name: ConvNGC(cfg, name, seed=5) for name in ("numpy", "cpu", "cuda-emu")}
     energies = {name: [m.learn(x) for _ in range(2)] for name, m in models.items()}
+    ref = models["numpy"]
     for name in ("cpu", "cuda-emu"):
         assert energies[name] == pytest.approx(energies["numpy"], rel=1e-4), name
-        for key in ("W", "b"):
-            for a, b in zip(models[name].host_params()[key][1:], models["numpy"].host_params()[key][1:]):
-                assert_close(a, b, **TOL["reduction"], name="%s %s after two steps" % (name, key))
+        # each backend steps on its own float32 gradients: Adam's eps makes a near-zero one's rounding visible
+        assert_adam_params_close(models[name].host_params(), ref.host_params(), ref.host_opt_state()["v"], 2, cfg,
+                                 len(x), TOL["adam-steps"], "%s after two steps" % name)
     outs = {}
     for name, m in models.items():
         m.rng = np.random.default_rng(9)                       # the same z^L draw for every backend
@@ -49,7 +50,9 @@ def test_every_backend_takes_every_option(backend, x):
     for key in ("W", "b", "E"):
         for a, b in zip(other.host_params()[key][1:], ref.host_params()[key][1:]):
             assert a.shape == b.shape and (key != "b" or a.ndim == 3)
-            assert_close(a, b, **TOL["settled"], name="%s %s after a mean-reduced step" % (backend, key))
+    # one Adam step on each backend's own gradients: a near-zero one's rounding is visible (assert_adam_close)
+    assert_adam_params_close(other.host_params(), ref.host_params(), ref.host_opt_state()["v"], 1, cfg, len(x),
+                             TOL["settled"], "%s after a mean-reduced step" % backend)
     ref.rng, other.rng = np.random.default_rng(3), np.random.default_rng(3)
     assert_close(other.denoise(x), ref.denoise(x), **TOL["settled"], name="%s denoised image" % backend)
 

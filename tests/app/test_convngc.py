@@ -9,8 +9,8 @@ from convngc import checkpoint, cli, train
 from convngc.model import ConvNGC, DivergenceError
 from ngc_ref.config import Config
 
-from helpers import cli_train, edit_header, set_meta
-from tolerances import TOL, assert_close
+from helpers import assert_adam_params_close, cli_train, edit_header, set_meta
+from tolerances import TOL
 
 TINY = Config(T=3)
 
@@ -254,8 +254,9 @@ def test_cuda_emu_backend_matches_numpy_through_convngc(x):
     for _ in range(2):
         e_ref, e_emu = ref.learn(x), emu.learn(x)
         assert e_emu == pytest.approx(e_ref, rel=TOL["reduction"]["rtol"])
-    for a, b in zip(ref.host_params()["W"][1:], emu.host_params()["W"][1:]):   # float32 both, different sum orders
-        assert_close(b, a, **TOL["reduction"], name="W after learning")
+    # float32 both, different sum orders; Adam's eps makes a near-zero gradient's rounding visible (assert_adam_close)
+    assert_adam_params_close(emu.host_params(), ref.host_params(), ref.host_opt_state()["v"], 2, cfg, len(x),
+                             TOL["adam-steps"], "after learning")
 
 
 def test_cuda_backend_without_gpu_points_to_the_emulator(tmp_path, capsys):

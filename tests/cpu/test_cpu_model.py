@@ -14,8 +14,8 @@ from ngc_ref import model as ref_model
 from ngc_ref import optim as ref_optim
 from ngc_ref.config import Config
 
-from helpers import compare, copy_tree, f64, setup, states, tree64
-from tolerances import TOL, assert_close
+from helpers import assert_adam_params_close, compare, copy_tree, f64, setup, states, tree64, update_terms
+from tolerances import TOL, assert_close, reduction
 
 # small configurations with awkward sizes: odd maps, H != W, C not a multiple of 4, K 1-5, s 1-3
 SMALL = Config(channels=(4, 5, 3), image_hw=(12, 20), T=8)
@@ -143,11 +143,12 @@ def test_paper_config_settle_and_learning_step_match_ref(rng):
     for l in range(1, cfg.L + 1):
         assert_close(d_cpu["W"][l], d_ref["W"][l], **TOL["settled"], name="dW[%d]" % l)
         assert_close(d_cpu["b"][l], d_ref["b"][l], **TOL["settled"], name="db[%d]" % l)
+    s_ref = ref_optim.init_state(p_ref)
     cpu_optim.step(p_cpu, d_cpu, cpu_optim.init_state(p_cpu), cfg)
-    ref_optim.step(p_ref, d_ref, ref_optim.init_state(p_ref), cfg)
-    for l in range(1, cfg.L + 1):
-        assert_close(p_cpu["W"][l], p_ref["W"][l], **TOL["settled"], name="W[%d] after the step" % l)
-        assert_close(p_cpu["b"][l], p_ref["b"][l], **TOL["settled"], name="b[%d] after the step" % l)
+    ref_optim.step(p_ref, d_ref, s_ref, cfg)
+    # Adam's first step is lr g / (|g| + eps): a gradient within its rounding of zero steps +lr on one side and -lr
+    # on the other. The gradients are compared above; W and b after the step where they are not near zero.
+    assert_adam_params_close(p_cpu, p_ref, s_ref["v"], 1, cfg, 20, TOL["settled"], "after the step")
 
 
 def test_results_do_not_depend_on_threads(rng):
@@ -197,12 +198,15 @@ def test_filter_updates_match_ref(rng, name):
             continue
         for l in range(1, cfg.L + 1):
             assert d[key][l].dtype == np.float32
-            assert_close(d[key][l], r[key][l], **TOL["reduction"], name="d%s[%d]" % (key, l))
+            assert_close(d[key][l], r[key][l], **reduction(update_terms(cfg, key, l, 18), r[key][l]),
+                         name="d%s[%d]" % (key, l))
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "normalized"])
 @pytest.mark.parametrize("bias", ["channel", "pixel"])
 def test_optimizer_steps_match_ref(rng, optimizer, bias):
+    """Both sides step on the very same float32 displacements, so Adam's eps sees no difference of the gradient
+    (unlike the tests where each side sums its own: tolerances.assert_adam_close) and every entry is compared."""
     cfg = dataclasses.replace(SMALL, optimizer=optimizer, bias=bias, learn_E=True, w_std=0.6, lr=0.05)
     params, _, _ = setup(cfg, rng, B=3)
     p_cpu, p_ref = copy_tree(params), tree64(params)
@@ -233,8 +237,8 @@ def test_three_training_steps_end_to_end(rng):
         cpu_optim.step(p_cpu, cpu_model.filter_updates(c, p_cpu, cfg), s_cpu, cfg)
         assert_close(c.energy, r.energy, **TOL["settled"], name="energy, update %d" % it)
         energies.append(float(r.energy[-1].sum()))
-        for l in range(1, cfg.L + 1):
-            assert_close(p_cpu["W"][l], p_ref["W"][l], **TOL["settled"], name="W[%d] after update %d" % (l, it + 1))
+        # each side's Adam steps on its own gradients: the near-zero ones' rounding shows (assert_adam_close)
+        assert_adam_params_close(p_cpu, p_ref, s_ref["v"], it + 1, cfg, 6, TOL["settled"], "after update %d" % (it + 1))
     assert energies[-1] < energies[0]
 
 

@@ -6,7 +6,7 @@ from ngc_ref import model, optim
 from ngc_ref.config import Config
 
 from helpers import H, F, numgrad, params64, random_states
-from tolerances import TOL, central_difference_atol
+from tolerances import TOL, assert_adam_close, assert_close, central_difference_atol
 
 SMALL = dict(channels=(3, 4, 2), image_hw=(8, 12), T=10)       # 2x3 -> 4x6 -> 8x12, fast in float64
 
@@ -167,6 +167,33 @@ def test_adam_matches_the_formula():
     optim.step(p, d, st, cfg)
     # first bias-corrected Adam step moves by lr * sign(-grad) = +lr (gradient is -dW)
     assert p["W"][1][0, 0, 0, 0] == pytest.approx(0.5 + cfg.lr * 2.0 / (2.0 + cfg.adam_eps))
+
+
+def test_adams_first_step_makes_a_rounding_difference_visible():
+    """Why filters after an Adam step are compared with tolerances.assert_adam_close, not assert_close: the first
+    step is lr g / (|g| + eps) with eps = 1e-8, so two gradients a rounding apart on either side of zero step
+    2 lr apart, far outside the filters' tolerance, while the same rounding of a gradient far from zero changes
+    nothing visible. assert_adam_close holds the near-zero entry to Adam's bound on a step and every other
+    entry to the tolerance, so a wrong step anywhere else still fails."""
+    cfg = Config()
+    grads = {"ref": np.array([3e-6, -2.0, 0.5]), "other": np.array([-3e-6, -2.0 + 1e-6, 0.5 - 1e-6])}
+    after = {}
+    for side, g in grads.items():
+        p = {"W": [None, np.full((1, 1, 1, 3), 0.5)], "b": [None, np.zeros(1)], "E": None}
+        st = optim.init_state(p)
+        optim.step(p, {"W": [None, -g.reshape(1, 1, 1, 3)], "b": [None, np.zeros(1)], "E": None}, st, cfg)
+        after[side] = p["W"][1], st["v"]["W"][1]              # (the displacement is minus the gradient)
+    (w, _), (w_ref, v_ref) = after["other"], after["ref"]
+    assert abs(w[0, 0, 0, 0] - w_ref[0, 0, 0, 0]) == pytest.approx(2 * cfg.lr, rel=1e-2)
+    assert np.abs(w - w_ref)[0, 0, 0, 1:].max() < 1e-12
+    with pytest.raises(AssertionError, match="1 of 3 values differ"):
+        assert_close(w, w_ref, **TOL["settled"], name="W after the step")
+    floor = 1e-5                                               # how far the two gradients may differ
+    assert_adam_close(w, w_ref, v_ref, 1, cfg, floor, **TOL["settled"], name="W after the step")
+    wrong = w.copy()
+    wrong[0, 0, 0, 2] -= 2 * cfg.lr                           # a step the wrong way on a gradient far from zero
+    with pytest.raises(AssertionError, match="gradient above"):
+        assert_adam_close(wrong, w_ref, v_ref, 1, cfg, floor, **TOL["settled"], name="W after a wrong step")
 
 
 def test_paper_configuration():

@@ -138,3 +138,36 @@ def test_ops_reject_bad_shapes(rng):
         ops.conv2d_weight_grad(x, rng.standard_normal((1, 2, 3, 4)), 3, 2)
     with pytest.raises(ValueError, match="does not map back"):
         ops.conv2d_transpose(x, rng.standard_normal((3, 2, 3, 3)), 2, out_hw=(20, 16))
+
+
+def test_weight_gradient_round_off_grows_with_the_sum_so_its_tolerance_does(rng):
+    """tolerances.reduction scales the absolute tolerance of a float32 sum with its length and size. At the
+    paper's shapes, layer 1 (e^0 of 3 maps of 32x32 against phi(z^1) of 25 maps of 16x16) over a training batch
+    of B = 500, each entry of dW sums 128,000 products: the reference itself in float32 meets the scaled
+    tolerance, while its typical error is ten times the fixed atol 1e-5 that the op tests' 11-pixel maps
+    allowed; every entry whose sum cancels to near zero (where rtol gives nothing) then fails the fixed one,
+    which is why the earlier atol passed or failed by the luck of the draw. On an 11x7 map the same path's
+    errors are far below either."""
+    from tolerances import assert_close, reduction
+    B, K, s = 500, 3, 2
+    e = rng.standard_normal((B, 3, 32, 32), dtype=np.float32)                  # errors: either sign
+    a = rng.standard_normal((B, 25, 16, 16), dtype=np.float32)
+    ref = ops.conv2d_weight_grad(e.astype(np.float64), a.astype(np.float64), K, s)
+    out = ops.conv2d_weight_grad(e, a, K, s)
+    assert out.dtype == np.float32 and out.shape == (25, 3, 3, 3)
+    assert_close(out, ref, **reduction(B * 16 * 16, ref), name="dW^1 in float32, B = 500")
+    err = np.abs(out - ref)
+    assert np.median(err) > 5 * 1e-5, "median error %.3g: the fixed atol would hold at the paper's size" % np.median(err)
+    # sums that cancel: the same products once with each sign (0 in exact arithmetic), summed in float32
+    pair_e, pair_a = np.concatenate([e[:50], e[:50]]), np.concatenate([a[:50], -a[:50]])
+    zero = ops.conv2d_weight_grad(pair_e, pair_a, K, s).astype(np.float64)
+    assert np.abs(ops.conv2d_weight_grad(pair_e.astype(np.float64), pair_a.astype(np.float64), K, s)).max() < 1e-10
+    assert np.abs(zero).max() > 1e-5, "the cancelled sums came out within the fixed atol: %.3g" % np.abs(zero).max()
+    with pytest.raises(AssertionError, match="values differ"):
+        assert_close(zero, np.zeros_like(zero), rtol=1e-4, atol=1e-5, name="sums that cancel, fixed atol")
+    # the op tests' sizes: there the same float32 path is far inside both
+    small_e, small_a = np.ascontiguousarray(e[:1, :, :11, :7]), np.ascontiguousarray(a[:1, :, :6, :4])
+    small_ref = ops.conv2d_weight_grad(small_e.astype(np.float64), small_a.astype(np.float64), K, s)
+    small = ops.conv2d_weight_grad(small_e, small_a, K, s)
+    assert_close(small, small_ref, **reduction(6 * 4, small_ref), name="dW^1 of an 11x7 map in float32")
+    assert_close(small, small_ref, rtol=1e-4, atol=1e-5, name="dW^1 of an 11x7 map, fixed atol")
