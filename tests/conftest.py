@@ -89,6 +89,57 @@ def one_be():
     return KernelBackend("cuda" if _gpu() else "emu-forward")
 
 
+# ---- every backend through the one contract (tests/conformance) -----------------------------------
+class Backend:
+    """A backend as the conformance suite drives it: convngc.model.get_backend(name)'s settle, filter_updates,
+    init_state and step (the contract every backend keeps), and `put` / `get` to move arrays there and back.
+    `put` keeps the dtype and the structure (dicts, lists, tuples, None) so that what a caller passes, wrong or right,
+    reaches the backend as passed: only a NumPy array bound for the GPU becomes a CuPy one."""
+
+    def __init__(self, name):
+        from convngc.model import BackendUnavailable, get_backend
+        try:
+            self.ns = get_backend(name)
+        except BackendUnavailable as exc:
+            pytest.skip(str(exc))
+        self.name, self.gpu = name, name == "cuda"
+
+    def __getattr__(self, key):
+        return getattr(self.ns, key)
+
+    def put(self, a):
+        if not self.gpu:
+            return a
+        if isinstance(a, np.ndarray):
+            import cupy as cp
+            return cp.asarray(a)
+        if isinstance(a, dict):
+            return {k: self.put(v) for k, v in a.items()}
+        return type(a)(self.put(v) for v in a) if isinstance(a, (list, tuple)) else a
+
+    def put_tree(self, p):
+        """A params (or displacements) dict on the backend, copied: in-place updates never touch the caller's."""
+        return {k: (None if v is None else [None if a is None else self.put(a.copy()) for a in v]) for k, v in p.items()}
+
+    def get(self, a):
+        return None if a is None else np.asarray(self.ns.to_host(a))
+
+    def __repr__(self):
+        return self.name
+
+
+def _backend_params():
+    from convngc.model import BACKENDS                 # the registry: a backend added there is tested here
+    return [pytest.param(n, marks=pytest.mark.skipif(not _gpu(), reason="no GPU (CuPy + device)")) if n == "cuda"
+            else n for n in BACKENDS]
+
+
+@pytest.fixture(params=_backend_params())
+def backend(request):
+    """Every backend of the registry (numpy, cpu, cuda-emu, and cuda when there is a GPU), as a Backend."""
+    return Backend(request.param)
+
+
 # ---- named pipes ------------------------------------------------------------------------------------
 @pytest.fixture
 def fifo(tmp_path):
