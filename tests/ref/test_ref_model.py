@@ -159,6 +159,28 @@ def test_kernel_norm_projection():
                                w / np.linalg.norm(w, axis=(2, 3), keepdims=True))      # directions kept
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "normalized"])
+def test_a_step_projects_learnable_E_as_it_projects_W(optimizer):
+    """Sec. 3.2: after every update each K x K kernel of the filters is projected into the ball of radius
+    max_kernel_norm; the error filters E, when learnable, are filters too (Eq. 2 carries the error up through
+    them, unbounded they grow the correction). A kernel already inside the ball moves as the optimiser says."""
+    cfg = Config(learn_E=True, optimizer=optimizer, **SMALL)
+    rng = np.random.default_rng(10)
+    p = params64(cfg, rng, learn_E=True)
+    p["E"] = [None] + [5.0 * e for e in p["E"][1:]]            # N(0, 0.5) taps: kernels of norm ~1.5
+    p["E"][1][0, 0] *= 0.1                                      # and one well inside
+    assert max(np.sqrt((e ** 2).sum(axis=(2, 3))).max() for e in p["E"][1:]) > 1.5
+    inside = p["E"][1][0, 0].copy()
+    d = {k: [None] + [rng.standard_normal(a.shape) * 0.01 for a in p[k][1:]] for k in ("W", "b", "E")}
+    optim.step(p, d, optim.init_state(p), cfg)
+    for key in ("W", "E"):
+        for l in range(1, cfg.L + 1):
+            norms = np.sqrt((p[key][l] ** 2).sum(axis=(2, 3)))
+            assert norms.max() <= cfg.max_kernel_norm * (1 + 1e-12), "%s[%d]: a kernel of norm %.4f" % (key, l, norms.max())
+    moved = np.linalg.norm(p["E"][1][0, 0] - inside)            # by the optimiser only: at most lr per tap
+    assert 0 < moved <= 3 * cfg.lr * (1 + 1e-9)
+
+
 def test_adam_matches_the_formula():
     cfg = Config()
     p = {"W": [None, np.array([[[[0.5]]]])], "b": [None, np.zeros(1)], "E": None}
