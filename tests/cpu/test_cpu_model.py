@@ -129,6 +129,32 @@ def test_float64_settle_matches_ref_to_rounding(rng):
     compare(res, ref, cfg, dict(rtol=1e-10, atol=1e-12), "float64")
 
 
+@pytest.mark.parametrize("name", ["K3s2", "K5s3", "learn_E", "bias_pixel", "reduce_mean"])
+def test_float64_filter_updates_and_step_match_ref_to_rounding(rng, name):
+    """Given float64 states, Algorithm 2 stays in float64: dW, db, dE float64 and the float64 reference's to the
+    order of their sums (TOL["float64"], where a float32 rounding anywhere would show at 1e-7), and so are the
+    parameters after an Adam step on them."""
+    cfg = CONFIGS.get(name) or dataclasses.replace(SMALL, **OPTIONS[name])
+    params, _, _ = setup(cfg, rng, B=3)
+    p64 = tree64(params)
+    z, e = [f64(a) for a in states(cfg, rng, B=18)], [f64(a) for a in states(cfg, rng, B=18)]
+    e[cfg.L][:] = 0
+    d = cpu_model.filter_updates(ref_model.SettleResult(z, None, e, None), p64, cfg)
+    r = ref_model.filter_updates(ref_model.SettleResult(z, None, e, None), p64, cfg)
+    for key in ("W", "b", "E"):
+        assert (d[key] is None) == (r[key] is None)
+        for l in range(1, cfg.L + 1) if r[key] is not None else ():
+            assert d[key][l].dtype == np.float64, "d%s[%d] is %s in float64 mode" % (key, l, d[key][l].dtype)
+            assert_close(d[key][l], r[key][l], **TOL["float64"], name="float64 d%s[%d]" % (key, l))
+    p_cpu, p_ref = copy_tree(p64), copy_tree(p64)
+    cpu_optim.step(p_cpu, r, cpu_optim.init_state(p_cpu), cfg)          # the same displacements on both sides
+    ref_optim.step(p_ref, r, ref_optim.init_state(p_ref), cfg)
+    for key in ("W", "b", "E"):
+        for l in range(1, cfg.L + 1) if p_ref[key] is not None else ():
+            assert p_cpu[key][l].dtype == np.float64
+            assert_close(p_cpu[key][l], p_ref[key][l], **TOL["float64"], name="float64 %s[%d] after the step" % (key, l))
+
+
 def test_paper_config_settle_and_learning_step_match_ref(rng):
     """The paper's configuration (Config(): 4 layers, 32x32x3, K3 s2, T = 60), B = 20 (a full tile and a
     partial one): the settle, the filter updates and one Adam step + projection against the reference."""
