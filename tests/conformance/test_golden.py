@@ -31,9 +31,23 @@ def test_golden_file_is_the_paper_configuration():
     assert want["energy"].shape == (golden.CFG.T + 1, golden.B)
 
 
+def test_the_inputs_are_drawn_as_stored():
+    """The seeded inputs, drawn again (init_params, the images, draw_top's z^L ~ N(mu_z, sigma_z)), are the stored
+    ones to the last bit: a change of how the filters or the top state are drawn fails here, by name (the
+    backends below draw their inputs too, so it fails them as well)."""
+    params, x, z_top, _ = golden.load()
+    drawn_params, drawn_x, drawn_z_top = golden.inputs()
+    np.testing.assert_array_equal(drawn_z_top, z_top, err_msg="z^L from model.draw_top")
+    np.testing.assert_array_equal(drawn_x, x, err_msg="the images")
+    for k in ("W", "b"):
+        for l in range(1, golden.CFG.L + 1):
+            np.testing.assert_array_equal(drawn_params[k][l], params[k][l], err_msg="%s%d from init_params" % (k, l))
+
+
 @pytest.mark.parametrize("name,dtype,tol", BACKENDS)
 def test_backend_reproduces_the_golden_file(name, dtype, tol):
-    params, x, z_top, want = golden.load()
+    params, x, z_top = golden.inputs()             # drawn, z^L by draw_top: the draw is under test too
+    want = golden.load()[3]
     be = get_backend(name)
 
     def on(a):

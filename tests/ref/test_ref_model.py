@@ -231,6 +231,26 @@ def test_paper_configuration():
         Config(learn_E=True), np.random.default_rng(0))["E"][1:]) == 9225          # 18,450 with E
 
 
+@pytest.mark.parametrize("mu_z,sigma_z", [(0.5, 0.05), (5.0, 0.3), (-2.0, 1.0)], ids=["appendix-B", "sec-3.1", "negative"])
+def test_the_top_state_is_drawn_from_N_mu_z_sigma_z(mu_z, sigma_z):
+    """Algorithm 1 line 4: z^L ~ N(mu_z, sigma_z), each element independently, of z^L's shape, in the dtype asked
+    for; the same generator state gives the same draw (every backend starts from the host's numbers). 80,000
+    elements: their mean within 5 standard errors of mu_z, their std within 5 of sigma_z, and about 68% within
+    one sigma_z of mu_z."""
+    cfg = Config(mu_z=mu_z, sigma_z=sigma_z)
+    B = 2000
+    z = model.draw_top(cfg, B, np.random.default_rng(11))
+    assert z.shape == (B, 10, 2, 2) and z.dtype == np.float32
+    assert model.draw_top(cfg, 3, np.random.default_rng(0), np.float64).dtype == np.float64
+    v, n = z.astype(np.float64).ravel(), z.size
+    assert abs(v.mean() - mu_z) < 5 * sigma_z / np.sqrt(n), "mean %.5f, mu_z %g" % (v.mean(), mu_z)
+    assert abs(v.std() - sigma_z) < 5 * sigma_z / np.sqrt(2 * n), "std %.5f, sigma_z %g" % (v.std(), sigma_z)
+    assert abs(np.mean(np.abs(v - mu_z) < sigma_z) - 0.6827) < 0.01
+    per_map = z.astype(np.float64).mean(axis=(0, 2, 3))                   # no map drawn apart from the others
+    assert np.all(np.abs(per_map - mu_z) < 5 * sigma_z / np.sqrt(n / 10))
+    np.testing.assert_array_equal(model.draw_top(cfg, B, np.random.default_rng(11)), z)
+
+
 def test_denoising_mode_lets_the_bottom_evolve():
     cfg = Config(T=5)
     rng = np.random.default_rng(7)
