@@ -329,6 +329,31 @@ def test_denoising_evaluation_reports_the_noisy_input_beside_the_output():
     assert "noisy_input" not in train.evaluate(ConvNGC(TINY, seed=0), x, "reconstruction", batch_size=4)[0]
 
 
+@pytest.mark.parametrize("task", ["reconstruction", "denoising"])
+def test_evaluation_reports_the_metrics_of_the_clipped_output(task):
+    """train.evaluate scores what a user gets, the output clipped to [0, 1] (convngc/train.py, metrics.py), not
+    the raw zbar^0: with biases of +1.4 and -0.6 on two channels the output strays well outside [0, 1], and
+    every metric evaluate reports (and the noisy input's beside it) is that of the clipped images, which here
+    differs from the unclipped one's by far more than any rounding."""
+    from convngc import metrics
+    x = np.random.default_rng(3).random((4, 3, 32, 32)).astype(np.float32)
+    m = ConvNGC(TINY, seed=0)
+    p = m.host_params()
+    p["b"][1] = np.array([1.4, -0.6, 0.5], np.float32)
+    m.set_params(p)
+    res, (out, inp, _) = train.evaluate(m, x, task, trials=1, batch_size=4, seed=5)
+    assert out.max() > 1.2 and out.min() < -0.2, (out.min(), out.max())
+    clipped = metrics.evaluate_metrics(np.clip(out, 0, 1), x, clip=False)
+    raw = metrics.evaluate_metrics(out, x, clip=False)
+    for key in ("mse", "psnr", "ssim_global", "ssim"):
+        assert res["trials"][0][key] == pytest.approx(float(clipped[key]), rel=1e-9, abs=1e-12), key
+        assert res["summary"][key]["mean"] == pytest.approx(float(clipped[key]), rel=1e-9, abs=1e-12), key
+    assert raw["mse"] > 1.5 * clipped["mse"] and abs(raw["ssim"] - clipped["ssim"]) > 1e-3
+    if task == "denoising":                           # the noisy input strays outside [0, 1] too (std 0.1 noise)
+        assert res["noisy_input"]["mse"]["mean"] == pytest.approx(metrics.mse(np.clip(inp, 0, 1), x, clip=False),
+                                                                  rel=1e-9)
+
+
 def test_best_checkpoint_is_the_epoch_with_the_lowest_validation_mse(tmp_path):
     """Training can get worse past the settling's stability edge: best.npz keeps the epoch with the lowest
     validation MSE (NaN never counts), checkpoint.npz the last one."""
