@@ -17,7 +17,7 @@ from ngc_ref import model as ref_model
 from ngc_ref import optim as ref_optim
 from ngc_ref.config import Config
 
-from helpers import assert_adam_params_close, compare, f64, on, setup, states, tree64, update_terms
+from helpers import assert_adam_params_close, compare, f64, host, on, setup, states, tree64, update_terms
 from tolerances import TOL, assert_close, reduction
 
 # small configurations with awkward sizes: odd maps, H != W, C not a multiple of 32, K 3 and 5, s 2 and 3
@@ -285,6 +285,93 @@ def test_project_kernels_matches_ref(be, rng):
     with be.run():
         out = cuda_optim.project_kernels(be(w.copy()), 1.0)
     assert_close(out, ref, **TOL["elementwise"], name="project_kernels")
+
+
+# ---- optim.cu writes nothing past its arrays ----------------------------------------------------------
+# sizes that leave idle threads in the last block (BLOCK = 256 threads): 135 and 1,215 filter taps, 7 biases
+OPTIM_SHAPES = [(5, 3, 3, 3), (9, 5, 3, 3), (7,)]
+CANARY = np.float32(-3.0e33)                       # what every float after an array holds, and must still hold
+
+
+def _with_canaries(be, a, pad=32):
+    """(buffer, view): `a` copied to the head of a float32 buffer followed by `pad` canaries, on the backend; the
+    kernels get the view, whose end is the array's end, so a write one element past it lands on a canary."""
+    buf = np.full(a.size + pad, CANARY, np.float32)
+    buf[:a.size] = a.ravel()
+    buf = be(buf)
+    return buf, buf[:a.size].reshape(a.shape)
+
+
+def _canaries_intact(buf, n, what):
+    tail = host(buf)[n:].view(np.uint32)
+    changed = np.flatnonzero(tail != CANARY.view(np.uint32))
+    assert changed.size == 0, "%s: %d of the %d floats after the array written, the first at element n + %d" % (
+        what, changed.size, tail.size, changed[0] if changed.size else -1)
+
+
+@pytest.mark.parametrize("shape", OPTIM_SHAPES, ids=["W5x3", "W9x5", "b7"])
+def test_optim_kernels_write_nothing_past_their_arrays(be, rng, shape):
+    """adam_v1 (p, m and v in place), normalized_step_v1 (per kernel for filters, one group for a bias vector)
+    and project_kernels_v1, in every thread order and on the GPU, with canaries after every array they
+    write: an off-by-one bound (k > n for k >= n) writes element n, past the end, and changes a canary; the
+    heap abort it caused before came only later, elsewhere. The results are the reference's."""
+    cfg = dataclasses.replace(SMALL, lr=0.05)
+    w = (rng.standard_normal(shape) * 0.8).astype(np.float32)
+    d = rng.standard_normal(shape).astype(np.float32)
+    n, filters = w.size, len(shape) == 4
+    bufs = {name: _with_canaries(be, a) for name, a in (("p", w), ("m", np.zeros_like(w)), ("v", np.zeros_like(w)))}
+    with be.run():
+        cuda_optim.adam(bufs["p"][1], be(d), bufs["m"][1], bufs["v"][1], 1, cfg)
+    ref = {"W": [None, f64(w)], "b": [None, np.zeros(1)], "E": None}
+    st = ref_optim.init_state(ref)
+    ref_optim._adam(ref["W"][1], f64(d), st["m"]["W"][1], st["v"]["W"][1], 1, cfg)
+    for name, (buf, view) in bufs.items():
+        _canaries_intact(buf, n, "adam_v1, %s of %s" % (name, shape))
+    want = ref_optim._adam(f64(w), f64(d), np.zeros(shape), np.zeros(shape), 1, cfg)
+    assert_close(bufs["p"][1], want, **TOL["elementwise"], name="adam_v1 p")
+    buf, p = _with_canaries(be, w)
+    with be.run():
+        cuda_optim.normalized(p, be(d), cfg, per_kernel=filters)
+    _canaries_intact(buf, n, "normalized_step_v1 of %s" % (shape,))
+    assert_close(p, ref_optim._normalized(f64(w), f64(d), cfg, per_kernel=filters), **TOL["elementwise"],
+                 name="normalized_step_v1")
+    if filters:
+        buf, p = _with_canaries(be, w * 2)
+        with be.run():
+            cuda_optim.project_kernels(p, 1.0)
+        _canaries_intact(buf, n, "project_kernels_v1 of %s" % (shape,))
+        assert_close(p, ref_optim.project_kernels(f64(w * 2), 1.0), **TOL["elementwise"], name="project_kernels_v1")
+
+
+def test_optim_kernels_under_sanitizers(rng):
+    """Every kernel of optim.cu once under -fsanitize=address,undefined, each array in a buffer of exactly its
+    size (cuda_emu/README.md): a read or write past an end, or undefined behaviour, fails the launch naming the
+    line. Sizes leave idle threads in the block; bias_grad_v1 runs once per channel and once per pixel."""
+    from ngc_cuda import ops as cuda_ops
+    from ngc_cuda.launch import emulation
+    cfg = dataclasses.replace(SMALL, lr=0.05)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    d = rng.standard_normal(w.shape).astype(np.float32)
+    b, db = rng.standard_normal(7).astype(np.float32), rng.standard_normal(7).astype(np.float32)
+    e = rng.standard_normal((2, 7, 5, 3)).astype(np.float32)
+    p, m, v = w.copy(), np.zeros_like(w), np.zeros_like(w)
+    with emulation(sanitize=True):
+        cuda_optim.adam(p, d, m, v, 1, cfg, backend="cuda-emu")
+        pn = cuda_optim.normalized(w.copy(), d, cfg, per_kernel=True, backend="cuda-emu")
+        bn = cuda_optim.normalized(b.copy(), db, cfg, per_kernel=False, backend="cuda-emu")
+        pk = cuda_optim.project_kernels(2 * w, 1.0, backend="cuda-emu")
+        g = cuda_ops.bias_grad(e, backend="cuda-emu")
+        g_map = cuda_ops.bias_grad(e, pixel=True, mean=True, backend="cuda-emu")
+    assert_close(p, ref_optim._adam(f64(w), f64(d), np.zeros(w.shape), np.zeros(w.shape), 1, cfg),
+                 **TOL["elementwise"], name="adam_v1 (sanitized)")
+    assert_close(m, -(1 - cfg.adam_b1) * f64(d), **TOL["elementwise"], name="adam_v1 m (sanitized)")
+    assert_close(pn, ref_optim._normalized(f64(w), f64(d), cfg, True), **TOL["elementwise"], name="normalized (sanitized)")
+    assert_close(bn, ref_optim._normalized(f64(b), f64(db), cfg, False), **TOL["elementwise"],
+                 name="normalized bias (sanitized)")
+    assert_close(pk, ref_optim.project_kernels(f64(2 * w), 1.0), **TOL["elementwise"], name="project (sanitized)")
+    assert_close(g, f64(e).sum(axis=(0, 2, 3)), **reduction(2 * 5 * 3, f64(e).sum(axis=(0, 2, 3))),
+                 name="bias_grad (sanitized)")
+    assert_close(g_map, f64(e).mean(axis=0), **reduction(2, f64(e).mean(axis=0)), name="bias_grad map (sanitized)")
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "normalized"])
