@@ -86,18 +86,27 @@ def test_filter_updates_agree_with_the_reference(backend, rng, mode):
                          name="%s d%s[%d]" % (backend, key, l))
 
 
-def test_filter_updates_at_the_paper_size(backend, rng):
-    """The paper's configuration (32x32x3, channels 25, 20, 15, 10), B = 20: dW^1 sums 5,120 products per entry.
-    Held to the reduction tolerance scaled to that length (tests/ref/test_ref_ops.py shows why a fixed atol
-    cannot serve at this size)."""
+@pytest.fixture(scope="module")
+def paper_size_updates():
+    """The paper's configuration, B = 20 random states and errors, and the reference's displacements (computed
+    once for every backend)."""
     cfg, B = Config(), 20
+    rng = np.random.default_rng(20)
     params, _, _ = setup(cfg, rng, B=B)
     z, e = states(cfg, rng, B), states(cfg, rng, B)
     e[cfg.L][:] = 0
-    d = backend.filter_updates(ref_model.SettleResult([backend.put(a) for a in z], None, [backend.put(a) for a in e],
-                                                      None), backend.put_tree(params), cfg)
     r = ref_model.filter_updates(ref_model.SettleResult([f64(a) for a in z], None, [f64(a) for a in e], None),
                                  tree64(params), cfg)
+    return cfg, B, params, z, e, r
+
+
+def test_filter_updates_at_the_paper_size(backend, paper_size_updates):
+    """The paper's configuration (32x32x3, channels 25, 20, 15, 10), B = 20: dW^1 sums 5,120 products per entry.
+    Held to the reduction tolerance scaled to that length (tests/ref/test_ref_ops.py shows why a fixed atol
+    cannot serve at this size)."""
+    cfg, B, params, z, e, r = paper_size_updates
+    d = backend.filter_updates(ref_model.SettleResult([backend.put(a) for a in z], None, [backend.put(a) for a in e],
+                                                      None), backend.put_tree(params), cfg)
     for key in ("W", "b"):
         for l in range(1, cfg.L + 1):
             assert_close(backend.get(d[key][l]), r[key][l], **reduction(update_terms(cfg, key, l, B), r[key][l]),
