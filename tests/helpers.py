@@ -53,6 +53,23 @@ def dense_jacobian(params, cfg, x, z):
     return J
 
 
+def oscillating_settle():
+    """A tiny model whose settling step oscillates, and that step's most negative eigenvalue by a dense
+    eigendecomposition: leak 1 (the step is linear, its Jacobian the same at every state), filters N(0, 1)
+    scaled by 3. Returns (params, cfg, x, eigenvalue): what a power iteration on J - I must find."""
+    from ngc_ref.config import Config
+    cfg = Config(channels=(2, 3, 2), image_hw=(4, 4), leak=1.0, w_std=1.0)
+    rng = np.random.default_rng(0)
+    params = ref_model.init_params(cfg, rng, np.float64)
+    params["W"] = [None] + [3.0 * w for w in params["W"][1:]]
+    x = rng.random((1, 2, 4, 4))
+    z = ref_model.settle(params, x, cfg, ref_model.draw_top(cfg, 1, np.random.default_rng(0), np.float64), T=0).z
+    eig = np.linalg.eigvals(dense_jacobian(params, cfg, x, z))
+    want = eig.real[np.argmax(np.abs(eig - 1.0))]        # the eigenvalue furthest from 1: what J - I's power finds
+    assert want < -1.0, "the test case must oscillate (most negative eigenvalue %.3f)" % want
+    return params, cfg, x, want
+
+
 # ---- the reference's own problems, in float64 (tests/ref) -------------------------------------------------------
 def random_states(cfg, B, rng, away_from_zero=False):
     """float64 states of every layer, standard normal; away_from_zero keeps leaky-ReLU kinks out of a
