@@ -47,7 +47,7 @@ test: install-test      ## kernel compile check (sm_80, sm_90) + every test (ker
 # The tests live in rings (tests/conftest.py and tests/helpers.py serve them all): tests/ref (the reference against
 # independent math), tests/cpu and tests/cuda (each backend against the reference; the emulator), tests/conformance
 # (the contract every backend keeps, parametrized over all of them; the golden file), tests/app (data, CLI, ...).
-test-fast: install      ## under a minute: the reference ring and the conformance smoke of every backend (not the whole suite)
+test-fast: install      ## the reference ring and every backend through the conformance suite: under a minute (~20 CPU-s)
 	$(PYTHON) -m pytest -q tests/ref tests/conformance -m "not slow"
 
 test-ref: install       ## everything but the CUDA kernels' own ring (tests/cuda)

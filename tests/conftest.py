@@ -1,5 +1,6 @@
-"""Shared pytest fixtures for every ring (tests/ref, cpu, cuda, conformance, app): the shared data folder, a seeded
-generator, where the kernels run, named pipes. Shared functions are in tests/helpers.py."""
+"""Shared pytest fixtures for every ring (tests/ref, cpu, cuda, conformance, app): the shared data folder, a
+seeded generator, where the kernels run (be, one_be), every backend (backend), named pipes (fifo). Shared
+functions are in tests/helpers.py, tolerances in tests/tolerances.py."""
 import contextlib
 import os
 import pathlib
@@ -93,8 +94,8 @@ def one_be():
 class Backend:
     """A backend as the conformance suite drives it: convngc.model.get_backend(name)'s settle, filter_updates,
     init_state and step (the contract every backend keeps), and `put` / `get` to move arrays there and back.
-    `put` keeps the dtype and the structure (dicts, lists, tuples, None) so that what a caller passes, wrong or right,
-    reaches the backend as passed: only a NumPy array bound for the GPU becomes a CuPy one."""
+    `put` keeps the dtype and the structure (dicts, lists, tuples, None) so that what a caller passes, wrong or
+    right, reaches the backend as passed: only a NumPy array bound for the GPU becomes a CuPy one."""
 
     def __init__(self, name):
         from convngc.model import BackendUnavailable, get_backend

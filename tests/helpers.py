@@ -1,7 +1,8 @@
 """What the tests of every ring share, in one module: calculus (central differences, a dense Jacobian), the
 problems the backend tests draw (float32 params with non-zero biases, random states, the reference's float64
 problems), moving a params tree between dtypes and backends, comparing two settles, and driving the command
-line. Fixtures (shared_data, rng, be, one_be, fifo) live in tests/conftest.py; tolerances in tests/tolerances.py.
+line. Fixtures (shared_data, rng, be, one_be, backend, fifo) live in tests/conftest.py; tolerances in
+tests/tolerances.py.
 """
 import errno
 import json
