@@ -17,7 +17,7 @@ else
   PYTHON_NOTE := $(PYTHON), as PYTHON says
 endif
 
-.PHONY: install install-test run test test-ref test-emu compile-check resources golden bench gpu-check clean
+.PHONY: install install-test run test test-fast test-ref test-emu compile-check resources golden bench gpu-check clean
 
 install: $(VENV)        ## install the package, its console command and the test/compile-check tools
 	@echo "convngc: Python is $(PYTHON_NOTE)"
@@ -44,11 +44,17 @@ test: install-test      ## kernel compile check (sm_80, sm_90) + every test (ker
 	$(PYTHON) -m ngc_cuda.compile_check --check
 	$(PYTHON) -m pytest -q tests
 
-test-ref: install       ## only the NumPy reference and the shared code
-	$(PYTHON) -m pytest -q tests --ignore-glob='tests/test_cuda*' --ignore=tests/test_emu.py
+# The tests live in rings (tests/conftest.py and tests/helpers.py serve them all): tests/ref (the reference against
+# independent math), tests/cpu and tests/cuda (each backend against the reference; the emulator), tests/conformance
+# (the contract every backend keeps, parametrized over all of them; the golden file), tests/app (data, CLI, ...).
+test-fast: install      ## the reference ring and every backend through the conformance suite: under a minute (~20 CPU-s)
+	$(PYTHON) -m pytest -q tests/ref tests/conformance -m "not slow"
 
-test-emu: install       ## only the CUDA kernels, emulated on the CPU (four thread orders, guard zones, ASan)
-	$(PYTHON) -m pytest -q tests/test_emu.py tests/test_cuda_ops.py tests/test_cuda_model.py tests/test_cuda_settle_whole.py tests/test_golden.py
+test-ref: install       ## everything but the CUDA kernels' own ring (tests/cuda)
+	$(PYTHON) -m pytest -q tests --ignore=tests/cuda
+
+test-emu: install       ## only the CUDA kernels, emulated on the CPU (four thread orders, guard zones, ASan), and the contract
+	$(PYTHON) -m pytest -q tests/cuda tests/conformance
 
 compile-check: install  ## compile kernels/*.cu with NVRTC for sm_80/sm_90 and compare with kernels/resources.json + README table
 	$(PYTHON) -m ngc_cuda.compile_check --check

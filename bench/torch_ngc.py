@@ -12,7 +12,7 @@ Layouts are the reference's: NCHW, W^l (C_l, C_{l-1}, K, K). That is PyTorch's c
 layout (in, out, kH, kW) for Eq. 1 and its conv2d layout (out, in, kH, kW) for Eq. 2, so both read the
 same stored tensor (E = W^T).
 
-Run `python -m pytest tests/test_torch_ngc.py` for the check against ngc_ref (CPU, float64).
+Run `python -m pytest tests/app/test_torch_ngc.py` for the check against ngc_ref (CPU, float64).
 """
 import torch
 import torch.nn.functional as F

@@ -88,7 +88,7 @@ CHECK = dict(split="test", limit=200, trials=1, seed=0, batch_size=100)   # the 
 
 def check_numbers(model, dataset, data_dir=None, **kw):
     """Reconstruction and denoising metrics of `model` on a small fixed subset (CHECK, on the cpu backend when the
-    model runs there): the numbers a shipped model's card records and tests/test_models.py reproduces."""
+    model runs there): the numbers a shipped model's card records and tests/app/test_models.py reproduces."""
     from . import data, train
     c = dict(CHECK, **kw)
     x = data.to_model(data.load_dataset(dataset, c["split"], data_dir=data_dir, seed=0, limit=c["limit"])[0],

@@ -2,7 +2,7 @@
 
 Every compile of kernels/<name>.cu (the GPU backend, the emulator, the NVRTC compile check) gets
 `kernel_defines(name, backend)` as -D options, and the .cu files #error without them, so a kernel and
-its Python wrapper cannot disagree on a constant. tests/test_cuda_settle_whole.py checks the one layout
+its Python wrapper cannot disagree on a constant. tests/cuda/test_cuda_settle_whole.py checks the one layout
 that both sides compute: the whole-settle kernel's shared memory, area by area.
 """
 

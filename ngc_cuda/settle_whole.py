@@ -13,7 +13,7 @@ whether it wins; model.settle(kernel="auto") uses it whenever it fits), i.e. whe
 
 The shared-memory layout is `layout` below; the kernel computes the same one from the -D constants of
 defines.py, and in the emulator it names each area so that cuda_emu checks the guard zones between them
-(tests/test_cuda_settle_whole.py compares the two layouts area by area).
+(tests/cuda/test_cuda_settle_whole.py compares the two layouts area by area).
 """
 import numpy as np
 

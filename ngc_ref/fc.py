@@ -21,7 +21,7 @@ The paper's configuration and how each open point is read, one line each:
   - "columns of the synaptic matrices have L2 norm <= 1": the columns of the dictionary D = (W^l)^T in
     x ~ D phi(z), i.e. the weight vector of each latent unit, which is row i of the stored W^l.
   - no g'(.) factor at the sigmoid bottom: e^0 (E^1) is then exactly minus the gradient of the Bernoulli
-    (cross-entropy) energy of z^0 given layer 1, the usual pairing for a sigmoid output (tests/test_fc_ngc.py
+    (cross-entropy) energy of z^0 given layer 1, the usual pairing for a sigmoid output (tests/ref/test_fc_ngc.py
     checks it by finite differences). The energy reported is Eq. 3's squared form, as for Conv-NGC.
   - denoising: z^0 is the noisy image at t = 1 only, then evolves with d^0 = -e^0 (as for Conv-NGC).
 """

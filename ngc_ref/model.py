@@ -43,7 +43,7 @@ __all__ = ["Config", "phi", "phi_prime", "predict", "predictions_and_errors", "c
 #   ngc_cpu/simd.py     vphi, vphi_prime               Numba vectors (used by ngc_cpu/kernels.py)
 #   kernels/common.cuh  leaky_relu, leaky_relu_prime   CUDA (ngc_step.cu, ngc_settle.cu, conv2d_weight_grad.cu)
 #   bench/torch_ngc.py  phi, phi_prime                 PyTorch, the timing baseline
-# then the independent oracle's own phi (tests/test_ref_semantics.py), `make golden` (the golden file holds
+# then the independent oracle's own phi (tests/ref/test_ref_semantics.py), `make golden` (the golden file holds
 # the reference's outputs), `make resources` (a kernel header changed), and, if its parameter changes,
 # Config's `leak` (ngc_ref/config.py RANGES, --leak in convngc/cli.py). FC-NGC and the residual blocks use phi.
 def phi(v, leak):

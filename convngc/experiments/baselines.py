@@ -96,7 +96,7 @@ def residual_backend(name=None):
 class ResidualConvNGC(_SettlingModel):
     """Residual Conv-NGC (Appendix C). backend "cpu": ngc_cpu.residual (Numba, all cores, the default when Numba
     is installed); "numpy": the reference ngc_ref.residual (about 15x slower). Both start from the same
-    parameters and draws for a seed and differ only by rounding (tests/test_cpu_residual.py)."""
+    parameters and draws for a seed and differ only by rounding (tests/cpu/test_cpu_residual.py)."""
     name = "residual Conv-NGC"
 
     def __init__(self, cfg=None, seed=0, dtype=np.float32, backend=None):

@@ -125,7 +125,7 @@ SCALES = {
 # model), or an install without the committed results: seconds per training image-epoch (learn step with its share
 # of the batch) and per evaluated image (one settle / forward; a classical denoiser: per tuning image over the
 # whole grid, per test image), at the quick scale's batch sizes, on the machine that made the committed quick run
-# (2 cores, cpu backend; tests/test_reproduce.py holds them to the committed measurements). Residual Conv-NGC
+# (2 cores, cpu backend; tests/app/test_reproduce.py holds them to the committed measurements). Residual Conv-NGC
 # (the cpu backend, ngc_cpu.residual, T = 60) was timed against Conv-NGC's learn step (batch 100) in the same
 # process and is scaled to Conv-NGC's rate here: its learn step of batch 50 costs 10.5x, its evaluation settle 8x
 # (bench/residual_bench.py: a settling step does 12x the useful FLOPs at the same GFLOP/s; the NumPy reference,
@@ -473,7 +473,7 @@ convention: per image and per channel, each value capped at 100 dB, then average
 the MSE does. Denoising inputs are x + N(0, 0.1) on the [0, 1] scale, not clipped; every model sees the same
 noisy images. Classical denoisers were tuned on validation images only.
 """
-# What Eq. 6's per-channel convention does where a target's channel is all zero (tests/test_reproduce.py
+# What Eq. 6's per-channel convention does where a target's channel is all zero (tests/app/test_reproduce.py
 # recomputes the black image's score on the quick run's 200 test images).
 PSNR_NOTES = {"color-mnist": """**PSNR on Color-MNIST: compare the PSNR of the MSE, not Eq. 6.** Each digit is drawn in one colour
 channel, so two of every target's three channels are all zero, and Eq. 6 gives an output that leaves such a

@@ -6,7 +6,7 @@ input and the classical denoisers on the same noisy images.
 
 Each seed's folder holds the `convngc evaluate ... --trials 5` output (metrics.json: 5 trials = new z^L draws
 and new noise each) and the run's history; `classical/` is `convngc reproduce --rows cifar10/tv cifar10/nlm
-cifar10/bm3d --scale paper --trials 5` (the same noise draws: seeds 0-4, tested in tests/test_reproduce.py).
+cifar10/bm3d --scale paper --trials 5` (the same noise draws: seeds 0-4, tested in tests/app/test_reproduce.py).
 """
 import glob
 import json

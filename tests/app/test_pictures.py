@@ -22,22 +22,11 @@ from convngc import apply, checkpoint, cli, images, models, pictures
 from convngc.model import ConvNGC
 from ngc_ref.config import Config
 
+from helpers import REPO, cli_main, one_line
+
 FAST = ["--T", "2", "--no-progress", "--backend", "cpu"]
 # the API's notes and noise warnings are expected in most tests here; test_api_warns_* checks them
 pytestmark = pytest.mark.filterwarnings("ignore:.*(estimated noise std|replicated to RGB|smaller than the model):UserWarning")
-
-
-def _main(argv):
-    try:
-        return cli.main([str(a) for a in argv])
-    except SystemExit as e:
-        return e.code
-
-
-def _one_line(text):
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and "Traceback" not in text, text
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +89,7 @@ def test_each_format_depth_and_mode_comes_back_as_it_went_in(tmp_path, ckpt, ext
     if c in (2, 4):                                    # an alpha channel with structure, to see it kept exactly
         a[..., -1] = (np.arange(56)[None, :] * (np.iinfo(dtype).max // 60)).astype(dtype)
     src = _save(tmp_path / ("pic." + ext), a if (c > 1 or ext == "npy") else a[:, :, 0])
-    assert _main(["denoise", src, "--model", ckpt, "--out", tmp_path / "out", *FAST]) == 0
+    assert cli_main(["denoise", src, "--model", ckpt, "--out", tmp_path / "out", *FAST]) == 0
     out = tmp_path / "out" / ("pic." + ext)
     inp, res = images.read(src), images.read(out)
     assert (res.format, res.dtype, res.hw, res.channels) == (inp.format, inp.dtype, inp.hw, inp.channels)
@@ -119,7 +108,7 @@ def test_every_size_class(tmp_path, ckpt, hw):
     src = _save(tmp_path / "p.png", a)
     for task in ("denoise", "reconstruct"):
         out = tmp_path / task
-        assert _main([task, src, "--model", ckpt, "--out", out, *FAST]) == 0
+        assert cli_main([task, src, "--model", ckpt, "--out", out, *FAST]) == 0
         with Image.open(out / "p.png") as im:
             assert im.size == (hw[1], hw[0]) and im.mode == "RGB"
 
@@ -127,7 +116,7 @@ def test_every_size_class(tmp_path, ckpt, hw):
 def test_small_and_single_pixel_pictures_get_a_note(tmp_path, ckpt, capsys):
     _save(tmp_path / "one.png", _photo(1, 1))
     _save(tmp_path / "small.png", _photo(20, 30))
-    assert _main(["denoise", tmp_path / "one.png", tmp_path / "small.png", "--model", ckpt, "--out",
+    assert cli_main(["denoise", tmp_path / "one.png", tmp_path / "small.png", "--model", ckpt, "--out",
                   tmp_path / "o", *FAST]) == 0
     out = capsys.readouterr().out
     assert "single pixel" in out and "30x20 pixels, smaller than the model's 32x32 patches" in out
@@ -135,30 +124,30 @@ def test_small_and_single_pixel_pictures_get_a_note(tmp_path, ckpt, capsys):
 
 def test_grey_through_a_colour_model_and_colour_through_a_grey_model(tmp_path, ckpt, grey_ckpt, capsys):
     g = _save(tmp_path / "g.png", _photo(40, 50, 1)[:, :, 0])
-    assert _main(["reconstruct", g, "--model", ckpt, "--out", tmp_path / "a", *FAST]) == 0
+    assert cli_main(["reconstruct", g, "--model", ckpt, "--out", tmp_path / "a", *FAST]) == 0
     assert "replicated to RGB" in capsys.readouterr().out
     with Image.open(tmp_path / "a" / "g.png") as im:
         assert im.mode == "L"
     c = _save(tmp_path / "c.png", _photo(40, 50, 3))
-    assert _main(["reconstruct", c, "--model", grey_ckpt, "--out", tmp_path / "b", *FAST]) == 0
+    assert cli_main(["reconstruct", c, "--model", grey_ckpt, "--out", tmp_path / "b", *FAST]) == 0
     assert "each of R, G, B" in capsys.readouterr().out
     with Image.open(tmp_path / "b" / "c.png") as im:
         assert im.mode == "RGB"
-    assert _main(["reconstruct", g, "--model", grey_ckpt, "--out", tmp_path / "c", *FAST]) == 0
+    assert cli_main(["reconstruct", g, "--model", grey_ckpt, "--out", tmp_path / "c", *FAST]) == 0
     assert "replicated" not in capsys.readouterr().out
 
 
 def test_whole_and_tiles_write_the_same_file_for_a_picture_within_one_tile(tmp_path, ckpt):
     src = _save(tmp_path / "p.png", _photo(30, 20))
     for method in ("whole", "tiles"):
-        assert _main(["denoise", src, "--model", ckpt, "--method", method, "--out", tmp_path / method, *FAST]) == 0
+        assert cli_main(["denoise", src, "--model", ckpt, "--method", method, "--out", tmp_path / method, *FAST]) == 0
     assert (tmp_path / "whole" / "p.png").read_bytes() == (tmp_path / "tiles" / "p.png").read_bytes()
 
 
 # ------------------------------------------------------------------------------------------------ noise, references, pictures
 def test_add_noise_compare_and_numbers(tmp_path, ckpt, capsys):
     src = _save(tmp_path / "p.png", _photo(48, 64))
-    assert _main(["denoise", src, "--model", ckpt, "--add-noise", "0.1", "--seed", "3", "--compare", "--out",
+    assert cli_main(["denoise", src, "--model", ckpt, "--add-noise", "0.1", "--seed", "3", "--compare", "--out",
                   tmp_path / "o", *FAST]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert "output PSNR" in line and "input PSNR" in line and "SSIM" in line and "MSE" in line
@@ -179,7 +168,7 @@ def test_clean_reference_prints_both_numbers(tmp_path, ckpt, capsys):
     noisy = np.clip(clean / 255 + np.random.default_rng(0).normal(0, 0.1, clean.shape), 0, 1)
     _save(tmp_path / "clean.png", clean)
     _save(tmp_path / "noisy.png", (noisy * 255).round().astype(np.uint8))
-    assert _main(["denoise", tmp_path / "noisy.png", "--clean", tmp_path / "clean.png", "--model", ckpt, "--out",
+    assert cli_main(["denoise", tmp_path / "noisy.png", "--clean", tmp_path / "clean.png", "--model", ckpt, "--out",
                   tmp_path / "o", *FAST]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     psnr_in = pictures.quality(images.read(tmp_path / "noisy.png").pixels, clean / 255.0)["psnr"]
@@ -189,22 +178,22 @@ def test_clean_reference_prints_both_numbers(tmp_path, ckpt, capsys):
 def test_clean_of_another_size_is_refused(tmp_path, ckpt, capsys):
     _save(tmp_path / "a.png", _photo(40, 40))
     _save(tmp_path / "b.png", _photo(40, 41))
-    assert _main(["denoise", tmp_path / "a.png", "--clean", tmp_path / "b.png", "--model", ckpt, "--out",
+    assert cli_main(["denoise", tmp_path / "a.png", "--clean", tmp_path / "b.png", "--model", ckpt, "--out",
                   tmp_path / "o", *FAST]) == 2
-    assert "size" in _one_line(capsys.readouterr().err)
+    assert "size" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "o").exists()
 
 
 def test_noise_far_from_the_tuned_level_warns_in_one_line(tmp_path, ckpt, capsys):
     clean = _save(tmp_path / "clean.png", _photo(64, 64))
-    assert _main(["denoise", clean, "--model", ckpt, "--out", tmp_path / "a", *FAST]) == 0
+    assert cli_main(["denoise", clean, "--model", ckpt, "--out", tmp_path / "a", *FAST]) == 0
     out = capsys.readouterr().out
     warn = [ln for ln in out.splitlines() if ln.startswith("warning:")]
     assert len(warn) == 1 and "far from the 0.1" in warn[0] and "--sigma" in warn[0]
     # at the tuned level: no warning; --sigma sets the reading for the given level: no warning either
-    assert _main(["denoise", clean, "--model", ckpt, "--add-noise", "0.1", "--out", tmp_path / "b", *FAST]) == 0
+    assert cli_main(["denoise", clean, "--model", ckpt, "--add-noise", "0.1", "--out", tmp_path / "b", *FAST]) == 0
     assert "warning" not in capsys.readouterr().out
-    assert _main(["denoise", clean, "--model", ckpt, "--sigma", "0.01", "--out", tmp_path / "c", "--no-progress",
+    assert cli_main(["denoise", clean, "--model", ckpt, "--sigma", "0.01", "--out", tmp_path / "c", "--no-progress",
                   "--backend", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "warning" not in out and "set for noise std 0.01" in out and "pi0 1," in out
@@ -216,10 +205,10 @@ def test_a_folder_and_a_glob_one_bar_and_one_line_per_file(tmp_path, ckpt, capsy
     for k, ext in enumerate(("png", "jpg", "tif")):
         _save(d / ("p%d.%s" % (k, ext)), _photo(40 + 8 * k, 50, seed=k))
     (d / "readme.txt").write_text("not a picture")
-    assert _main(["reconstruct", d, "--model", ckpt, "--out", tmp_path / "o", *FAST]) == 0
+    assert cli_main(["reconstruct", d, "--model", ckpt, "--out", tmp_path / "o", *FAST]) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if " -> " in ln]
     assert len(lines) == 3 and sorted(os.listdir(tmp_path / "o")) == ["p0.png", "p1.jpg", "p2.tif"]
-    assert _main(["reconstruct", str(d / "*.png"), "--model", ckpt, "--out", tmp_path / "g", *FAST]) == 0
+    assert cli_main(["reconstruct", str(d / "*.png"), "--model", ckpt, "--out", tmp_path / "g", *FAST]) == 0
     assert os.listdir(tmp_path / "g") == ["p0.png"]
 
 
@@ -227,7 +216,7 @@ def test_progress_bar_counts_every_tile_of_every_picture(tmp_path, ckpt, capsys,
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)     # as on a terminal (the default draws bars there)
     for k in range(2):
         _save(tmp_path / ("p%d.png" % k), _photo(100, 150, seed=k))
-    assert _main(["denoise", tmp_path / "p0.png", tmp_path / "p1.png", "--model", ckpt, "--out", tmp_path / "o",
+    assert cli_main(["denoise", tmp_path / "p0.png", tmp_path / "p1.png", "--model", ckpt, "--out", tmp_path / "o",
                   "--T", "2", "--backend", "cpu"]) == 0
     err = capsys.readouterr().err
     n = 2 * apply.tile_grid((100, 150), 64, 16).n
@@ -238,14 +227,14 @@ def test_progress_bar_counts_every_tile_of_every_picture(tmp_path, ckpt, capsys,
 def test_the_shipped_name_resolves_through_models(tmp_path, ckpt, monkeypatch, capsys):
     src = _save(tmp_path / "p.png", _photo(40, 40))
     monkeypatch.setattr(models, "MODELS_DIR", str(tmp_path / "models"))
-    assert _main(["denoise", src, "--out", tmp_path / "o", *FAST]) == 2      # --model cifar10 by default
-    err = _one_line(capsys.readouterr().err)
+    assert cli_main(["denoise", src, "--out", tmp_path / "o", *FAST]) == 2      # --model cifar10 by default
+    err = one_line(capsys.readouterr().err)
     assert "no shipped model 'cifar10'" in err and "run folder" in err
     (tmp_path / "models" / "cifar10").mkdir(parents=True)
     dest = tmp_path / "models" / "cifar10" / "model.npz"
     dest.write_bytes(Path(ckpt).read_bytes())
     (tmp_path / "models" / "cifar10" / "model.json").write_text('{"sha256": "%s"}' % models.sha256(dest))
-    assert _main(["denoise", src, "--out", tmp_path / "o", *FAST]) == 0
+    assert cli_main(["denoise", src, "--out", tmp_path / "o", *FAST]) == 0
     assert (tmp_path / "o" / "p.png").is_file()
     y = convngc.denoise(_photo(40, 40), T=2)                                 # the API's default too
     assert y.shape == (40, 40, 3) and y.dtype == np.uint8
@@ -256,7 +245,7 @@ def test_a_run_folder_as_model(tmp_path, ckpt):
     run.mkdir()
     (run / "best.npz").write_bytes(Path(ckpt).read_bytes())
     src = _save(tmp_path / "p.png", _photo(40, 40))
-    assert _main(["reconstruct", src, "--model", run, "--out", tmp_path / "o", *FAST]) == 0
+    assert cli_main(["reconstruct", src, "--model", run, "--out", tmp_path / "o", *FAST]) == 0
 
 
 # ------------------------------------------------------------------------------------------------ the API
@@ -267,7 +256,7 @@ def test_api_three_lines(tmp_path, ckpt):
     r = convngc.reconstruct(src, model=ckpt, T=2)
     assert r.shape == (50, 70, 3)
     # the same as the command line's file
-    assert _main(["denoise", src, "--model", ckpt, "--out", tmp_path / "o", *FAST]) == 0
+    assert cli_main(["denoise", src, "--model", ckpt, "--out", tmp_path / "o", *FAST]) == 0
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o" / "p.png")), y)
 
 
@@ -329,10 +318,10 @@ def test_import_convngc_stays_light():
 
 # ------------------------------------------------------------------------------------------------ bad input, one line each
 def _bad(tmp_path, capsys, args, status=2):
-    rc = _main(args)
+    rc = cli_main(args)
     err = capsys.readouterr().err
     assert rc == status, err
-    return _one_line(err)
+    return one_line(err)
 
 
 def test_missing_unreadable_truncated_and_non_image_files(tmp_path, ckpt, capsys, monkeypatch):
@@ -356,7 +345,7 @@ def test_a_truncated_file_among_good_ones_fails_alone(tmp_path, ckpt, capsys):
     Image.fromarray(_photo(64, 64)).save(tmp_path / "a.jpg", quality=95)
     data = (tmp_path / "a.jpg").read_bytes()
     (tmp_path / "b.jpg").write_bytes(data[:len(data) // 2])
-    rc = _main(["denoise", tmp_path / "a.jpg", tmp_path / "b.jpg", "--model", ckpt, "--out", tmp_path / "o", *FAST])
+    rc = cli_main(["denoise", tmp_path / "a.jpg", tmp_path / "b.jpg", "--model", ckpt, "--out", tmp_path / "o", *FAST])
     err = capsys.readouterr().err
     assert rc == 2 and "b.jpg" in err and "truncated" in err and "Traceback" not in err
     assert os.listdir(tmp_path / "o") == ["a.jpg"]
@@ -373,7 +362,7 @@ def test_zero_size_and_unsupported_pictures(tmp_path, ckpt, capsys):
 def test_cmyk_and_palette_are_converted_with_a_note(tmp_path, ckpt, capsys):
     Image.fromarray(_photo(40, 40, 3)).convert("CMYK").save(tmp_path / "c.jpg")
     Image.fromarray(_photo(40, 40, 3)).convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "p.png")
-    assert _main(["denoise", tmp_path / "c.jpg", tmp_path / "p.png", "--model", ckpt, "--out", tmp_path / "o",
+    assert cli_main(["denoise", tmp_path / "c.jpg", tmp_path / "p.png", "--model", ckpt, "--out", tmp_path / "o",
                   *FAST]) == 0
     out = capsys.readouterr().out
     assert "note:" in out and "CMYK" in out and "palette" in out
@@ -407,7 +396,7 @@ def test_an_existing_output_is_never_overwritten_without_force(tmp_path, ckpt, c
     err = _bad(tmp_path, capsys, ["denoise", src, "--model", ckpt, "--out", tmp_path / "o", *FAST])
     assert "exists" in err and "--force" in err
     assert (tmp_path / "o" / "p.png").read_bytes() == b"mine"
-    assert _main(["denoise", src, "--model", ckpt, "--out", tmp_path / "o", "--force", *FAST]) == 0
+    assert cli_main(["denoise", src, "--model", ckpt, "--out", tmp_path / "o", "--force", *FAST]) == 0
     assert images.read(tmp_path / "o" / "p.png").hw == (40, 40)
 
 
@@ -471,7 +460,7 @@ def test_a_failed_write_leaves_no_partial_file(tmp_path, ckpt, capsys, monkeypat
 ])
 def test_bad_options_are_one_line_and_exit_2(tmp_path, ckpt, capsys, args, pattern):
     src = _save(tmp_path / "p.png", _photo(40, 40))
-    rc = _main(["denoise", src, "--model", ckpt, "--out", tmp_path / "o", *FAST, *args])
+    rc = cli_main(["denoise", src, "--model", ckpt, "--out", tmp_path / "o", *FAST, *args])
     err = capsys.readouterr().err
     assert rc == 2 and pattern in err, err
     assert not (tmp_path / "o").exists()
@@ -498,7 +487,7 @@ def test_the_readme_pictures_example_runs(tmp_path, ckpt, monkeypatch):
     """The README's second Python block (convngc.denoise / reconstruct on a file) runs as printed, with a small
     model standing in for the shipped cifar10."""
     import re
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     block = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "convngc.denoise(" in b][0]
     d = tmp_path / "models" / "cifar10"
     d.mkdir(parents=True)
@@ -524,8 +513,8 @@ def test_ctrl_c_says_what_was_written_and_leaves_no_partial_file(tmp_path, ckpt,
             raise KeyboardInterrupt
         return real(*a, **k)
     monkeypatch.setattr(pictures, "process", stop_on_second)
-    rc = _main(["denoise", *[tmp_path / ("p%d.png" % k) for k in range(3)], "--model", ckpt, "--out", tmp_path / "o",
+    rc = cli_main(["denoise", *[tmp_path / ("p%d.png" % k) for k in range(3)], "--model", ckpt, "--out", tmp_path / "o",
                 *FAST])
     assert rc == 130
-    assert "interrupted; 1 of 3 pictures were written, none in part" in _one_line(capsys.readouterr().err)
+    assert "interrupted; 1 of 3 pictures were written, none in part" in one_line(capsys.readouterr().err)
     assert os.listdir(tmp_path / "o") == ["p0.png"]

@@ -1,4 +1,4 @@
-// Test kernels for cuda_emu (tests/test_emu.py): block reductions, shuffles, atomics, barrier misuse.
+// Test kernels for cuda_emu (tests/cuda/test_emu.py): block reductions, shuffles, atomics, barrier misuse.
 #include "common_test.cuh"
 
 // block_sum_v1: out[blockIdx.x] = sum of x[i]^2 over the block's slice; tree reduction in static smem

@@ -5,6 +5,8 @@ import pytest
 
 from ngc_ref import fc
 
+from helpers import numgrad
+
 SMALL = dict(hidden=(5, 4, 6), image_shape=(2, 3, 2), T=8)          # 12 -> 6 -> 4 -> 5 units, float64
 
 
@@ -32,16 +34,6 @@ def F(z, p, cfg):
         return top + 0.5 * float(np.sum(e[0] * e[0]))
     x, q = z[0], zbar[0]
     return top - float(np.sum(x * np.log(q) + (1 - x) * np.log(1 - q)))
-
-
-def numgrad(f, arr, idx, h=1e-6):
-    old = arr[idx]
-    arr[idx] = old + h
-    fp = f()
-    arr[idx] = old - h
-    fm = f()
-    arr[idx] = old
-    return (fp - fm) / (2 * h)
 
 
 def probe(a):

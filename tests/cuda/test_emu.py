@@ -1,6 +1,6 @@
 """The kernel checks that need no GPU: the CPU emulator (cuda_emu) and the NVRTC compile check.
 
-Test kernels live in tests/emu_kernels/, several with a planted bug that a check must catch. g++ builds
+Test kernels live in tests/cuda/emu_kernels/, several with a planted bug that a check must catch. g++ builds
 are cached on disk ($CONVNGC_EMU_CACHE or ~/.cache/convngc/emu): a cold run spends ~10 s compiling, a
 warm one ~2 s in total.
 """
@@ -11,7 +11,7 @@ import pytest
 
 from cuda_emu import ORDERS, EmuModule, parse_kernels
 
-from tolerances import TOL, assert_close
+from tolerances import TOL, assert_close, reduction
 
 KDIR = Path(__file__).resolve().parent / "emu_kernels"
 
@@ -40,7 +40,8 @@ def test_block_reduction_matches_numpy_in_every_order(mod, rng, order):
     f = mod.get_function("block_sum_v1")
     f.order = order
     f((4,), (bs,), (x, out, np.int32(n)))
-    assert_close(out, block_sums(x, 4, bs), **TOL["reduction"], name="block sums (%s)" % order)
+    ref = block_sums(x, 4, bs)
+    assert_close(out, ref, **reduction(bs, ref), name="block sums (%s)" % order)
 
 
 def test_missing_barrier_is_caught_by_comparing_orders(mod, rng):
@@ -55,7 +56,7 @@ def test_missing_barrier_is_caught_by_comparing_orders(mod, rng):
         out = np.zeros(4, np.float32)
         f((4,), (bs,), (x, out, np.int32(n)))
         results[order] = out
-    wrong = [o for o, r in results.items() if not np.allclose(r, ref, **TOL["reduction"])]
+    wrong = [o for o, r in results.items() if not np.allclose(r, ref, **reduction(bs, ref))]
     assert wrong, "the racy reduction gave the right answer in every order"
     assert not all(np.array_equal(results["forward"], r) for r in results.values())
 
@@ -96,7 +97,8 @@ def test_float_atomic_add_across_blocks(mod, rng):
     x = rng.standard_normal(n).astype(np.float32)
     out = np.zeros(1, np.float32)
     mod.get_function("atomic_sum")((8,), (32, 4), (x, out, np.int32(n)))    # 2D blocks
-    assert_close(out[:1], x.astype(np.float64).sum(keepdims=True), **TOL["reduction"], name="atomic sum")
+    ref = x.astype(np.float64).sum(keepdims=True)
+    assert_close(out[:1], ref, **reduction(n, ref), name="atomic sum")
 
 
 @pytest.mark.parametrize("order", ORDERS)
@@ -109,7 +111,8 @@ def test_warp_shuffle_reduction(mod, rng, order):
     f((2,), (128,), (x, out, np.int32(n)))
     xp = np.zeros(256)
     xp[:n] = x
-    assert_close(out, xp.reshape(8, 32).sum(1), **TOL["reduction"], name="warp sums (%s)" % order)
+    ref = xp.reshape(8, 32).sum(1)
+    assert_close(out, ref, **reduction(32, ref), name="warp sums (%s)" % order)
 
 
 # ---- the "warp" order: one warp at a time --------------------------------------------------------
@@ -136,7 +139,7 @@ def test_a_warp_shuffle_is_not_a_block_barrier_in_warp_order(warp_mod, rng):
             if order in wrong_in:
                 assert np.isnan(y[:32]).all(), "%s, %s order: warp 0 did not read unwritten memory" % (kernel, order)
             else:
-                assert_close(y, ref, **TOL["reduction"], name="%s, %s order" % (kernel, order))
+                assert_close(y, ref, **reduction(33, ref), name="%s, %s order" % (kernel, order))
 
 
 def test_warp_order_keeps_warp_syncs_and_block_barriers(mod, rng):
@@ -148,7 +151,8 @@ def test_warp_order_keeps_warp_syncs_and_block_barriers(mod, rng):
     f((2,), (128,), (x, out, np.int32(200)))
     xp = np.zeros(256)
     xp[:200] = x
-    assert_close(out, xp.reshape(8, 32).sum(1), **TOL["reduction"], name="warp sums (warp order)")
+    ref = xp.reshape(8, 32).sum(1)
+    assert_close(out, ref, **reduction(32, ref), name="warp sums (warp order)")
     with pytest.raises(RuntimeError, match=r"exited while .* wait at __syncthreads\(\)"):
         g = mod.get_function("early_exit")
         g.order = "warp"

@@ -25,7 +25,7 @@ from convngc import data as D
 from convngc import download as DL
 from convngc.data import DataError
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, deny_access
 
 
 # ------------------------------------------------------------------------------------------------ helpers / fixtures
@@ -840,41 +840,11 @@ def test_cifar_pickle_calling_bytes_with_a_size_is_refused(tmp_path):
         D.load_cifar_batch(tmp_path / "b")
 
 
-def _deny(monkeypatch, inside=None, exact=None):
-    """Make the OS refuse access as it does to another user's files (mode 000): for root, who reads everything,
-    by refusing in os.stat / os.open what a non-root user would be refused. `inside`: every path below this
-    folder (the folder itself is mode 000); `exact`: opening this file (the file is mode 000)."""
-    import os
-    if inside is not None:
-        inside.chmod(0o000)
-    if exact is not None:
-        exact.chmod(0o000)
-    if os.geteuid() != 0:
-        return
-    real_stat, real_open = os.stat, os.open
-
-    def refused(p):
-        p = os.path.abspath(os.fspath(p))
-        return (inside is not None and p.startswith(str(inside) + os.sep)) or (exact is not None and p == str(exact))
-
-    def stat(p, *a, **k):
-        if inside is not None and refused(p) and os.path.abspath(os.fspath(p)) != str(exact):
-            raise PermissionError(13, "Permission denied", os.fspath(p))
-        return real_stat(p, *a, **k)
-
-    def open_(p, *a, **k):
-        if refused(p):
-            raise PermissionError(13, "Permission denied", os.fspath(p))
-        return real_open(p, *a, **k)
-    monkeypatch.setattr(os, "stat", stat)
-    monkeypatch.setattr(os, "open", open_)
-
-
 def test_an_unreadable_data_folder_is_a_read_failure(tmp_path, monkeypatch):
     """Case 27: a cifar10/ folder of another user (mode 000) was reported as 'cannot write ...npz'."""
     d = tmp_path / "cifar10"
     _npz(d / "cifar10_test.npz", x=np.full((4, 32, 32, 3), 99, np.uint8), y=np.zeros(4, np.uint8))
-    _deny(monkeypatch, inside=d)
+    deny_access(monkeypatch, inside=d)
     try:
         with pytest.raises(D.DataReadError, match=r"cannot read .*cifar10.*: Permission denied") as e:
             D.load_dataset("cifar10", "test", data_dir=tmp_path)
@@ -886,41 +856,12 @@ def test_an_unreadable_data_folder_is_a_read_failure(tmp_path, monkeypatch):
 def test_an_unreadable_cifar_batch_is_a_read_failure(tmp_path, cifar_folder, monkeypatch):
     """Case 28: data_batch_1 of another user (mode 000): 'cannot read <it>: Permission denied'."""
     f = cifar_folder / "data_batch_1"
-    _deny(monkeypatch, exact=f)
+    deny_access(monkeypatch, exact=f)
     try:
         with pytest.raises(D.DataReadError, match=r"cannot read .*data_batch_1: Permission denied"):
             D.load_dataset("cifar10", "train", data_dir=tmp_path)
     finally:
         f.chmod(0o644)
-
-
-@pytest.fixture
-def fifo(tmp_path):
-    """make_fifo(path): a named pipe at path. If the code under test blocks reading it, a writer opens it after
-    20 s so that the read ends: the test then fails on its assertions instead of hanging forever."""
-    import os
-    made, stop = [], threading.Event()
-
-    def unblock():
-        if stop.wait(20):
-            return
-        for _ in range(200):
-            for p in made:
-                try:
-                    os.close(os.open(p, os.O_WRONLY | os.O_NONBLOCK))    # releases a reader blocked in open()
-                except OSError:
-                    pass
-            if stop.wait(0.1):
-                return
-    threading.Thread(target=unblock, daemon=True).start()
-
-    def make(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.mkfifo(path)
-        made.append(path)
-        return path
-    yield make
-    stop.set()
 
 
 @pytest.mark.parametrize("where", ["cifar10/cifar10_test.npz", "cifar10/cifar-10-batches-py/test_batch",

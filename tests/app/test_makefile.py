@@ -6,11 +6,10 @@ import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
 
 
 def _make_n(tmp_path, target, **env):
@@ -58,6 +57,25 @@ def test_make_uses_the_active_virtualenv(tmp_path):
     out = _make_n(tmp_path, "run", VIRTUAL_ENV="/opt/venv")
     assert "-m venv" not in out and "/opt/venv/bin/python -m convngc.cli run" in out
     assert len(_notes(out)) == 1 and "/opt/venv" in _notes(out)[0]
+
+
+def test_make_test_fast_runs_the_reference_ring_and_the_conformance_suite(tmp_path):
+    """`make test-fast` (under a minute): the reference ring and every backend through the conformance suite,
+    leaving out what is marked slow; `make test` still runs every ring."""
+    out = _make_n(tmp_path, "test-fast")
+    assert '.venv/bin/python -m pytest -q tests/ref tests/conformance -m "not slow"' in out
+    assert ".venv/bin/python -m pytest -q tests\n" in _make_n(tmp_path, "test")
+
+
+def test_every_test_file_lives_in_a_ring():
+    """tests/ref (the reference against independent math), tests/cpu and tests/cuda (each backend against the
+    reference), tests/conformance (every backend's shared contract), tests/app (what a user touches); shared
+    code in tests/helpers.py, tests/tolerances.py and tests/conftest.py, nowhere else."""
+    rings = {"ref", "cpu", "cuda", "conformance", "app"}
+    files = sorted((REPO / "tests").rglob("test_*.py"))
+    assert len(files) > 30
+    outside = [str(f.relative_to(REPO)) for f in files if f.parent.parent != REPO / "tests" or f.parent.name not in rings]
+    assert not outside, "test files outside the rings %s: %s" % (sorted(rings), outside)
 
 
 def test_ci_runs_exactly_the_readme_test_command():

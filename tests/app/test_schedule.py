@@ -12,6 +12,8 @@ from convngc.model import ConvNGC, DivergenceError
 from ngc_ref import model as ref_model, ops
 from ngc_ref.config import Config
 
+from helpers import oscillating_settle
+
 TINY = dict(channels=(2, 3, 3), image_hw=(16, 16))
 
 
@@ -51,16 +53,7 @@ def test_gains_are_the_largest_eigenvalue_of_W_transpose_W():
 
 def test_settle_eigenvalue_matches_a_dense_eigendecomposition():
     """A linear step (leak 1) pushed past its edge: power iteration finds what np.linalg.eigvals finds."""
-    from test_study import _dense_jacobian
-    cfg = Config(channels=(2, 3, 2), image_hw=(4, 4), leak=1.0, w_std=1.0)
-    rng = np.random.default_rng(0)
-    params = ref_model.init_params(cfg, rng, np.float64)
-    params["W"] = [None] + [3.0 * w for w in params["W"][1:]]
-    x = rng.random((1, 2, 4, 4))
-    z = ref_model.settle(params, x, cfg, ref_model.draw_top(cfg, 1, np.random.default_rng(0), np.float64), T=0).z
-    eig = np.linalg.eigvals(_dense_jacobian(params, cfg, x, z))
-    want = eig.real[np.argmax(np.abs(eig - 1.0))]
-    assert want < -1.0
+    params, cfg, x, want = oscillating_settle()
     got, _ = stability.settle_eigenvalue(params, cfg, x, T=0, iters=400)
     assert abs(got - want) < 1e-3 * abs(want)
 

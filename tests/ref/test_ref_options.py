@@ -9,15 +9,9 @@ import pytest
 from ngc_ref import model
 from ngc_ref.config import Config
 
-from test_ref_model import F, numgrad, random_states
+from helpers import F, numgrad, params64, random_states
 
 SMALL = Config(channels=(3, 4, 2), image_hw=(8, 12), T=10)
-
-
-def params64(cfg, rng):
-    p = model.init_params(cfg, rng, np.float64)
-    p["b"] = [None] + [rng.standard_normal(b.shape) * 0.1 for b in p["b"][1:]]
-    return p
 
 
 def test_defaults_are_the_literal_reading():

@@ -1,10 +1,11 @@
 """The README's Python example runs as printed (so the documentation cannot rot)."""
 import contextlib
 import io
-import pathlib
 import re
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+from helpers import REPO
+
+README = REPO / "README.md"
 
 
 def test_readme_api_example_runs():

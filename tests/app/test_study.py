@@ -8,45 +8,16 @@ import pytest
 from convngc import checkpoint, data, train
 from convngc.experiments import study
 from convngc.model import ConvNGC
-from ngc_ref import model as ref_model
 from ngc_ref.config import Config
 
-
-def _dense_jacobian(params, cfg, x, z):
-    """Every column of one settling step's Jacobian w.r.t. the free states z^1..z^L, by central differences."""
-    sizes = [a.size for a in z[1:]]
-
-    def step(flat):
-        parts, k = [], 0
-        for a, n in zip(z[1:], sizes):
-            parts.append(flat[k:k + n].reshape(a.shape))
-            k += n
-        zz = [z[0]] + parts
-        _, e = ref_model.predictions_and_errors(zz, params, cfg)
-        return np.concatenate([a.ravel() for a in ref_model.correct(zz, e, params, cfg)[1:]])
-    flat = np.concatenate([a.ravel() for a in z[1:]])
-    h = 1e-6
-    J = np.empty((flat.size, flat.size))
-    for i in range(flat.size):
-        d = np.zeros_like(flat)
-        d[i] = h
-        J[:, i] = (step(flat + d) - step(flat - d)) / (2 * h)
-    return J
+from helpers import oscillating_settle
 
 
 def test_stability_eigenvalue_matches_a_dense_eigendecomposition():
     """A tiny model (leak 1, so the step is linear and its Jacobian does not depend on the state) with filters
     scaled up until the settling oscillates: the power iteration must find the most negative eigenvalue
     that np.linalg.eigvals finds in the dense Jacobian."""
-    cfg = Config(channels=(2, 3, 2), image_hw=(4, 4), leak=1.0, w_std=1.0)
-    rng = np.random.default_rng(0)
-    params = ref_model.init_params(cfg, rng, np.float64)
-    params["W"] = [None] + [3.0 * w for w in params["W"][1:]]
-    x = rng.random((1, 2, 4, 4))
-    z = ref_model.settle(params, x, cfg, ref_model.draw_top(cfg, 1, np.random.default_rng(0), np.float64), T=0).z
-    eig = np.linalg.eigvals(_dense_jacobian(params, cfg, x, z))
-    want = eig.real[np.argmax(np.abs(eig - 1.0))]        # the eigenvalue furthest from 1: what J - I's power finds
-    assert want < -1.0, "the test case must oscillate (most negative eigenvalue %.3f)" % want
+    params, cfg, x, want = oscillating_settle()
     got, share = study.stability(params, cfg, x, T=0, iters=400)
     assert abs(got - want) < 1e-3 * abs(want), (got, want)
     assert abs(sum(share) - 1.0) < 1e-12 and len(share) == cfg.L

@@ -9,6 +9,8 @@ from scipy import ndimage
 from ngc_ref import model, optim, residual
 from ngc_ref.config import Config
 
+from helpers import numgrad
+
 SMALL = Config(channels=(3, 4, 2), image_hw=(8, 12), T=6)          # 2x3 -> 4x6 -> 8x12
 
 
@@ -77,16 +79,6 @@ def test_maxpool_is_scipy_maximum_filter():
 
 def F(z, p, cfg):
     return float(model.energy(residual.predictions_and_errors(z, p, cfg)[1]).sum())
-
-
-def numgrad(f, arr, idx, h=1e-6):
-    old = arr[idx]
-    arr[idx] = old + h
-    fp = f()
-    arr[idx] = old - h
-    fm = f()
-    arr[idx] = old
-    return (fp - fm) / (2 * h)
 
 
 def test_output_transform_and_skip_updates_are_minus_the_gradient():

@@ -1,6 +1,7 @@
-"""One validation for every backend (ngc_ref.checks): the same bad input gets the same clear error from the
-numpy reference, the cpu backend and the CUDA kernels (emulated: ngc_cuda checks before any launch, so the
-GPU backend answers the same), before any work."""
+"""One validation for every backend (ngc_ref.checks): the same bad input gets the same clear error from every
+backend of the registry (conftest's `backend`: the numpy reference, the cpu backend, the CUDA kernels emulated
+and on a GPU: ngc_cuda checks before any launch), before any work. Part of the conformance suite with
+test_conformance.py."""
 import numpy as np
 import pytest
 
@@ -10,7 +11,6 @@ from ngc_ref import model as ref_model
 from ngc_ref.config import Config
 
 CFG = Config(channels=(4, 5, 3), image_hw=(8, 12), T=2)
-SETTLES = {"numpy": ref_model.settle, "cpu": cpu_model.settle, "cuda-emu": cuda_model.settle}
 
 
 def good(B=2, dtype=np.float32):
@@ -65,22 +65,20 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("backend", list(SETTLES))
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_gets_the_same_clear_error(backend, case):
     break_it, err, msg = CASES[case]
     params, x, z_top = break_it(*good())
     with pytest.raises(err, match="^settle: " + msg):
-        SETTLES[backend](params, x, CFG, z_top)
+        backend.settle(backend.put(params), backend.put(x), CFG, backend.put(z_top))
 
 
-@pytest.mark.parametrize("backend", list(SETTLES))
 @pytest.mark.parametrize("T,err,msg", [(2.5, TypeError, "a whole number"), (True, TypeError, "a whole number"),
                                        (-1, ValueError, ">= 0")])
 def test_bad_step_count(backend, T, err, msg):
     params, x, z_top = good()
     with pytest.raises(err, match="settle: T must be " + msg):
-        SETTLES[backend](params, x, CFG, z_top, T=T)
+        backend.settle(backend.put(params), backend.put(x), CFG, backend.put(z_top), T=T)
 
 
 def test_dtypes_each_backend_computes_in():
@@ -98,17 +96,15 @@ def test_dtypes_each_backend_computes_in():
             cuda_model.settle(params, x, CFG, z_top)
 
 
-@pytest.mark.parametrize("backend", list(SETTLES))
 def test_a_missing_E_key_means_E_is_W(backend):
     """'E' is optional: without it (or None) the error filters are W itself, the paper's setting."""
-    params, x, z_top = good()
-    with_none = SETTLES[backend](params, x, CFG, z_top)
+    params, x, z_top = backend.put(good())
+    with_none = backend.settle(params, x, CFG, z_top)
     del params["E"]
-    np.testing.assert_array_equal(SETTLES[backend](params, x, CFG, z_top).z[1], with_none.z[1])
+    np.testing.assert_array_equal(backend.get(backend.settle(params, x, CFG, z_top).z[1]), backend.get(with_none.z[1]))
 
 
 # ---- ConvNGC: every array checked once per settle (each check on a GPU is a synchronisation) ----------------
-@pytest.mark.parametrize("backend", list(SETTLES))
 def test_convngc_tests_the_arrays_for_nan_once_per_settle(backend, monkeypatch):
     """ConvNGC.settle checks its batch (one min and one max answer NaN/Inf and the pixel range) and leaves the
     parameters and z_top to the backend's settle, which tests all its arrays in one pass (first_nonfinite: one
@@ -118,7 +114,7 @@ def test_convngc_tests_the_arrays_for_nan_once_per_settle(backend, monkeypatch):
     calls = []
     real = checks.first_nonfinite
     monkeypatch.setattr(checks, "first_nonfinite", lambda named: calls.append(len(named)) or real(named))
-    model = ConvNGC(CFG, backend, seed=0)
+    model = ConvNGC(CFG, backend.name, seed=0)
     calls.clear()
     x = good()[1]
     model.settle(x)
@@ -128,12 +124,11 @@ def test_convngc_tests_the_arrays_for_nan_once_per_settle(backend, monkeypatch):
     assert calls == [2 * CFG.L + 2, 2 * CFG.L]
 
 
-@pytest.mark.parametrize("backend", list(SETTLES))
 def test_convngc_names_nan_in_its_parameters_or_top_state(backend):
     """The backend's check finds it; ConvNGC names it as before: a DivergenceError for a parameter that was
     broken before settling, a ValueError for a given z_top."""
     from convngc.model import ConvNGC, DivergenceError
-    model = ConvNGC(CFG, backend, seed=0)
+    model = ConvNGC(CFG, backend.name, seed=0)
     x = good()[1]
     z_top = np.full((2, 4, 2, 3), np.inf, np.float32)
     with pytest.raises(ValueError, match=r"^z_top contains Inf$"):

@@ -1,4 +1,4 @@
-// Test kernels for cuda_emu's "warp" order (tests/test_emu.py): a missing __syncthreads() that a warp
+// Test kernels for cuda_emu's "warp" order (tests/cuda/test_emu.py): a missing __syncthreads() that a warp
 // shuffle hides from the orders that run every thread to its next synchronisation point.
 
 // neighbour_warp_sum_v1: y[t] = (sum of x over t's warp, by shuffles) + x[(t + 32) % n], a value of the

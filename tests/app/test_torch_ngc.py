@@ -5,7 +5,6 @@ padding (explicit F.pad, not padding=1/output_padding=1), settling, filter updat
 checked here against the reference on small awkward shapes.
 """
 import importlib.util
-import pathlib
 
 import numpy as np
 import pytest
@@ -13,13 +12,14 @@ import pytest
 from ngc_ref import model, ops, optim
 from ngc_ref.config import Config
 
+from helpers import REPO
 from tolerances import TOL
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch); the baseline of "
                                             "bench/gpu_bench.py is untested, which is NOT a pass")
 
 _spec = importlib.util.spec_from_file_location(
-    "torch_ngc", pathlib.Path(__file__).resolve().parents[1] / "bench" / "torch_ngc.py")
+    "torch_ngc", REPO / "bench" / "torch_ngc.py")
 tn = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tn)
 

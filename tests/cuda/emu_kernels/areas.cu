@@ -1,4 +1,4 @@
-// Test kernel for cuda_emu's guard zones (tests/test_emu.py): dynamic shared memory split into two named
+// Test kernel for cuda_emu's guard zones (tests/cuda/test_emu.py): dynamic shared memory split into two named
 // areas, `a` and `b` (n floats each), with `gap` unused floats after each.
 #ifndef CUDA_EMU_SHARED_AREA                       // only the emulator checks areas (kernels/common.cuh does the same)
 #define CUDA_EMU_SHARED_AREA(name, ptr, count) ((void)0)

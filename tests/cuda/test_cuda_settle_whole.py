@@ -20,6 +20,7 @@ from ngc_cuda import launch, model as cuda_model, settle_whole as sw
 from ngc_cuda.backend import available, device
 from ngc_cuda.defines import SMEM_GUARD_FLOATS
 
+from helpers import tree64
 from tolerances import TOL, assert_close
 
 GPU = available()
@@ -51,10 +52,6 @@ def make_problem(cfg, B, seed, learn_E=False, bias=True):
     return p, x, z_top
 
 
-def upcast(p):
-    return {k: None if v is None else [None if a is None else a.astype(np.float64) for a in v] for k, v in p.items()}
-
-
 def run_kernel(p, x, cfg, z_top, T=None, order="forward", sanitize=False, **kw):
     """settle_whole on the GPU (CuPy arrays) when there is one, else emulated in `order`; NumPy results."""
     T = cfg.T if T is None else T
@@ -74,7 +71,7 @@ def run_kernel(p, x, cfg, z_top, T=None, order="forward", sanitize=False, **kw):
 def check_against_ref(cfg, B=2, seed=0, T=None, clamp="always", learn_E=False, **kw):
     p, x, z_top = make_problem(cfg, B, seed, learn_E)
     out = run_kernel(p, x, cfg, z_top, T=T, clamp=clamp, **kw)
-    ref = model.settle(upcast(p), x.astype(np.float64), cfg, z_top.astype(np.float64), T=T, clamp=clamp)
+    ref = model.settle(tree64(p), x.astype(np.float64), cfg, z_top.astype(np.float64), T=T, clamp=clamp)
     T = cfg.T if T is None else T
     assert out.energy.shape == (T + 1, B) and out.energy.dtype == np.float32
     assert_close(out.energy[0], ref.energy[0], name="energy before step 1", **TOL["step"])
@@ -142,7 +139,7 @@ def test_settle_whole_options_in_every_thread_order(cfg, option, order):
     out, ref, x = check_against_ref(cfg, B=2, seed=11, T=12, clamp=clamp, learn_E=learn_E, order=order, threads=96)
     if not cfg.gamma_bottom:                      # the flag matters: the other reading ends elsewhere
         p, _, z_top = make_problem(cfg, 2, 11, learn_E)
-        leaky = model.settle(upcast(p), x.astype(np.float64), dataclasses.replace(cfg, gamma_bottom=True),
+        leaky = model.settle(tree64(p), x.astype(np.float64), dataclasses.replace(cfg, gamma_bottom=True),
                              z_top.astype(np.float64), T=12, clamp=clamp)
         with pytest.raises(AssertionError):
             assert_close(out.z[0], leaky.z[0], **TOL["settled"], name="z^0 against the leaky reading")
@@ -219,7 +216,7 @@ def test_too_big_config_does_not_fit_and_says_why():
 
 def test_rejects_float64_and_wrong_shapes():
     """The entry (model.settle) checks the inputs of either path before any kernel sees them, with the errors
-    of every backend (ngc_ref.checks; tests/test_checks.py runs each case on every backend)."""
+    of every backend (ngc_ref.checks; tests/conformance/test_checks.py runs each case on every backend)."""
     cfg = AWKWARD
     p, x, z_top = make_problem(cfg, 2, 0)
 
@@ -228,7 +225,7 @@ def test_rejects_float64_and_wrong_shapes():
     with pytest.raises(TypeError, match="^settle: x is float64 but the parameters are float32"):
         settle(p, x.astype(np.float64), z_top)
     with pytest.raises(TypeError, match=r"^settle: params\[.W.\]\[1\] has dtype float64; this backend computes in"):
-        settle(upcast(p), x, z_top)
+        settle(tree64(p), x, z_top)
     with pytest.raises(ValueError, match="^settle: z_top has shape"):
         settle(p, x, z_top[:, :1])
     with pytest.raises(ValueError, match="^settle: x has shape"):
@@ -333,7 +330,7 @@ def test_planted_write_past_the_biases_is_reported_by_area(monkeypatch, learn_E,
     """The extra float changes no result: with E = W^T nothing is stored after the biases, and with
     learnable E the load of E may land after it on a GPU. So only the guard zone after 'b' sees it, and the
     emulator names the area that overflowed. (ASan reports the same write by line: the guard zones are
-    poisoned in the sanitizer build, tests/test_emu.py shows it on a small kernel.)"""
+    poisoned in the sanitizer build, tests/cuda/test_emu.py shows it on a small kernel.)"""
     _mutant(monkeypatch, *BIAS_OVERRUN)
     after = "between 'b' and 'E'" if learn_E else "after 'b', the last area,"
     with pytest.raises(RuntimeError, match="guard zone %s was written" % after):

@@ -5,42 +5,10 @@ import pytest
 from ngc_ref import model, optim
 from ngc_ref.config import Config
 
-from tolerances import TOL, central_difference_atol
+from helpers import H, F, numgrad, params64, random_states
+from tolerances import TOL, assert_adam_close, assert_close, central_difference_atol
 
 SMALL = dict(channels=(3, 4, 2), image_hw=(8, 12), T=10)       # 2x3 -> 4x6 -> 8x12, fast in float64
-
-
-def random_states(cfg, B, rng, away_from_zero=False):
-    z = [rng.standard_normal((B, c) + cfg.map_hw(l)) for l, c in enumerate(cfg.layer_channels)]
-    if away_from_zero:      # keep leaky-ReLU kinks out of the finite-difference stencil
-        z = [np.where(np.abs(a) < 0.05, np.sign(a) * 0.05 + a, a) for a in z]
-    return z
-
-
-def params64(cfg, rng, learn_E=False):
-    p = model.init_params(cfg, rng, np.float64)
-    p["b"] = [None] + [rng.standard_normal(b.shape) * 0.1 for b in p["b"][1:]]
-    if learn_E:
-        p["E"] = [None] + [rng.standard_normal(w.shape) * 0.1 for w in p["W"][1:]]
-    return p
-
-
-def F(z, p, cfg):
-    """Total energy of the batch, Eq. 3 (positive): 1/2 sum_l ||e^l||^2."""
-    return float(model.energy(model.predictions_and_errors(z, p, cfg)[1]).sum())
-
-
-H = 1e-6                                                         # central-difference step
-
-
-def numgrad(f, arr, idx, h=H):
-    old = arr[idx]
-    arr[idx] = old + h
-    fp = f()
-    arr[idx] = old - h
-    fm = f()
-    arr[idx] = old
-    return (fp - fm) / (2 * h)
 
 
 @pytest.mark.parametrize("leak,pcn", [(1.0, False), (0.2, True)])
@@ -191,6 +159,28 @@ def test_kernel_norm_projection():
                                w / np.linalg.norm(w, axis=(2, 3), keepdims=True))      # directions kept
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "normalized"])
+def test_a_step_projects_learnable_E_as_it_projects_W(optimizer):
+    """Sec. 3.2: after every update each K x K kernel of the filters is projected into the ball of radius
+    max_kernel_norm; the error filters E, when learnable, are filters too (Eq. 2 carries the error up through
+    them, unbounded they grow the correction). A kernel already inside the ball moves as the optimiser says."""
+    cfg = Config(learn_E=True, optimizer=optimizer, **SMALL)
+    rng = np.random.default_rng(10)
+    p = params64(cfg, rng, learn_E=True)
+    p["E"] = [None] + [5.0 * e for e in p["E"][1:]]            # N(0, 0.5) taps: kernels of norm ~1.5
+    p["E"][1][0, 0] *= 0.1                                      # and one well inside
+    assert max(np.sqrt((e ** 2).sum(axis=(2, 3))).max() for e in p["E"][1:]) > 1.5
+    inside = p["E"][1][0, 0].copy()
+    d = {k: [None] + [rng.standard_normal(a.shape) * 0.01 for a in p[k][1:]] for k in ("W", "b", "E")}
+    optim.step(p, d, optim.init_state(p), cfg)
+    for key in ("W", "E"):
+        for l in range(1, cfg.L + 1):
+            norms = np.sqrt((p[key][l] ** 2).sum(axis=(2, 3)))
+            assert norms.max() <= cfg.max_kernel_norm * (1 + 1e-12), "%s[%d]: a kernel of norm %.4f" % (key, l, norms.max())
+    moved = np.linalg.norm(p["E"][1][0, 0] - inside)            # by the optimiser only: at most lr per tap
+    assert 0 < moved <= 3 * cfg.lr * (1 + 1e-9)
+
+
 def test_adam_matches_the_formula():
     cfg = Config()
     p = {"W": [None, np.array([[[[0.5]]]])], "b": [None, np.zeros(1)], "E": None}
@@ -199,6 +189,33 @@ def test_adam_matches_the_formula():
     optim.step(p, d, st, cfg)
     # first bias-corrected Adam step moves by lr * sign(-grad) = +lr (gradient is -dW)
     assert p["W"][1][0, 0, 0, 0] == pytest.approx(0.5 + cfg.lr * 2.0 / (2.0 + cfg.adam_eps))
+
+
+def test_adams_first_step_makes_a_rounding_difference_visible():
+    """Why filters after an Adam step are compared with tolerances.assert_adam_close, not assert_close: the first
+    step is lr g / (|g| + eps) with eps = 1e-8, so two gradients a rounding apart on either side of zero step
+    2 lr apart, far outside the filters' tolerance, while the same rounding of a gradient far from zero changes
+    nothing visible. assert_adam_close holds the near-zero entry to Adam's bound on a step and every other
+    entry to the tolerance, so a wrong step anywhere else still fails."""
+    cfg = Config()
+    grads = {"ref": np.array([3e-6, -2.0, 0.5]), "other": np.array([-3e-6, -2.0 + 1e-6, 0.5 - 1e-6])}
+    after = {}
+    for side, g in grads.items():
+        p = {"W": [None, np.full((1, 1, 1, 3), 0.5)], "b": [None, np.zeros(1)], "E": None}
+        st = optim.init_state(p)
+        optim.step(p, {"W": [None, -g.reshape(1, 1, 1, 3)], "b": [None, np.zeros(1)], "E": None}, st, cfg)
+        after[side] = p["W"][1], st["v"]["W"][1]              # (the displacement is minus the gradient)
+    (w, _), (w_ref, v_ref) = after["other"], after["ref"]
+    assert abs(w[0, 0, 0, 0] - w_ref[0, 0, 0, 0]) == pytest.approx(2 * cfg.lr, rel=1e-2)
+    assert np.abs(w - w_ref)[0, 0, 0, 1:].max() < 1e-12
+    with pytest.raises(AssertionError, match="1 of 3 values differ"):
+        assert_close(w, w_ref, **TOL["settled"], name="W after the step")
+    floor = 1e-5                                               # how far the two gradients may differ
+    assert_adam_close(w, w_ref, v_ref, 1, cfg, floor, **TOL["settled"], name="W after the step")
+    wrong = w.copy()
+    wrong[0, 0, 0, 2] -= 2 * cfg.lr                           # a step the wrong way on a gradient far from zero
+    with pytest.raises(AssertionError, match="gradient above"):
+        assert_adam_close(wrong, w_ref, v_ref, 1, cfg, floor, **TOL["settled"], name="W after a wrong step")
 
 
 def test_paper_configuration():
@@ -212,6 +229,26 @@ def test_paper_configuration():
     assert abs(w.std() - 0.1) < 0.005 and abs(w.mean()) < 0.005  # N(0, 0.1)
     assert Config(learn_E=True).learn_E and sum(a.size for a in model.init_params(
         Config(learn_E=True), np.random.default_rng(0))["E"][1:]) == 9225          # 18,450 with E
+
+
+@pytest.mark.parametrize("mu_z,sigma_z", [(0.5, 0.05), (5.0, 0.3), (-2.0, 1.0)], ids=["appendix-B", "sec-3.1", "negative"])
+def test_the_top_state_is_drawn_from_N_mu_z_sigma_z(mu_z, sigma_z):
+    """Algorithm 1 line 4: z^L ~ N(mu_z, sigma_z), each element independently, of z^L's shape, in the dtype asked
+    for; the same generator state gives the same draw (every backend starts from the host's numbers). 80,000
+    elements: their mean within 5 standard errors of mu_z, their std within 5 of sigma_z, and about 68% within
+    one sigma_z of mu_z."""
+    cfg = Config(mu_z=mu_z, sigma_z=sigma_z)
+    B = 2000
+    z = model.draw_top(cfg, B, np.random.default_rng(11))
+    assert z.shape == (B, 10, 2, 2) and z.dtype == np.float32
+    assert model.draw_top(cfg, 3, np.random.default_rng(0), np.float64).dtype == np.float64
+    v, n = z.astype(np.float64).ravel(), z.size
+    assert abs(v.mean() - mu_z) < 5 * sigma_z / np.sqrt(n), "mean %.5f, mu_z %g" % (v.mean(), mu_z)
+    assert abs(v.std() - sigma_z) < 5 * sigma_z / np.sqrt(2 * n), "std %.5f, sigma_z %g" % (v.std(), sigma_z)
+    assert abs(np.mean(np.abs(v - mu_z) < sigma_z) - 0.6827) < 0.01
+    per_map = z.astype(np.float64).mean(axis=(0, 2, 3))                   # no map drawn apart from the others
+    assert np.all(np.abs(per_map - mu_z) < 5 * sigma_z / np.sqrt(n / 10))
+    np.testing.assert_array_equal(model.draw_top(cfg, B, np.random.default_rng(11)), z)
 
 
 def test_denoising_mode_lets_the_bottom_evolve():

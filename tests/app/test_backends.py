@@ -12,6 +12,7 @@ from convngc.backends import default as default_backend
 from convngc.model import ConvNGC
 from ngc_ref.config import Config
 
+from helpers import assert_adam_params_close, tree64
 from tolerances import TOL, assert_close
 
 
@@ -26,11 +27,12 @@ def test_numpy_cpu_and_cuda_emu_agree_through_convngc(x):
     cfg = Config(T=4)
     models = {name: ConvNGC(cfg, name, seed=5) for name in ("numpy", "cpu", "cuda-emu")}
     energies = {name: [m.learn(x) for _ in range(2)] for name, m in models.items()}
+    ref = models["numpy"]
     for name in ("cpu", "cuda-emu"):
         assert energies[name] == pytest.approx(energies["numpy"], rel=1e-4), name
-        for key in ("W", "b"):
-            for a, b in zip(models[name].host_params()[key][1:], models["numpy"].host_params()[key][1:]):
-                assert_close(a, b, **TOL["reduction"], name="%s %s after two steps" % (name, key))
+        # each backend steps on its own float32 gradients: Adam's eps makes a near-zero one's rounding visible
+        assert_adam_params_close(models[name].host_params(), ref.host_params(), ref.host_opt_state()["v"], 2, cfg,
+                                 len(x), TOL["adam-steps"], "%s after two steps" % name)
     outs = {}
     for name, m in models.items():
         m.rng = np.random.default_rng(9)                       # the same z^L draw for every backend
@@ -49,7 +51,9 @@ def test_every_backend_takes_every_option(backend, x):
     for key in ("W", "b", "E"):
         for a, b in zip(other.host_params()[key][1:], ref.host_params()[key][1:]):
             assert a.shape == b.shape and (key != "b" or a.ndim == 3)
-            assert_close(a, b, **TOL["settled"], name="%s %s after a mean-reduced step" % (backend, key))
+    # one Adam step on each backend's own gradients: a near-zero one's rounding is visible (assert_adam_close)
+    assert_adam_params_close(other.host_params(), ref.host_params(), ref.host_opt_state()["v"], 1, cfg, len(x),
+                             TOL["settled"], "%s after a mean-reduced step" % backend)
     ref.rng, other.rng = np.random.default_rng(3), np.random.default_rng(3)
     assert_close(other.denoise(x), ref.denoise(x), **TOL["settled"], name="%s denoised image" % backend)
 
@@ -83,8 +87,7 @@ def test_precision_weighted_settle_matches_the_reference(backend, pcn, learn_E, 
     a = ref_model.settle(p, noisy, cfg, z_top, pi0=0.1).zbar[0]
     assert np.abs(a - ref_model.settle(p, noisy, cfg, z_top).zbar[0]).max() > 1e-3     # pi0 changes the output
     if backend == "cpu":
-        p64 = {k: None if v is None else [None if w is None else w.astype(np.float64) for w in v] for k, v in p.items()}
-        args = (p64, noisy.astype(np.float64), cfg, z_top.astype(np.float64))
+        args = (tree64(p), noisy.astype(np.float64), cfg, z_top.astype(np.float64))
         want, got = ref_model.settle(*args, pi0=0.1), cpu_model.settle(*args, pi0=0.1)
         for l in range(cfg.L + 1):
             assert_close(got.z[l], want.z[l], rtol=1e-12, atol=1e-13, name="cpu float64 pi0 z[%d]" % l)

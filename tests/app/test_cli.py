@@ -22,28 +22,9 @@ from PIL import Image
 from convngc import checkpoint, cli, data, rundir, train
 from convngc.model import ConvNGC
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = ["--dataset", "embedded", "--limit", "20", "--val-limit", "4", "--batch-size", "10", "--T", "2",
-        "--epochs", "1", "--seed", "1", "--no-progress", "--backend", "numpy"]
+from helpers import REPO, TINY_TRAIN, cli_main, cli_train, deny_access, edit_header, one_line, set_meta
+
 EVAL = ["--limit", "6", "--trials", "1", "--tasks", "reconstruction", "--no-progress"]
-
-
-def _main(argv):
-    """cli.main's exit status, whether it returns it or argparse raises it."""
-    try:
-        return cli.main([str(a) for a in argv])
-    except SystemExit as e:
-        return e.code
-
-
-def _train(out, *extra):
-    assert _main(["train", *TINY, "--out", out, *extra]) == 0
-
-
-def _one_line(text):
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and "Traceback" not in text, text
-    return lines[0]
 
 
 def _popen(args, cwd):
@@ -56,11 +37,11 @@ def test_two_trainings_on_one_out_exactly_one_proceeds(tmp_path):
     """Two processes started together with the same --out: one trains, the other stops with a clear error, and
     the folder holds one run only (its config.json and its checkpoint come from the same process)."""
     run = tmp_path / "run"
-    procs = [_popen(["train", *TINY, "--seed", seed, "--out", run], tmp_path) for seed in (1, 2)]
+    procs = [_popen(["train", *TINY_TRAIN, "--seed", seed, "--out", run], tmp_path) for seed in (1, 2)]
     outs = [p.communicate(timeout=600) for p in procs]
     rcs = [p.returncode for p in procs]
     assert sorted(rcs) == [0, 2], (rcs, outs)
-    loser = _one_line(outs[rcs.index(2)][1])
+    loser = one_line(outs[rcs.index(2)][1])
     assert re.search(r"in use by another convngc process|already holds a run", loser), loser
     seed = (1, 2)[rcs.index(0)]
     assert json.loads((run / "config.json").read_text())["run"]["seed"] == seed
@@ -71,7 +52,7 @@ def test_default_run_folders_are_unique_within_one_second(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20250101-000000")
     for _ in range(2):
-        assert _main(["train", *TINY]) == 0
+        assert cli_main(["train", *TINY_TRAIN]) == 0
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert len(runs) == 2 and all(r.startswith("embedded-20250101-000000") for r in runs), runs
 
@@ -83,40 +64,40 @@ def test_ctrl_c_before_the_first_checkpoint_can_be_resumed(tmp_path, monkeypatch
     def interrupted(self, x, T=None):
         raise KeyboardInterrupt
     monkeypatch.setattr(ConvNGC, "learn", interrupted)
-    assert _main(["train", *TINY, "--out", run]) == 130
-    err = _one_line(capsys.readouterr().err)
+    assert cli_main(["train", *TINY_TRAIN, "--out", run]) == 130
+    err = one_line(capsys.readouterr().err)
     assert "intact" not in err and "--resume" in err and "epoch 0" in err, err
     assert not (run / "checkpoint.npz").exists()
 
     monkeypatch.setattr(ConvNGC, "learn", learn)
-    assert _main(["train", "--resume", run, "--no-progress"]) == 0         # starts again from epoch 0
+    assert cli_main(["train", "--resume", run, "--no-progress"]) == 0         # starts again from epoch 0
     assert checkpoint.load(run / "checkpoint.npz")[3]["epoch"] == 1
     assert json.loads((run / "config.json").read_text())["model"]["T"] == 2
 
 
 def test_ctrl_c_after_a_checkpoint_names_it(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
-    _train(run)
+    assert cli_train(run) == 0
 
     def interrupted(self, x, T=None):
         raise KeyboardInterrupt
     monkeypatch.setattr(ConvNGC, "learn", interrupted)
-    assert _main(["train", "--resume", run, "--epochs", "2", "--no-progress"]) == 130
-    err = _one_line(capsys.readouterr().err)
+    assert cli_main(["train", "--resume", run, "--epochs", "2", "--no-progress"]) == 130
+    err = one_line(capsys.readouterr().err)
     assert "epoch 1" in err and "intact" in err and "--resume" in err, err
 
 
 def test_evaluate_records_its_checkpoint_and_data_and_never_mixes_runs(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
-    _train(a)
-    _train(b, "--seed", "2")
+    assert cli_train(a) == 0
+    assert cli_train(b, "--seed", "2") == 0
     before = {p.name: p.read_bytes() for p in b.iterdir()}
-    assert _main(["evaluate", a, "--out", b, *EVAL]) == 2
-    assert "holds another run" in _one_line(capsys.readouterr().err)
+    assert cli_main(["evaluate", a, "--out", b, *EVAL]) == 2
+    assert "holds another run" in one_line(capsys.readouterr().err)
     assert {p.name: p.read_bytes() for p in b.iterdir()} == before
 
     out = tmp_path / "eval-a"
-    assert _main(["evaluate", a, "--out", out, *EVAL]) == 0
+    assert cli_main(["evaluate", a, "--out", out, *EVAL]) == 0
     m = json.loads((out / "metrics.json").read_text())
     ck = m["checkpoint"]                       # a run folder is evaluated at its best epoch (best.npz)
     assert ck["path"] == str((a / "best.npz").resolve()) and ck["epoch"] == 1
@@ -127,32 +108,32 @@ def test_evaluate_records_its_checkpoint_and_data_and_never_mixes_runs(tmp_path,
 
 def test_resume_refuses_options_that_would_change_the_run(tmp_path, capsys):
     run = tmp_path / "run"
-    _train(run)
+    assert cli_train(run) == 0
     before = (run / "checkpoint.npz").read_bytes()
     for extra, name in [(["--T", "50"], "--T"), (["--lr", "5"], "--lr"), (["--channels", "5,3"], "--channels"),
                         (["--dataset", "cifar10"], "--dataset"), (["--batch-size", "7"], "--batch-size"),
                         (["--set", "beta=0.2"], "beta"), (["--seed", "9"], "--seed"), (["--limit", "5"], "--limit")]:
-        assert _main(["train", "--resume", run, "--epochs", "2", "--no-progress", *extra]) == 2, extra
-        err = _one_line(capsys.readouterr().err)
+        assert cli_main(["train", "--resume", run, "--epochs", "2", "--no-progress", *extra]) == 2, extra
+        err = one_line(capsys.readouterr().err)
         assert name in err and "cannot change" in err, err
     assert (run / "checkpoint.npz").read_bytes() == before
     # the recorded value itself is no conflict, and --epochs is the option that legitimately changes
-    assert _main(["train", "--resume", run, "--epochs", "2", "--T", "2", "--no-progress"]) == 0
+    assert cli_main(["train", "--resume", run, "--epochs", "2", "--T", "2", "--no-progress"]) == 0
     assert "epochs: 1 -> 2" in capsys.readouterr().out
     assert checkpoint.load(run / "checkpoint.npz")[3]["epoch"] == 2
 
 
 def test_a_checkpoint_that_disagrees_with_config_json_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
-    _train(run)
+    assert cli_train(run) == 0
     cfg = json.loads((run / "config.json").read_text())
     cfg["model"]["beta"] = 0.3
     (run / "config.json").write_text(json.dumps(cfg))
     edited = (run / "config.json").read_bytes()
-    assert _main(["evaluate", run, *EVAL]) == 2
-    assert re.search(r"config\.json.*beta", _one_line(capsys.readouterr().err))
-    assert _main(["train", "--resume", run, "--epochs", "2", "--no-progress"]) == 2
-    assert re.search(r"config\.json.*beta", _one_line(capsys.readouterr().err))
+    assert cli_main(["evaluate", run, *EVAL]) == 2
+    assert re.search(r"config\.json.*beta", one_line(capsys.readouterr().err))
+    assert cli_main(["train", "--resume", run, "--epochs", "2", "--no-progress"]) == 2
+    assert re.search(r"config\.json.*beta", one_line(capsys.readouterr().err))
     assert (run / "config.json").read_bytes() == edited
 
 
@@ -161,12 +142,12 @@ def test_init_starts_a_new_run_from_a_checkpoint_with_other_settling_options(tmp
     the stability edge with a smaller beta and a larger T). It records which checkpoint it started from, and
     refuses layers that differ and a combination with --resume."""
     src = tmp_path / "src"
-    _train(src)
+    assert cli_train(src) == 0
     ck = src / "checkpoint.npz"
     cfg0, p0, o0, _ = checkpoint.load(ck)
     assert o0["t"] == 2                                          # 20 images, batch 10, one epoch
     new = tmp_path / "new"
-    assert _main(["train", *TINY, "--init", ck, "--set", "beta=0.05", "--T", "4", "--out", new]) == 0
+    assert cli_main(["train", *TINY_TRAIN, "--init", ck, "--set", "beta=0.05", "--T", "4", "--out", new]) == 0
     out = capsys.readouterr().out
     assert "beta 0.1 -> 0.05" in out and "T 2 -> 4" in out
     rec = json.loads((new / "config.json").read_text())
@@ -182,36 +163,36 @@ def test_init_starts_a_new_run_from_a_checkpoint_with_other_settling_options(tmp
     assert opt["t"] == o0["t"] and info["epoch"] == 1
     # --fresh-optimizer: the checkpoint's filters with a fresh Adam state (what the beta schedule does at a step)
     fresh = tmp_path / "fresh"
-    assert _main(["train", *TINY, "--init", ck, "--fresh-optimizer", "--out", fresh]) == 0
+    assert cli_main(["train", *TINY_TRAIN, "--init", ck, "--fresh-optimizer", "--out", fresh]) == 0
     _, pf, of, _ = checkpoint.load(fresh / "checkpoint.npz")
     assert of["t"] == 2 and json.loads((fresh / "config.json").read_text())["run"]["init"]["fresh_optimizer"]
-    assert _main(["train", *TINY, "--fresh-optimizer", "--out", tmp_path / "z"]) == 2
-    assert "--fresh-optimizer applies to --init" in _one_line(capsys.readouterr().err)
+    assert cli_main(["train", *TINY_TRAIN, "--fresh-optimizer", "--out", tmp_path / "z"]) == 2
+    assert "--fresh-optimizer applies to --init" in one_line(capsys.readouterr().err)
     # layers that differ, a missing file, and --resume together with --init: one-line errors, exit 2
     for extra, pattern in [(["--init", ck, "--channels", "5,3", "--out", tmp_path / "x"], r"--init .*channels"),
                            (["--init", tmp_path / "nope.npz", "--out", tmp_path / "y"], r"--init .*no such"),
                            (["--init", ck, "--resume", new], r"--init and --resume")]:
-        assert _main(["train", *TINY, *extra]) == 2, extra
-        assert re.search(pattern, _one_line(capsys.readouterr().err))
+        assert cli_main(["train", *TINY_TRAIN, *extra]) == 2, extra
+        assert re.search(pattern, one_line(capsys.readouterr().err))
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 def test_resume_of_a_finished_run_says_so(tmp_path, capsys):
     run = tmp_path / "run"
-    _train(run)
+    assert cli_train(run) == 0
     capsys.readouterr()
-    assert _main(["train", "--resume", run, "--no-progress"]) == 0
+    assert cli_main(["train", "--resume", run, "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "already complete" in out and "--epochs" in out and "training" not in out
 
 
 def test_stale_temporary_files_are_removed_on_the_next_start(tmp_path):
     run = tmp_path / "run"
-    _train(run)
+    assert cli_train(run) == 0
     stale = [run / ".checkpoint.npz.k3j_a9x2.tmp", run / ".history.json.abcdefgh.tmp"]
     for p in stale:
         p.write_bytes(b"half a file")
-    assert _main(["train", "--resume", run, "--epochs", "2", "--no-progress"]) == 0
+    assert cli_main(["train", "--resume", run, "--epochs", "2", "--no-progress"]) == 0
     assert not [p for p in stale if p.exists()]
 
 
@@ -220,7 +201,7 @@ def test_files_respect_the_umask(tmp_path, umask, mode):
     run = tmp_path / "run"
     old = os.umask(umask)
     try:
-        _train(run)
+        assert cli_train(run) == 0
     finally:
         os.umask(old)
     for f in ("config.json", "checkpoint.npz", "history.json", "training.png"):
@@ -229,7 +210,7 @@ def test_files_respect_the_umask(tmp_path, umask, mode):
 
 def test_history_json_is_strict_json(tmp_path):
     run = tmp_path / "run"
-    _train(run, "--val-limit", "0")                                         # no validation: no number to record
+    assert cli_train(run, "--val-limit", "0") == 0                          # no validation: no number to record
 
     def refuse(token):
         raise AssertionError("not strict JSON: %s" % token)
@@ -293,7 +274,7 @@ def test_bad_option_values_exit_2_before_any_work(tmp_path, monkeypatch, capsys,
     monkeypatch.setattr(data, "load_dataset", no_work)
     monkeypatch.setattr(train, "load_model", no_work)
     out = ["--out", tmp_path / "r"] if argv[0] in ("train", "run") else []
-    assert _main(argv + out) == 2
+    assert cli_main(argv + out) == 2
     err = capsys.readouterr().err
     assert re.search(pattern, err), err
     assert not (tmp_path / "r").exists()
@@ -326,8 +307,8 @@ def test_cli_info(capsys):
 def test_out_pointing_at_a_file(tmp_path, capsys):
     f = tmp_path / "notes.txt"
     f.write_text("mine")
-    assert _main(["train", *TINY, "--out", f]) == 2
-    err = _one_line(capsys.readouterr().err)
+    assert cli_main(["train", *TINY_TRAIN, "--out", f]) == 2
+    err = one_line(capsys.readouterr().err)
     assert str(f) in err and "not a folder" in err
     assert f.read_text() == "mine"
 
@@ -346,25 +327,25 @@ def test_out_in_a_read_only_folder(tmp_path, capsys, monkeypatch):
     else:
         ro.chmod(0o500)
     try:
-        assert _main(["train", *TINY, "--out", ro / "run"]) == 1
+        assert cli_main(["train", *TINY_TRAIN, "--out", ro / "run"]) == 1
     finally:
         ro.chmod(0o700)
-    err = _one_line(capsys.readouterr().err)
+    err = one_line(capsys.readouterr().err)
     assert str(ro / "run") in err and "Permission denied" in err
     assert not (ro / "run").exists()
 
 
 def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
-    _train(run)
+    assert cli_train(run) == 0
     before = (run / "checkpoint.npz").read_bytes()
 
     def full(f, **arrays):
         f.write(b"the first bytes")
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(checkpoint.np, "savez", full)
-    assert _main(["train", "--resume", run, "--epochs", "2", "--no-progress"]) == 1
-    err = _one_line(capsys.readouterr().err)
+    assert cli_main(["train", "--resume", run, "--epochs", "2", "--no-progress"]) == 1
+    err = one_line(capsys.readouterr().err)
     assert "No space left on device" in err and str(run / "checkpoint.npz") in err
     assert (run / "checkpoint.npz").read_bytes() == before
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
@@ -372,7 +353,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch
 
 def test_a_data_error_leaves_no_folder(tmp_path, capsys):
     run = tmp_path / "run"
-    assert _main(["train", *TINY, "--dataset", "svhn", "--data-dir", tmp_path, "--out", run]) == 2
+    assert cli_main(["train", *TINY_TRAIN, "--dataset", "svhn", "--data-dir", tmp_path, "--out", run]) == 2
     assert "no supported files found" in capsys.readouterr().err
     assert not run.exists()
 
@@ -380,13 +361,13 @@ def test_a_data_error_leaves_no_folder(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------ data that does not fit
 def test_mnist_with_the_default_model_becomes_color_mnist(tmp_path, shared_data, capsys):
     run = tmp_path / "run"
-    _train(run, "--dataset", "mnist", "--data-dir", shared_data)
+    assert cli_train(run, "--dataset", "mnist", "--data-dir", shared_data) == 0
     assert "Color-MNIST" in capsys.readouterr().out
     assert json.loads((run / "config.json").read_text())["run"]["dataset"] == "color-mnist"
-    assert _main(["evaluate", run, "--tasks", "ood", "--ood-dataset", "mnist", "--limit", "4", "--trials", "1",
+    assert cli_main(["evaluate", run, "--tasks", "ood", "--ood-dataset", "mnist", "--limit", "4", "--trials", "1",
                   "--no-progress"]) == 0
     assert json.loads((run / "metrics.json").read_text())["results"]["ood"]["dataset"] == "color-mnist"
-    assert _main(["run", "--dataset", "mnist", "--data-dir", shared_data, "--limit", "20", "--epochs", "1",
+    assert cli_main(["run", "--dataset", "mnist", "--data-dir", shared_data, "--limit", "20", "--epochs", "1",
                   "--trials", "1", "--T", "2", "--no-progress", "--out", tmp_path / "main"]) == 0
 
 
@@ -399,14 +380,14 @@ def test_images_of_another_size_are_refused_with_the_fix(tmp_path, capsys):
             for i in range(6):
                 Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(d / f"{i}.png")
     run = tmp_path / "run"
-    assert _main(["train", *TINY, "--dataset", "cinic10", "--data-dir", tmp_path / "data", "--out", run]) == 2
-    err = _one_line(capsys.readouterr().err)
+    assert cli_main(["train", *TINY_TRAIN, "--dataset", "cinic10", "--data-dir", tmp_path / "data", "--out", run]) == 2
+    err = one_line(capsys.readouterr().err)
     assert "64x64" in err and "32x32" in err and "--set image_hw=64,64" in err
     assert not run.exists()
-    _train(run)
-    assert _main(["evaluate", run, "--tasks", "ood", "--ood-dataset", "cinic10", "--data-dir", tmp_path / "data",
+    assert cli_train(run) == 0
+    assert cli_main(["evaluate", run, "--tasks", "ood", "--ood-dataset", "cinic10", "--data-dir", tmp_path / "data",
                   "--limit", "4", "--trials", "1", "--no-progress"]) == 2
-    assert "64x64" in _one_line(capsys.readouterr().err)
+    assert "64x64" in one_line(capsys.readouterr().err)
 
 
 # ------------------------------------------------------------------------------------------------ data_dir, warnings, progress
@@ -425,16 +406,16 @@ def partial_cifar(tmp_path):
 
 def test_a_run_records_the_absolute_data_dir(tmp_path, partial_cifar, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert _main(["train", *TINY, "--dataset", "cifar10", "--data-dir", "d", "--out", "run"]) == 0
+    assert cli_main(["train", *TINY_TRAIN, "--dataset", "cifar10", "--data-dir", "d", "--out", "run"]) == 0
     assert json.loads((tmp_path / "run" / "config.json").read_text())["run"]["data_dir"] == str(partial_cifar)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    assert _main(["evaluate", tmp_path / "run", *EVAL]) == 0
+    assert cli_main(["evaluate", tmp_path / "run", *EVAL]) == 0
 
 
 def test_warnings_print_as_one_plain_line(tmp_path, partial_cifar, capsys):
-    assert _main(["train", *TINY, "--dataset", "cifar10", "--data-dir", partial_cifar, "--out", tmp_path / "r"]) == 0
+    assert cli_main(["train", *TINY_TRAIN, "--dataset", "cifar10", "--data-dir", partial_cifar, "--out", tmp_path / "r"]) == 0
     err = capsys.readouterr().err
     assert re.search(r"(?m)^warning: cifar10: only 1 of 5 training files", err), err
     assert "UserWarning" not in err and ".py:" not in err
@@ -466,19 +447,19 @@ def test_readme_cli_examples_give_their_time_and_a_quick_try():
 # ------------------------------------------------------------------------------------------------ issue 19: the last hostile cases
 def test_an_option_given_twice_in_one_spelling_keeps_the_last_and_one_value_twice_is_no_conflict(tmp_path):
     """Cases 4-5, the other side: --T 5 --T 7 is argparse's last-wins (7); --T 4 --set T=4 agree (4)."""
-    _train(tmp_path / "a", "--T", "5", "--T", "7")
+    assert cli_train(tmp_path / "a", "--T", "5", "--T", "7") == 0
     assert json.loads((tmp_path / "a" / "config.json").read_text())["model"]["T"] == 7
-    _train(tmp_path / "b", "--T", "4", "--set", "T=4", "--pcn", "--set", "pcn=true")
+    assert cli_train(tmp_path / "b", "--T", "4", "--set", "T=4", "--pcn", "--set", "pcn=true") == 0
     model = json.loads((tmp_path / "b" / "config.json").read_text())["model"]
     assert model["T"] == 4 and model["pcn"] is True
 
 
 def test_the_same_option_twice_on_resume_is_refused_before_the_run_is_touched(tmp_path, capsys):
     run = tmp_path / "run"
-    _train(run)
+    assert cli_train(run) == 0
     before = {p.name: p.read_bytes() for p in run.iterdir()}
-    assert _main(["train", "--resume", run, "--epochs", "2", "--set", "T=5", "--T", "2", "--no-progress"]) == 2
-    assert "--T 2 and --set T=5 set T to two values" in _one_line(capsys.readouterr().err)
+    assert cli_main(["train", "--resume", run, "--epochs", "2", "--set", "T=5", "--T", "2", "--no-progress"]) == 2
+    assert "--T 2 and --set T=5 set T to two values" in one_line(capsys.readouterr().err)
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
 
 
@@ -494,7 +475,7 @@ def test_two_evaluations_started_together_each_claim_their_own_metrics_file(tmp_
     assert (d / "metrics-5.json").read_text() == "an earlier evaluation"
 
     run = tmp_path / "run"
-    _train(run)
+    assert cli_train(run) == 0
     procs = [_popen(["evaluate", run, *EVAL, "--backend", "numpy", "--seed", seed], tmp_path) for seed in (1, 2)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
@@ -504,36 +485,6 @@ def test_two_evaluations_started_together_each_claim_their_own_metrics_file(tmp_
     assert seeds == {1, 2}
 
 
-@pytest.fixture
-def fifo_at(tmp_path):
-    """fifo_at(path): replace path with a named pipe. If the code under test blocks reading it, a writer opens it
-    after 20 s so that the read ends: the test fails on its assertions instead of hanging forever."""
-    import threading
-    made, stop = [], threading.Event()
-
-    def unblock():
-        if stop.wait(20):
-            return
-        for _ in range(200):
-            for p in made:
-                try:
-                    os.close(os.open(p, os.O_WRONLY | os.O_NONBLOCK))
-                except OSError:
-                    pass
-            if stop.wait(0.1):
-                return
-    threading.Thread(target=unblock, daemon=True).start()
-
-    def make(path):
-        if os.path.lexists(path):
-            os.remove(path)
-        os.mkfifo(path)
-        made.append(path)
-        return path
-    yield make
-    stop.set()
-
-
 @pytest.mark.parametrize("name,argv", [
     ("best.npz", ["evaluate", "{run}", *EVAL]),                # evaluate RUN reads the run's best epoch
     ("checkpoint.npz", ["train", "--resume", "{run}", "--epochs", "2", "--no-progress"]),
@@ -541,42 +492,25 @@ def fifo_at(tmp_path):
     ("config.json", ["train", "--resume", "{run}", "--epochs", "2", "--no-progress"]),
     (".lock", ["train", "--resume", "{run}", "--epochs", "2", "--no-progress"]),
 ])
-def test_a_named_pipe_in_a_run_folder_is_refused_not_read(tmp_path, capsys, fifo_at, name, argv):
+def test_a_named_pipe_in_a_run_folder_is_refused_not_read(tmp_path, capsys, fifo, name, argv):
     """Case 3: RUN/checkpoint.npz replaced by a named pipe made `evaluate RUN` block forever on open."""
     run = tmp_path / "run"
-    _train(run)
+    assert cli_train(run) == 0
     capsys.readouterr()
-    fifo_at(run / name)
-    assert _main([a.format(run=run) if isinstance(a, str) else a for a in argv]) == 2
-    err = _one_line(capsys.readouterr().err)
+    fifo(run / name)
+    assert cli_main([a.format(run=run) if isinstance(a, str) else a for a in argv]) == 2
+    err = one_line(capsys.readouterr().err)
     assert re.search(re.escape(name) + r" is a named pipe, not a regular file", err), err
 
 
-def _edit_header(path, edit):
-    """Rewrite a checkpoint's JSON header with edit(header) -> header, as a hand edit would."""
-    with np.load(path) as z:
-        arrays = {k: z[k] for k in z.files}
-    header = edit(json.loads(arrays["header"].tobytes().decode()))
-    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
-
-
-def _set_meta(**kw):
-    def edit(h):
-        h["meta"].update(kw)
-        return h
-    return edit
-
-
 EDITED = [
-    ("epoch -3 (case 10)", _set_meta(epoch=-3), r"meta\.epoch must be an integer >= 0, got -3"),
+    ("epoch -3 (case 10)", set_meta(epoch=-3), r"meta\.epoch must be an integer >= 0, got -3"),
     ("header a list (16)", lambda h: [h], r"header must be a JSON object, got list"),
     ("meta a list (17)", lambda h: dict(h, meta=[1]), r"meta must be a JSON object, got list"),
     ("opt_t abc (18)", lambda h: dict(h, opt_t="abc"), r"header\.opt_t .*got 'abc'"),
-    ("rng_state (19)", _set_meta(rng_state="garbage"), r"meta\.rng_state is not the state of a PCG64 generator"),
-    ("epoch abc (20)", _set_meta(epoch="abc"), r"meta\.epoch must be an integer >= 0, got 'abc'"),
-    ("run_args.epochs", _set_meta(run_args={"dataset": "embedded", "batch_size": 10, "epochs": "many"}),
+    ("rng_state (19)", set_meta(rng_state="garbage"), r"meta\.rng_state is not the state of a PCG64 generator"),
+    ("epoch abc (20)", set_meta(epoch="abc"), r"meta\.epoch must be an integer >= 0, got 'abc'"),
+    ("run_args.epochs", set_meta(run_args={"dataset": "embedded", "batch_size": 10, "epochs": "many"}),
      r"meta\.run_args\.epochs must be an integer >= 1, got 'many'"),
 ]
 
@@ -587,13 +521,13 @@ def test_a_hand_edited_checkpoint_header_is_one_line_naming_the_field(tmp_path, 
     """Cases 10, 16-20: a header field of the wrong type or range gave a traceback (or, epoch -3, trained 6 epochs
     for --epochs 2); one schema check on load names the field, and nothing in the run changes."""
     run = tmp_path / "run"
-    _train(run)
-    _edit_header(run / "checkpoint.npz", edit)
+    assert cli_train(run) == 0
+    edit_header(run / "checkpoint.npz", edit)
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     argv = (["train", "--resume", run, "--epochs", "2", "--no-progress"] if command == "resume"
             else ["evaluate", run / "checkpoint.npz", *EVAL, "--out", tmp_path / "ev"])
-    assert _main(argv) == 2
-    err = _one_line(capsys.readouterr().err)
+    assert cli_main(argv) == 2
+    err = one_line(capsys.readouterr().err)
     assert re.search(r"checkpoint .*checkpoint\.npz.*" + pattern, err), err
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"} == \
         {k: v for k, v in before.items() if k != ".lock"}
@@ -610,14 +544,14 @@ def test_a_hand_edited_config_json_is_one_line_naming_the_field(tmp_path, capsys
     """Case 21: config.json with run.epochs "many" and no checkpoint (a run stopped in its first epoch), then
     --resume: TypeError. config.json is checked once on load, naming the field."""
     run = tmp_path / "run"
-    _train(run)
+    assert cli_train(run) == 0
     (run / "checkpoint.npz").unlink()
     (run / "best.npz").unlink()
     cfg = json.loads((run / "config.json").read_text())
     edit(cfg)
     (run / "config.json").write_text(json.dumps(cfg))
-    assert _main(["train", "--resume", run, "--epochs", "2", "--no-progress"]) == 2
-    err = _one_line(capsys.readouterr().err)
+    assert cli_main(["train", "--resume", run, "--epochs", "2", "--no-progress"]) == 2
+    err = one_line(capsys.readouterr().err)
     assert re.search(r"config\.json: unreadable \(.*" + pattern, err), err
     assert not (run / "checkpoint.npz").exists()
 
@@ -631,8 +565,8 @@ def test_a_model_too_big_for_memory_is_refused_with_the_estimate_before_any_work
     def no_work(*a, **k):
         raise AssertionError("data loaded before the memory check")
     monkeypatch.setattr(data, "load_dataset", no_work)
-    assert _main(["train", *TINY, "--channels", "1000000,3", "--out", tmp_path / "r"]) == 2
-    err = _one_line(capsys.readouterr().err)
+    assert cli_main(["train", *TINY_TRAIN, "--channels", "1000000,3", "--out", tmp_path / "r"]) == 2
+    err = one_line(capsys.readouterr().err)
     assert re.search(r"--channels, --batch-size: channels 1000000,3 with a batch of 10 needs at least 29 GiB "
                      r"\(z, zbar, e of layer 1 \(1000000 maps of 16x16\) alone: 28.6 GiB\), more than the 16 GiB", err)
     assert not (tmp_path / "r").exists()
@@ -646,8 +580,8 @@ def test_a_model_too_big_for_memory_is_refused_with_the_estimate_before_any_work
 ])
 def test_an_overflow_at_step_0_is_not_blamed_on_beta(tmp_path, capsys, extra, cause):
     """Cases 23-25: 'the energy became Inf at step 0 ... lower beta': step 0 is before any correction."""
-    assert _main(["train", *TINY, *extra, "--out", tmp_path / "r"]) == 2
-    err = _one_line(capsys.readouterr().err)
+    assert cli_main(["train", *TINY_TRAIN, *extra, "--out", tmp_path / "r"]) == 2
+    err = one_line(capsys.readouterr().err)
     assert "beta is not the cause" in err and "lower beta" not in err and re.search(cause, err), err
 
 
@@ -658,34 +592,8 @@ def test_a_cifar_npz_without_labels_trains(tmp_path):
     rng = np.random.default_rng(0)
     for f in ("cifar10_train_batch1.npz", "cifar10_test.npz"):
         np.savez(d / f, x=rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8))
-    _train(tmp_path / "run", "--dataset", "cifar10", "--data-dir", tmp_path / "d")
-    assert _main(["evaluate", tmp_path / "run", *EVAL]) == 0
-
-
-def _deny(monkeypatch, inside=None, exact=None):
-    """Make the OS refuse access as it does to another user's files (mode 000). Root reads everything, so for
-    root os.stat / os.open refuse what a non-root user would be refused."""
-    for p in (inside, exact):
-        if p is not None:
-            p.chmod(0o000)
-    if os.geteuid() != 0:
-        return
-    real_stat, real_open = os.stat, os.open
-
-    def below(p):
-        return inside is not None and os.path.abspath(os.fspath(p)).startswith(str(inside) + os.sep)
-
-    def stat_(p, *a, **k):
-        if below(p):
-            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(p))
-        return real_stat(p, *a, **k)
-
-    def open_(p, *a, **k):
-        if below(p) or (exact is not None and os.path.abspath(os.fspath(p)) == str(exact)):
-            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(p))
-        return real_open(p, *a, **k)
-    monkeypatch.setattr(os, "stat", stat_)
-    monkeypatch.setattr(os, "open", open_)
+    assert cli_train(tmp_path / "run", "--dataset", "cifar10", "--data-dir", tmp_path / "d") == 0
+    assert cli_main(["evaluate", tmp_path / "run", *EVAL]) == 0
 
 
 @pytest.mark.parametrize("what", ["folder", "file"])
@@ -699,13 +607,13 @@ def test_unreadable_data_is_a_read_failure_naming_the_file(tmp_path, monkeypatch
     for name in ["cifar10_train_batch%d.npz" % i for i in range(1, 6)] + ["cifar10_test.npz"]:
         np.savez(folder / name, x=rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8),
                  y=rng.integers(0, 10, 10, dtype=np.uint8))
-    _deny(monkeypatch, **({"inside": folder} if what == "folder" else {"exact": f}))
+    deny_access(monkeypatch, **({"inside": folder} if what == "folder" else {"exact": f}))
     try:
-        rc = _main(["train", *TINY, "--dataset", "cifar10", "--data-dir", partial_cifar, "--out", tmp_path / "r"])
+        rc = cli_main(["train", *TINY_TRAIN, "--dataset", "cifar10", "--data-dir", partial_cifar, "--out", tmp_path / "r"])
     finally:
         folder.chmod(0o755)
         f.chmod(0o644)
-    err = _one_line(capsys.readouterr().err)
+    err = one_line(capsys.readouterr().err)
     assert rc == 1, err
     assert re.search(r"^error: cannot read \S*cifar10_train_batch1\.npz: Permission denied", err), err
     assert "write" not in err and not (tmp_path / "r").exists()
@@ -727,8 +635,8 @@ def test_a_stop_names_the_checkpoint_epoch_that_is_on_disk(tmp_path, monkeypatch
             raise exc()
         return real(*a, **k)
     monkeypatch.setattr(train.viz, "plot_training", plot)
-    assert _main(["train", *TINY, "--epochs", "3", "--out", run]) == rc
-    err = _one_line(capsys.readouterr().err)
+    assert cli_main(["train", *TINY_TRAIN, "--epochs", "3", "--out", run]) == rc
+    err = one_line(capsys.readouterr().err)
     assert checkpoint.load(run / "checkpoint.npz")[3]["epoch"] == 2
     assert err.startswith(word) and "checkpoint.npz (epoch 2) is intact" in err, err
 
@@ -758,7 +666,7 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path, sig, rc, word):
     assert ep and ep[0].value == "convngc.__main__:main", ep          # the command runs what is tested here
     (tmp_path / "hold_numpy.py").write_text(HOOK)
     p = subprocess.Popen([sys.executable, "-c", "import hold_numpy, runpy; runpy.run_module('convngc', "
-                          "run_name='__main__', alter_sys=True)", "train", *TINY, "--out", tmp_path / "r"],
+                          "run_name='__main__', alter_sys=True)", "train", *TINY_TRAIN, "--out", tmp_path / "r"],
                          cwd=tmp_path, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, preexec_fn=lambda: _signal.signal(_signal.SIGINT, _signal.SIG_DFL))
     try:
@@ -770,7 +678,7 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path, sig, rc, word):
     finally:
         if p.poll() is None:
             p.kill()
-    assert p.returncode == rc and _one_line(err) == "%s; nothing was written" % word, (p.returncode, err)
+    assert p.returncode == rc and one_line(err) == "%s; nothing was written" % word, (p.returncode, err)
     assert not (tmp_path / "r").exists()
 
 

@@ -18,40 +18,12 @@ from ngc_ref import model as ref_model
 from ngc_ref import optim as ref_optim
 from ngc_ref.config import Config
 
-from tolerances import TOL, assert_close
+from helpers import assert_adam_params_close, compare, f64, host, on, setup, states, tree64, update_terms
+from tolerances import TOL, assert_close, reduction
 
 # small configurations with awkward sizes: odd maps, H != W, C not a multiple of 32, K 3 and 5, s 2 and 3
 SMALL = Config(channels=(4, 5, 3), image_hw=(12, 20), T=8)
 ODD = Config(channels=(3, 4, 2), image_hw=(9, 18), kernel=5, stride=3, T=6)
-
-
-def f64(a):
-    return None if a is None else a.astype(np.float64)
-
-
-def params64(p):
-    return {k: (None if v is None else [f64(a) for a in v]) for k, v in p.items()}
-
-
-def on(be, p):
-    """A params dict moved to the backend (copies, so in-place updates never touch the caller's)."""
-    return {k: (None if v is None else [None if a is None else be(a.copy()) for a in v]) for k, v in p.items()}
-
-
-def setup(cfg, rng, B=2, bias=True):
-    """float32 params (non-zero biases so their path is exercised), an image in [0, 1] and z^L."""
-    params = ref_model.init_params(cfg, rng)
-    if bias:
-        params["b"] = [None] + [(0.1 * rng.standard_normal(b.shape)).astype(np.float32) for b in params["b"][1:]]
-    x = rng.random((B, cfg.layer_channels[0]) + cfg.map_hw(0)).astype(np.float32)
-    z_top = ref_model.draw_top(cfg, B, rng)
-    return params, x, z_top
-
-
-def states(cfg, rng, B=2):
-    """Random states of every layer (not a settled trajectory: exercises both signs of phi)."""
-    return [rng.standard_normal((B, cfg.layer_channels[l]) + cfg.map_hw(l), dtype=np.float32)
-            for l in range(cfg.L + 1)]
 
 
 # ---- one fused step ----------------------------------------------------------------------------
@@ -62,7 +34,7 @@ def test_predict_error_step_matches_ref(be, rng, cfg, bias):
     cfg = dataclasses.replace(cfg, bias=bias)
     params, _, _ = setup(cfg, rng)
     z = states(cfg, rng)
-    zbar_ref, e_ref = ref_model.predictions_and_errors([f64(a) for a in z], params64(params), cfg)
+    zbar_ref, e_ref = ref_model.predictions_and_errors([f64(a) for a in z], tree64(params), cfg)
     with be.run():
         zbar, e = cuda_model.predictions_and_errors([be(a) for a in z], on(be, params), cfg)
     for l in range(cfg.L):
@@ -76,7 +48,7 @@ def test_predict_error_inside_the_loop_stores_only_e(be, rng):
     cfg = SMALL
     params, _, _ = setup(cfg, rng)
     z = states(cfg, rng)
-    zbar_ref, e_ref = ref_model.predictions_and_errors([f64(a) for a in z], params64(params), cfg)
+    zbar_ref, e_ref = ref_model.predictions_and_errors([f64(a) for a in z], tree64(params), cfg)
     with be.run():
         zbar = be(np.full(z[0].shape, 7.0, np.float32))
         e = be(np.zeros(z[0].shape, np.float32))
@@ -100,7 +72,7 @@ def test_correct_step_matches_ref(be, rng, cfg, pcn, free_bottom, learn_E, gamma
     z = states(cfg, rng)
     e = states(cfg, rng)
     e[cfg.L][...] = 0
-    ref = ref_model.correct([f64(a) for a in z], [f64(a) for a in e], params64(params), cfg, free_bottom=free_bottom)
+    ref = ref_model.correct([f64(a) for a in z], [f64(a) for a in e], tree64(params), cfg, free_bottom=free_bottom)
     with be.run():
         zb = [be(a) for a in z]
         new = cuda_model.correct(zb, [be(a) for a in e], on(be, params), cfg, free_bottom=free_bottom)
@@ -111,20 +83,11 @@ def test_correct_step_matches_ref(be, rng, cfg, pcn, free_bottom, learn_E, gamma
 
 # ---- whole settles -----------------------------------------------------------------------------
 def _settle_both(be, cfg, params, x, z_top, T, clamp="always"):
-    ref = ref_model.settle(params64(params), f64(x), cfg, f64(z_top), T=T, clamp=clamp)
+    ref = ref_model.settle(tree64(params), f64(x), cfg, f64(z_top), T=T, clamp=clamp)
     with be.run():
         res = cuda_model.settle(on(be, params), be(x), cfg, be(z_top), T=T, clamp=clamp, kernel="per-step")
     assert res.path == "per-step"
     return res, ref
-
-
-def _compare(res, ref, cfg, tol, what):
-    for l in range(cfg.L + 1):
-        assert_close(res.z[l], ref.z[l], **tol, name="%s z[%d]" % (what, l))
-        assert_close(res.e[l], ref.e[l], **tol, name="%s e[%d]" % (what, l))
-    for l in range(cfg.L):
-        assert_close(res.zbar[l], ref.zbar[l], **tol, name="%s zbar[%d]" % (what, l))
-    assert_close(res.energy, ref.energy, **tol, name="%s energy" % what)
 
 
 def test_paper_config_settle_T60_matches_ref(one_be, rng):
@@ -133,10 +96,10 @@ def test_paper_config_settle_T60_matches_ref(one_be, rng):
     cfg, be = Config(), one_be
     params, x, z_top = setup(cfg, rng, B=2)
     one, one_ref = _settle_both(be, cfg, params, x, z_top, T=1)
-    _compare(one, one_ref, cfg, TOL["step"], "T=1")
+    compare(one, one_ref, cfg, TOL["step"], "T=1")
     res, ref = _settle_both(be, cfg, params, x, z_top, T=60)
     assert res.energy.shape == (61, 2)
-    _compare(res, ref, cfg, TOL["settled"], "T=60")
+    compare(res, ref, cfg, TOL["settled"], "T=60")
 
 
 MODES = {"ngc": {}, "pcn": dict(pcn=True), "denoise": {}, "learn-E": dict(learn_E=True),
@@ -150,13 +113,11 @@ def test_small_settle_modes_match_ref(be, rng, mode):
     no leak on the free z^0, T steps of the per-step kernels."""
     cfg = dataclasses.replace(SMALL, T=10, **MODES[mode])
     params, x, z_top = setup(cfg, rng)
-    if cfg.learn_E:
-        params["E"] = [None] + [(w + 0.05 * rng.standard_normal(w.shape)).astype(np.float32) for w in params["W"][1:]]
     denoise = "denoise" in mode
     res, ref = _settle_both(be, cfg, params, x, z_top, T=cfg.T, clamp="first" if denoise else "always")
-    _compare(res, ref, cfg, TOL["settled"], mode)
+    compare(res, ref, cfg, TOL["settled"], mode)
     if not cfg.gamma_bottom:       # the option matters here: with the leak, z^0 ends outside the tolerance
-        leaky = ref_model.settle(params64(params), f64(x), dataclasses.replace(cfg, gamma_bottom=True), f64(z_top),
+        leaky = ref_model.settle(tree64(params), f64(x), dataclasses.replace(cfg, gamma_bottom=True), f64(z_top),
                                  clamp="first")
         with pytest.raises(AssertionError):
             assert_close(leaky.z[0], ref.z[0], **TOL["settled"], name="z^0 with the leak")
@@ -173,14 +134,12 @@ def test_precision_weighted_settle_matches_ref(be, rng, path, learn_E):
     kernel paths, every emulator thread order and the GPU, against ngc_ref in float64; pi0 changes the result."""
     cfg = dataclasses.replace(SMALL, T=10, learn_E=learn_E)
     params, x, z_top = setup(cfg, rng)
-    if learn_E:
-        params["E"] = [None] + [(w + 0.05 * rng.standard_normal(w.shape)).astype(np.float32) for w in params["W"][1:]]
-    ref = ref_model.settle(params64(params), f64(x), cfg, f64(z_top), pi0=0.2)
+    ref = ref_model.settle(tree64(params), f64(x), cfg, f64(z_top), pi0=0.2)
     with be.run():
         res = cuda_model.settle(on(be, params), be(x), cfg, be(z_top), kernel=path, pi0=0.2)
     assert res.path == path
-    _compare(res, ref, cfg, TOL["settled"], "pi0 0.2, %s" % path)
-    plain = ref_model.settle(params64(params), f64(x), cfg, f64(z_top))
+    compare(res, ref, cfg, TOL["settled"], "pi0 0.2, %s" % path)
+    plain = ref_model.settle(tree64(params), f64(x), cfg, f64(z_top))
     assert np.abs(np.asarray(plain.z[1]) - np.asarray(ref.z[1])).max() > 1e-3
     with pytest.raises(ValueError, match="pi0 must be a finite number > 0"):
         cuda_model.settle(params, x, cfg, z_top, pi0=-1.0)
@@ -190,9 +149,9 @@ def test_settle_T0_and_odd_config(be, rng):
     params, x, z_top = setup(ODD, rng)
     res, ref = _settle_both(be, ODD, params, x, z_top, T=0)
     assert res.energy.shape == (1, 2)
-    _compare(res, ref, ODD, TOL["step"], "T=0")
+    compare(res, ref, ODD, TOL["step"], "T=0")
     res, ref = _settle_both(be, ODD, params, x, z_top, T=ODD.T)
-    _compare(res, ref, ODD, TOL["settled"], "odd")
+    compare(res, ref, ODD, TOL["settled"], "odd")
 
 
 def test_settle_does_not_modify_inputs(rng):
@@ -223,17 +182,17 @@ def test_settle_validates_arguments(rng):
 def test_auto_uses_whole_settle_when_it_fits(rng, caplog, monkeypatch):
     from ngc_cuda import settle_whole as sw
     params, x, z_top = setup(SMALL, rng)
-    ref = ref_model.settle(params64(params), f64(x), SMALL, f64(z_top), T=4)
+    ref = ref_model.settle(tree64(params), f64(x), SMALL, f64(z_top), T=4)
     with caplog.at_level(logging.DEBUG, logger="ngc_cuda.model"):
         res = cuda_model.settle(params, x, SMALL, z_top, T=4, kernel="auto")
     assert res.path == "whole"
     assert "whole" in caplog.text
-    _compare(res, ref, SMALL, TOL["settled"], "auto/whole")
+    compare(res, ref, SMALL, TOL["settled"], "auto/whole")
     # when it does not fit, auto falls back to the per-step kernels
     monkeypatch.setattr(sw, "fits", lambda *a, **k: False)
     res = cuda_model.settle(params, x, SMALL, z_top, T=4, kernel="auto")
     assert res.path == "per-step"
-    _compare(res, ref, SMALL, TOL["settled"], "auto/per-step")
+    compare(res, ref, SMALL, TOL["settled"], "auto/per-step")
 
 
 def test_the_backend_is_decided_once_per_call(rng, monkeypatch):
@@ -279,20 +238,20 @@ def test_filter_updates_match_ref(be, rng, options):
     cfg = dataclasses.replace(SMALL, **options)
     learn_E = cfg.learn_E
     params, x, z_top = setup(cfg, rng)
-    ref_res = ref_model.settle(params64(params), f64(x), cfg, f64(z_top), T=cfg.T)
+    ref_res = ref_model.settle(tree64(params), f64(x), cfg, f64(z_top), T=cfg.T)
     # both get the same (reference, rounded to float32) states, so only filter_updates is compared
     z32 = [a.astype(np.float32) for a in ref_res.z]
     e32 = [a.astype(np.float32) for a in ref_res.e]
     ref = ref_model.filter_updates(ref_model.SettleResult([f64(a) for a in z32], None, [f64(a) for a in e32], None),
-                                   params64(params), cfg)
+                                   tree64(params), cfg)
     res32 = ref_model.SettleResult([be(a) for a in z32], None, [be(a) for a in e32], None)
     with be.run():
         d = cuda_model.filter_updates(res32, on(be, params), cfg)
+    B = x.shape[0]
     for l in range(1, cfg.L + 1):
-        assert_close(d["W"][l], ref["W"][l], **TOL["reduction"], name="dW[%d]" % l)
-        assert_close(d["b"][l], ref["b"][l], **TOL["reduction"], name="db[%d]" % l)
-        if learn_E:
-            assert_close(d["E"][l], ref["E"][l], **TOL["reduction"], name="dE[%d]" % l)
+        for key in ("W", "b", "E") if learn_E else ("W", "b"):
+            assert_close(d[key][l], ref[key][l], **reduction(update_terms(cfg, key, l, B), ref[key][l]),
+                         name="d%s[%d]" % (key, l))
     assert (d["E"] is None) == (not learn_E)
 
 
@@ -308,12 +267,13 @@ def _deltas(cfg, params, rng, scale=1.0):
 def test_optimizer_three_steps_match_ref(be, rng, optimizer, learn_E):
     """Three updates on the same displacements: Adam (bias-corrected, gradient -d) or the normalised
     step (per-kernel norm for W/E, whole vector for b), each followed by the kernel-norm projection.
-    w_std = 0.25 makes about half the 5x5 kernels exceed norm 1, so the projection really acts."""
+    w_std = 0.25 makes about half the 5x5 kernels exceed norm 1, so the projection really acts. The same
+    displacements on both sides: Adam's eps sees no rounding difference of the gradient, every entry is compared."""
     # K = 5 and an 11-map middle layer: groups of 25 taps, and a bias vector longer than one kernel
     cfg = dataclasses.replace(SMALL, channels=(4, 11, 3), kernel=5, optimizer=optimizer, learn_E=learn_E,
                               w_std=0.25, lr=0.05)
     params, _, _ = setup(cfg, rng)
-    p_ref, p_cuda = params64(params), on(be, params)
+    p_ref, p_cuda = tree64(params), on(be, params)
     s_ref, s_cuda = ref_optim.init_state(p_ref), cuda_optim.init_state(p_cuda)
     projected = 0
     for it in range(3):
@@ -346,6 +306,93 @@ def test_project_kernels_matches_ref(be, rng):
     assert_close(out, ref, **TOL["elementwise"], name="project_kernels")
 
 
+# ---- optim.cu writes nothing past its arrays ----------------------------------------------------------
+# sizes that leave idle threads in the last block (BLOCK = 256 threads): 135 and 1,215 filter taps, 7 biases
+OPTIM_SHAPES = [(5, 3, 3, 3), (9, 5, 3, 3), (7,)]
+CANARY = np.float32(-3.0e33)                       # what every float after an array holds, and must still hold
+
+
+def _with_canaries(be, a, pad=32):
+    """(buffer, view): `a` copied to the head of a float32 buffer followed by `pad` canaries, on the backend; the
+    kernels get the view, whose end is the array's end, so a write one element past it lands on a canary."""
+    buf = np.full(a.size + pad, CANARY, np.float32)
+    buf[:a.size] = a.ravel()
+    buf = be(buf)
+    return buf, buf[:a.size].reshape(a.shape)
+
+
+def _canaries_intact(buf, n, what):
+    tail = host(buf)[n:].view(np.uint32)
+    changed = np.flatnonzero(tail != CANARY.view(np.uint32))
+    assert changed.size == 0, "%s: %d of the %d floats after the array written, the first at element n + %d" % (
+        what, changed.size, tail.size, changed[0] if changed.size else -1)
+
+
+@pytest.mark.parametrize("shape", OPTIM_SHAPES, ids=["W5x3", "W9x5", "b7"])
+def test_optim_kernels_write_nothing_past_their_arrays(be, rng, shape):
+    """adam_v1 (p, m and v in place), normalized_step_v1 (per kernel for filters, one group for a bias vector)
+    and project_kernels_v1, in every thread order and on the GPU, with canaries after every array they
+    write: an off-by-one bound (k > n for k >= n) writes element n, past the end, and changes a canary; the
+    heap abort it caused before came only later, elsewhere. The results are the reference's."""
+    cfg = dataclasses.replace(SMALL, lr=0.05)
+    w = (rng.standard_normal(shape) * 0.8).astype(np.float32)
+    d = rng.standard_normal(shape).astype(np.float32)
+    n, filters = w.size, len(shape) == 4
+    bufs = {name: _with_canaries(be, a) for name, a in (("p", w), ("m", np.zeros_like(w)), ("v", np.zeros_like(w)))}
+    with be.run():
+        cuda_optim.adam(bufs["p"][1], be(d), bufs["m"][1], bufs["v"][1], 1, cfg)
+    ref = {"W": [None, f64(w)], "b": [None, np.zeros(1)], "E": None}
+    st = ref_optim.init_state(ref)
+    ref_optim._adam(ref["W"][1], f64(d), st["m"]["W"][1], st["v"]["W"][1], 1, cfg)
+    for name, (buf, view) in bufs.items():
+        _canaries_intact(buf, n, "adam_v1, %s of %s" % (name, shape))
+    want = ref_optim._adam(f64(w), f64(d), np.zeros(shape), np.zeros(shape), 1, cfg)
+    assert_close(bufs["p"][1], want, **TOL["elementwise"], name="adam_v1 p")
+    buf, p = _with_canaries(be, w)
+    with be.run():
+        cuda_optim.normalized(p, be(d), cfg, per_kernel=filters)
+    _canaries_intact(buf, n, "normalized_step_v1 of %s" % (shape,))
+    assert_close(p, ref_optim._normalized(f64(w), f64(d), cfg, per_kernel=filters), **TOL["elementwise"],
+                 name="normalized_step_v1")
+    if filters:
+        buf, p = _with_canaries(be, w * 2)
+        with be.run():
+            cuda_optim.project_kernels(p, 1.0)
+        _canaries_intact(buf, n, "project_kernels_v1 of %s" % (shape,))
+        assert_close(p, ref_optim.project_kernels(f64(w * 2), 1.0), **TOL["elementwise"], name="project_kernels_v1")
+
+
+def test_optim_kernels_under_sanitizers(rng):
+    """Every kernel of optim.cu once under -fsanitize=address,undefined, each array in a buffer of exactly its
+    size (cuda_emu/README.md): a read or write past an end, or undefined behaviour, fails the launch naming the
+    line. Sizes leave idle threads in the block; bias_grad_v1 runs once per channel and once per pixel."""
+    from ngc_cuda import ops as cuda_ops
+    from ngc_cuda.launch import emulation
+    cfg = dataclasses.replace(SMALL, lr=0.05)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    d = rng.standard_normal(w.shape).astype(np.float32)
+    b, db = rng.standard_normal(7).astype(np.float32), rng.standard_normal(7).astype(np.float32)
+    e = rng.standard_normal((2, 7, 5, 3)).astype(np.float32)
+    p, m, v = w.copy(), np.zeros_like(w), np.zeros_like(w)
+    with emulation(sanitize=True):
+        cuda_optim.adam(p, d, m, v, 1, cfg, backend="cuda-emu")
+        pn = cuda_optim.normalized(w.copy(), d, cfg, per_kernel=True, backend="cuda-emu")
+        bn = cuda_optim.normalized(b.copy(), db, cfg, per_kernel=False, backend="cuda-emu")
+        pk = cuda_optim.project_kernels(2 * w, 1.0, backend="cuda-emu")
+        g = cuda_ops.bias_grad(e, backend="cuda-emu")
+        g_map = cuda_ops.bias_grad(e, pixel=True, mean=True, backend="cuda-emu")
+    assert_close(p, ref_optim._adam(f64(w), f64(d), np.zeros(w.shape), np.zeros(w.shape), 1, cfg),
+                 **TOL["elementwise"], name="adam_v1 (sanitized)")
+    assert_close(m, -(1 - cfg.adam_b1) * f64(d), **TOL["elementwise"], name="adam_v1 m (sanitized)")
+    assert_close(pn, ref_optim._normalized(f64(w), f64(d), cfg, True), **TOL["elementwise"], name="normalized (sanitized)")
+    assert_close(bn, ref_optim._normalized(f64(b), f64(db), cfg, False), **TOL["elementwise"],
+                 name="normalized bias (sanitized)")
+    assert_close(pk, ref_optim.project_kernels(f64(2 * w), 1.0), **TOL["elementwise"], name="project (sanitized)")
+    assert_close(g, f64(e).sum(axis=(0, 2, 3)), **reduction(2 * 5 * 3, f64(e).sum(axis=(0, 2, 3))),
+                 name="bias_grad (sanitized)")
+    assert_close(g_map, f64(e).mean(axis=0), **reduction(2, f64(e).mean(axis=0)), name="bias_grad map (sanitized)")
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "normalized"])
 def test_three_training_steps_end_to_end(one_be, rng, optimizer):
     """Ring (c): settle -> filter_updates -> optim.step, three times, each backend on its own
@@ -353,7 +400,7 @@ def test_three_training_steps_end_to_end(one_be, rng, optimizer):
     cfg = dataclasses.replace(SMALL, optimizer=optimizer, T=10, lr=0.01)
     be = one_be
     params, x, z_top = setup(cfg, rng, B=3)
-    p_ref, p_cuda = params64(params), on(be, params)
+    p_ref, p_cuda = tree64(params), on(be, params)
     s_ref, s_cuda = ref_optim.init_state(p_ref), cuda_optim.init_state(p_cuda)
     energies = []
     for it in range(3):
@@ -364,6 +411,10 @@ def test_three_training_steps_end_to_end(one_be, rng, optimizer):
             cuda_optim.step(p_cuda, cuda_model.filter_updates(rc, p_cuda, cfg), s_cuda, cfg)
         assert_close(rc.energy, r.energy, **TOL["settled"], name="energy, update %d" % it)
         energies.append(float(np.asarray(r.energy[-1]).sum()))
+        if optimizer == "adam":      # each side on its own gradients: a near-zero one's rounding shows through eps
+            assert_adam_params_close(p_cuda, p_ref, s_ref["v"], it + 1, cfg, 3, TOL["settled"],
+                                     "after update %d" % (it + 1))
+            continue
         for l in range(1, cfg.L + 1):
             assert_close(p_cuda["W"][l], p_ref["W"][l], **TOL["settled"], name="W[%d] after update %d" % (l, it + 1))
             assert_close(p_cuda["b"][l], p_ref["b"][l], **TOL["settled"], name="b[%d] after update %d" % (l, it + 1))
