@@ -183,7 +183,8 @@ def fetch(url: str, path, checksum: str, progress: Optional[bool] = None, timeou
     # The temporary file's name is chosen, and its removal set up (the finally below), before the file exists:
     # a signal that lands anywhere once it exists (even inside the open) finds the cleanup in place.
     # (tempfile.mkstemp creates the file before the caller can register a cleanup: a SIGTERM between the two
-    # left a .part file behind.)
+    # left a .part file behind.) The removal itself runs with signals deferred, so that a second Ctrl-C or
+    # SIGTERM arriving while the first one's cleanup runs cannot leave the file either.
     tmp = None
     try:
         for _ in range(100):
@@ -241,8 +242,10 @@ def fetch(url: str, path, checksum: str, progress: Optional[bool] = None, timeou
                             f"download is corrupt or the file changed upstream; nothing was saved, retry")
         os.replace(tmp, path)
     finally:
-        if tmp is not None and os.path.lexists(tmp):
-            os.unlink(tmp)
+        if tmp is not None:
+            with _signals_deferred():
+                if os.path.lexists(tmp):
+                    os.unlink(tmp)
     return path
 
 
@@ -275,6 +278,26 @@ def extract(archive, dest) -> list:
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """While inside, Ctrl-C and SIGTERM are recorded, not acted on; on leaving, each recorded one is raised
+    again (to the handlers that were in place): a second signal cannot cut a cleanup short. Main thread only
+    (elsewhere nothing changes: Python runs signal handlers in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got = []
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {sig: signal.signal(sig, lambda signum, frame: got.append(signum)) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig in sigs:
+            signal.signal(sig, old[sig])
+        for sig in dict.fromkeys(got):
+            signal.raise_signal(sig)
 
 
 def download(name: str, dest, base_url: Optional[str] = None, progress: Optional[bool] = None,

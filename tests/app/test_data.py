@@ -5,6 +5,7 @@ import hashlib
 import http.server
 import importlib.util
 import io
+import os
 import pickle
 import socket
 import tarfile
@@ -753,6 +754,36 @@ def test_download_stopped_by_a_signal_removes_the_part_file(tmp_path, trickle, s
     assert not list(dest.rglob("*.part"))
     lines = err.strip().splitlines()
     assert len(lines) == 1 and word in lines[0] and "Traceback" not in err, err
+
+
+def _sigterm_self_after(real):
+    """`real`, then a SIGTERM to this process the moment it returns (the handler runs at the next bytecode)."""
+    def wrapped(*args, **kw):
+        result = real(*args, **kw)
+        if str(args[0]).endswith(".part"):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+    return wrapped
+
+
+def test_a_sigterm_as_the_part_file_is_created_removes_it(tmp_path, monkeypatch):
+    """The race the flaky subprocess test above once caught: the signal lands the instant the .part file exists
+    (here: as os.open returns it), before any byte is fetched."""
+    monkeypatch.setattr(DL.os, "open", _sigterm_self_after(os.open))
+    with pytest.raises(DL.Terminated), DL.sigterm_raises():
+        DL.fetch("http://127.0.0.1:9/f", tmp_path / "f", "md5:" + "0" * 32, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_second_sigterm_during_the_cleanup_still_removes_the_part_file(tmp_path, monkeypatch):
+    """The first SIGTERM stops the download; a second one, arriving while the first one's cleanup looks for the
+    .part file, is deferred until the file is gone, then raised."""
+    monkeypatch.setattr(DL.os, "open", _sigterm_self_after(os.open))
+    monkeypatch.setattr(DL.os.path, "lexists", _sigterm_self_after(os.path.lexists))
+    with pytest.raises(DL.Terminated), DL.sigterm_raises():
+        DL.fetch("http://127.0.0.1:9/f", tmp_path / "f", "md5:" + "0" * 32, progress=False)
+    assert not list(tmp_path.iterdir())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # the handlers are put back
 
 
 @pytest.mark.parametrize("spec,pattern", [
