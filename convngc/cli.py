@@ -34,6 +34,7 @@ from . import pictures
 from .fileio import NotARegularFile, open_regular, write_json
 from .backends import BACKENDS, BackendUnavailable
 from .model import ConvNGC, DivergenceError, TooLarge, check_memory
+from .usage import UsageError
 
 TASKS = ("reconstruction", "denoising", "ood")
 def _backend_or_default(name, log=print):
@@ -64,10 +65,6 @@ MODEL_FLAGS = {"T": "--T", "beta": "--beta", "gamma": "--gamma", "lr": "--lr", "
 # What a resumed run keeps from its record (config.json / the checkpoint), with the option that sets it.
 RUN_FLAGS = {"dataset": "--dataset", "limit": "--limit", "val_limit": "--val-limit", "batch_size": "--batch-size",
              "seed": "--seed"}
-
-
-class UsageError(Exception):
-    """An option that cannot apply (found after parsing, e.g. against a run's record): exit status 2."""
 
 
 def _path(text):

@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from . import progress as _progress
+from .usage import UsageError
 
 TASK_OF = {"denoise": "denoise", "reconstruct": "reconstruct"}
 WARN_RATIO = 2.0                # warn when the estimated noise level is this far (x or /) from the tuned one
@@ -293,7 +294,6 @@ def expand(args_images):
     """Command-line IMAGE arguments -> picture paths: a file as given, a folder's picture files (sorted), a glob's
     matches (sorted). A folder or glob with no pictures is an error; so is a name that exists nowhere."""
     from . import images
-    from .cli import UsageError
     paths = []
     for a in args_images:
         if os.path.isdir(a):
@@ -339,7 +339,6 @@ def _check_writable(folder):
 
 
 def _clean_for(clean_arg, path, many):
-    from .cli import UsageError
     if clean_arg is None:
         return None
     if os.path.isdir(clean_arg):
@@ -355,7 +354,6 @@ def cmd_pictures(args, log=print, status=None):
     """convngc denoise / reconstruct: every input and output is checked before the model settles anything."""
     import sys
     from . import apply, images, models
-    from .cli import UsageError
     task = TASK_OF[args.cmd]
     err = lambda m: print("error: %s" % m, file=sys.stderr)      # noqa: E731
     paths = expand(args.images)

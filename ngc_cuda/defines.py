@@ -27,7 +27,7 @@ SETTLE_FLAGS = {"NGC_PCN": 1, "NGC_CLAMP_FIRST": 2, "NGC_LEARN_E": 4, "NGC_BIAS_
 SMEM_GUARD_FLOATS = {"cuda": 0, "cuda-emu": 16}
 
 
-def kernel_defines(name, backend="cuda"):
+def kernel_defines(name, backend):
     """The -D options (a dict) of kernels/<name>.cu for 'cuda' (also the compile check) or 'cuda-emu'."""
     d = {"NGC_REDUCE_THREADS": REDUCE_THREADS}            # common.cuh, included by every file
     if name == "ngc_settle":
