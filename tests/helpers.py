@@ -169,7 +169,9 @@ def assert_adam_params_close(p, p_ref, v_ref, t, cfg, B, tol, what, drift=TOL["s
 
 
 def compare(res, ref, cfg, tol, what):
-    """Two SettleResults: every state, error, prediction and the energy trace within tol."""
+    """Two SettleResults: every state, error, prediction and the energy trace within tol (cfg: a Config, or a
+    ResidualConfig, whose layers are its base's)."""
+    cfg = getattr(cfg, "base", cfg)
     for l in range(cfg.L + 1):
         assert_close(res.z[l], ref.z[l], **tol, name="%s z[%d]" % (what, l))
         assert_close(res.e[l], ref.e[l], **tol, name="%s e[%d]" % (what, l))

@@ -21,8 +21,7 @@ from ngc_ref import residual as ref_res
 from ngc_ref.config import Config
 from ngc_ref.residual import ResidualConfig
 
-import helpers
-from helpers import f64
+from helpers import compare, f64
 from tolerances import TOL, assert_close, reduction
 
 SMALL = Config(channels=(4, 5, 3), image_hw=(12, 20), T=6)             # 3x5 -> 6x10 -> 12x20, C 3, 5, 4
@@ -57,17 +56,17 @@ def rng():
     return np.random.default_rng(18)
 
 
-def tree64(p):
+def res_tree64(p):
     return {"W": [None] + [[f64(w) for w in ws] for ws in p["W"][1:]], "S": [f64(s) for s in p["S"]],
             "b": [f64(b) for b in p["b"]]}
 
 
-def copy_tree(p):
+def res_copy_tree(p):
     return {"W": [None] + [[w.copy() for w in ws] for ws in p["W"][1:]],
             "S": [None if s is None else s.copy() for s in p["S"]], "b": [None if b is None else b.copy() for b in p["b"]]}
 
 
-def setup(cfg, rng, B=3, dtype=np.float32):
+def res_setup(cfg, rng, B=3, dtype=np.float32):
     """params of init_params with non-zero biases, an image in [0, 1] and z^L."""
     base = cfg.base
     params = ref_res.init_params(cfg, rng, dtype)
@@ -76,14 +75,10 @@ def setup(cfg, rng, B=3, dtype=np.float32):
     return params, x, ref_model.draw_top(base, B, rng, dtype)
 
 
-def states(cfg, rng, B=3):
+def res_states(cfg, rng, B=3):
     """Random states of every layer (not a settled trajectory: both signs of phi, ReLU and every pool winner)."""
     b = cfg.base
     return [rng.standard_normal((B, b.layer_channels[l]) + b.map_hw(l), dtype=np.float32) for l in range(b.L + 1)]
-
-
-def compare(res, ref, cfg, tol, what):
-    helpers.compare(res, ref, cfg.base, tol, what)
 
 
 def compare_updates(d, r, cfg, B, tol=None, dtype=np.float32):
@@ -124,10 +119,10 @@ def test_maxpool_keeps_nan_like_the_reference():
 def test_predictions_and_errors_match_ref(rng, name):
     """Eq. 7 through every block from the same states (the fused kernel, final mode), and the blocks' activities."""
     cfg = CONFIGS[name]
-    params, _, _ = setup(cfg, rng)
-    z = states(cfg, rng, B=19)                               # two tiles, the second partial
+    params, _, _ = res_setup(cfg, rng)
+    z = res_states(cfg, rng, B=19)                               # two tiles, the second partial
     zbar, e, acts = cpu_res.predictions_and_errors(z, params, cfg, with_acts=True)
-    zbar_r, e_r, acts_r = ref_res.predictions_and_errors([f64(a) for a in z], tree64(params), cfg, with_acts=True)
+    zbar_r, e_r, acts_r = ref_res.predictions_and_errors([f64(a) for a in z], res_tree64(params), cfg, with_acts=True)
     L = cfg.base.L
     for l in range(L):
         assert_close(zbar[l], zbar_r[l], **CHAIN, name="zbar[%d]" % l)
@@ -144,9 +139,9 @@ def test_predictions_and_errors_match_ref(rng, name):
 def test_predict_block_perturbations_and_corrections_match_ref(rng, name):
     """The single-block helpers, built from ngc_cpu.ops, against the reference's."""
     cfg = CONFIGS[name]
-    params, _, _ = setup(cfg, rng)
-    z, e = states(cfg, rng, B=5), states(cfg, rng, B=5)
-    p64 = tree64(params)
+    params, _, _ = res_setup(cfg, rng)
+    z, e = res_states(cfg, rng, B=5), res_states(cfg, rng, B=5)
+    p64 = res_tree64(params)
     for l in range(1, cfg.base.L + 1):
         a, acts = cpu_res.predict_block(z[l], params, cfg, l, z[l - 1].shape[2:])
         a_r, acts_r = ref_res.predict_block(f64(z[l]), p64, cfg, l, z[l - 1].shape[2:])
@@ -170,11 +165,11 @@ def test_predict_block_perturbations_and_corrections_match_ref(rng, name):
 def test_correct_matches_ref(rng, name, free_bottom):
     """Eq. 8 and Eq. 2 for every free layer (the fused kernel), from given states and errors."""
     cfg = CONFIGS[name]
-    params, _, _ = setup(cfg, rng)
-    z, e = states(cfg, rng), states(cfg, rng)
+    params, _, _ = res_setup(cfg, rng)
+    z, e = res_states(cfg, rng), res_states(cfg, rng)
     z0 = [a.copy() for a in z]
     new = cpu_res.correct(z, e, params, cfg, free_bottom=free_bottom)
-    ref = ref_res.correct([f64(a) for a in z], [f64(a) for a in e], tree64(params), cfg, free_bottom=free_bottom)
+    ref = ref_res.correct([f64(a) for a in z], [f64(a) for a in e], res_tree64(params), cfg, free_bottom=free_bottom)
     for l in range(cfg.base.L + 1):
         assert_close(new[l], ref[l], **CHAIN, name="z[%d]" % l)
         np.testing.assert_array_equal(z[l], z0[l])          # the inputs are not modified
@@ -184,9 +179,9 @@ def test_correct_matches_ref(rng, name, free_bottom):
 @pytest.mark.parametrize("name", ["eq7", "chain5_K4_3layers", "identity_stride1", "auto_stride1"])
 def test_init_states_match_ref(rng, name):
     cfg = CONFIGS[name]
-    params, x, z_top = setup(cfg, rng, B=5)
+    params, x, z_top = res_setup(cfg, rng, B=5)
     z = cpu_res.init_states(x, params, cfg, z_top)
-    ref = ref_res.init_states(f64(x), tree64(params), cfg, f64(z_top))
+    ref = ref_res.init_states(f64(x), res_tree64(params), cfg, f64(z_top))
     for l in range(cfg.base.L + 1):
         assert_close(z[l], ref[l], **CHAIN, name="z[%d]" % l)
 
@@ -196,9 +191,9 @@ def test_init_states_match_ref(rng, name):
 @pytest.mark.parametrize("clamp", ["always", "first"])
 def test_settle_matches_ref(rng, name, clamp):
     cfg = CONFIGS[name]
-    params, x, z_top = setup(cfg, rng, B=17)
+    params, x, z_top = res_setup(cfg, rng, B=17)
     res = cpu_res.settle(params, x, cfg, z_top, clamp=clamp)
-    ref = ref_res.settle(tree64(params), f64(x), cfg, f64(z_top), clamp=clamp)
+    ref = ref_res.settle(res_tree64(params), f64(x), cfg, f64(z_top), clamp=clamp)
     assert res.energy.shape == (cfg.base.T + 1, 17) and res.energy.dtype == np.float32
     assert all(a.dtype == np.float32 for a in res.z + res.zbar + res.e)
     compare(res, ref, cfg, TOL["settled"], "%s/%s" % (name, clamp))
@@ -211,10 +206,10 @@ def test_settle_matches_ref(rng, name, clamp):
 def test_settle_T0_and_T1_are_tight(rng):
     """Drift shows where it starts: no step and one step agree at the tolerance of one pass through the chain."""
     cfg = CONFIGS["eq7"]
-    params, x, z_top = setup(cfg, rng)
+    params, x, z_top = res_setup(cfg, rng)
     for T in (0, 1):
         res = cpu_res.settle(params, x, cfg, z_top, T=T)
-        ref = ref_res.settle(tree64(params), f64(x), cfg, f64(z_top), T=T)
+        ref = ref_res.settle(res_tree64(params), f64(x), cfg, f64(z_top), T=T)
         compare(res, ref, cfg, CHAIN, "T=%d" % T)
 
 
@@ -222,7 +217,7 @@ def test_settle_T0_and_T1_are_tight(rng):
 def test_float64_settle_and_updates_match_ref_to_rounding(rng, name):
     """In float64 the backend differs from the reference only in the order of its sums."""
     cfg = CONFIGS[name]
-    params, x, z_top = setup(cfg, rng, B=9, dtype=np.float64)
+    params, x, z_top = res_setup(cfg, rng, B=9, dtype=np.float64)
     tight = dict(rtol=1e-10, atol=1e-12)
     for clamp in ("always", "first"):
         res = cpu_res.settle(params, x, cfg, z_top, clamp=clamp)
@@ -236,7 +231,7 @@ def test_float64_settle_and_updates_match_ref_to_rounding(rng, name):
 def test_the_chain_of_one_is_the_plain_cpu_model(rng):
     """ops=("none",), skip="none": the residual kernels settle exactly as ngc_cpu.model (Eq. 1) up to rounding."""
     cfg = CONFIGS["chain1"]
-    params, x, z_top = setup(cfg, rng, B=7)
+    params, x, z_top = res_setup(cfg, rng, B=7)
     plain = {"W": [None] + [ws[0] for ws in params["W"][1:]], "b": params["b"], "E": None}
     a = cpu_res.settle(params, x, cfg, z_top, clamp="first")
     b = ngc_cpu.model.settle(plain, x, cfg.base, z_top, clamp="first")
@@ -246,7 +241,7 @@ def test_the_chain_of_one_is_the_plain_cpu_model(rng):
 def test_each_image_is_independent_of_its_batch(rng):
     """An image settles to the same numbers whatever else is in the batch and whichever lane it sits in."""
     cfg = CONFIGS["eq7"]
-    params, x, z_top = setup(cfg, rng, B=21)
+    params, x, z_top = res_setup(cfg, rng, B=21)
     full = cpu_res.settle(params, x, cfg, z_top)
     part = cpu_res.settle(params, x[5:8], cfg, z_top[5:8])
     for l in range(cfg.base.L + 1):
@@ -257,7 +252,7 @@ def test_each_image_is_independent_of_its_batch(rng):
 def test_results_do_not_depend_on_threads(rng):
     """Same inputs, 1 or 2 threads, twice: bit-identical states, energies and filter updates."""
     cfg = ResidualConfig(base=dataclasses.replace(SMALL, T=8))
-    params, x, z_top = setup(cfg, rng, B=40)                 # 3 tiles: the threads get unequal shares
+    params, x, z_top = res_setup(cfg, rng, B=40)                 # 3 tiles: the threads get unequal shares
     before = ngc_cpu.get_num_threads()
     runs = []
     try:
@@ -280,12 +275,12 @@ def test_results_do_not_depend_on_threads(rng):
 def test_filter_updates_match_ref(rng, name):
     """Both get the same float32 states and errors, so only filter_updates is compared."""
     cfg = CONFIGS[name]
-    params, _, _ = setup(cfg, rng)
-    z, e = states(cfg, rng, B=18), states(cfg, rng, B=18)
+    params, _, _ = res_setup(cfg, rng)
+    z, e = res_states(cfg, rng, B=18), res_states(cfg, rng, B=18)
     e[cfg.base.L][:] = 0
     d = cpu_res.filter_updates(ref_model.SettleResult(z, None, e, None), params, cfg)
     r = ref_res.filter_updates(ref_model.SettleResult([f64(a) for a in z], None, [f64(a) for a in e], None),
-                               tree64(params), cfg)
+                               res_tree64(params), cfg)
     compare_updates(d, r, cfg, B=18)
 
 
@@ -307,9 +302,9 @@ def test_paper_config_settle_and_learning_step_match_ref(rng):
     through BLAS), and the updates by 6.5e-6 and 3.3e-5. An elementwise rtol would fail on the near-zero values
     of both. The Adam step (lr 1e-3) is compared where it is decided: wherever the two gradients agree in sign."""
     cfg = ResidualConfig(base=Config())
-    params, x, z_top = setup(cfg, rng, B=20)
+    params, x, z_top = res_setup(cfg, rng, B=20)
     res = cpu_res.settle(params, x, cfg, z_top)
-    ref = ref_res.settle(tree64(params), f64(x), cfg, f64(z_top))
+    ref = ref_res.settle(res_tree64(params), f64(x), cfg, f64(z_top))
     assert res.energy.shape == (61, 20)
     L = cfg.base.L
     for l in range(L + 1):
@@ -318,7 +313,7 @@ def test_paper_config_settle_and_learning_step_match_ref(rng):
         assert_close_to_scale(res.zbar[l], ref.zbar[l], 5e-4, "paper T=60 zbar[%d]" % l)
         assert_close_to_scale(res.e[l], ref.e[l], 5e-4, "paper T=60 e[%d]" % l)
     assert_close(res.energy, ref.energy, rtol=5e-4, atol=0, name="paper T=60 energy")
-    p_cpu, p_ref = copy_tree(params), tree64(params)
+    p_cpu, p_ref = res_copy_tree(params), res_tree64(params)
     d_cpu = cpu_res.filter_updates(res, p_cpu, cfg)
     d_ref = ref_res.filter_updates(ref, p_ref, cfg)
     pairs = [("W^{%d,%d}" % (l, q + 1), d_cpu["W"][l][q], d_ref["W"][l][q]) for l in range(1, L + 1) for q in range(cfg.n)]
@@ -342,8 +337,8 @@ def test_paper_config_settle_and_learning_step_match_ref(rng):
 def test_three_training_steps_end_to_end(rng):
     """Ring (c): settle -> filter_updates -> Adam step, three times, each backend on its own trajectory."""
     cfg = ResidualConfig(base=dataclasses.replace(SMALL, T=8, lr=0.01), ops=("none", "pool+relu", "relu"))
-    params, x, z_top = setup(cfg, rng, B=6)
-    p_cpu, p_ref = copy_tree(params), tree64(params)
+    params, x, z_top = res_setup(cfg, rng, B=6)
+    p_cpu, p_ref = res_copy_tree(params), res_tree64(params)
     s_cpu, s_ref = cpu_res.init_state(p_cpu), ref_res.init_state(p_ref)
     energies = []
     for it in range(3):
@@ -364,7 +359,7 @@ def test_three_training_steps_end_to_end(rng):
 # ---- what it refuses -----------------------------------------------------------------------------------
 def test_bad_arguments_are_named(rng):
     cfg = CONFIGS["eq7"]
-    params, x, z_top = setup(cfg, rng)
+    params, x, z_top = res_setup(cfg, rng)
     with pytest.raises(ValueError, match="clamp must be"):
         cpu_res.settle(params, x, cfg, z_top, clamp="never")
     with pytest.raises(ValueError, match="x has shape"):
@@ -375,23 +370,23 @@ def test_bad_arguments_are_named(rng):
         cpu_res.settle(params, x.astype(np.float16), cfg, z_top)
     with pytest.raises(TypeError, match="one dtype"):
         cpu_res.settle(params, x.astype(np.float64), cfg, z_top)
-    bad = copy_tree(params)
+    bad = res_copy_tree(params)
     bad["S"][1] = None
     with pytest.raises(ValueError, match=r"params\['S'\]\[1\] is None"):
         cpu_res.settle(bad, x, cfg, z_top)
-    bad = copy_tree(params)
+    bad = res_copy_tree(params)
     bad["W"][2] = bad["W"][2][:-1]
     with pytest.raises(ValueError, match="n = 4 kernels"):
         cpu_res.settle(bad, x, cfg, z_top)
-    bad = copy_tree(params)
+    bad = res_copy_tree(params)
     bad["W"][1][2] = bad["W"][1][2][:, :, :2]
     with pytest.raises(ValueError, match=r"params\['W'\]\[1\]\[2\] has shape"):
         cpu_res.settle(bad, x, cfg, z_top)
-    bad = copy_tree(params)
+    bad = res_copy_tree(params)
     bad["b"][1] = np.zeros((3, 12, 20), np.float32)                  # a per-pixel bias: not in the reference
     with pytest.raises(ValueError, match=r"params\['b'\]\[1\] has shape"):
         cpu_res.settle(bad, x, cfg, z_top)
-    bad = copy_tree(params)
+    bad = res_copy_tree(params)
     bad["W"][1][0][0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN or Inf"):
         cpu_res.settle(bad, x, cfg, z_top)
