@@ -59,6 +59,21 @@ def test_make_uses_the_active_virtualenv(tmp_path):
     assert len(_notes(out)) == 1 and "/opt/venv" in _notes(out)[0]
 
 
+def test_make_test_installs_the_cpu_build_of_pytorch(tmp_path):
+    """The baselines' tests run on the CPU: `make test` installs the pinned CPU wheel (from PyTorch's CPU index,
+    whose +cpu version ranks above PyPI's CUDA build of the same version) before the extras, and keeps a PyTorch
+    that is already installed; BASELINES=0 installs neither."""
+    out = _make_n(tmp_path, "test")
+    lines = out.splitlines()
+    torch = [i for i, ln in enumerate(lines) if '"torch==' in ln]
+    extras = [i for i, ln in enumerate(lines) if '-e ".[dev,baselines]"' in ln]
+    assert len(torch) == 1 and extras and torch[0] < extras[0], out
+    assert lines[torch[0]].startswith('.venv/bin/python -c "import torch" 2>/dev/null || ')
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in lines[torch[0]]
+    out = _make_n(tmp_path, "test", BASELINES="0")
+    assert "torch" not in out and "baselines" not in out
+
+
 def test_make_test_fast_runs_the_reference_ring_and_the_conformance_suite(tmp_path):
     """`make test-fast` (under a minute): the reference ring and every backend through the conformance suite,
     leaving out what is marked slow; `make test` still runs every ring."""
