@@ -827,8 +827,8 @@ def main(argv=None, log=print):
         except OutError as exc:
             return refused(exc)
     out = args.out if args.out is not None else _new_out_dir()
-    log("running %d rows at scale %r with %d trials, Conv-NGC backend %s -> %s (estimate %.0f min)"
-        % (len(rows), args.scale, args.trials, args.backend, out,
+    log("running %d rows at scale %r with %s, Conv-NGC backend %s -> %s (estimate %.0f min)"
+        % (len(rows), args.scale, _trials(args.trials), args.backend, out,
            estimate_seconds(rows, args.scale, args.trials) / 60))
     if args.backend == "numpy":
         log("note: the Conv-NGC rows run on the NumPy reference, about 40x slower than the cpu backend")

@@ -256,6 +256,8 @@ def test_the_default_out_is_a_new_folder_never_the_committed_results(tmp_path, n
                       os.path.join("runs", "reproduce-20250101-000000-2")]
     assert all(os.path.isdir(d) for d in no_run) and os.listdir(tmp_path / "results" / "raw") == []
     assert "default: a new folder runs/reproduce-<time>" in " ".join(reproduce.build_parser().format_help().split())
+    out = capsys.readouterr().out
+    assert "with 1 trial," in out and "1 trials" not in out                 # the line a run starts with
 
 
 def _no_selection(*a, **k):
