@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 
 # The library's entry points, imported on first use (so `import convngc` stays fast: no NumPy, no Numba):
 #   convngc.ConvNGC, convngc.Config                  the model and its configuration
-#   convngc.load_model(path, backend=None)           a trained run folder or checkpoint -> (ConvNGC, meta)
+#   convngc.load_model(spec, backend=None)           a shipped model's name ("cifar10"), a run folder (its best.npz)
+#                                                    or a checkpoint -> (ConvNGC, meta)
 #   convngc.load_dataset(name, split), to_model(x)   data (uint8 NHWC) and the model's float NCHW in [0, 1]
 #   convngc.evaluate_metrics, mse, psnr, ssim_global, ssim_windowed, mean_std      metrics (Eqs. 4-6, SSIM)
 #   convngc.BACKENDS, convngc.default_backend()      the backends and the default (convngc/backends.py)
@@ -21,7 +22,7 @@ _LAZY = {
     "ConvNGC": ("convngc.model", "ConvNGC"),
     "Config": ("ngc_ref.config", "Config"),
     "DivergenceError": ("convngc.model", "DivergenceError"),
-    "load_model": ("convngc.train", "load_model"),
+    "load_model": ("convngc.models", "load_model"),
     "load_dataset": ("convngc.data", "load_dataset"),
     "to_model": ("convngc.data", "to_model"),
     "DATASET_NAMES": ("convngc.data", "DATASET_NAMES"),

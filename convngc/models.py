@@ -4,6 +4,7 @@
     model = convngc.models.load("cifar10")              # a shipped model, by name
     model = convngc.models.load("runs/my-run")          # a run folder: its best.npz (else checkpoint.npz)
     model = convngc.models.load("runs/my-run/checkpoint.npz")
+    model, meta = convngc.load_model("runs/my-run")     # the same, with the checkpoint's header (epoch, ...)
     convngc.models.names()                              # the shipped models: ['cifar10', ...]
     convngc.models.card("cifar10")                      # its model.json: config, data, metrics, command, sha256
 
@@ -73,11 +74,19 @@ def resolve(spec):
                         % (spec, ", ".join(names()) or "none shipped"))
 
 
+def load_model(spec="cifar10", backend=None):
+    """(ConvNGC, the checkpoint's header) from a shipped model's name, a run folder (its best.npz, else
+    checkpoint.npz) or a checkpoint file, on `backend` (None: the fastest available). This is
+    `convngc.load_model`; convngc.train.load_model takes a checkpoint path as it is (a folder: the last epoch's
+    checkpoint.npz, the state a run resumes from)."""
+    from . import train
+    return train.load_model(resolve(spec), backend=backend)
+
+
 def load(spec="cifar10", backend=None):
     """A ConvNGC ready to use from a shipped model's name, a run folder or a checkpoint file (default backend:
     the fastest available)."""
-    from .train import load_model
-    return load_model(resolve(spec), backend=backend)[0]
+    return load_model(spec, backend=backend)[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------

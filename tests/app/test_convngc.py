@@ -476,3 +476,17 @@ def test_unknown_header_and_history_keys_are_kept(tmp_path, x):
     meta = {"epoch": 2, "schedule": {"beta": [0.1, 0.05]}, "history": {"val_mse": [1.0, None], "psnr": [3, 4]}}
     checkpoint.save(tmp_path / "c.npz", m.cfg, m.host_params(), m.host_opt_state(), meta)
     assert checkpoint.load(tmp_path / "c.npz")[3] == meta
+
+
+def test_load_model_reads_a_run_folders_best_epoch(tmp_path):
+    """convngc.load_model (the API's loader) gives a run folder's best.npz, as `convngc evaluate RUN` does;
+    convngc.train.load_model on the folder gives the state a run resumes from, checkpoint.npz."""
+    import convngc
+    cfg = Config(channels=(3, 4, 3), image_hw=(16, 16), T=2)
+    best, last = (ConvNGC(cfg, backend="numpy", seed=s).host_params() for s in (1, 2))
+    checkpoint.save(tmp_path / "best.npz", cfg, best, meta={"epoch": 1})
+    checkpoint.save(tmp_path / "checkpoint.npz", cfg, last, meta={"epoch": 2})
+    model, meta = convngc.load_model(tmp_path, backend="numpy")
+    assert meta["epoch"] == 1
+    np.testing.assert_array_equal(model.host_params()["W"][1], best["W"][1])
+    assert train.load_model(tmp_path, backend="numpy")[1]["epoch"] == 2
