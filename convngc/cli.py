@@ -346,7 +346,8 @@ def build_parser():
     _add_tune_limit(p, "validation images to tune on (default %d)" % TUNE_LIMIT, at_least=1)
     p.add_argument("--dry-run", action="store_true", help="print the table and the choice, change no file")
 
-    sub.add_parser("info", help="print the paper configuration and its parameter count")
+    sub.add_parser("info", help="print the backends usable here (and the default), the paper configuration, its "
+                   "parameter count and every Config field --set takes")
     sub.add_parser("reproduce", add_help=False, help="the paper's Tables 1-2 and Figures 3-4 with baselines (see "
                    "`convngc reproduce --help`)").add_argument("rest", nargs=argparse.REMAINDER)
     pictures.add_parsers(sub, BACKENDS)                 # denoise, reconstruct: picture files of any size

@@ -383,14 +383,13 @@ def _dest(text: str) -> str:
     return text
 
 
-def main(argv=None, prog=None) -> int:
-    """`convngc download` and `python data/download.py`: NAME --dest DIR [--base-url] [--checksum] [--quiet].
-
-    Exit status: 0 done, 1 the download or the disk failed, 2 a bad option, 130 Ctrl-C, 143 SIGTERM.
-    """
+def build_parser(prog=None) -> argparse.ArgumentParser:
+    """The options of `convngc download` (docs/cli.md lists them from here)."""
     p = argparse.ArgumentParser(prog=prog, description="Download a dataset in its original format, verified by "
-                                "checksum.")
-    p.add_argument("name", choices=sorted(DATASETS))
+                                "checksum.", epilog="Exit status: 0 done, 1 the download or the disk failed, 2 a bad "
+                                "option, 130 Ctrl-C, 143 SIGTERM.")
+    p.add_argument("name", choices=sorted(DATASETS), help="the dataset (color-mnist is made from mnist; embedded "
+                   "needs no download)")
     p.add_argument("--dest", type=_dest, default=os.environ.get("CONVNGC_DATA_DIR") or None,
                    required=not os.environ.get("CONVNGC_DATA_DIR"),
                    help="data root; files go to DEST/NAME/ (default $CONVNGC_DATA_DIR)")
@@ -409,6 +408,15 @@ def main(argv=None, prog=None) -> int:
     group.add_argument("--progress", action="store_true", help="a progress bar even when stderr is not a terminal")
     group.add_argument("--quiet", action="store_true", help="no progress bar (default: one only when stderr is a "
                        "terminal)")
+    return p
+
+
+def main(argv=None, prog=None) -> int:
+    """`convngc download` and `python data/download.py`: NAME --dest DIR [--base-url] [--checksum] [--quiet].
+
+    Exit status: 0 done, 1 the download or the disk failed, 2 a bad option, 130 Ctrl-C, 143 SIGTERM.
+    """
+    p = build_parser(prog)
     a = p.parse_args(argv)
     files = [r.filename for r in DATASETS[a.name].files]
     checksums = {}

@@ -29,8 +29,8 @@ def add_flags(parser, what="progress bars"):
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--progress", action="store_true", help="%s even when stderr is not a terminal (default: "
                        "only when it is one)" % what)
-    group.add_argument("--no-progress", action="store_true", help="no %s (default: %s only when stderr is a "
-                       "terminal, so a redirected log holds none)" % (what, what))
+    group.add_argument("--no-progress", action="store_true", help="no progress bar (default: bars only when stderr "
+                       "is a terminal, so a redirected log holds none)")
 
 
 def from_flags(args):

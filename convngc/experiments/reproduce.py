@@ -713,8 +713,10 @@ def build_parser():
     ap = argparse.ArgumentParser(prog="convngc reproduce", description="Reproduce the paper's Tables 1-2 and "
                                  "Figures 3-4 next to its baselines and classical denoisers.")
     ap.add_argument("--scale", choices=tuple(SCALES), default="quick",
-                    help="quick: fits 2 CPU cores in about an hour; paper: the full protocol")
-    ap.add_argument("--trials", type=_positive_int, default=5, help="trials (seeds 0..trials-1); the paper's: 5")
+                    help="smoke: every row end to end in seconds (the numbers mean nothing); quick: sized for 2 CPU "
+                    "cores (--list gives the estimate); paper: the full protocol (default quick)")
+    ap.add_argument("--trials", type=_positive_int, default=5, help="trials (seeds 0..trials-1) (default and "
+                    "paper: 5)")
     ap.add_argument("--rows", nargs="+", default=None, metavar="PATTERN",
                     help="run only the rows matching these patterns, e.g. 'cifar10/*' 'cifar10->cinic10/conv-ngc'")
     ap.add_argument("--backend", choices=BACKENDS, default=None, help="backend of the Conv-NGC rows (default: the "
