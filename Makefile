@@ -17,7 +17,7 @@ else
   PYTHON_NOTE := $(PYTHON), as PYTHON says
 endif
 
-.PHONY: install install-test run test test-fast test-ref test-emu compile-check resources golden bench gpu-check clean
+.PHONY: install install-test run test test-fast test-ref test-emu compile-check resources docs cli-docs perf-docs golden bench gpu-check clean
 
 install: $(VENV)        ## install the package, its console command and the test/compile-check tools
 	@echo "convngc: Python is $(PYTHON_NOTE)"
@@ -67,6 +67,15 @@ compile-check: install  ## compile kernels/*.cu with NVRTC for sm_80/sm_90 and c
 
 resources: install      ## regenerate the committed resource table (in kernels/README.md, and kernels/resources.json)
 	$(PYTHON) -m ngc_cuda.compile_check --write kernels/README.md
+
+docs: install           ## regenerate the generated parts of docs/cli.md (the parsers) and docs/performance.md (bench/results/*.json)
+	$(PYTHON) docs/generate.py
+
+cli-docs: install       ## only docs/cli.md's option tables
+	$(PYTHON) docs/generate.py cli
+
+perf-docs: install      ## only docs/performance.md's tables, from bench/results/*.json
+	$(PYTHON) docs/generate.py performance
 
 golden: install         ## rewrite tests/golden/paper_T60.npz from ngc_ref (only after a deliberate change of the reference)
 	$(PYTHON) tests/golden_data.py
