@@ -16,6 +16,7 @@ them: the ratio residual / plain is what convngc/experiments/reproduce.py's COST
 interleaved and the median is reported; the load average is printed before and after (the machine is shared).
 """
 import argparse
+import json
 import os
 import pathlib
 import statistics
@@ -61,6 +62,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the cpu timings (median reported)")
     ap.add_argument("--ref-repeats", type=int, default=1, help="repeats of the reference's timings")
+    ap.add_argument("--json", default=None, help="also write the numbers to this file (bench/results/residual-*.json "
+                    "make docs/performance.md's residual table)")
     args = ap.parse_args(argv)
     B = args.batch
     cfg = ref_res.ResidualConfig(base=Config())
@@ -133,6 +136,13 @@ def main(argv=None):
         plain_cfg.layer_channels[l] * plain_cfg.layer_channels[l - 1] * 9 * int(np.prod(plain_cfg.map_hw(l)))
         for l in range(1, plain_cfg.L + 1)) / 1e6))
     print("load average after: %.1f %.1f %.1f" % load1)
+    if args.json:
+        out = {"load_before": load0, "load_after": load1, "batch": B, "T": T,
+               "useful_mflop_per_image_step": flops / 1e6,
+               "rows": [{"backend": name, "threads": n, "settle_seconds": sec, "learn_seconds": learn}
+                        for (name, n), (sec, learn) in rows.items()]}
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
     return rows
 
 
