@@ -358,8 +358,8 @@ def run_job(model_name, dataset, rows, scale_cfg, trials, backend, data_dir, out
     tx = load(dataset, "train", n_train, data_dir)
     vx = load(dataset, "val", scale_cfg["n_val"], data_dir)
     for k in range(trials):
-        log("%s on %s, trial %d/%d: %d training images x %d epochs, batch %d"
-            % (NAMES[model_name], DATASET_TITLES[dataset], k + 1, trials, len(tx), epochs, batch))
+        log("%s on %s, trial %d/%d: %d training images x %s, batch %d"
+            % (NAMES[model_name], DATASET_TITLES[dataset], k + 1, trials, len(tx), _epochs(epochs), batch))
         m = make_model(model_name, k, backend, scale_cfg.get("lr", {}).get(model_name))
         t0 = time.time()
         hist = m.fit(tx, vx, epochs, batch, log)
@@ -451,6 +451,10 @@ def _setup_cell(rec):
 
 def _trials(k):
     return "%d trial" % k if k == 1 else "%d trials" % k
+
+
+def _epochs(k):
+    return "%d epoch" % k if k == 1 else "%d epochs" % k
 
 
 def read_raw(out_dir):
@@ -677,7 +681,8 @@ def list_rows(rows, skipped, scale, trials, log=print, backend=None):
     log("rows at scale %r (%d %s; test images per dataset: %s):" % (scale, trials, "trial" if trials == 1 else "trials",
                                                                     sc["n_test"] or "all"))
     for r in rows:
-        size = ("%s train imgs x %d epochs, batch %d" % (sc["train"][r.model][0] or "all", *sc["train"][r.model][1:])
+        size = ("%s train imgs x %s, batch %d" % (sc["train"][r.model][0] or "all", _epochs(sc["train"][r.model][1]),
+                                                   sc["train"][r.model][2])
                 if r.model in TRAINED else "tuned on %d validation images" % sc["n_tune"])
         log("  %-32s %-28s %s%s" % (r.id, ", ".join(r.tasks), size, "  [substitute]" if r.substitute else ""))
     for r, why in skipped:

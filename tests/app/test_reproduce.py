@@ -351,3 +351,12 @@ def test_the_seeds_table_with_one_seed_and_one_trial(tmp_path):
     assert "7 images, 1 trial per seed" in text and "**mean over 1 seed**" in text
     assert "1 trials" not in text and "±" not in text.split("| the paper")[0].split("**mean")[1]
     assert claims["reconstruction"]["seeds"] == [3]
+
+
+def test_list_says_one_epoch_and_one_trial_in_the_singular():
+    r = next(r for r in reproduce.all_rows() if r.id == "cifar10/res-conv-ngc")
+    lines = []
+    reproduce.list_rows([r], [], "quick", 1, log=lines.append)
+    text = "\n".join(lines)
+    assert "(1 trial;" in text and "x 1 epoch, batch 50" in text, text
+    assert "1 trials" not in text and "1 epochs" not in text
