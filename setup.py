@@ -8,7 +8,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=["ngc_ref", "ngc_cpu", "ngc_cuda", "ngc_cuda.kernels", "cuda_emu", "convngc", "convngc.data"],
+    packages=["ngc_ref", "ngc_cpu", "ngc_cuda", "ngc_cuda.kernels", "cuda_emu", "convngc", "convngc.data",
+              "convngc.experiments"],        # the reproduction and the study, apart from the library
     # kernels/*.cu live at the top of the repository (one op family per file) and ship inside
     # ngc_cuda as the ngc_cuda.kernels package, so a non-editable install finds them too.
     package_dir={"ngc_cuda.kernels": "kernels"},
@@ -20,8 +21,9 @@ setup(
         "dev": ["pytest>=7", "nvidia-cuda-nvrtc==13.0.88", "cuda-bindings>=13.0,<14"],
         "cuda12": ["cupy-cuda12x>=13"],
         "cuda13": ["cupy-cuda13x>=13"],
-        # `convngc reproduce`'s Conv-AE/Conv-DAE (PyTorch) and BM3D rows. No torch version is pinned: on Linux
-        # PyPI's torch is the multi-GB CUDA build; install the CPU wheel first (README, "Reproducing the paper").
+        # `convngc reproduce`'s Conv-AE/Conv-DAE (PyTorch) and BM3D rows. No torch version is pinned here (an
+        # installed PyTorch, any build, serves): on Linux PyPI's torch is the multi-GB CUDA build, so `make test`
+        # installs the pinned CPU wheel first (the Makefile's TORCH, TORCH_INDEX).
         "baselines": ["torch>=2.0", "bm3d>=4.0"],
     },
     entry_points={"console_scripts": ["convngc=convngc.__main__:main"]},      # Ctrl-C safe from the start

@@ -157,10 +157,12 @@ def step_kernel_name(ngc_model):
 def settle_paths(cp, cfg, params_cp, threads):
     """{path name: settle(x, z_top) -> result with .energy, .zbar} for our two kernels."""
     import ngc_cuda.model as ngc_model
+    from ngc_cuda.backend import device
     from ngc_cuda.settle_whole import settle_whole
     step = step_kernel_name(ngc_model)
+    gpu = device("cuda")
     paths = {"ours/whole@%d" % t: (lambda x, zt, t=t: settle_whole(params_cp, x, cfg, zt, cfg.T, threads=t,
-                                                                  backend="cuda")) for t in threads}
+                                                                  device=gpu)) for t in threads}
     paths["ours/step"] = lambda x, zt: ngc_model.settle(params_cp, x, cfg, zt, kernel=step)
     return paths, step
 
@@ -358,6 +360,7 @@ def smoke(cp):
     """A tiny settle through both kernel paths, checked against ngc_ref: the compute-sanitizer target."""
     cp.cuda.set_allocator(None)                 # one cudaMalloc per array: memcheck sees every overrun
     import ngc_cuda.model as ngc_model
+    from ngc_cuda.backend import device
     from ngc_cuda.settle_whole import settle_whole
     step = step_kernel_name(ngc_model)
     failures = []
@@ -370,7 +373,7 @@ def smoke(cp):
         ref = ref_model.settle(p64, x.astype(np.float64), cfg, zt.astype(np.float64), clamp=clamp)
         pc = to_cupy(cp, p)
         for name, f in (("whole", lambda: settle_whole(pc, cp.asarray(x), cfg, cp.asarray(zt), cfg.T, clamp=clamp,
-                                                       backend="cuda")),
+                                                       device=device("cuda"))),
                         ("step", lambda: ngc_model.settle(pc, cp.asarray(x), cfg, cp.asarray(zt), clamp=clamp,
                                                           kernel=step))):
             r = f()

@@ -12,10 +12,11 @@ filters and random images (the work does not depend on the data). Per backend:
 The cpu backend is timed at T = 60 with 1 thread and with all CPUs. The reference is timed at T = 2 and T = 6
 and its settle extrapolated linearly to T = 60 (its cost is linear in T; a T = 60 settle of batch 100 takes
 minutes), its learn step once. Plain Conv-NGC on the cpu backend (ngc_cpu.model, same hierarchy) is timed beside
-them: the ratio residual / plain is what convngc/reproduce.py's COST table uses. Repeats are interleaved and
-the median is reported; the load average is printed before and after (the machine is shared).
+them: the ratio residual / plain is what convngc/experiments/reproduce.py's COST table uses. Repeats are
+interleaved and the median is reported; the load average is printed before and after (the machine is shared).
 """
 import argparse
+import json
 import os
 import pathlib
 import statistics
@@ -61,6 +62,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the cpu timings (median reported)")
     ap.add_argument("--ref-repeats", type=int, default=1, help="repeats of the reference's timings")
+    ap.add_argument("--json", default=None, help="also write the numbers to this file (bench/results/residual-*.json "
+                    "make docs/performance.md's residual table)")
     args = ap.parse_args(argv)
     B = args.batch
     cfg = ref_res.ResidualConfig(base=Config())
@@ -133,6 +136,13 @@ def main(argv=None):
         plain_cfg.layer_channels[l] * plain_cfg.layer_channels[l - 1] * 9 * int(np.prod(plain_cfg.map_hw(l)))
         for l in range(1, plain_cfg.L + 1)) / 1e6))
     print("load average after: %.1f %.1f %.1f" % load1)
+    if args.json:
+        out = {"load_before": load0, "load_after": load1, "batch": B, "T": T,
+               "useful_mflop_per_image_step": flops / 1e6,
+               "rows": [{"backend": name, "threads": n, "settle_seconds": sec, "learn_seconds": learn}
+                        for (name, n), (sec, learn) in rows.items()]}
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
     return rows
 
 

@@ -12,12 +12,12 @@ Layouts are the reference's: NCHW, W^l (C_l, C_{l-1}, K, K). That is PyTorch's c
 layout (in, out, kH, kW) for Eq. 1 and its conv2d layout (out, in, kH, kW) for Eq. 2, so both read the
 same stored tensor (E = W^T).
 
-Run `python -m pytest tests/test_torch_ngc.py` for the check against ngc_ref (CPU, float64).
+Run `python -m pytest tests/app/test_torch_ngc.py` for the check against ngc_ref (CPU, float64).
 """
 import torch
 import torch.nn.functional as F
 
-from ngc_ref.model import SettleResult
+from ngc_ref.model import error_filters, settle_steps
 from ngc_ref.ops import same_padding
 
 __all__ = ["to_torch", "conv2d", "conv2d_transpose", "predict", "predictions_and_errors", "correct",
@@ -62,6 +62,8 @@ def conv2d_transpose(z, w, stride, out_hw):
     return full[:, :, pt:pt + Ho, pl:pl + Wo]
 
 
+# phi / phi_prime in PyTorch: one of four definitions, one per language; the list of what to change with the
+# activation is above ngc_ref.model.phi.
 def phi(z, leak):
     """Leaky ReLU: z if z > 0 else leak * z (ngc_ref.model.phi)."""
     return F.leaky_relu(z, leak)
@@ -85,7 +87,7 @@ def predictions_and_errors(z, params, cfg):
 
 def correct(z, e, params, cfg, free_bottom=False):
     """Eq. 2: d^l = -e^l + E^l *_s e^{l-1} (x phi'(z^l) in PCN mode); z^l <- z^l + beta d^l - gamma z^l."""
-    E = params["E"] if params.get("E") is not None else params["W"]
+    E = error_filters(params)
     new = list(z)
     for l in range(0 if free_bottom else 1, cfg.L + 1):
         d = -e[l]
@@ -116,14 +118,9 @@ def settle(params, x, cfg, z_top, T=None, clamp="always"):
     """Algorithm 1: same contract as ngc_ref.model.settle, tensors in and out (no host sync inside)."""
     T = cfg.T if T is None else T
     z = init_states(x, params, cfg, z_top)
-    trace = []
-    for _ in range(T):
-        zbar, e = predictions_and_errors(z, params, cfg)
-        trace.append(energy(e))
-        z = correct(z, e, params, cfg, free_bottom=(clamp == "first"))
-    zbar, e = predictions_and_errors(z, params, cfg)
-    trace.append(energy(e))
-    return SettleResult(z, zbar, e, torch.stack(trace))
+    return settle_steps(z, T, lambda z: predictions_and_errors(z, params, cfg),
+                        lambda z, e: correct(z, e, params, cfg, free_bottom=(clamp == "first")),
+                        energy=energy, stack=torch.stack)
 
 
 @torch.no_grad()
@@ -138,7 +135,7 @@ def filter_updates(res, params, cfg):
         w_shape = (a.shape[1], e.shape[1], K, K)
         dW.append(torch.nn.grad.conv2d_weight(F.pad(e, (pl, pr, pt, pb)), w_shape, a, stride=s))
         db.append(e.sum(dim=(0, 2, 3)))
-    dE = [None] + [cfg.lam * w for w in dW[1:]] if params.get("E") is not None else None
+    dE = ([None] + [cfg.lam * w for w in dW[1:]]) if params.get("E") is not None else None
     return {"W": dW, "b": db, "E": dE}
 
 

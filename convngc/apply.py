@@ -362,12 +362,14 @@ def state_floats_per_pixel(cfg):
     return sum(c / cfg.stride ** (2 * l) for l, c in enumerate(cfg.layer_channels))
 
 
-def memory_estimate(cfg, hw, method, backend="cpu", tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP,
+def memory_estimate(cfg, hw, method, backend=None, tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP,
                     batch=DEFAULT_BATCH):
     """Bytes one picture of hw pixels needs at its peak: the picture and its float32 copies (input, noisy
     input, padded canvas, blend accumulator, output: about 8 arrays of C x H x W), plus the settle's states.
     A settle holds states, predictions and errors (3 buffers); the cpu backend stores 16 lanes per image, and
     the reference's temporaries (the dilated maps) are counted as 4 more buffers."""
+    from .backends import resolve
+    backend = resolve(backend)                              # None: the default backend
     H, W = hw
     C = cfg.layer_channels[0]
     per_px = 4 * (8 * C + 2)

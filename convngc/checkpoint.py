@@ -1,102 +1,24 @@
 """Checkpoints: one .npz holding the parameters, the optimiser state and a JSON header.
 
-Written atomically (temporary file in the same folder, fsync, os.replace), so a crash mid-write never
-leaves a half checkpoint where a good one was. Loading checks the format, the config and every shape.
-Every file the project writes goes through :func:`atomic_write`: it gets the permissions the umask allows
-(as a plain open() would), an error names the file it was writing, and a kill mid-write leaves only a hidden
-``.<name>.XXXXXXXX.tmp`` that :func:`clean_stale_tmp` removes on the next start.
+Written atomically (convngc.fileio.atomic_write: temporary file in the same folder, fsync, os.replace), so a
+crash mid-write never leaves a half checkpoint where a good one was. Loading checks the format, the config and
+every shape.
 """
 import json
-import math
 import os
-import re
-import tempfile
 
 import numpy as np
 
 from ngc_ref.checks import param_shape
 from ngc_ref.config import Config
 
-from .files import NotARegularFile, open_regular
+from .fileio import NotARegularFile, atomic_write, open_regular, strict_json
 
 FORMAT = "convngc-checkpoint-1"
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing, corrupt, or not matching the model."""
-
-
-def _umask():
-    """The process umask, read without changing it where /proc allows (os.umask can only set it)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    m = os.umask(0o022)
-    os.umask(m)
-    return m
-
-
-def atomic_write(path, write_fn, suffix=""):
-    """Call write_fn(tmp_path) for a temporary file beside `path`, then move it into place atomically.
-
-    An OSError (a full disk, a read-only folder) is raised again with `path` as its filename, so the message
-    names the file that could not be written; the file already at `path` is untouched.
-    """
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = None
-    try:
-        os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp" + suffix, dir=d)
-        os.close(fd)
-        write_fn(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())          # mkstemp makes 0600 whatever the umask
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(exc, OSError) and exc.errno is not None and exc.filename != path:
-            raise type(exc)(exc.errno, exc.strerror, path) from exc
-        raise
-    return path
-
-
-_STALE_TMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^/]*)?$")     # what atomic_write's mkstemp names look like
-
-
-def clean_stale_tmp(folder):
-    """Remove the hidden temporary files a killed atomic_write left in `folder`; return their names.
-
-    Call it only while no other process writes into `folder` (the run lock guarantees that for a run folder).
-    """
-    gone = []
-    for name in sorted(os.listdir(folder)):
-        if _STALE_TMP.match(name) and os.path.isfile(os.path.join(folder, name)):
-            os.remove(os.path.join(folder, name))
-            gone.append(name)
-    return gone
-
-
-def strict_json(obj):
-    """`obj` with every NaN/Inf float replaced by None and NumPy values by Python ones: what json.dump
-    can write with allow_nan=False (strict JSON, which other tools can read; bare NaN is not JSON)."""
-    if isinstance(obj, dict):
-        return {k: strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict_json(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return strict_json(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _flatten(prefix, tree, out):

@@ -28,17 +28,21 @@ import numpy as np
 
 from ngc_ref.config import RANGES, Config, ConfigError, check_option, describe_range
 
-from . import checkpoint, data, models, schedule, train, tune
+from . import checkpoint, data, metrics, models, progress, rundir, schedule, train, tune
 from .download import Terminated, sigterm_raises
 from . import pictures
-from .files import NotARegularFile, open_regular
-from .model import BACKENDS, BackendUnavailable, ConvNGC, DivergenceError, TooLarge, check_memory, default_backend
+from .fileio import NotARegularFile, open_regular, write_json
+from .backends import BACKENDS, BackendUnavailable
+from .model import ConvNGC, DivergenceError, TooLarge, check_memory
+from .usage import UsageError
 
 TASKS = ("reconstruction", "denoising", "ood")
-# The CLI's default backend is chosen here and only here: the fastest one usable on this machine (cuda with a
-# usable GPU, else cpu; numpy, the literal reference, only when Numba is missing). It is printed when used.
-def _default_backend(log=print):
-    name = default_backend()
+def _backend_or_default(name, log=print):
+    """`name`, or the registry's default (convngc/backends.py: the fastest usable here), saying so."""
+    if name:
+        return name
+    from . import backends
+    name = backends.default()
     log("backend: %s (the fastest available here; --backend numpy runs the literal reference)" % name)
     return name
 
@@ -61,10 +65,6 @@ MODEL_FLAGS = {"T": "--T", "beta": "--beta", "gamma": "--gamma", "lr": "--lr", "
 # What a resumed run keeps from its record (config.json / the checkpoint), with the option that sets it.
 RUN_FLAGS = {"dataset": "--dataset", "limit": "--limit", "val_limit": "--val-limit", "batch_size": "--batch-size",
              "seed": "--seed"}
-
-
-class UsageError(Exception):
-    """An option that cannot apply (found after parsing, e.g. against a run's record): exit status 2."""
 
 
 def _path(text):
@@ -220,7 +220,7 @@ def _add_common(p, batch_help):
     p.add_argument("--seed", type=_int_at_least(0), default=None, help="makes the run repeatable: init, shuffling, "
                    "z^L draws, noise (default 0)")
     p.add_argument("--batch-size", type=_int_at_least(1), default=None, help=batch_help)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    progress.add_flags(p)
 
 
 def _add_model(p, lr_help):
@@ -346,7 +346,8 @@ def build_parser():
     _add_tune_limit(p, "validation images to tune on (default %d)" % TUNE_LIMIT, at_least=1)
     p.add_argument("--dry-run", action="store_true", help="print the table and the choice, change no file")
 
-    sub.add_parser("info", help="print the paper configuration and its parameter count")
+    sub.add_parser("info", help="print the backends usable here (and the default), the paper configuration, its "
+                   "parameter count and every Config field --set takes")
     sub.add_parser("reproduce", add_help=False, help="the paper's Tables 1-2 and Figures 3-4 with baselines (see "
                    "`convngc reproduce --help`)").add_argument("rest", nargs=argparse.REMAINDER)
     pictures.add_parsers(sub, BACKENDS)                 # denoise, reconstruct: picture files of any size
@@ -404,11 +405,11 @@ def _read_config_json(run_dir):
             raise ValueError("expected a JSON object with a \"model\" object")
         checkpoint.check_run_args(rec.get("run"), "run", required=("dataset", "batch_size", "epochs"))
     except NotARegularFile as exc:
-        raise train.RunDirError("%s; restore config.json or start a new run" % exc) from None
+        raise rundir.RunDirError("%s; restore config.json or start a new run" % exc) from None
     except (ValueError, checkpoint.CheckpointError) as exc:
-        raise train.RunDirError("%s: unreadable (%s); restore it or start a new run" % (path, exc)) from None
+        raise rundir.RunDirError("%s: unreadable (%s); restore it or start a new run" % (path, exc)) from None
     except OSError as exc:
-        raise train.RunDirError("%s: cannot read it (%s)" % (path, exc.strerror or exc)) from None
+        raise rundir.RunDirError("%s: cannot read it (%s)" % (path, exc.strerror or exc)) from None
     return rec
 
 
@@ -423,12 +424,12 @@ def _check_same_config(run_dir, recorded, cfg, meta=None):
             rec_cfg = schedule.config_at(rec_cfg, meta["schedule"])
         rec = rec_cfg.to_dict()
     except (ValueError, TypeError, KeyError) as exc:
-        raise train.RunDirError("%s: invalid model config (%s)" % (os.path.join(run_dir, "config.json"), exc)) \
+        raise rundir.RunDirError("%s: invalid model config (%s)" % (os.path.join(run_dir, "config.json"), exc)) \
             from None
     ck = cfg.to_dict()
     diff = [k for k in sorted(set(rec) | set(ck)) if rec.get(k) != ck.get(k) and k not in INFERENCE_FIELDS]
     if diff:
-        raise train.RunDirError(
+        raise rundir.RunDirError(
             "%s: checkpoint.npz and config.json disagree on %s; the folder was edited or mixed with another run: "
             "restore config.json, or evaluate the checkpoint file on its own" % (run_dir, ", ".join(
                 "%s (checkpoint %r, config.json %r)" % (k, ck.get(k), rec.get(k)) for k in diff)))
@@ -487,7 +488,7 @@ def cmd_train(args, log=print, status=None):
     for k, v in TRAIN_DEFAULTS.items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
-    backend = args.backend or _default_backend(log)
+    backend = _backend_or_default(args.backend, log)
     cfg = _config_from_args(args)
     val_batch = VAL_BATCH if args.val_limit is None else min(VAL_BATCH, args.val_limit)
     _check_memory(args, cfg, max(args.batch_size, val_batch), backend)
@@ -501,13 +502,13 @@ def cmd_train(args, log=print, status=None):
     sched_opts = _schedule_options(args)
     dataset = _dataset_for(args.dataset, cfg, log)
     if args.out:
-        train.check_run_dir(args.out)                          # fail before loading data; the claim decides
+        rundir.check_run_dir(args.out)                          # fail before loading data; the claim decides
     data_dir = _abs(args.data_dir)
     train_x = _load_images(dataset, "train", data_dir, args.seed, args.limit, cfg, True)
     val_x = _load_images(dataset, "val", data_dir, args.seed, args.val_limit, cfg, True) if args.val_limit != 0 \
         else np.zeros((0,) + train_x.shape[1:], train_x.dtype)
-    folder = train.claim_run_dir(args.out) if args.out else \
-        train.new_run_dir(os.path.join("runs", "%s-%s" % (dataset, time.strftime("%Y%m%d-%H%M%S"))))
+    folder = rundir.claim_run_dir(args.out) if args.out else \
+        rundir.new_run_dir(os.path.join("runs", "%s-%s" % (dataset, time.strftime("%Y%m%d-%H%M%S"))))
     run_args = {"dataset": dataset, "limit": args.limit, "val_limit": args.val_limit, "batch_size": args.batch_size,
                 "data_dir": data_dir, "seed": args.seed, "epochs": args.epochs,
                 "beta_schedule": dataclasses.asdict(sched_opts)}
@@ -515,7 +516,7 @@ def cmd_train(args, log=print, status=None):
         run_args["init"] = dict(init[2], fresh_optimizer=bool(args.fresh_optimizer))
     try:
         try:
-            train.write_json(os.path.join(folder.path, "config.json"),
+            write_json(os.path.join(folder.path, "config.json"),
                              {"model": cfg.to_dict(), "run": run_args, "n_filter_weights": model.n_filter_weights})
         except BaseException:
             folder.release(remove_if_empty=True)               # nothing of this run was written: no folder left
@@ -525,7 +526,7 @@ def cmd_train(args, log=print, status=None):
             "backend %s -> %s" % (dataset, len(train_x), len(val_x), args.batch_size, cfg.T, cfg.beta,
                                   sched_opts.mode, model.n_filter_weights, backend, folder.path))
         sched = schedule.BetaSchedule(sched_opts, cfg, val_x if len(val_x) else train_x, log=log)
-        train.fit(model, train_x, val_x, args.epochs, args.batch_size, folder.path, not args.no_progress, args.seed,
+        train.fit(model, train_x, val_x, args.epochs, args.batch_size, folder.path, progress.from_flags(args), args.seed,
                   meta={"run_args": run_args}, log=log, on_checkpoint=status.checkpointed, schedule=sched)
         _tune_after_training(folder.path, val_x, args, backend, log)
     finally:
@@ -541,7 +542,7 @@ def _tune_after_training(run_dir, val_x, args, backend, log):
         if limit and not len(val_x):
             log("no validation images: the denoising reading keeps its defaults (convngc tune RUN sets it later)")
         return
-    _tune_file(best, val_x[:limit], getattr(args, "seed", 0) or 0, backend, log, progress=not args.no_progress)
+    _tune_file(best, val_x[:limit], getattr(args, "seed", 0) or 0, backend, log, progress=progress.from_flags(args))
 
 
 def _tune_file(path, x, seed, backend, log, dry_run=False, progress=False):
@@ -574,7 +575,7 @@ def cmd_tune(args, log=print, status=None):
     seed = args.seed if args.seed is not None else run_args.get("seed", 0)
     x = _load_images(dataset, "val", _abs(args.data_dir) or run_args.get("data_dir"), seed,
                      args.tune_limit or TUNE_LIMIT, cfg, False)
-    return _tune_file(path, x, seed, args.backend or _default_backend(log), log, dry_run=args.dry_run)
+    return _tune_file(path, x, seed, _backend_or_default(args.backend, log), log, dry_run=args.dry_run)
 
 
 VAL_BATCH = 100          # train.fit's validation batch
@@ -593,7 +594,7 @@ def _check_memory(args, cfg, batch, backend):
 
 def _resume(args, log, status):
     run_dir = args.resume
-    folder = train.claim_run_dir(run_dir, resume=True)          # no other process trains it meanwhile
+    folder = rundir.claim_run_dir(run_dir, resume=True)          # no other process trains it meanwhile
     try:
         status.run_dir = run_dir
         recorded = _read_config_json(run_dir)
@@ -608,7 +609,7 @@ def _resume(args, log, status):
             run_args = dict(meta.get("run_args") or (recorded or {}).get("run") or {})
             missing = [k for k in ("dataset", "batch_size") if k not in run_args]
             if missing:
-                raise train.RunDirError("--resume %s: neither the checkpoint nor config.json records the run's %s"
+                raise rundir.RunDirError("--resume %s: neither the checkpoint nor config.json records the run's %s"
                                         % (run_dir, ", ".join(missing)))
             start, history, seed = meta["epoch"], meta.get("history"), meta.get("seed", run_args.get("seed", 0))
             status.checkpointed(start)
@@ -617,11 +618,11 @@ def _resume(args, log, status):
             try:
                 cfg = Config.from_dict(recorded["model"])
             except (ValueError, TypeError) as exc:
-                raise train.RunDirError("%s/config.json: invalid model config (%s)" % (run_dir, exc)) from None
+                raise rundir.RunDirError("%s/config.json: invalid model config (%s)" % (run_dir, exc)) from None
             run_args, start, history, trained_on = dict(recorded["run"]), 0, None, None
             seed = run_args.get("seed", 0)
         else:
-            raise train.RunDirError("--resume %s: no config.json or checkpoint.npz there; not a run folder" % run_dir)
+            raise rundir.RunDirError("--resume %s: no config.json or checkpoint.npz there; not a run folder" % run_dir)
         run_args.setdefault("seed", seed)
         _refuse_changes(args, cfg, run_args, run_dir, log)
         epochs = args.epochs if args.epochs is not None else run_args.get("epochs", start)
@@ -629,7 +630,7 @@ def _resume(args, log, status):
             log("run %s is already complete: %d of %d epochs. To train it further, pass --epochs N with N > %d"
                 % (run_dir, start, epochs, start))
             return run_dir, None, run_args
-        backend = args.backend or trained_on or _default_backend(log)
+        backend = _backend_or_default(args.backend or trained_on, log)
         if trained_on and backend != trained_on:
             log("resuming on backend %s (the run used %s): the filters will not be bit-identical to an "
                 "uninterrupted run" % (backend, trained_on))
@@ -647,7 +648,7 @@ def _resume(args, log, status):
             run_args["epochs"] = epochs
             if recorded is not None:                           # only the run part; the model part never changes
                 recorded["run"] = dict(recorded["run"], epochs=epochs, data_dir=run_args.get("data_dir"))
-                train.write_json(os.path.join(run_dir, "config.json"), recorded)
+                write_json(os.path.join(run_dir, "config.json"), recorded)
         dataset, data_dir = run_args["dataset"], run_args.get("data_dir")
         train_x = _load_images(dataset, "train", data_dir, seed, run_args.get("limit"), cfg, True)
         val_limit = run_args.get("val_limit")
@@ -661,7 +662,7 @@ def _resume(args, log, status):
                                           val_x if len(val_x) else train_x, log=log)
             if start and meta.get("schedule"):
                 sched.load_state(meta["schedule"], checkpoint.load_extra(ck, "restore"))
-        train.fit(model, train_x, val_x, epochs, run_args["batch_size"], run_dir, not args.no_progress, seed,
+        train.fit(model, train_x, val_x, epochs, run_args["batch_size"], run_dir, progress.from_flags(args), seed,
                   history, start, meta={"run_args": run_args}, log=log, on_checkpoint=status.checkpointed,
                   schedule=sched)
         _tune_after_training(run_dir, val_x, args, backend, log)
@@ -711,7 +712,7 @@ def cmd_evaluate(args, model=None, run_dir=None, log=print, status=None, ckpt=No
         cfg, _, _, meta = checkpoint.load(ckpt)
         if os.path.basename(ckpt) in ("checkpoint.npz", "best.npz"):
             _check_same_config(run_dir, _read_config_json(run_dir), cfg, meta)
-        model, meta = train.load_model(ckpt, backend=args.backend or _default_backend(log))    # any backend evaluates any run
+        model, meta = train.load_model(ckpt, backend=_backend_or_default(args.backend, log))  # any backend evaluates any run
         run_args = meta.get("run_args", {})
         dataset = args.dataset or run_args.get("dataset", "embedded")
         data_dir = _abs(args.data_dir) or run_args.get("data_dir")
@@ -726,10 +727,10 @@ def cmd_evaluate(args, model=None, run_dir=None, log=print, status=None, ckpt=No
                            if shipped else run_dir)
     if args.out:
         if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-            raise train.RunDirError("--out %s is a file, not a folder" % out_dir)
+            raise rundir.RunDirError("--out %s is a file, not a folder" % out_dir)
         other = [f for f in ("config.json", "checkpoint.npz") if os.path.exists(os.path.join(out_dir, f))]
         if other and os.path.realpath(out_dir) != os.path.realpath(run_dir):
-            raise train.RunDirError("--out %s holds another run (%s): the metrics of %s would mix with it; choose a "
+            raise rundir.RunDirError("--out %s holds another run (%s): the metrics of %s would mix with it; choose a "
                                     "new or empty folder" % (out_dir, other[0], ckpt))
     cfg = model.cfg
     _check_memory(args, cfg, args.batch_size if args.limit is None else min(args.batch_size, args.limit),
@@ -741,19 +742,20 @@ def cmd_evaluate(args, model=None, run_dir=None, log=print, status=None, ckpt=No
         loaded.append((task, name, split, _load_images(name, split, data_dir, args.seed, args.limit, cfg, False)))
     results, last = {}, {}
     for task, name, split, x in loaded:
-        log("%s on %s/%s: %d images x %d trials" % (task, name, split, len(x), args.trials))
+        log("%s on %s/%s: %d images x %d %s" % (task, name, split, len(x), args.trials,
+                                                "trial" if args.trials == 1 else "trials"))
         T = getattr(args, "T_denoise", None) if task == "denoising" else args.T
         res, (out, inp, energy) = train.evaluate(model, x, task, args.trials, args.batch_size, T, args.seed,
-                                                progress=not getattr(args, "no_progress", False))
+                                                progress=progress.from_flags(args))
         last[task] = (x, out, inp, energy)
         res["dataset"] = name
         res["data"] = {"dataset": name, "split": split, "n_images": int(len(x)), "limit": args.limit,
                        "seed": args.seed, "data_dir": data_dir}
         results[task] = res
         s = res["summary"]
-        log("  MSE %.3f +/- %.3f | PSNR %.2f dB (of the mean MSE: %.2f) | SSIM (Eq. 5, global) %.4f | SSIM "
-            "(windowed) %.4f" % (s["mse"]["mean"], s["mse"]["std"], s["psnr"]["mean"], s["psnr_of_mse"]["mean"],
-                                 s["ssim_global"]["mean"], s["ssim"]["mean"]))
+        log("  MSE %s | PSNR %.2f dB (of the mean MSE: %.2f) | SSIM (Eq. 5, global) %.4f | SSIM (windowed) %.4f"
+            % (metrics.format_mean_std(s["mse"]["mean"], s["mse"]["std"], args.trials, 3, " +/- "),
+               s["psnr"]["mean"], s["psnr_of_mse"]["mean"], s["ssim_global"]["mean"], s["ssim"]["mean"]))
         if "noisy_input" in res:
             n = res["noisy_input"]
             log("  (the noisy input itself: MSE %.3f | PSNR %.2f dB (of the mean MSE: %.2f) | SSIM (Eq. 5, global) "
@@ -762,10 +764,10 @@ def cmd_evaluate(args, model=None, run_dir=None, log=print, status=None, ckpt=No
     os.makedirs(out_dir, exist_ok=True)
     info = _checkpoint_info(ckpt)
     # an earlier evaluation's files are kept, and of two evaluations running at once each claims its own name
-    suffix = train.claim_free_name(out_dir)
+    suffix = rundir.claim_free_name(out_dir)
     metrics_path = os.path.join(out_dir, "metrics%s.json" % suffix)
     try:
-        train.write_json(metrics_path, {
+        write_json(metrics_path, {
             "model_dataset": dataset, "checkpoint": info, "results": results, "model": shipped,
             "config": cfg.to_dict(), "metric_scale": "[0,255]", "noise_std": train.NOISE_STD, "T": args.T or cfg.T,
             "T_denoise": getattr(args, "T_denoise", None) or cfg.denoise_T, "pi0": cfg.denoise_pi0,
@@ -819,16 +821,23 @@ def cmd_run(args, log=print, status=None):
                             tasks=["reconstruction", "denoising"], ood_dataset="cifar10", trials=args.trials,
                             limit=job["eval_limit"], T=None, T_denoise=None, denoise=None, pi0=None, out=None,
                             batch_size=job["eval_batch_size"], seed=args.seed, data_dir=args.data_dir,
-                            backend=args.backend, no_progress=args.no_progress)
+                            backend=args.backend, progress=args.progress, no_progress=args.no_progress)
     return cmd_evaluate(ev, log=log, status=status)
 
 
 def cmd_info(args, log=print, status=None):
+    from . import backends
     cfg = Config()
-    model = ConvNGC(cfg)
+    from ngc_ref.checks import param_shape
+    count = {k: sum(int(np.prod(param_shape(cfg, k, l))) for l in range(1, cfg.L + 1)) for k in ("W", "b")}
+    default = backends.default()
+    log("backends: %s" % "; ".join(
+        "%s (%s)" % (name, "default: the fastest available here" if name == default else
+                     "available" if backends.available(name) else "not here: " + backends.why_unavailable(name))
+        for name in backends.BACKENDS))
     log("paper configuration: channels %s (top -> bottom), %dx%d images, %dx%d filters, stride %d, T=%d, "
         "beta=%g, gamma=%g" % (cfg.channels, *cfg.image_hw, cfg.kernel, cfg.kernel, cfg.stride, cfg.T, cfg.beta, cfg.gamma))
-    log("filter weights: %d (+ %d biases)" % (model.n_filter_weights, sum(b.size for b in model.params["b"][1:])))
+    log("filter weights: %d (+ %d biases)" % (count["W"], count["b"]))
     log("Config fields (--set KEY=VALUE): %s" % ", ".join(
         "%s=%s" % (k, describe_range(k) if k in RANGES else "...") for k in cfg.to_dict()))
 
@@ -869,8 +878,8 @@ def main(argv=None):
     if argv[:1] == ["download"]:                       # its own parser: `convngc download --help` works
         from . import download
         return download.main(argv[1:], prog="convngc download")
-    if argv[:1] == ["reproduce"]:                      # its own parser and module: convngc/reproduce.py
-        from . import reproduce
+    if argv[:1] == ["reproduce"]:                      # its own parser and module: convngc/experiments/reproduce.py
+        from .experiments import reproduce
         return reproduce.main(argv[1:])
     args = build_parser().parse_args(argv)             # a bad option value: usage + one error line, exit 2
     status = _Status()
@@ -886,7 +895,7 @@ def main(argv=None):
         except data.DataReadError as exc:              # a data file there but unreadable: the read failed
             print("error: %s" % exc, file=sys.stderr)
             return 1
-        except (data.DataError, checkpoint.CheckpointError, train.RunDirError, DivergenceError,
+        except (data.DataError, checkpoint.CheckpointError, rundir.RunDirError, DivergenceError,
                 BackendUnavailable, ConfigError, TooLarge, NotARegularFile) as exc:
             print("error: %s" % exc, file=sys.stderr)
             return 2

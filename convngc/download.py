@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 from .data import DataError
-from .files import NotARegularFile, open_regular
+from .fileio import NotARegularFile, open_regular
+from .progress import tqdm_bar
 
 __all__ = ["Remote", "Source", "DATASETS", "download", "fetch", "file_checksum", "extract", "Terminated",
            "sigterm_raises"]
@@ -159,7 +160,7 @@ def file_checksum(path, algo: str = "sha256") -> str:
     return h.hexdigest()
 
 
-def fetch(url: str, path, checksum: str, progress: bool = True, timeout: float = TIMEOUT,
+def fetch(url: str, path, checksum: str, progress: Optional[bool] = None, timeout: float = TIMEOUT,
           deadline: float = DEADLINE, min_rate: float = MIN_RATE, rate_window: float = RATE_WINDOW) -> Path:
     """Download ``url`` to ``path`` (atomic), verifying ``checksum`` first; keep ``path`` if it already verifies.
 
@@ -182,7 +183,8 @@ def fetch(url: str, path, checksum: str, progress: bool = True, timeout: float =
     # The temporary file's name is chosen, and its removal set up (the finally below), before the file exists:
     # a signal that lands anywhere once it exists (even inside the open) finds the cleanup in place.
     # (tempfile.mkstemp creates the file before the caller can register a cleanup: a SIGTERM between the two
-    # left a .part file behind.)
+    # left a .part file behind.) The removal itself runs with signals deferred, so that a second Ctrl-C or
+    # SIGTERM arriving while the first one's cleanup runs cannot leave the file either.
     tmp = None
     try:
         for _ in range(100):
@@ -200,10 +202,8 @@ def fetch(url: str, path, checksum: str, progress: bool = True, timeout: float =
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as resp:
                     total = int(resp.headers.get("Content-Length") or 0) or None
-                    bar = None
-                    if progress:
-                        from tqdm import tqdm
-                        bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name)
+                    bar = tqdm_bar(progress, total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                                   desc=path.name)
                     # read1 returns what has arrived (a plain read(n) would wait for n bytes), so the clock is
                     # checked after every packet, however slowly they come
                     read = getattr(resp, "read1", resp.read)
@@ -242,8 +242,10 @@ def fetch(url: str, path, checksum: str, progress: bool = True, timeout: float =
                             f"download is corrupt or the file changed upstream; nothing was saved, retry")
         os.replace(tmp, path)
     finally:
-        if tmp is not None and os.path.lexists(tmp):
-            os.unlink(tmp)
+        if tmp is not None:
+            with _signals_deferred():
+                if os.path.lexists(tmp):
+                    os.unlink(tmp)
     return path
 
 
@@ -278,7 +280,27 @@ def extract(archive, dest) -> list:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def download(name: str, dest, base_url: Optional[str] = None, progress: bool = True,
+@contextlib.contextmanager
+def _signals_deferred():
+    """While inside, Ctrl-C and SIGTERM are recorded, not acted on; on leaving, each recorded one is raised
+    again (to the handlers that were in place): a second signal cannot cut a cleanup short. Main thread only
+    (elsewhere nothing changes: Python runs signal handlers in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got = []
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {sig: signal.signal(sig, lambda signum, frame: got.append(signum)) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig in sigs:
+            signal.signal(sig, old[sig])
+        for sig in dict.fromkeys(got):
+            signal.raise_signal(sig)
+
+
+def download(name: str, dest, base_url: Optional[str] = None, progress: Optional[bool] = None,
              checksums: Optional[Dict[str, str]] = None, limits: Optional[Dict[str, float]] = None) -> Path:
     """Download dataset ``name`` into ``dest/<name>/``, verify every file and extract tarballs; return that folder.
 
@@ -294,18 +316,45 @@ def download(name: str, dest, base_url: Optional[str] = None, progress: bool = T
         _parse_checksum(value)
     folder = Path(dest) / name
     for r in DATASETS[name].files:
-        checksum = checksums.get(r.filename, r.checksum)
-        if checksum is None:
+        if checksums.get(r.filename, r.checksum) is None:
             raise DataError(f"{name}: no published checksum for {r.filename} ({DATASETS[name].note}); get the "
                             f"file's sha256 from a source you trust and pass it, e.g. "
                             f"`convngc download {name} --dest DIR --checksum sha256:<hex>`")
-        url = base_url.rstrip("/") + "/" + r.filename if base_url else r.url
-        path = fetch(url, folder / r.filename, checksum, progress=progress, **(limits or {}))
-        marker = folder / f".{r.filename}.extracted"
-        if r.extract and not marker.exists():
-            extract(path, folder)
-            marker.write_text(checksum + "\n")
+    created = _make_folders(folder)
+    try:
+        for r in DATASETS[name].files:
+            checksum = checksums.get(r.filename, r.checksum)
+            url = base_url.rstrip("/") + "/" + r.filename if base_url else r.url
+            path = fetch(url, folder / r.filename, checksum, progress=progress, **(limits or {}))
+            marker = folder / f".{r.filename}.extracted"
+            if r.extract and not marker.exists():
+                extract(path, folder)
+                marker.write_text(checksum + "\n")
+    except BaseException:
+        _remove_if_empty(created)           # a failed or stopped download leaves no empty dest/<name>/ behind
+        raise
     return folder
+
+
+def _make_folders(folder: Path) -> list:
+    """Create ``folder`` and its missing parents; return those this call created, deepest first."""
+    missing = []
+    p = Path(os.path.abspath(folder))
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_if_empty(folders) -> None:
+    """Remove each of ``folders`` (deepest first) that is empty: what a download created and never filled. A
+    folder holding anything (a verified file of an earlier file of the set, another process's file) is kept."""
+    for p in folders:
+        try:
+            os.rmdir(p)
+        except OSError:
+            break
 
 
 def _positive(text: str) -> float:
@@ -334,14 +383,13 @@ def _dest(text: str) -> str:
     return text
 
 
-def main(argv=None, prog=None) -> int:
-    """`convngc download` and `python data/download.py`: NAME --dest DIR [--base-url] [--checksum] [--quiet].
-
-    Exit status: 0 done, 1 the download or the disk failed, 2 a bad option, 130 Ctrl-C, 143 SIGTERM.
-    """
+def build_parser(prog=None) -> argparse.ArgumentParser:
+    """The options of `convngc download` (docs/cli.md lists them from here)."""
     p = argparse.ArgumentParser(prog=prog, description="Download a dataset in its original format, verified by "
-                                "checksum.")
-    p.add_argument("name", choices=sorted(DATASETS))
+                                "checksum.", epilog="Exit status: 0 done, 1 the download or the disk failed, 2 a bad "
+                                "option, 130 Ctrl-C, 143 SIGTERM.")
+    p.add_argument("name", choices=sorted(DATASETS), help="the dataset (color-mnist is made from mnist; embedded "
+                   "needs no download)")
     p.add_argument("--dest", type=_dest, default=os.environ.get("CONVNGC_DATA_DIR") or None,
                    required=not os.environ.get("CONVNGC_DATA_DIR"),
                    help="data root; files go to DEST/NAME/ (default $CONVNGC_DATA_DIR)")
@@ -356,7 +404,19 @@ def main(argv=None, prog=None) -> int:
                    f"(default {DEADLINE:g}, {DEADLINE / 3600:g} h)")
     p.add_argument("--min-rate", type=_rate, default=MIN_RATE, help="bytes/s each minute must reach; 0 disables "
                    f"(default {MIN_RATE:g})")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--progress", action="store_true", help="a progress bar even when stderr is not a terminal")
+    group.add_argument("--quiet", action="store_true", help="no progress bar (default: one only when stderr is a "
+                       "terminal)")
+    return p
+
+
+def main(argv=None, prog=None) -> int:
+    """`convngc download` and `python data/download.py`: NAME --dest DIR [--base-url] [--checksum] [--quiet].
+
+    Exit status: 0 done, 1 the download or the disk failed, 2 a bad option, 130 Ctrl-C, 143 SIGTERM.
+    """
+    p = build_parser(prog)
     a = p.parse_args(argv)
     files = [r.filename for r in DATASETS[a.name].files]
     checksums = {}
@@ -376,7 +436,8 @@ def main(argv=None, prog=None) -> int:
     limits = dict(timeout=a.timeout, deadline=a.deadline, min_rate=a.min_rate, rate_window=RATE_WINDOW)
     try:
         with sigterm_raises():
-            folder = download(a.name, a.dest, base_url=a.base_url, progress=not a.quiet, checksums=checksums,
+            folder = download(a.name, a.dest, base_url=a.base_url,
+                              progress=True if a.progress else False if a.quiet else None, checksums=checksums,
                               limits=limits)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)

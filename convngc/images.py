@@ -615,5 +615,5 @@ def encode(tmp, pic, y):
 
 def write(path, pic, y):
     """Write y as pic's format to `path` atomically (a temporary file renamed into place: no partial file)."""
-    from .checkpoint import atomic_write
+    from .fileio import atomic_write
     return atomic_write(path, lambda tmp: encode(tmp, pic, y))

@@ -20,8 +20,14 @@ Metrics:
 * :func:`psnr` -- Eq. 6, ``20*log10(Q / RMSE)`` per image and channel.  RMSE = 0 (identical
   images) would be +inf; PSNR is therefore capped at ``max_db`` (default 100 dB), i.e. every
   value is ``min(PSNR, max_db)``.  With Q = 255, 100 dB corresponds to an RMSE of 2.55e-3 on the
-  [0, 255] scale (1e-5 on [0, 1]), far below anything a model produces, so the cap only ever
-  affects (near-)identical images.
+  [0, 255] scale (1e-5 on [0, 1]), far below anything a model produces, so on natural images the
+  cap only ever affects (near-)identical images.  But a target channel that is all zero (Color-MNIST:
+  two of every image's three) is matched exactly by an output that leaves it zero, and scores the
+  cap: an all-black output reaches about 70 dB on Color-MNIST.  ``channels="all"`` computes PSNR per
+  image over all its channels at once (RMSE over C*H*W), which does not reward a black image.
+* :func:`psnr_of_mse` -- ``10*log10(Q^2 / MSE)`` of an MSE already averaged (e.g. over a trial's
+  images): the PSNR of the mean MSE, below the mean of per-image PSNRs by Jensen's inequality; it
+  ranks outputs exactly as the MSE does.
 * :func:`ssim_global` -- Eq. 5 exactly as printed, read with whole-image statistics (a single
   window covering the image) per channel, C1 = (0.01 Q)^2, C2 = (0.03 Q)^2.  The printed
   "m mu^2" in the denominator is a typo for "mu^2".  Means, variances and covariance are
@@ -47,10 +53,12 @@ from scipy import ndimage
 __all__ = [
     "mse",
     "psnr",
+    "psnr_of_mse",
     "ssim_global",
     "ssim_windowed",
     "evaluate_metrics",
     "mean_std",
+    "format_mean_std",
     "PSNR_MAX_DB",
     "SSIM_K1",
     "SSIM_K2",
@@ -216,15 +224,37 @@ def mse(pred, target, *, scale: Optional[float] = 255.0, clip: bool = True,
 
 def psnr(pred, target, *, scale: Optional[float] = 255.0, clip: bool = True,
          data_range: Optional[float] = None, max_db: float = PSNR_MAX_DB,
-         per_image: bool = False):
+         per_image: bool = False, channels: str = "each"):
     """Peak signal-to-noise ratio in dB, Eq. 6.
 
-    Per image and channel ``20*log10(Q / RMSE)``, averaged over channels then images.  Each
-    per-(image, channel) value is capped at ``max_db`` (default 100 dB) so that identical images
-    (RMSE = 0) give exactly ``max_db`` rather than +inf.
+    ``channels="each"`` (Eq. 6 as the paper computes it): per image and channel
+    ``20*log10(Q / RMSE)``, averaged over channels then images.  Each per-(image, channel) value
+    is capped at ``max_db`` (default 100 dB) so that identical images (RMSE = 0) give exactly
+    ``max_db`` rather than +inf; a target channel that is all zero therefore gives an output that
+    leaves it zero the cap.  ``channels="all"``: per image, the RMSE over all its channels and
+    pixels at once (capped likewise), then the mean over images; it does not reward a black image.
     """
+    if channels not in ("each", "all"):
+        raise ValueError(f"channels must be 'each' (per channel, Eq. 6) or 'all' (over all channels at once); "
+                         f"got {channels!r}")
     p, t, q = _prepare(pred, target, scale, clip, data_range)
+    if channels == "all":
+        n = p.shape[0]
+        per = _psnr_nc(p.reshape(n, 1, -1, 1), t.reshape(n, 1, -1, 1), q, float(max_db))
+        return _reduce(per, per_image)
     return _reduce(_psnr_nc(p, t, q, float(max_db)), per_image)
+
+
+def psnr_of_mse(mse_value, *, data_range: float = 255.0, max_db: float = PSNR_MAX_DB) -> float:
+    """``10*log10(Q^2 / MSE)`` of an MSE on the scale of ``data_range`` (default 255, as :func:`mse`
+    returns it), capped at ``max_db``: the PSNR of the mean MSE, over all channels, pixels and images
+    at once."""
+    mse_value = float(mse_value)
+    if not mse_value >= 0:
+        raise ValueError(f"mse must be a number >= 0; got {mse_value}")
+    if mse_value == 0:
+        return float(max_db)
+    return float(min(10.0 * np.log10(float(data_range) ** 2 / mse_value), max_db))
 
 
 def ssim_global(pred, target, *, scale: Optional[float] = 255.0, clip: bool = True,
@@ -285,6 +315,14 @@ def evaluate_metrics(pred, target, *, scale: Optional[float] = 255.0, clip: bool
         "ssim_global": ssim_global(pred, target, **kw),
         "ssim": ssim_windowed(pred, target, **kw),
     }
+
+
+def format_mean_std(mean: float, std: float, n: int, digits: int, sep: str = " ± ") -> str:
+    """``"mean ± std"`` with ``digits`` decimals, or the mean alone when there is one trial (n = 1):
+    a spread of one value is not a measurement."""
+    if n == 1:
+        return "%.*f" % (digits, mean)
+    return "%.*f%s%.*f" % (digits, mean, sep, digits, std)
 
 
 def mean_std(results: Iterable[Mapping[str, float]], *, ddof: int = 0

@@ -1,6 +1,7 @@
 """ConvNGC: the user-facing model, one class for every backend.
 
-    model = ConvNGC(Config(), backend="numpy")      # or "cpu" (fast, all cores), "cuda" (GPU), "cuda-emu" (kernels emulated on the CPU)
+    model = ConvNGC(Config())                        # the fastest backend here (convngc/backends.py), or backend=
+                                                     # "numpy" (the reference), "cpu", "cuda", "cuda-emu"
     res = model.settle(x)                            # Algorithm 1 on a (B, 3, 32, 32) batch in [0, 1]
     res.energy[-1], res.zbar[0]                      # energy per image after T steps, the reconstruction
     model.learn(x)                                   # settle + Algorithm 2 (Adam by default)
@@ -12,7 +13,6 @@ backend starts from the same numbers) and keeps the optimiser state.
 """
 import functools
 import os
-import types
 import warnings
 
 import numpy as np
@@ -20,7 +20,7 @@ import numpy as np
 from ngc_ref import checks as ref_checks, model as ref_model, optim as ref_optim
 from ngc_ref.config import Config
 
-BACKENDS = ("numpy", "cpu", "cuda", "cuda-emu")          # each computes every Config option
+from .backends import BACKENDS, BackendUnavailable, default as default_backend, get as get_backend  # noqa: F401
 
 
 class DivergenceError(FloatingPointError):
@@ -32,16 +32,12 @@ class InitialOverflow(DivergenceError):
     are out of range (an absurd mu_z, lr or w_std), not the dynamics; nothing in training can take it back."""
 
 
-class BackendUnavailable(RuntimeError):
-    """The requested backend cannot run here (e.g. "cuda" without a GPU)."""
-
-
 class TooLarge(ValueError):
     """A config (or a batch for it) whose arrays cannot fit this machine's memory: refused, with the estimate,
     before anything is allocated."""
 
 
-def machine_memory(backend="numpy"):
+def machine_memory(backend=None):
     """Bytes of memory the backend's arrays can use at most: the GPU's for "cuda", else the host's physical
     memory (or the cgroup's limit when lower). None when it cannot be told."""
     if backend == "cuda":
@@ -89,7 +85,7 @@ def _gib(n):
     return "%.3g GiB" % (n / 2.0 ** 30)
 
 
-def check_memory(cfg, batch, backend="numpy", dtype=np.float32):
+def check_memory(cfg, batch, backend=None, dtype=np.float32):
     """Raise TooLarge, with the estimate, when `batch` images of this config cannot fit in memory."""
     need, parts = memory_estimate(cfg, batch, dtype)
     have = machine_memory(backend)
@@ -105,121 +101,39 @@ def check_memory(cfg, batch, backend="numpy", dtype=np.float32):
                        % (channels, batch, _gib(need), what, _gib(most), _gib(have), where))
 
 
-def default_backend():
-    """The fastest backend usable here: "cuda" when a GPU is usable, else "cpu" (else "numpy" without Numba)."""
-    import importlib.util
-    import ngc_cuda
-    if ngc_cuda.available():
-        return "cuda"
-    return "cpu" if importlib.util.find_spec("numba") is not None else "numpy"
-
-
-def get_backend(name):
-    """Return a namespace (settle, filter_updates, init_state, step, to_device, to_host, dtype) for a backend."""
-    if name == "numpy":
-        return types.SimpleNamespace(name=name, settle=ref_model.settle, filter_updates=ref_model.filter_updates,
-                                     init_state=ref_optim.init_state, step=ref_optim.step,
-                                     to_device=np.asarray, to_host=np.asarray)
-    if name == "cpu":
-        try:
-            from ngc_cpu import model as cpu_model, optim as cpu_optim
-        except ImportError as exc:
-            raise BackendUnavailable("backend 'cpu' needs Numba (pip install numba): %s" % exc) from None
-        return types.SimpleNamespace(name=name, settle=cpu_model.settle, filter_updates=cpu_model.filter_updates,
-                                     init_state=cpu_optim.init_state, step=cpu_optim.step,
-                                     to_device=np.ascontiguousarray, to_host=np.asarray)
-    if name in ("cuda", "cuda-emu"):
-        import ngc_cuda
-        from ngc_cuda import model as cu_model, optim as cu_optim
-        if name == "cuda":
-            try:
-                ngc_cuda.require_gpu()
-            except RuntimeError as exc:
-                raise BackendUnavailable(str(exc)) from None
-            import cupy as cp
-            to_device, to_host = (lambda a: cp.ascontiguousarray(cp.asarray(a, dtype=np.float32))), cp.asnumpy
-        else:
-            to_device, to_host = (lambda a: np.ascontiguousarray(a, dtype=np.float32)), np.asarray
-        on = functools.partial                          # the backend is this name, not the arrays' type
-        return types.SimpleNamespace(name=name, settle=on(cu_model.settle, backend=name),
-                                     filter_updates=on(cu_model.filter_updates, backend=name),
-                                     init_state=on(cu_optim.init_state, backend=name),
-                                     step=on(cu_optim.step, backend=name), to_device=to_device, to_host=to_host)
-    raise ValueError("unknown backend %r: choose one of %s ('cuda-emu' runs the CUDA kernels on the CPU, "
-                     "to validate them; it is slow)" % (name, ", ".join(BACKENDS)))
-
-
 def check_batch(x, cfg, what="x"):
-    """Validate an image batch for the model: float array (B, C_0, H, W) matching the config, finite."""
-    x = np.asarray(x) if not hasattr(x, "__cuda_array_interface__") else x
-    if x.ndim != 4:
-        raise ValueError("%s: expected a 4-D batch (B, C, H, W), got shape %s" % (what, tuple(x.shape)))
-    C0 = cfg.layer_channels[0]
-    if x.shape[1] != C0:
-        hint = " (is it NHWC? convngc.data.to_model converts uint8 NHWC images)" if x.shape[-1] == C0 else ""
-        raise ValueError("%s: expected %d channels in axis 1, got shape %s%s" % (what, C0, tuple(x.shape), hint))
-    if tuple(x.shape[2:]) != cfg.image_hw:
-        raise ValueError("%s: expected images of %dx%d (config image_hw), got %dx%d"
-                         % ((what,) + cfg.image_hw + tuple(x.shape[2:])))
-    if x.dtype.kind != "f":
-        raise TypeError("%s: expected floating-point pixels in [0, 1], got dtype %s (convert uint8 images "
-                        "with convngc.data.to_model)" % (what, x.dtype))
-    xp = _xp(x)
-    if not bool(xp.isfinite(x).all()):
-        raise ValueError("%s: contains NaN or Inf" % what)
-    if x.size:
-        lo, hi = float(x.min()), float(x.max())
-        # [0, 1] images; a denoising input x + N(0, 0.1) strays a little outside, never past [-1, 2] (10 sigma)
-        if lo < -1.0 or hi > 2.0:
-            hint = " (0-255 scale? divide by 255, or convert uint8 images with convngc.data.to_model)" if hi > 2 else ""
-            raise ValueError("%s: pixel values must lie in [0, 1] (a noisy input a little outside), got range "
-                             "[%.4g, %.4g]%s" % (what, lo, hi, hint))
-    return x
-
-
-def _xp(a):
-    if hasattr(a, "__cuda_array_interface__"):
-        import cupy
-        return cupy
-    return np
-
-
-def _nonfinite(a):
-    """'' if every entry of a is finite, else 'NaN' or 'Inf' (NaN when there is any)."""
-    xp = _xp(a)
-    if bool(xp.isfinite(a).all()):
-        return ""
-    return "NaN" if bool(xp.isnan(a).any()) else "Inf"
+    """Validate an image batch for the model: float array (B, C_0, H, W) matching the config, finite, pixels in
+    [0, 1] (a noisy input a little outside). Returns x as an array. The check is ngc_ref.checks.check_image_batch,
+    the one module of checks (it also returns the pixel range it measured)."""
+    return ref_checks.check_image_batch(x, cfg, what)[0]
 
 
 def _check_finite_params(params, where, fix):
-    for key, arrs in params.items():
-        if arrs is None:
-            continue
-        for l, a in enumerate(arrs):
-            kind = "" if a is None else _nonfinite(a)
-            if kind:
-                raise DivergenceError("%s: parameter %s[%d] contains %s; %s" % (where, key, l, kind, fix))
+    """DivergenceError naming the first parameter that holds NaN or Inf (one pass over each array; on a GPU one
+    synchronisation for all of them)."""
+    bad = ref_checks.first_nonfinite(ref_checks.named_params(params))
+    if bad is not None:
+        (key, l), a = bad
+        raise DivergenceError("%s: parameter %s[%d] contains %s; %s"
+                              % (where, key, l, ref_checks.nonfinite_kind(a), fix))
 
 
 class ConvNGC:
     """A Conv-NGC model (Ororbia & Mali): parameters, optimiser state, and a backend that does the math."""
 
-    def __init__(self, cfg=None, backend="numpy", seed=0, dtype=np.float32, params=None):
+    def __init__(self, cfg=None, backend=None, seed=0, dtype=np.float32, params=None):
         if cfg is not None and not isinstance(cfg, Config):
             raise TypeError("ConvNGC(cfg=...): expected a Config (e.g. Config(T=60)), got %s %r"
                             % (type(cfg).__name__, cfg))
         self.cfg = cfg if cfg is not None else Config()
         if params is not None:                 # before any allocation: every layer and shape named
-            try:
-                ref_checks.check_params(params, self.cfg, where="ConvNGC(params=...)")
-            except ValueError as exc:          # NaN/Inf is named below, as a DivergenceError
-                if "contains NaN or Inf" not in str(exc):
-                    raise
+            # NaN/Inf is named below, as a DivergenceError
+            ref_checks.check_params(params, self.cfg, where="ConvNGC(params=...)", finite=False)
             if self.cfg.learn_E and params.get("E") is None:
                 raise ValueError("ConvNGC(params=...): the config has learn_E=True but params has no 'E' (the "
                                  "error filters E^l)")
-        self.backend = get_backend(backend)
+        self.backend = get_backend(backend)                  # None: the default (backends.default)
+        backend = self.backend.name
         self.dtype = np.dtype(dtype)
         check_memory(self.cfg, 0, backend, self.dtype)
         if backend == "cpu" and self.dtype not in (np.float32, np.float64):
@@ -241,22 +155,27 @@ class ConvNGC:
         its error e^0 in z^1's correction (precision-weighted denoising; 1 = Algorithm 1)."""
         if clamp not in ("always", "first"):
             raise ValueError("clamp must be 'always' (reconstruction/training) or 'first' (denoising), got %r" % clamp)
-        x = check_batch(x, self.cfg)
-        if clamp == "always" and not noisy and x.size and (float(x.min()) < -1e-3 or float(x.max()) > 1 + 1e-3):
+        x, lo, hi = ref_checks.check_image_batch(x, self.cfg)      # shapes, dtype, NaN/Inf, range: one min, one max
+        if clamp == "always" and not noisy and x.size and (lo < -1e-3 or hi > 1 + 1e-3):
             warnings.warn("ConvNGC.settle: the clamped input has values outside [0, 1] (range [%.3g, %.3g]); "
                           "clean images are expected here (a noisy denoising input is passed with noisy=True)"
-                          % (float(x.min()), float(x.max())), stacklevel=2)
-        # NaN/Inf that is already there is named as such; only NaN/Inf born while settling is divergence
-        _check_finite_params(self.params, "ConvNGC.settle", "the parameters were broken before settling "
-                             "(set by hand, or by an earlier failed update): reload a checkpoint")
+                          % (lo, hi), stacklevel=2)
         check_memory(self.cfg, x.shape[0], self.backend.name, self.dtype)       # before allocating the states
         if z_top is None:
             z_top = ref_model.draw_top(self.cfg, x.shape[0], self.rng, self.dtype)
-        elif _nonfinite(z_top):
-            raise ValueError("z_top contains %s" % _nonfinite(z_top))
-        with np.errstate(over="ignore", invalid="ignore"):      # divergence is reported below, by step
-            res = self.backend.settle(self.params, self.backend.to_device(x.astype(self.dtype, copy=False)),
-                                      self.cfg, self.backend.to_device(z_top), T=T, clamp=clamp, pi0=pi0)
+        # the parameters and z_top are checked once, by the backend's settle (ngc_ref.checks, as for every backend);
+        # NaN/Inf that is already there is named here as such: only NaN/Inf born while settling is divergence
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):      # divergence is reported below, by step
+                res = self.backend.settle(self.params, self.backend.to_device(x.astype(self.dtype, copy=False)),
+                                          self.cfg, self.backend.to_device(z_top), T=T, clamp=clamp, pi0=pi0)
+        except ref_checks.NonFiniteError as exc:
+            kind = ref_checks.nonfinite_kind(exc.array)
+            if exc.key is None:
+                raise ValueError("%s contains %s" % (exc.name, kind)) from None
+            raise DivergenceError("ConvNGC.settle: parameter %s[%d] contains %s; the parameters were broken before "
+                                  "settling (set by hand, or by an earlier failed update): reload a checkpoint"
+                                  % (exc.key, exc.layer, kind)) from None
         energy = self.backend.to_host(res.energy)
         if not np.isfinite(energy).all():
             t = int(np.argmax(~np.isfinite(energy).all(axis=1)))

@@ -4,6 +4,7 @@
     model = convngc.models.load("cifar10")              # a shipped model, by name
     model = convngc.models.load("runs/my-run")          # a run folder: its best.npz (else checkpoint.npz)
     model = convngc.models.load("runs/my-run/checkpoint.npz")
+    model, meta = convngc.load_model("runs/my-run")     # the same, with the checkpoint's header (epoch, ...)
     convngc.models.names()                              # the shipped models: ['cifar10', ...]
     convngc.models.card("cifar10")                      # its model.json: config, data, metrics, command, sha256
 
@@ -15,7 +16,7 @@ import hashlib
 import json
 import os
 
-from . import checkpoint
+from . import checkpoint, fileio
 
 MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 
@@ -73,12 +74,19 @@ def resolve(spec):
                         % (spec, ", ".join(names()) or "none shipped"))
 
 
+def load_model(spec="cifar10", backend=None):
+    """(ConvNGC, the checkpoint's header) from a shipped model's name, a run folder (its best.npz, else
+    checkpoint.npz) or a checkpoint file, on `backend` (None: the fastest available). This is
+    `convngc.load_model`; convngc.train.load_model takes a checkpoint path as it is (a folder: the last epoch's
+    checkpoint.npz, the state a run resumes from)."""
+    from . import train
+    return train.load_model(resolve(spec), backend=backend)
+
+
 def load(spec="cifar10", backend=None):
     """A ConvNGC ready to use from a shipped model's name, a run folder or a checkpoint file (default backend:
     the fastest available)."""
-    from .model import default_backend
-    from .train import load_model
-    return load_model(resolve(spec), backend=backend or default_backend())[0]
+    return load_model(spec, backend=backend)[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -89,7 +97,7 @@ CHECK = dict(split="test", limit=200, trials=1, seed=0, batch_size=100)   # the 
 
 def check_numbers(model, dataset, data_dir=None, **kw):
     """Reconstruction and denoising metrics of `model` on a small fixed subset (CHECK, on the cpu backend when the
-    model runs there): the numbers a shipped model's card records and tests/test_models.py reproduces."""
+    model runs there): the numbers a shipped model's card records and tests/app/test_models.py reproduces."""
     from . import data, train
     c = dict(CHECK, **kw)
     x = data.to_model(data.load_dataset(dataset, c["split"], data_dir=data_dir, seed=0, limit=c["limit"])[0],
@@ -116,7 +124,7 @@ def pack(run_dir, name, description, commands, metrics_json=None, data_dir=None,
     os.makedirs(dest, exist_ok=True)
     path = os.path.join(dest, "model.npz")
     checkpoint.save(path, cfg, params, opt, meta)
-    model = ConvNGC(cfg, backend="cpu", seed=0, params=params)
+    model = ConvNGC(cfg, backend="cpu", seed=0, params=params)   # the card's check numbers: the cpu backend's, always
     card_ = {"name": name, "description": description, "config": cfg.to_dict(),
              "n_filter_weights": model.n_filter_weights,
              "data": {"dataset": run_args.get("dataset"), "train_limit": run_args.get("limit"),
@@ -138,11 +146,7 @@ def pack(run_dir, name, description, commands, metrics_json=None, data_dir=None,
                                  for task, r in m["results"].items()}
     card_["sha256"] = sha256(path)
 
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(checkpoint.strict_json(card_), f, indent=2, sort_keys=True)
-            f.write("\n")
-    checkpoint.atomic_write(os.path.join(dest, "model.json"), write)
+    fileio.write_json(os.path.join(dest, "model.json"), card_)
     log("packed %s -> %s (sha256 %s)" % (src, dest, card_["sha256"][:12]))
     return card_
 
@@ -169,9 +173,10 @@ def main(argv=None):
             for task in ("reconstruction", "denoising"):
                 if task in t:
                     s_ = t[task]["summary"]
-                    print("    %-14s MSE %.2f, PSNR %.2f dB (of the mean MSE %.2f), %d images x %d trials"
+                    k = t[task]["trials"]
+                    print("    %-14s MSE %.2f, PSNR %.2f dB (of the mean MSE %.2f), %d images x %d %s"
                           % (task, s_["mse"]["mean"], s_["psnr"]["mean"], s_["psnr_of_mse"]["mean"],
-                             t[task]["n_images"], t[task]["trials"]))
+                             t[task]["n_images"], k, "trial" if k == 1 else "trials"))
         return 0
     pack(args.run, args.name, args.description, args.command, args.metrics, args.data_dir)
     return 0

@@ -18,6 +18,9 @@ import time
 
 import numpy as np
 
+from . import progress as _progress
+from .usage import UsageError
+
 TASK_OF = {"denoise": "denoise", "reconstruct": "reconstruct"}
 WARN_RATIO = 2.0                # warn when the estimated noise level is this far (x or /) from the tuned one
 SUFFIX = {"denoise": "denoised", "reconstruct": "reconstructed"}
@@ -47,8 +50,7 @@ def _load(path, mtime, size, backend):
 def load(spec="cifar10", backend=None):
     """(model, meta, checkpoint path) for a shipped model's name, a run folder or a checkpoint file, or a ConvNGC
     (meta {}); loaded once per file and backend."""
-    from . import models
-    from .model import default_backend
+    from . import backends, models
     if hasattr(spec, "settle") and hasattr(spec, "cfg"):
         return spec, getattr(spec, "meta", {}) or {}, None
     try:
@@ -56,7 +58,7 @@ def load(spec="cifar10", backend=None):
     except models.ModelNotFound as exc:
         raise models.ModelNotFound(_model_error(os.fspath(spec), exc)) from None
     st = os.stat(path)
-    model, meta = _load(os.path.realpath(path), st.st_mtime_ns, st.st_size, backend or default_backend())
+    model, meta = _load(os.path.realpath(path), st.st_mtime_ns, st.st_size, backends.resolve(backend))
     return model, meta, path
 
 
@@ -206,14 +208,8 @@ def run_api(task, image, model="cifar10", sigma=None, backend=None, method=None,
     return out
 
 
-def _bar(total, n_files, progress, desc=None):
-    if not progress:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:                                   # pragma: no cover
-        return None
-    return tqdm(total=total, desc=desc, unit="tile", dynamic_ncols=True, leave=True)
+def _bar(total, n_files, wanted, desc=None):
+    return _progress.tqdm_bar(wanted, total=total, desc=desc, unit="tile", dynamic_ncols=True, leave=True)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -261,8 +257,7 @@ def add_parsers(sub, backends):
         p.add_argument("--backend", default=None, choices=backends, help="(default: the fastest available: cuda "
                        "with a usable GPU, else cpu)")
         p.add_argument("--seed", type=_int_at_least(0), default=0, help="the z^L draws and --add-noise (default 0)")
-        p.add_argument("--no-progress", action="store_true", help="no progress bar (default: one bar over every tile "
-                       "of every picture)")
+        _progress.add_flags(p, "a progress bar over every tile of every picture")
 
 
 def _int_at_least(lo):
@@ -299,7 +294,6 @@ def expand(args_images):
     """Command-line IMAGE arguments -> picture paths: a file as given, a folder's picture files (sorted), a glob's
     matches (sorted). A folder or glob with no pictures is an error; so is a name that exists nowhere."""
     from . import images
-    from .cli import UsageError
     paths = []
     for a in args_images:
         if os.path.isdir(a):
@@ -345,7 +339,6 @@ def _check_writable(folder):
 
 
 def _clean_for(clean_arg, path, many):
-    from .cli import UsageError
     if clean_arg is None:
         return None
     if os.path.isdir(clean_arg):
@@ -361,7 +354,6 @@ def cmd_pictures(args, log=print, status=None):
     """convngc denoise / reconstruct: every input and output is checked before the model settles anything."""
     import sys
     from . import apply, images, models
-    from .cli import UsageError
     task = TASK_OF[args.cmd]
     err = lambda m: print("error: %s" % m, file=sys.stderr)      # noqa: E731
     paths = expand(args.images)
@@ -449,7 +441,7 @@ def cmd_pictures(args, log=print, status=None):
         model.backend.name, out_dir))
     total = sum(apply.n_work(it["hw"], args.method, args.tile, args.overlap) * (3 if it["c"] == 3 and
                 model.cfg.layer_channels[0] == 1 else 1) for it in plan)
-    bar = _bar(total, len(plan), not args.no_progress, desc=task)
+    bar = _bar(total, len(plan), _progress.from_flags(args), desc=task)
     say = bar.write if bar is not None else log
     failed = done = 0
     try:
@@ -531,7 +523,7 @@ def _describe_reading(rd):
 def write_compare(path, seen, out, clean, q_in, q_out, task):
     """input | output (| clean) side by side, 8-bit PNG, a caption above each (with its PSNR when known)."""
     from PIL import Image, ImageDraw, ImageFont
-    from .checkpoint import atomic_write
+    from .fileio import atomic_write
     panels = [(seen, "input" + (" %.2f dB" % q_in["psnr"] if q_in else "")),
               (out, SUFFIX[task] + (" %.2f dB" % q_out["psnr"] if q_out else ""))]
     if clean is not None:

@@ -10,164 +10,19 @@ Tasks (Sec. 4, Appendix B):
 Metrics are on outputs clipped to [0, 1] and rescaled to [0, 255]; each trial re-draws the random
 initial top state (and the noise); tables report mean and std over trials.
 """
-import json
 import os
-import stat
 import time
 
 import numpy as np
 
 from ngc_ref import model as ref_model
 from ngc_ref.model import output_image
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: the lock file is created exclusively instead
-    fcntl = None
 
-from . import checkpoint, metrics, viz
-from .files import kind_of, open_regular
+from . import checkpoint, metrics, progress as _progress, viz
+from .fileio import write_json
 from .model import ConvNGC, DivergenceError, InitialOverflow
 
-try:
-    from tqdm.auto import tqdm
-except ImportError:  # pragma: no cover - tqdm is a dependency; keep working without it
-    tqdm = None
-
 NOISE_STD = 0.1
-
-
-class RunDirError(FileExistsError):
-    """A run folder that cannot be used: it holds another run, another process is using it, or it is a file."""
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Run folders: claimed atomically, held for the run's lifetime
-# ---------------------------------------------------------------------------------------------------------------
-LOCK_NAME = ".lock"     # RUN/.lock: flock()ed by the process training in RUN; the kernel drops it when that dies
-
-
-def holds_run(path):
-    """True if folder `path` holds anything besides the lock file (a run, or files a run would mix with)."""
-    return any(name != LOCK_NAME for name in os.listdir(path))
-
-
-def check_run_dir(path):
-    """Fail early (before loading data) if `path` cannot become a new run folder; claim_run_dir decides."""
-    path = os.fspath(path)
-    if os.path.exists(path):
-        if not os.path.isdir(path):
-            raise RunDirError("run folder %s is a file, not a folder; choose another --out" % path)
-        if holds_run(path):
-            raise RunDirError("run folder %s already holds a run; pass --resume %s to continue it, or choose "
-                              "another --out" % (path, path))
-
-
-class RunFolder:
-    """A run folder this process holds (see claim_run_dir); release() lets it go."""
-
-    def __init__(self, path, created, fd):
-        self.path, self.created, self._fd = path, created, fd
-
-    def release(self, remove_if_empty=False):
-        """Unlock; with remove_if_empty, a folder this process created and never wrote into is removed too."""
-        if self._fd is None:
-            return
-        lock = os.path.join(self.path, LOCK_NAME)
-        empty = remove_if_empty and self.created and not holds_run(self.path)
-        if empty or fcntl is None:
-            os.unlink(lock)
-        os.close(self._fd)
-        self._fd = None
-        if empty:
-            os.rmdir(self.path)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.release(remove_if_empty=True)
-
-
-def _lock(path, created):
-    lock = os.path.join(path, LOCK_NAME)
-    try:
-        if fcntl is None:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
-        else:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NONBLOCK", 0), 0o666)    # a pipe: no wait
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except (BlockingIOError, FileExistsError):
-        try:
-            with open_regular(lock, "r") as f:
-                pid = " (pid %s)" % f.read().strip() if fcntl is not None else ""
-        except (OSError, ValueError):
-            pid = ""
-        if fcntl is not None:
-            os.close(fd)
-        raise RunDirError("run folder %s is in use by another convngc process%s; wait for it to end or choose "
-                          "another --out" % (path, pid)) from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise RunDirError("run folder %s: %s is %s, not a regular file; remove it" % (path, lock, kind_of(mode)))
-    os.ftruncate(fd, 0)
-    os.write(fd, b"%d\n" % os.getpid())
-    return RunFolder(path, created, fd)
-
-
-def claim_run_dir(path, resume=False):
-    """Hold run folder `path` for this process: create it (os.mkdir) or take its lock; for a new run
-    (resume=False) it must hold nothing else. Two processes claiming one folder: exactly one succeeds, the
-    other gets RunDirError. Stale temporary files of a killed earlier process are removed."""
-    path = os.fspath(path)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise RunDirError("run folder %s is a file, not a folder; choose another --out" % path)
-    if resume and not os.path.isdir(path):
-        raise RunDirError("--resume %s: no such run folder" % path)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    created = False
-    try:
-        os.mkdir(path)
-        created = True
-    except FileExistsError:
-        pass
-    folder = _lock(path, created)
-    checkpoint.clean_stale_tmp(path)
-    if not resume and holds_run(path):
-        folder.release()
-        raise RunDirError("run folder %s already holds a run; pass --resume %s to continue it, or choose another "
-                          "--out" % (path, path))
-    return folder
-
-
-def new_run_dir(base):
-    """Claim a fresh folder named `base`, or `base-2`, `base-3`, ... if taken (even within the same second)."""
-    os.makedirs(os.path.dirname(os.path.abspath(base)), exist_ok=True)
-    k = 1
-    while True:
-        path = base if k == 1 else "%s-%d" % (base, k)
-        try:
-            os.mkdir(path)                    # atomic: of two processes, one creates it, the other moves on
-        except FileExistsError:
-            k += 1
-            continue
-        return _lock(path, created=True)
-
-
-def make_run_dir(path, resume=False):
-    """Create a fresh run folder (or check one for resuming) and return its path, without holding it."""
-    claim_run_dir(path, resume).release()
-    return os.fspath(path)
-
-
-def write_json(path, obj):
-    """Strict JSON (NaN/Inf written as null), atomically."""
-    def w(tmp):
-        with open(tmp, "w") as f:
-            json.dump(checkpoint.strict_json(obj), f, indent=2, sort_keys=True, allow_nan=False)
-            f.write("\n")
-    checkpoint.atomic_write(path, w)
 
 
 def batches(n, batch_size, rng=None):
@@ -177,9 +32,10 @@ def batches(n, batch_size, rng=None):
 
 
 def _bar(iterable, total, desc, progress):
-    if progress and tqdm is not None:
-        return tqdm(iterable, total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=True)
-    return iterable
+    """A bar over the iterable when one is wanted (progress None: stderr is a terminal), else the iterable."""
+    bar = _progress.tqdm_bar(progress, iterable=iterable, total=total, desc=desc, unit="batch", dynamic_ncols=True,
+                             leave=True)
+    return iterable if bar is None else bar
 
 
 def run_task(model, x, task, batch_size=100, T=None, seed=0, noise_std=NOISE_STD, progress=False, desc=None):
@@ -220,7 +76,7 @@ def _metrics(out, x):
     """Eqs. 4-6 and windowed SSIM (metrics.evaluate_metrics), and PSNR by the other convention: of the mean MSE,
     10 log10(255^2 / MSE), below the mean of per-image PSNRs (Eq. 6) by Jensen's inequality."""
     m = {key: float(v) for key, v in metrics.evaluate_metrics(out, x).items()}
-    m["psnr_of_mse"] = float(10 * np.log10(255.0 ** 2 / m["mse"])) if m["mse"] > 0 else 100.0
+    m["psnr_of_mse"] = metrics.psnr_of_mse(m["mse"])
     return m
 
 
@@ -243,13 +99,15 @@ def evaluate(model, x, task="reconstruction", trials=1, batch_size=100, T=None, 
     return res, last
 
 
-def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=True, seed=0, history=None,
-        start_epoch=0, val_batch=100, meta=None, log=print, on_checkpoint=None, schedule=None):
+def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=None, seed=0, history=None,
+        start_epoch=0, val_batch=100, meta=None, log=print, on_checkpoint=None, schedule=None, on_epoch=None):
     """Algorithm 1 + 2 over minibatches for `epochs` epochs (counting from start_epoch).
 
-    After each epoch: validation reconstruction MSE, a checkpoint (atomic), the history and its plot;
-    on_checkpoint(epoch) is called as soon as that epoch's checkpoint.npz is on disk (before best.npz, the
-    history and the plot), so what it records is what the disk holds. `schedule` (a schedule.BetaSchedule, or
+    After each epoch: validation reconstruction MSE, on_epoch(epoch, history) (the epoch counted from 1, its
+    history entries appended: an experiment's own measurements, made before the epoch is checkpointed), a
+    checkpoint (atomic), the history and its plot; on_checkpoint(epoch) is called as soon as that epoch's
+    checkpoint.npz is on disk (before best.npz, the history and the plot), so what it records is what the disk
+    holds. `schedule` (a schedule.BetaSchedule, or
     None) watches every update: it steps beta down at the settle's stability edge and takes a blow-up back to
     its restore point (convngc/schedule.py); without it a diverged update raises.
     """
@@ -281,7 +139,7 @@ def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=Tr
                     energy = float("nan")
                 if schedule.after_update(model, epoch * per_epoch + i + 1, energy) is None and np.isfinite(energy):
                     energies.append(energy)
-            if progress and tqdm is not None and model.last_result is not None and energies:
+            if hasattr(bar, "set_postfix") and model.last_result is not None and energies:
                 recon = model.backend.to_host(model.last_result.zbar[0])
                 bar.set_postfix(energy="%.3g" % energies[-1], mse="%.1f" % metrics.mse(recon, train_x[idx]),
                                 beta="%g" % model.cfg.beta)
@@ -293,6 +151,8 @@ def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=Tr
             % (epoch + 1, epochs, history["train_energy"][-1], "%.4g" % val if val == val else "- (no validation set)",
                "" if schedule is None else ", beta %g, T %d" % (model.cfg.beta, model.cfg.T),
                history["epoch_seconds"][-1]))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, history)
         if run_dir is not None:
             save_run_state(run_dir, model, epoch + 1, history, seed, meta, schedule, on_saved=on_checkpoint)
     if schedule is not None and run_dir is not None and epochs > start_epoch:
@@ -363,8 +223,9 @@ def save_run_state(run_dir, model, epoch, history, seed, meta=None, schedule=Non
                           edge=schedule.opts.edge if schedule is not None else None)
 
 
-def load_model(path, backend="numpy", expect_cfg=None):
-    """A ConvNGC from a checkpoint file (or a run folder holding checkpoint.npz), optimiser state included."""
+def load_model(path, backend=None, expect_cfg=None):
+    """A ConvNGC from a checkpoint file (or a run folder holding checkpoint.npz), optimiser state included, on
+    `backend` (None: the fastest available, convngc.backends.default)."""
     path = os.fspath(path)
     if os.path.isdir(path):
         path = os.path.join(path, "checkpoint.npz")
@@ -375,23 +236,6 @@ def load_model(path, backend="numpy", expect_cfg=None):
     if "rng_state" in meta:
         model.rng.bit_generator.state = meta["rng_state"]
     return model, meta
-
-
-def claim_free_name(folder, name="metrics.json"):
-    """Claim the first free one of folder/name, name-2, name-3, ... by creating it empty (O_EXCL: of two
-    processes evaluating at once, each gets its own) and return its suffix ("", "-2", ...). The caller then
-    writes the file (atomic_write replaces the empty claim)."""
-    stem, ext = os.path.splitext(name)
-    k = 1
-    while True:
-        suffix = "" if k == 1 else "-%d" % k
-        try:
-            fd = os.open(os.path.join(folder, stem + suffix + ext), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            k += 1
-            continue
-        os.close(fd)
-        return suffix
 
 
 def report_pictures(run_dir, model, tasks_last, suffix=""):

@@ -18,7 +18,7 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .checkpoint import atomic_write  # one temp-file-and-rename writer for every file we save
+from .fileio import atomic_write  # one temp-file-and-rename writer for every file we save
 
 __all__ = ["save_grid", "plot_energy", "plot_training", "save_filters", "grid_geometry", "energy_figure",
            "training_figure", "filters_figure", "filter_tiles"]

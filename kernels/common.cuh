@@ -30,7 +30,8 @@ __device__ __forceinline__ int same_pad_before(int n, int K, int s) {
     return total > 0 ? total / 2 : 0;
 }
 
-// ngc_ref.model.phi / phi_prime: leaky ReLU with slope `leak` (leak = 1 gives the identity).
+// ngc_ref.model.phi / phi_prime: leaky ReLU with slope `leak` (leak = 1 gives the identity). One of four
+// definitions, one per language; the list of what to change with the activation is above ngc_ref.model.phi.
 __device__ __forceinline__ float leaky_relu(float v, float leak) { return v > 0.0f ? v : v * leak; }
 __device__ __forceinline__ float leaky_relu_prime(float v, float leak) { return v > 0.0f ? 1.0f : leak; }
 

@@ -24,7 +24,7 @@
 //   E     like W, only if the error filters are learnable (otherwise phase 2 reads W: E = W^T)
 // each area followed by NGC_SMEM_GUARD unused floats: 0 on a GPU; in the CPU emulator a guard zone, and the
 // kernel names its areas (CUDA_EMU_SHARED_AREA) so that a write running out of one is reported by name.
-// ngc_cuda/settle_whole.py:layout describes the same areas, and tests/test_cuda_settle_whole.py compares it
+// ngc_cuda/settle_whole.py:layout describes the same areas, and tests/cuda/test_cuda_settle_whole.py compares it
 // with the areas this kernel names.
 //
 // Global layout of the outputs: each of z_out, zbar_out, e_out is the concatenation over layers of

@@ -36,7 +36,15 @@ threads.
 
 Numba compiles a callee once per distinct *literal* integer argument; the np.int64(...) around constant
 arguments below keep each function at one compiled version (compile time counts: CI, `make run`).
+
+The entry points of a settle and of the filter updates take their many arguments in three named tuples
+(Numba passes a namedtuple of arrays and scalars as one value; reading a field costs nothing):
+    Net    what every tile reads: the network packed for the inner loops and its geometry (model._Run)
+    Tiles  the batch's buffers: states, errors, predictions, energies
+    Steps  what a settle_tiles call runs (settle_tile's docstring)
 """
+from collections import namedtuple
+
 import numpy as np
 from numba import njit
 from numba.extending import register_jitable
@@ -48,6 +56,23 @@ JB = 4                                        # output maps per register block
 
 _opts = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 _inline = dict(_opts, inline="always")     # per-pixel helpers: no call, no reference counting per pixel
+
+Net = namedtuple("Net", [
+    "geo",       # (L+1, 6) int64: C, H, W, OFF, PT, PL of every layer (above)
+    "L",         # layers above the image
+    "Wp",        # prediction filters [ky, kx, i, j] (layout.pack, above)
+    "Ec",        # error filters [ky, kx, j, i]: E, or W when E = W^T; pi0 E^1 in place of E^1
+    "bm",        # bias maps [Y, X, j]
+    "poff",      # (L+1, 3) int64: where layer l starts in Wp, Ec, bm
+    "K",         # kernel size
+    "s",         # stride
+    "consts",    # (leak, beta, gamma, gamma_0) in the dtype; gamma_0 = 0 without the leak on a free z^0
+    "pcn",       # multiply the bottom-up message by phi'(z) (Eq. 2, PCN mode)
+    "V",         # lanes of a vector: the images of one tile
+    "nph",       # floats of the phi(z^l) buffer: the largest layer of one tile
+])
+Tiles = namedtuple("Tiles", "z e zb en")   # (n_tiles, P) states, errors, predictions; (n_tiles, T+1, V) energies
+Steps = namedtuple("Steps", "T free_bottom init correct_first final")     # settle_tile's plan
 
 
 @register_jitable
@@ -249,36 +274,37 @@ def _correct_all(zt, et, geo, L, Ec, poff, K, s, consts, free_bottom, pcn, V):
 
 
 @njit(**_opts)
-def settle_tile(zt, et, zbt, ph, en, scratch, geo, L, Wp, Ec, bm, poff, K, s, consts, T, free_bottom, pcn, V,
-                init, correct_first, final):
-    """Algorithm 1 on one tile, z^0 and z^L filled in zt:
+def settle_tile(zt, et, zbt, ph, en, scratch, net, steps):
+    """Algorithm 1 on one tile of the network `net`, z^0 and z^L filled in zt; `steps` says what runs:
         init           the ancestral pass z^{l-1} = zbar^{l-1}, l = L..2 (Algorithm 1 lines 5-10)
         correct_first  one correction from the errors already in et (model.correct)
         T steps        every prediction and error from the same states (energy into en[t]), then every correction
+                       (a free z^0 too when free_bottom)
         final          the predictions and errors of the final states (energy into en[T])"""
+    geo, L, Wp, Ec, bm, poff, K, s, consts, pcn, V = (net.geo, net.L, net.Wp, net.Ec, net.bm, net.poff, net.K,
+                                                      net.s, net.consts, net.pcn, net.V)
+    T, free_bottom = steps.T, steps.free_bottom
     leak = consts[0]
-    if init:
+    if steps.init:
         for l in range(L, 1, -1):
             phi_map(ph, zt, geo[l, OFF], geo[l, C_] * geo[l, H_] * geo[l, W_] * V, leak, V)
             predict_layer(ph, zt, et, zbt, en[0], scratch, geo, l, Wp, bm, poff, K, s, np.int64(0), V)
-    if correct_first:
+    if steps.correct_first:
         _correct_all(zt, et, geo, L, Ec, poff, K, s, consts, free_bottom, pcn, V)
     for t in range(T):
         _predict_all(zt, et, zbt, ph, en[t], scratch, geo, L, Wp, bm, poff, K, s, leak, np.int64(1), V)
         _correct_all(zt, et, geo, L, Ec, poff, K, s, consts, free_bottom, pcn, V)
-    if final:
+    if steps.final:
         _predict_all(zt, et, zbt, ph, en[T], scratch, geo, L, Wp, bm, poff, K, s, leak, np.int64(2), V)
 
 
 @njit(**_opts)
-def settle_tiles(t0, t1, z, e, zb, en, geo, L, Wp, Ec, bm, poff, K, s, consts, T, free_bottom, pcn, V, nph,
-                 init, correct_first, final):
-    """settle_tile for tiles t0..t1-1; z, e, zb (n_tiles, P), en (n_tiles, T+1, V)."""
-    ph = np.empty(nph, z.dtype)
-    scratch = np.empty(V, z.dtype)
+def settle_tiles(t0, t1, tiles, net, steps):
+    """settle_tile for tiles t0..t1-1 of `tiles` (a Tiles), on the network `net` (a Net), running `steps` (a Steps)."""
+    ph = np.empty(net.nph, tiles.z.dtype)
+    scratch = np.empty(net.V, tiles.z.dtype)
     for t in range(t0, t1):
-        settle_tile(z[t], e[t], zb[t], ph, en[t], scratch, geo, L, Wp, Ec, bm, poff, K, s, consts, T,
-                    free_bottom, pcn, V, init, correct_first, final)
+        settle_tile(tiles.z[t], tiles.e[t], tiles.zb[t], ph, tiles.en[t], scratch, net, steps)
 
 
 # ---- the single operators, on tiles (ops.py), and the filter updates ---------------------------------
@@ -385,10 +411,11 @@ def weight_grad_tiles(t0, t1, a, e, out, geo, V):
 
 
 @njit(**_opts)
-def filter_update_tiles(t0, t1, z, e, out, geo, L, K, s, leak, V, nph):
+def filter_update_tiles(t0, t1, z, e, out, net):
     """Alg. 2 line 9 for every layer of tiles t0..t1-1: out[t] = (dW^1, ..., dW^L) of tile t, flat, float64,
-    with phi(z^l) made once per layer. geo as in settle_tile."""
-    ph = np.empty(nph, z.dtype)
+    with phi(z^l) made once per layer; z, e (n_tiles, P) as in a Tiles, the network's geometry from `net`."""
+    geo, L, K, s, leak, V = net.geo, net.L, net.K, net.s, net.consts[0], net.V
+    ph = np.empty(net.nph, z.dtype)
     scratch = np.empty(V, z.dtype)
     for t in range(t0, t1):
         base = 0

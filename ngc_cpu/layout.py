@@ -8,6 +8,7 @@
 """
 import numpy as np
 
+from ngc_ref.model import error_filters
 from ngc_ref.ops import same_padding
 
 from .kernels import padded
@@ -91,7 +92,7 @@ def pack(params, cfg, dtype, pi0=1.0):
     """All layers: Wp, Ec (E, or W itself when E = W^T), bm (flat) and poff (L+1, 3) = their offsets.
     pi0 scales E^1: pi0 E^1 *_s e^0 is the precision-weighted message of ngc_ref.model.corrections."""
     L = cfg.L
-    E = params["E"] if params.get("E") is not None else params["W"]
+    E = error_filters(params)
     Wp, Ec, bm = [], [], []
     poff = np.zeros((L + 1, 3), np.int64)
     sizes = [0, 0, 0]

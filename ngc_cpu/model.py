@@ -15,7 +15,8 @@ import numpy as np
 
 from ngc_ref import checks
 from ngc_ref.config import Config
-from ngc_ref.model import SettleResult, bias_shape, draw_top, init_params, n_filter_weights, output_image, phi
+from ngc_ref.model import (SettleResult, bias_axes, bias_shape, draw_top, init_params, n_filter_weights, output_image,
+                           over_batch, phi)
 
 from . import kernels, ops, threads
 from .layout import from_tiles, geometry, lanes, n_tiles, pack, to_tiles
@@ -27,7 +28,7 @@ DTYPES = (np.float32, np.float64)
 
 
 class _Run:
-    """The tiles of one batch and the packed parameters: the arguments of kernels.settle_tiles."""
+    """The tiles of one batch and the packed network (a kernels.Net): the arguments of kernels.settle_tiles."""
 
     def __init__(self, params, cfg, B, dtype, pi0=1.0):
         self.cfg, self.B, self.dtype = cfg, B, np.dtype(dtype)
@@ -40,10 +41,10 @@ class _Run:
         self.e = np.empty((self.nt, P), dtype)
         self.zb = np.empty((self.nt, P), dtype)
         self.region(self.e, cfg.L)[:] = 0
-        self.Wp, self.Ec, self.bm, self.poff = pack(params, cfg, dtype, pi0)
         gamma0 = cfg.gamma if cfg.gamma_bottom else 0.0
-        self.consts = np.array([cfg.leak, cfg.beta, cfg.gamma, gamma0], dtype)
-        self.nph = int(max(self.geo[l, 0] * self.geo[l, 1] * self.geo[l, 2] for l in range(cfg.L + 1))) * self.V
+        nph = int(max(self.geo[l, 0] * self.geo[l, 1] * self.geo[l, 2] for l in range(cfg.L + 1))) * self.V
+        self.net = kernels.Net(self.geo, cfg.L, *pack(params, cfg, dtype, pi0), cfg.kernel, cfg.stride,
+                               np.array([cfg.leak, cfg.beta, cfg.gamma, gamma0], dtype), bool(cfg.pcn), self.V, nph)
 
     def region(self, buf, l):
         C, H, W, off = (int(v) for v in self.geo[l, :4])
@@ -57,11 +58,9 @@ class _Run:
         return from_tiles(self.region(buf, l), self.B, (C, H, W), self.V)
 
     def run(self, T=0, free_bottom=False, init=False, correct_first=False, final=False):
-        cfg = self.cfg
         en = np.zeros((self.nt, T + 1, self.V), np.float64)
-        threads.run(kernels.settle_tiles, self.nt, self.z, self.e, self.zb, en, self.geo, cfg.L, self.Wp, self.Ec,
-                    self.bm, self.poff, cfg.kernel, cfg.stride, self.consts, T, free_bottom, cfg.pcn, self.V, self.nph,
-                    init, correct_first, final)
+        threads.run(kernels.settle_tiles, self.nt, kernels.Tiles(self.z, self.e, self.zb, en), self.net,
+                    kernels.Steps(int(T), bool(free_bottom), bool(init), bool(correct_first), bool(final)))
         return en.transpose(1, 0, 2).reshape(T + 1, self.nt * self.V)[:, :self.B].astype(self.dtype)
 
 
@@ -143,8 +142,7 @@ def settle(params, x, cfg, z_top, T=None, clamp="always", pi0=1.0):
     (ngc_ref.model.corrections). Returns a SettleResult of NumPy arrays: final z, zbar and e recomputed from
     them, and the energy per image before each step and after the last (T+1, B).
     """
-    if clamp not in ("always", "first"):
-        raise ValueError("settle: clamp must be 'always' or 'first', got %r" % (clamp,))
+    checks.check_clamp(clamp)
     dtype = checks.check_settle_inputs(params, x, cfg, z_top, DTYPES)
     T = cfg.T if T is None else checks.check_steps(T)
     r = _Run(params, cfg, x.shape[0], dtype, checks.check_precision(pi0))
@@ -176,16 +174,13 @@ def filter_updates(res, params, cfg):
     C = cfg.layer_channels
     sizes = [C[l] * C[l - 1] * K * K for l in range(1, L + 1)]
     parts = np.zeros((r.nt, sum(sizes)), np.float64)
-    threads.run(kernels.filter_update_tiles, r.nt, r.z, r.e, parts, r.geo, L, K, cfg.stride, r.consts[0], r.V, r.nph)
+    threads.run(kernels.filter_update_tiles, r.nt, r.z, r.e, parts, r.net)
     flat = parts.sum(axis=0)
     dW, start = [None], 0
     for l in range(1, L + 1):
         dW.append(flat[start:start + sizes[l - 1]].reshape(C[l], C[l - 1], K, K).astype(dtype))
         start += sizes[l - 1]
-    axes = (0, 2, 3) if cfg.bias == "channel" else (0,)
-    db = [None] + [res.e[l - 1].sum(axis=axes) for l in range(1, L + 1)]
-    if cfg.reduce == "mean":
-        dW = [None] + [w / B for w in dW[1:]]
-        db = [None] + [v / B for v in db[1:]]
-    dE = [None] + [cfg.lam * w for w in dW[1:]] if params.get("E") is not None else None
+    dW = [None] + [over_batch(w, B, cfg) for w in dW[1:]]
+    db = [None] + [over_batch(res.e[l - 1].sum(axis=bias_axes(cfg)), B, cfg) for l in range(1, L + 1)]
+    dE = ([None] + [cfg.lam * w for w in dW[1:]]) if params.get("E") is not None else None
     return {"W": dW, "b": db, "E": dE}

@@ -9,7 +9,7 @@ converts back, so testing these against the reference tests the building blocks 
 """
 import numpy as np
 
-from ngc_ref import ops as ref_ops
+from ngc_ref.checks import check_filters, check_out_hw, check_weight_grad
 from ngc_ref.ops import conv_out_size, same_padding  # noqa: F401  (one SAME rule for every backend)
 
 from . import kernels, threads
@@ -36,7 +36,8 @@ def _geo(out_chw, in_chw, pad, K, s):
 
 def conv2d(x, w, stride=2):
     """Strided convolution `*_s` with SAME padding: (B, C_{l-1}, H, W), (C_l, C_{l-1}, K, K) -> (B, C_l, ceil(H/s), ceil(W/s))."""
-    ref_ops._check(x, w, x.shape[1] == w.shape[1], "conv2d: x has %d channels, w expects %d" % (x.shape[1], w.shape[1]))
+    check_filters("conv2d", x, w, x.shape[1] == w.shape[1], "conv2d: x has %d channels, w expects %d"
+                  % (x.shape[1], w.shape[1]))
     dt = _dtype("conv2d", x, w)
     V = lanes(dt)
     B, Cin, H, W = x.shape
@@ -51,15 +52,13 @@ def conv2d(x, w, stride=2):
 
 def conv2d_transpose(z, w, stride=2, out_hw=None):
     """Transposed convolution `⊙_s`, the exact adjoint of conv2d over an input of size out_hw (default s*H x s*W)."""
-    ref_ops._check(z, w, z.shape[1] == w.shape[0], "conv2d_transpose: z has %d channels, w expects %d" % (z.shape[1], w.shape[0]))
+    check_filters("conv2d_transpose", z, w, z.shape[1] == w.shape[0],
+                  "conv2d_transpose: z has %d channels, w expects %d" % (z.shape[1], w.shape[0]))
     dt = _dtype("conv2d_transpose", z, w)
     V = lanes(dt)
     B, Cu, H, W = z.shape
     Cl, K = w.shape[1], w.shape[-1]
-    Ho, Wo = out_hw if out_hw is not None else (H * stride, W * stride)
-    if conv_out_size(Ho, stride) != H or conv_out_size(Wo, stride) != W:
-        raise ValueError("conv2d_transpose: output %dx%d does not map back to input %dx%d at stride %d "
-                         "(SAME needs ceil(out/s) == in)" % (Ho, Wo, H, W, stride))
+    Ho, Wo = check_out_hw("conv2d_transpose", H, W, stride, out_hw)
     geo = _geo((Cl, Ho, Wo), (Cu, H, W), (same_padding(Ho, K, stride)[0], same_padding(Wo, K, stride)[0]), K, stride)
     src = to_tiles(np.ascontiguousarray(z), V)
     out = np.empty((src.shape[0], Cl * Ho * Wo * V), dt)
@@ -70,10 +69,8 @@ def conv2d_transpose(z, w, stride=2, out_hw=None):
 def conv2d_weight_grad(e, a, K, stride=2):
     """Alg. 2 line 9: Delta W_ij = e_j *_1 Dilate(a_i, s), summed over the batch -> (C_l, C_{l-1}, K, K).
     Summed per tile in the dtype, then tile after tile in float64."""
+    check_weight_grad("conv2d_weight_grad", e, a, stride)
     B, C, H, W = a.shape
-    if e.ndim != 4 or e.shape[0] != B or (conv_out_size(e.shape[2], stride), conv_out_size(e.shape[3], stride)) != (H, W):
-        raise ValueError("conv2d_weight_grad: error %s and activity %s do not match at stride %d (the activity "
-                         "must be ceil(error size / s) on each side, same batch)" % (e.shape, a.shape, stride))
     dt = _dtype("conv2d_weight_grad", e, a)
     V = lanes(dt)
     Cl, Ho, Wo = e.shape[1:]

@@ -178,6 +178,8 @@ def _select_positive(builder, v, if_pos, if_not):
     return builder.select(builder.fcmp_ordered(">", v, zero), if_pos, if_not)
 
 
+# vphi / vphi_prime: phi and phi' for the cpu backend, one of four definitions (one per language); the list
+# of what to change with the activation is above ngc_ref.model.phi.
 @intrinsic
 def vphi(typingctx, v, leak):
     """phi(v) = v if v > 0 else leak * v (the reference's np.where(v > 0, v, leak * v))."""

@@ -11,8 +11,10 @@ Outputs have the inputs' array type. Everything is float32.
     res = ngc_cuda.model.settle(params, x, cfg, z_top)   # == ngc_ref.model.settle; res.path: which kernels
 
 Modules, from the top: model (settle picks a path) -> settle_whole | ngc_step | ops | optim (the wrappers,
-one per kernel file) -> checks (arguments), launch (compiled kernels, launches) -> _load (compile) ->
-backend, defines. Importing this package needs neither CuPy nor a GPU.
+one per kernel file) -> checks (arguments, at each public function's entry) -> backend (the backend name
+becomes a Device once, at the entry: array module, allocations, launches, shared-memory limit) -> launch
+(compiled kernels, the emulator's settings) -> _load (compile) -> defines. Importing this package needs
+neither CuPy nor a GPU.
 """
 from .backend import BACKENDS, array_module, available, backend_of, require_gpu
 from . import model, ops, optim

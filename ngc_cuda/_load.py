@@ -213,7 +213,7 @@ def emu_module(name: str, order: str = "forward", sanitize: bool = False):
                      order=order, sanitize=sanitize)
 
 
-def load_module(name: str, backend: str = "cuda", order: str = "forward", sanitize: bool = False):
+def load_module(name: str, backend: str, order: str = "forward", sanitize: bool = False):
     """A module with .get_function(kernel) -> f(grid, block, args, shared_mem=0), for either backend
     (order and sanitize are the emulator's settings; a GPU ignores them)."""
     if backend == "cuda":

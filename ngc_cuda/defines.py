@@ -2,7 +2,7 @@
 
 Every compile of kernels/<name>.cu (the GPU backend, the emulator, the NVRTC compile check) gets
 `kernel_defines(name, backend)` as -D options, and the .cu files #error without them, so a kernel and
-its Python wrapper cannot disagree on a constant. tests/test_cuda_settle_whole.py checks the one layout
+its Python wrapper cannot disagree on a constant. tests/cuda/test_cuda_settle_whole.py checks the one layout
 that both sides compute: the whole-settle kernel's shared memory, area by area.
 """
 
@@ -27,7 +27,7 @@ SETTLE_FLAGS = {"NGC_PCN": 1, "NGC_CLAMP_FIRST": 2, "NGC_LEARN_E": 4, "NGC_BIAS_
 SMEM_GUARD_FLOATS = {"cuda": 0, "cuda-emu": 16}
 
 
-def kernel_defines(name, backend="cuda"):
+def kernel_defines(name, backend):
     """The -D options (a dict) of kernels/<name>.cu for 'cuda' (also the compile check) or 'cuda-emu'."""
     d = {"NGC_REDUCE_THREADS": REDUCE_THREADS}            # common.cuh, included by every file
     if name == "ngc_settle":

@@ -1,8 +1,8 @@
-"""The launch layer under ops.py, ngc_step.py, settle_whole.py and optim.py: a compiled kernel (once per
-file, device and emulator setting), the arrays it writes, the launch itself; and the emulator's settings
-for the launches inside a `with emulation(...)` block (thread order, sanitizer).
+"""The launch layer under backend.Device: a compiled kernel (once per file, GPU and emulator setting), the
+emulator's settings for the launches inside a `with emulation(...)` block (thread order, sanitizer), and the
+launch arithmetic the wrappers share.
 
-    launch(backend, "ngc_step", "ngc_correct_v1", grid(n), BLOCK, (z, ..., i32(B), f32(beta), ...))
+    device.launch("ngc_step", "ngc_correct_v1", grid(n), BLOCK, (z, ..., i32(B), f32(beta), ...))
 
 Scalars go to a kernel as i32/f32 (CuPy passes a Python int as long long), grids are ceil_div(n, block).
 """
@@ -12,11 +12,9 @@ import functools
 import numpy as np
 
 from . import _load
-from .backend import array_module
 from .defines import REDUCE_THREADS
 
-__all__ = ["BLOCK", "REDUCE_THREADS", "i32", "f32", "ceil_div", "grid", "emulation", "emu_settings", "function",
-           "launch", "empty", "zeros", "unused"]
+__all__ = ["BLOCK", "REDUCE_THREADS", "i32", "f32", "ceil_div", "grid", "emulation", "emu_settings", "function"]
 
 BLOCK = 256            # threads per block of the one-thread-per-output kernels
 i32, f32 = np.int32, np.float32
@@ -55,43 +53,13 @@ def emu_settings():
 
 
 @functools.lru_cache(maxsize=None)
-def _function(file, kernel, backend, device, order, sanitize):
+def _function(file, kernel, backend, gpu_id, order, sanitize):
     return _load.load_module(file, backend, order, sanitize).get_function(kernel)
 
 
-def function(backend, file, kernel):
-    """The compiled kernel `kernel` of kernels/<file>.cu for this backend (and the emulator's settings)."""
+def function(backend, file, kernel, gpu_id=None):
+    """The compiled kernel `kernel` of kernels/<file>.cu: on GPU `gpu_id` ('cuda', the current one) or on the
+    emulator in its current settings ('cuda-emu')."""
     if backend == "cuda":
-        import cupy as cp
-        return _function(file, kernel, backend, cp.cuda.runtime.getDevice(), None, None)
+        return _function(file, kernel, backend, gpu_id, None, None)
     return _function(file, kernel, backend, None, _EMU["order"], _EMU["sanitize"])
-
-
-def launch(backend, file, kernel, grid, block, args, shared_mem=0):
-    """One launch of a 1-D grid. Dynamic shared memory above 48 KB is opted into, as a GPU requires."""
-    f = function(backend, file, kernel)
-    if shared_mem:
-        f.max_dynamic_shared_size_bytes = int(shared_mem)
-    f((int(grid),), (int(block),), args, shared_mem=int(shared_mem))
-
-
-# ---- arrays the kernels write -------------------------------------------------------------------
-def empty(backend, shape):
-    return array_module(backend).empty(shape, np.float32)
-
-
-def zeros(backend, shape):
-    return array_module(backend).zeros(shape, np.float32)
-
-
-@functools.lru_cache(maxsize=None)
-def _unused(backend, device):
-    return array_module(backend).zeros(1, np.float32)
-
-
-def unused(backend):
-    """A float32 array standing for an argument the kernel is told not to read (a flag is 0)."""
-    if backend == "cuda":
-        import cupy as cp
-        return _unused(backend, cp.cuda.runtime.getDevice())
-    return _unused(backend, None)

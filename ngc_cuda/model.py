@@ -2,8 +2,9 @@
 
 Same names, arguments and results as ngc_ref.model (see its glossary); arrays are float32 of the
 backend's type (NumPy -> emulated kernels, CuPy -> GPU). This is the entry: every function takes
-`backend=` ("cuda" or "cuda-emu"; None: told by the arrays' type, backend.py), decides it once and passes
-it down. settle(kernel=...) picks one of two paths, and records it in the result's `path`:
+`backend=` ("cuda" or "cuda-emu"; None: told by the arrays' type), turns it into a backend.Device once,
+checks its arguments once (checks.py) and hands both down; below, nothing is checked again.
+settle(kernel=...) picks one of two paths, and records it in the result's `path`:
 
   "whole"     settle_whole.py: the whole of Algorithm 1 in one launch, one block per image, everything
               in shared memory (kernels/ngc_settle.cu; only when it fits the device's shared memory)
@@ -18,10 +19,10 @@ import numpy as np
 
 from ngc_ref import checks as ref_checks, model as ref_model
 from ngc_ref.config import Config
-from ngc_ref.model import draw_top, init_params, n_filter_weights
+from ngc_ref.model import draw_top, error_filters, init_params, n_filter_weights
 
 from . import checks, ngc_step, ops, settle_whole
-from .backend import max_shared_memory, resolve
+from .backend import resolve
 
 __all__ = ["Config", "SettleResult", "predict", "predictions_and_errors", "correct", "energy", "init_states",
            "settle", "filter_updates", "init_params", "draw_top", "n_filter_weights", "KERNELS"]
@@ -40,12 +41,16 @@ class SettleResult(ref_model.SettleResult):
 def predict(z_l, W_l, b, cfg, out_hw, backend=None):
     """Eq. 1: zbar_j^{l-1} = g( sum_i W_ij^l ⊙_s phi(z_i^l) + b_j^l ) (ngc_predict_v1); b = b^l, the bias
     of the prediction of layer l-1 (ngc_ref.model's glossary)."""
-    return ngc_step.predict(z_l, W_l, b, cfg, out_hw, backend=resolve(backend, z_l, W_l, b))
+    dev = resolve(backend, z_l, W_l, b)
+    z_l, W_l, b, hw = checks.predict("predict", z_l, W_l, b, cfg, out_hw, dev)
+    return ngc_step.predict(z_l, W_l, b, cfg, hw, device=dev)
 
 
 def predictions_and_errors(z, params, cfg, backend=None):
     """Eq. 1 for every layer from the same states, and e^{l-1} = z^{l-1} - zbar^{l-1}; e^L = 0."""
-    return ngc_step.predictions_and_errors(z, params, cfg, backend=resolve(backend, *z))
+    dev = resolve(backend, *z)
+    z, params = checks.predictions_and_errors(z, params, cfg, dev)
+    return ngc_step.predictions_and_errors(z, params, cfg, device=dev)
 
 
 def correct(z, e, params, cfg, free_bottom=False, backend=None, pi0=1.0):
@@ -53,8 +58,10 @@ def correct(z, e, params, cfg, free_bottom=False, backend=None, pi0=1.0):
         d^l = -e^l + pi^{l-1} sum_j E_ji^l *_s e_j^{l-1}   (times phi'(z^l) in PCN mode);  z^l <- z^l + beta d^l - gamma z^l
     pi^0 = pi0, the precision of e^0 (ngc_ref.model.corrections), pi^l = 1 above. z^0 is clamped unless
     free_bottom (d^0 = -e^0; the leak on z^0 only if cfg.gamma_bottom)."""
+    dev = resolve(backend, *z)
     params = _precision_weighted(params, ref_checks.check_precision(pi0, "correct"))
-    return ngc_step.correct(z, e, params, cfg, free_bottom, backend=resolve(backend, *z))
+    e, E = checks.correct(z, e, params, cfg, free_bottom, dev)
+    return ngc_step.correct(z, e, E, cfg, free_bottom, device=dev)
 
 
 def _precision_weighted(params, pi0):
@@ -62,20 +69,21 @@ def _precision_weighted(params, pi0):
     E^1 *_s e^0 then carries the precision pi0 of e^0. pi0 = 1 returns params itself."""
     if pi0 == 1.0:
         return params
-    E = params["E"] if params.get("E") is not None else params["W"]
+    E = error_filters(params)
     return dict(params, E=[None, E[1] * np.float32(pi0)] + list(E[2:]))
 
 
 def energy(e, backend=None):
     """Eq. 3 as a positive energy per image: F = 1/2 sum_l ||e^l||^2 -> (B,) (ngc_energy_v1 per layer)."""
-    return ngc_step.energy(e, backend=resolve(backend, *e))
+    dev = resolve(backend, *e)
+    return ngc_step.energy(checks.energy(e, dev), device=dev)
 
 
 def init_states(x, params, cfg, z_top, backend=None):
     """Algorithm 1 lines 3-10: z^L = z_top, the ancestral pass z^l = zbar^l for l = L-1..1, z^0 = x.
     The states are fresh float32 copies (settling updates them in place)."""
-    _, backend = checks.settle_inputs("init_states", params, x, cfg, z_top, backend=backend)
-    return ngc_step.init_states(x, params, cfg, z_top, backend=backend)
+    _, dev, params = checks.settle_inputs("init_states", params, x, cfg, z_top, backend=backend)
+    return ngc_step.init_states(x, params, cfg, z_top, device=dev)
 
 
 def settle(params, x, cfg, z_top, T=None, clamp="always", kernel="auto", backend=None, pi0=1.0):
@@ -89,15 +97,15 @@ def settle(params, x, cfg, z_top, T=None, clamp="always", kernel="auto", backend
     """
     if kernel not in KERNELS:
         raise ValueError("settle: kernel must be one of %s, got %r" % (KERNELS, kernel))
-    T, backend = checks.settle_inputs("settle", params, x, cfg, z_top, T, clamp, backend)   # both paths trust them
+    T, dev, params = checks.settle_inputs("settle", params, x, cfg, z_top, T, clamp, backend)   # both paths trust them
     params = _precision_weighted(params, ref_checks.check_precision(pi0))
-    whole = kernel == "whole" or (kernel == "auto" and settle_whole.fits(
-        cfg, params.get("E") is not None, max_shared_memory(backend)))
-    log.debug("settle: %s path (kernel=%r, backend %s)", "whole" if whole else "per-step", kernel, backend)
+    whole = kernel == "whole" or (kernel == "auto" and settle_whole.fits(cfg, params.get("E") is not None,
+                                                                          dev.smem_limit))
+    log.debug("settle: %s path (kernel=%r, %s)", "whole" if whole else "per-step", kernel, dev)
     if whole:
-        res = settle_whole.settle_whole(params, x, cfg, z_top, T=T, clamp=clamp, backend=backend)
+        res = settle_whole.settle_whole(params, x, cfg, z_top, T=T, clamp=clamp, device=dev)
         return SettleResult(res.z, res.zbar, res.e, res.energy, path="whole")
-    res = ngc_step.settle(params, x, cfg, z_top, T=T, clamp=clamp, backend=backend)
+    res = ngc_step.settle(params, x, cfg, z_top, T=T, clamp=clamp, device=dev)
     return SettleResult(res.z, res.zbar, res.e, res.energy, path="per-step")
 
 
@@ -109,11 +117,11 @@ def filter_updates(res, params, cfg, backend=None):
         dE^l = lambda dW^l                                             when E is learnable
     With cfg.reduce = "mean" every sum over the batch becomes a mean (divided by the batch size).
     Displacements (minus the energy gradient): descent adds them."""
-    backend = resolve(backend, res.e[0])
-    K, s, L = cfg.kernel, cfg.stride, cfg.L
+    dev = resolve(backend, res.e[0])
+    pairs = checks.filter_updates(res, cfg, dev)                 # (e^{l-1}, z^l) for l = 1..L, checked once
     mean, pixel = cfg.reduce == "mean", cfg.bias == "pixel"
-    dW = [None] + [ops.conv2d_weight_grad_phi(res.e[l - 1], res.z[l], K, s, cfg.leak, mean=mean, backend=backend)
-                   for l in range(1, L + 1)]
-    db = [None] + [ops.bias_grad(res.e[l - 1], pixel=pixel, mean=mean, backend=backend) for l in range(1, L + 1)]
-    dE = [None] + [w * np.float32(cfg.lam) for w in dW[1:]] if params.get("E") is not None else None
+    dW = [None] + [ops.launch_weight_grad(e, z, cfg.kernel, cfg.stride, True, cfg.leak, mean, device=dev)
+                   for e, z in pairs]
+    db = [None] + [ops.launch_bias_grad(e, pixel, mean, device=dev) for e, _ in pairs]
+    dE = ([None] + [w * np.float32(cfg.lam) for w in dW[1:]]) if params.get("E") is not None else None
     return {"W": dW, "b": db, "E": dE}

@@ -13,15 +13,14 @@ whether it wins; model.settle(kernel="auto") uses it whenever it fits), i.e. whe
 
 The shared-memory layout is `layout` below; the kernel computes the same one from the -D constants of
 defines.py, and in the emulator it names each area so that cuda_emu checks the guard zones between them
-(tests/test_cuda_settle_whole.py compares the two layouts area by area).
+(tests/cuda/test_cuda_settle_whole.py compares the two layouts area by area).
 """
 import numpy as np
 
 from ngc_ref.model import SettleResult
 
-from .backend import array_module, max_shared_memory
-from .defines import SETTLE_HDR_INTS, SETTLE_FLAGS, SETTLE_MAX_LAYERS, SETTLE_RED_FLOATS, SMEM_GUARD_FLOATS
-from .launch import i32, f32, launch
+from .defines import SETTLE_HDR_INTS, SETTLE_FLAGS, SETTLE_MAX_LAYERS, SETTLE_RED_FLOATS
+from .launch import i32, f32
 
 __all__ = ["layout", "smem_bytes", "fits", "settle_whole", "SettleDoesNotFit", "MAX_LAYERS", "KERNEL_FILE",
            "KERNEL_NAME", "DEFAULT_THREADS"]
@@ -71,19 +70,20 @@ def smem_bytes(cfg, learn_E=False, guard=0):
 
 def fits(cfg, learn_E, device_smem_bytes):
     """Can `settle_whole` run this configuration on a device allowing `device_smem_bytes` per block
-    (backend.max_shared_memory)? Layers <= MAX_LAYERS and the shared memory fits."""
+    (backend.Device.smem_limit)? Layers <= MAX_LAYERS and the shared memory fits."""
     return cfg.L <= MAX_LAYERS and smem_bytes(cfg, learn_E) <= int(device_smem_bytes)
 
 
-def settle_whole(params, x, cfg, z_top, T, clamp="always", threads=DEFAULT_THREADS, *, backend):
+def settle_whole(params, x, cfg, z_top, T, clamp="always", threads=DEFAULT_THREADS, *, device):
     """Algorithm 1 (ancestral initialisation + T synchronous steps of Eq. 1 and Eq. 2) in one launch.
 
     Same arguments and result as `ngc_ref.model.settle`: x (B, C_0, H, W) image, z_top (B, C_L, H_L, W_L)
     initial top state (`ngc_ref.model.draw_top`), clamp "always" (z^0 = x throughout) or "first"
     (denoising: z^0 = x at t = 1 only). params["E"] not None means separate error filters. `threads` is
-    the block size (a multiple of 32). backend "cuda" runs on the current GPU (CuPy arrays), "cuda-emu" on
-    the CPU emulation (NumPy arrays, in the thread order of launch.emulation); ngc_cuda.model.settle decides
-    it, and checks the inputs (checks.settle_inputs): like a RawKernel, this function trusts them.
+    the block size (a multiple of 32). device: a backend.Device, "cuda" runs on its GPU (CuPy arrays),
+    "cuda-emu" on the CPU emulation (NumPy arrays, in the thread order of launch.emulation);
+    ngc_cuda.model.settle decides it, and checks the inputs (checks.settle_inputs): like a RawKernel, this
+    function trusts them.
     T: an int. Returns a SettleResult of float32 arrays of x's type.
     """
     if threads % 32 or not 32 <= threads <= 1024:
@@ -95,7 +95,7 @@ def settle_whole(params, x, cfg, z_top, T, clamp="always", threads=DEFAULT_THREA
     if L > MAX_LAYERS:
         raise SettleDoesNotFit("settle_whole: %d layers above the image, the kernel supports at most %d; use the "
                                "per-step kernels (ngc_cuda.model.settle(..., kernel='per-step'))" % (L, MAX_LAYERS))
-    avail = max_shared_memory(backend)
+    avail = device.smem_limit
     if not fits(cfg, learn_E, avail):
         areas = ", ".join("%s %d" % (name, size) for name, _, size in layout(cfg, learn_E))
         raise SettleDoesNotFit(
@@ -105,7 +105,7 @@ def settle_whole(params, x, cfg, z_top, T, clamp="always", threads=DEFAULT_THREA
             "is False)" % (smem_bytes(cfg, learn_E), areas, avail))
 
     # ---- pack: filters and biases into flat buffers, layer sizes into an int array ----
-    xp = array_module(backend)
+    xp = device.xp
     dims, n = _sizes(cfg)
 
     def flat(parts):
@@ -124,8 +124,7 @@ def settle_whole(params, x, cfg, z_top, T, clamp="always", threads=DEFAULT_THREA
     args = (xp.ascontiguousarray(x), xp.ascontiguousarray(z_top), Wf, bf, Ef, dims_arr, i32(L), i32(cfg.kernel),
             i32(cfg.stride), i32(T), i32(flags), f32(cfg.beta), f32(cfg.gamma), f32(cfg.leak), z_out, zbar_out,
             e_out, energy, i32(B))
-    launch(backend, KERNEL_FILE, KERNEL_NAME, B, threads, args,
-           shared_mem=smem_bytes(cfg, learn_E, SMEM_GUARD_FLOATS[backend]))
+    device.launch(KERNEL_FILE, KERNEL_NAME, B, threads, args, shared_mem=smem_bytes(cfg, learn_E, device.smem_guard))
 
     # ---- unpack: each output buffer is the concatenation over layers of (B, C_l, H_l, W_l) blocks ----
     offs = np.concatenate([[0], np.cumsum(n)]).astype(int)

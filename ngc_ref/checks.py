@@ -1,17 +1,31 @@
-"""What `settle` accepts, checked in one place for every backend (ngc_ref, ngc_cpu; ngc_cuda can call it too).
+"""Every check of what a user passes in, in one module, for every backend and the library.
 
-Each problem gets one clear error that names the argument, what it is and what the config needs:
-a params dict without 'W' or 'b', a layer missing or None, a wrong shape (W, E, b, x, z_top), an empty
-batch, a dtype the backend does not compute in (TypeError), mixed dtypes, NaN or Inf anywhere.
+What `settle` accepts is checked here for ngc_ref, ngc_cpu and ngc_cuda alike, so the same bad input gets the
+same error from every backend: a params dict without 'W' or 'b', a layer missing or None, a wrong shape (W, E,
+b, x, z_top), an empty batch, a dtype the backend does not compute in (TypeError), mixed dtypes, NaN or Inf
+anywhere (NonFiniteError, a ValueError), a bad clamp, T or pi0. The operators' shape rules (check_filters,
+check_out_hw, check_weight_grad: written in ngc_ref.ops beside the SAME rule, published here) and the library's
+image batches (check_image_batch, convngc.model) are here too.
+
+Checks run once, at the entry of a public function (settle, an operator, ConvNGC.settle); below the entry
+nothing checks again (ngc_cuda's kernel launches trust what their entry checked). Shapes and dtypes, which
+cost nothing, are checked before values; the NaN/Inf test of all of settle's arrays is one pass over each,
+and on a GPU one synchronisation for all of them (`first_nonfinite`), not one per array.
 
     dtype = check_settle_inputs(params, x, cfg, z_top)                        # the reference: any float dtype
     dtype = check_settle_inputs(params, x, cfg, z_top, dtypes=(np.float32,))  # a float32-only backend
 """
 import numbers
+import sys
 
 import numpy as np
 
-__all__ = ["check_settle_inputs", "check_params", "check_steps", "check_precision", "param_shape"]
+# the operators' shape rules are written beside the operators, with the SAME rule they check, and published here
+from .ops import check_filters, check_out_hw, check_weight_grad  # noqa: F401
+
+__all__ = ["check_settle_inputs", "check_params", "check_steps", "check_precision", "check_clamp", "param_shape",
+           "NonFiniteError", "first_nonfinite", "nonfinite_kind", "named_params", "check_filters", "check_out_hw",
+           "check_weight_grad", "check_image_batch", "check_finite_inputs"]
 
 _ROLE = {"W": "generative filters W^l", "b": "biases b^l", "E": "error filters E^l"}
 
@@ -24,8 +38,55 @@ def param_shape(cfg, key, l):
     return (C[l], C[l - 1], K, K)
 
 
-def _finite(a):
-    return bool(np.isfinite(a).all())      # NumPy arrays; CuPy arrays answer np.isfinite too
+class NonFiniteError(ValueError):
+    """An input holds NaN or Inf. `name` says which ("x", "z_top", "params['W'][2]"); for a parameter `key`
+    and `layer` too (else None); `array` is the array itself (`nonfinite_kind` tells NaN from Inf)."""
+
+    def __init__(self, where, name, array, key=None, layer=None):
+        super().__init__("%s: %s contains NaN or Inf" % (where, name))
+        self.name, self.array, self.key, self.layer = name, array, key, layer
+
+
+def _to_host(values):
+    """0-d results computed where their arrays live (np.isfinite(a).all(), a.min(), ...) -> host values; the
+    ones on a GPU (CuPy arrays: .get) come back in one transfer, so one synchronisation however many."""
+    out = list(values)
+    on_gpu = [i for i, v in enumerate(values) if hasattr(v, "get")]
+    if on_gpu:
+        cupy = sys.modules[type(values[on_gpu[0]]).__module__.split(".")[0]]
+        for i, v in zip(on_gpu, cupy.stack([values[i] for i in on_gpu]).get()):
+            out[i] = v
+    return out
+
+
+def first_nonfinite(named):
+    """The first (tag, array) of `named`, pairs (tag, array or None), whose array holds NaN or Inf; None when
+    every one is finite. One pass over each array (np.isfinite answers CuPy arrays too, on the GPU)."""
+    named = [(tag, a) for tag, a in named if a is not None]
+    for (tag, a), ok in zip(named, _to_host([np.isfinite(a).all() for _, a in named])):
+        if not bool(ok):
+            return tag, a
+    return None
+
+
+def nonfinite_kind(a):
+    """'NaN' when `a` holds a NaN, else 'Inf' (call it on an array that `first_nonfinite` named)."""
+    return "NaN" if bool(np.isnan(a).any()) else "Inf"
+
+
+def named_params(params):
+    """((key, l), params[key][l]) for every parameter array, in the order W, b, E and by layer."""
+    return [((key, l), a) for key in ("W", "b", "E") for l, a in enumerate(params.get(key) or []) if a is not None]
+
+
+def _check_finite(named, where):
+    """Raise NonFiniteError for the first array of `named` ((key, l) or a name, array) holding NaN or Inf."""
+    bad = first_nonfinite(named)
+    if bad is not None:
+        tag, a = bad
+        if isinstance(tag, tuple):
+            raise NonFiniteError(where, "params[%r][%d]" % tag, a, *tag)
+        raise NonFiniteError(where, tag, a)
 
 
 def _check_dtype(what, a, dtypes, where):
@@ -52,9 +113,17 @@ def _check_array(what, a, where):
         raise TypeError("%s: %s must be an array, got %s" % (where, what, type(a).__name__))
 
 
-def check_params(params, cfg, where="settle", dtypes=None):
-    """Check a params dict {"W": [None, W^1..W^L], "b": [None, b^1..b^L], "E": None or [...]} against cfg.
-    Returns the dtype of the parameters (all must share it)."""
+def check_params(params, cfg, where="settle", dtypes=None, finite=True):
+    """Check a params dict {"W": [None, W^1..W^L], "b": [None, b^1..b^L], "E": None or [...]} against cfg:
+    keys, layers, shapes, one dtype (in `dtypes` when given, else any float dtype) and, unless finite=False,
+    no NaN or Inf. Returns the dtype of the parameters (all must share it)."""
+    dtype = _check_param_structure(params, cfg, where, dtypes)
+    if finite:
+        _check_finite(named_params(params), where)
+    return dtype
+
+
+def _check_param_structure(params, cfg, where, dtypes):
     if not isinstance(params, dict):
         raise TypeError("%s: params must be a dict with keys 'W', 'b' (and optionally 'E'), as made by "
                         "init_params; got %s" % (where, type(params).__name__))
@@ -86,17 +155,16 @@ def check_params(params, cfg, where="settle", dtypes=None):
                 dtype = _check_dtype(what, a, dtypes, where)
             else:
                 _check_same_dtype(what, a, dtype, "params['W'][1] is", dtypes, where)
-            if not _finite(a):
-                raise ValueError("%s: %s contains NaN or Inf" % (where, what))
     return dtype
 
 
-def check_settle_inputs(params, x, cfg, z_top, dtypes=None, where="settle"):
+def check_settle_inputs(params, x, cfg, z_top, dtypes=None, where="settle", finite=True):
     """Check settle's arguments against cfg; returns their common dtype.
 
     x: (B, C_0, H_0, W_0) with B >= 1; z_top: (B, C_L, H_L, W_L); params as check_params; every array
-    of one dtype (in `dtypes` when given, else any float dtype), finite."""
-    dtype = check_params(params, cfg, where, dtypes)
+    of one dtype (in `dtypes` when given, else any float dtype) and, unless finite=False (the caller then
+    calls check_finite_inputs itself), finite: first every shape and dtype, then the values of all of them."""
+    dtype = _check_param_structure(params, cfg, where, dtypes)
     C, L = cfg.layer_channels, cfg.L
     for what, a in (("x", x), ("z_top", z_top)):
         _check_array(what, a, where)
@@ -111,9 +179,22 @@ def check_settle_inputs(params, x, cfg, z_top, dtypes=None, where="settle"):
                          % (where, tuple(z_top.shape), want))
     for what, a in (("x", x), ("z_top", z_top)):
         _check_same_dtype(what, a, dtype, "the parameters are", dtypes, where)
-        if not _finite(a):
-            raise ValueError("%s: %s contains NaN or Inf" % (where, what))
+    if finite:
+        check_finite_inputs(params, x, z_top, where)
     return dtype
+
+
+def check_finite_inputs(params, x, z_top, where="settle"):
+    """No NaN or Inf in the parameters, x or z_top (NonFiniteError naming the first): one pass over each
+    array, one synchronisation on a GPU."""
+    _check_finite(named_params(params) + [("x", x), ("z_top", z_top)], where)
+
+
+def check_clamp(clamp, where="settle"):
+    """clamp: "always" (z^0 = x throughout) or "first" (z^0 = x at t = 1 only, denoising)."""
+    if clamp not in ("always", "first"):
+        raise ValueError("%s: clamp must be 'always' or 'first', got %r" % (where, clamp))
+    return clamp
 
 
 def check_steps(T, where="settle"):
@@ -134,3 +215,34 @@ def check_precision(pi0, where="settle"):
         raise ValueError("%s: pi0 must be a finite number > 0 (the precision of e^0; 1 = Algorithm 1), got %r"
                          % (where, pi0))
     return float(pi0)
+
+
+# ---- the library's image batches (convngc.model) ---------------------------------------------------------
+def check_image_batch(x, cfg, what="x"):
+    """An image batch for ConvNGC: a float array (B, C_0, H, W) matching the config, finite, pixels in [0, 1]
+    (a noisy input a little outside). Returns (x, lo, hi): x as an array, its smallest and largest value (one
+    min and one max answer NaN/Inf and the range both)."""
+    x = np.asarray(x) if not hasattr(x, "__cuda_array_interface__") else x
+    if x.ndim != 4:
+        raise ValueError("%s: expected a 4-D batch (B, C, H, W), got shape %s" % (what, tuple(x.shape)))
+    C0 = cfg.layer_channels[0]
+    if x.shape[1] != C0:
+        hint = " (is it NHWC? convngc.data.to_model converts uint8 NHWC images)" if x.shape[-1] == C0 else ""
+        raise ValueError("%s: expected %d channels in axis 1, got shape %s%s" % (what, C0, tuple(x.shape), hint))
+    if tuple(x.shape[2:]) != cfg.image_hw:
+        raise ValueError("%s: expected images of %dx%d (config image_hw), got %dx%d"
+                         % ((what,) + cfg.image_hw + tuple(x.shape[2:])))
+    if x.dtype.kind != "f":
+        raise TypeError("%s: expected floating-point pixels in [0, 1], got dtype %s (convert uint8 images "
+                        "with convngc.data.to_model)" % (what, x.dtype))
+    if not x.size:
+        return x, 0.0, 0.0
+    lo, hi = (float(v) for v in _to_host([x.min(), x.max()]))     # NaN anywhere makes both NaN
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError("%s: contains NaN or Inf" % what)
+    # [0, 1] images; a denoising input x + N(0, 0.1) strays a little outside, never past [-1, 2] (10 sigma)
+    if lo < -1.0 or hi > 2.0:
+        hint = " (0-255 scale? divide by 255, or convert uint8 images with convngc.data.to_model)" if hi > 2 else ""
+        raise ValueError("%s: pixel values must lie in [0, 1] (a noisy input a little outside), got range "
+                         "[%.4g, %.4g]%s" % (what, lo, hi, hint))
+    return x, lo, hi

@@ -21,15 +21,16 @@ The paper's configuration and how each open point is read, one line each:
   - "columns of the synaptic matrices have L2 norm <= 1": the columns of the dictionary D = (W^l)^T in
     x ~ D phi(z), i.e. the weight vector of each latent unit, which is row i of the stored W^l.
   - no g'(.) factor at the sigmoid bottom: e^0 (E^1) is then exactly minus the gradient of the Bernoulli
-    (cross-entropy) energy of z^0 given layer 1, the usual pairing for a sigmoid output (tests/test_fc_ngc.py
+    (cross-entropy) energy of z^0 given layer 1, the usual pairing for a sigmoid output (tests/ref/test_fc_ngc.py
     checks it by finite differences). The energy reported is Eq. 3's squared form, as for Conv-NGC.
   - denoising: z^0 is the noisy image at t = 1 only, then evolves with d^0 = -e^0 (as for Conv-NGC).
 """
 from dataclasses import dataclass, asdict
 import numpy as np
 
+from .checks import check_clamp
 from .config import Config
-from .model import SettleResult, energy, phi, phi_prime
+from .model import SettleResult, energy, phi, phi_prime, settle_steps  # noqa: F401  (SettleResult: fc.SettleResult too)
 from .optim import _adam
 
 __all__ = ["FCConfig", "init_params", "n_free_parameters", "predict", "predictions_and_errors", "corrections",
@@ -151,8 +152,7 @@ def draw_states(cfg, batch, rng, dtype=np.float32):
 def settle(params, x, cfg, z_init, T=None, clamp="always"):
     """T synchronous steps from z^0 = x (flattened) and the drawn latent states; same contract as
     ngc_ref.model.settle (zbar[0] is the output, flattened to (B, n_0); energy is (T+1, B))."""
-    if clamp not in ("always", "first"):
-        raise ValueError("settle: clamp must be 'always' or 'first', got %r" % (clamp,))
+    check_clamp(clamp)
     T = cfg.T if T is None else T
     x = flatten_images(x) if x.ndim == 4 else x
     if x.shape[1] != cfg.layer_units[0]:
@@ -162,14 +162,8 @@ def settle(params, x, cfg, z_init, T=None, clamp="always"):
         raise ValueError("FC-NGC: z_init must hold %d latent batches of shapes %s"
                          % (cfg.L, [(x.shape[0], n) for n in cfg.layer_units[1:]]))
     z = [x] + list(z_init)
-    trace = []
-    for _ in range(T):
-        zbar, e = predictions_and_errors(z, params, cfg)
-        trace.append(energy(e))
-        z = correct(z, e, params, cfg, free_bottom=(clamp == "first"))
-    zbar, e = predictions_and_errors(z, params, cfg)
-    trace.append(energy(e))
-    return SettleResult(z, zbar, e, np.stack(trace))
+    return settle_steps(z, T, lambda z: predictions_and_errors(z, params, cfg),
+                        lambda z, e: correct(z, e, params, cfg, free_bottom=(clamp == "first")))
 
 
 def filter_updates(res, params, cfg):

@@ -33,10 +33,19 @@ from . import checks, ops
 from .config import Config
 
 __all__ = ["Config", "phi", "phi_prime", "predict", "predictions_and_errors", "corrections", "correct", "energy",
-           "init_states", "settle", "SettleResult", "filter_updates", "init_params", "n_filter_weights",
-           "draw_top", "bias_shape", "output_image"]
+           "init_states", "settle", "settle_steps", "SettleResult", "filter_updates", "init_params", "n_filter_weights",
+           "draw_top", "bias_shape", "output_image", "error_filters", "precision", "leak_term", "bias_axes",
+           "over_batch"]
 
 
+# phi and phi' are defined once per language. To change the activation, change all four:
+#   ngc_ref/model.py    phi, phi_prime                 NumPy: the definition every backend is tested against
+#   ngc_cpu/simd.py     vphi, vphi_prime               Numba vectors (used by ngc_cpu/kernels.py)
+#   kernels/common.cuh  leaky_relu, leaky_relu_prime   CUDA (ngc_step.cu, ngc_settle.cu, conv2d_weight_grad.cu)
+#   bench/torch_ngc.py  phi, phi_prime                 PyTorch, the timing baseline
+# then the independent oracle's own phi (tests/ref/test_ref_semantics.py), `make golden` (the golden file holds
+# the reference's outputs), `make resources` (a kernel header changed), and, if its parameter changes,
+# Config's `leak` (ngc_ref/config.py RANGES, --leak in convngc/cli.py). FC-NGC and the residual blocks use phi.
 def phi(v, leak):
     """State activation: leaky ReLU, phi(v) = v if v > 0 else leak * v (leak = 1 gives the identity)."""
     return np.where(v > 0, v, leak * v)
@@ -63,7 +72,7 @@ def init_params(cfg, rng, dtype=np.float32):
     W = [None] + [(rng.standard_normal((C[l], C[l - 1], K, K)) * cfg.w_std).astype(dtype)
                   for l in range(1, cfg.L + 1)]
     b = [None] + [np.zeros(bias_shape(cfg, l), dtype) for l in range(1, cfg.L + 1)]
-    E = [None] + [w.copy() for w in W[1:]] if cfg.learn_E else None
+    E = ([None] + [w.copy() for w in W[1:]]) if cfg.learn_E else None
     return {"W": W, "b": b, "E": E}
 
 
@@ -86,18 +95,34 @@ def predictions_and_errors(z, params, cfg):
     return zbar, e
 
 
+def error_filters(params):
+    """E^l, the filters that carry e^{l-1} up to layer l: the learnable E when params has one, else W itself
+    (E = W^T: the same stored kernels, read by the strided convolution; module docstring)."""
+    return params["E"] if params.get("E") is not None else params["W"]
+
+
+def precision(l, pi0):
+    """pi^{l-1}, the precision of the error e^{l-1} in z^l's correction: pi0 for e^0 (< 1 in precision-weighted
+    denoising, where e^0 carries the noise of the image: z^1 trusts it less), 1 above."""
+    return pi0 if l == 1 else 1.0
+
+
+def leak_term(zl, l, cfg):
+    """gamma z^l, Eq. 2's leak: every free layer takes it, a free z^0 only if cfg.gamma_bottom (else none:
+    z^0 <- z^0 + beta d^0)."""
+    return 0.0 if (l == 0 and not cfg.gamma_bottom) else cfg.gamma * zl
+
+
 def corrections(z, e, params, cfg, free_bottom=False, pi0=1.0):
     """Eq. 2's perturbations, for every free layer:
         d^l = -e^l + pi^{l-1} sum_j E_ji^l (strided conv, stride s) e_j^{l-1}     (times phi'(z^l) in PCN mode)
-    pi^{l-1} is the precision of the error below: 1, except pi^0 = pi0 (< 1 in precision-weighted denoising,
-    where e^0 carries the noise of the image: z^1 trusts it less). d[0] is None while z^0 is clamped; with
+    with E^l = `error_filters` and pi^{l-1} = `precision`. d[0] is None while z^0 is clamped; with
     `free_bottom` (denoising after t = 1) d^0 = -e^0.
     """
-    E = params["E"] if params.get("E") is not None else params["W"]
+    E = error_filters(params)
     d = [-e[0] if free_bottom else None]
     for l in range(1, cfg.L + 1):
-        precision = pi0 if l == 1 else 1.0
-        up = precision * ops.conv2d(e[l - 1], E[l], cfg.stride)             # (B, C_l, H_l, W_l)
+        up = precision(l, pi0) * ops.conv2d(e[l - 1], E[l], cfg.stride)   # (B, C_l, H_l, W_l)
         if cfg.pcn:
             up = up * phi_prime(z[l], cfg.leak)
         d.append(-e[l] + up)
@@ -105,19 +130,12 @@ def corrections(z, e, params, cfg, free_bottom=False, pi0=1.0):
 
 
 def correct(z, e, params, cfg, free_bottom=False, pi0=1.0):
-    """Eq. 2's update, synchronously for every free layer: z^l <- z^l + beta d^l - gamma z^l.
-    A free z^0 takes the leak too unless cfg.gamma_bottom is False (then z^0 <- z^0 + beta d^0).
-    pi0: the precision of e^0 in d^1 (`corrections`)."""
+    """Eq. 2's update, synchronously for every free layer: z^l <- z^l + beta d^l - gamma z^l (`leak_term`).
+    A clamped layer (d^l is None: z^0 unless free_bottom) keeps its state. pi0: the precision of e^0 in d^1
+    (`corrections`)."""
     d = corrections(z, e, params, cfg, free_bottom, pi0)
-    z_new = []
-    for l, (zl, dl) in enumerate(zip(z, d)):
-        if dl is None:                                       # clamped
-            z_new.append(zl)
-        elif l == 0 and not cfg.gamma_bottom:
-            z_new.append(zl + cfg.beta * dl)
-        else:
-            z_new.append(zl + cfg.beta * dl - cfg.gamma * zl)
-    return z_new
+    return [zl if dl is None else zl + cfg.beta * dl - leak_term(zl, l, cfg)
+            for l, (zl, dl) in enumerate(zip(z, d))]
 
 
 def energy(e):
@@ -154,41 +172,60 @@ def settle(params, x, cfg, z_top, T=None, clamp="always", pi0=1.0):
     pi0: the precision of the bottom error e^0 in z^1's correction (1: Algorithm 1; precision-weighted
     denoising passes cfg.pi0, see `corrections`).
     """
-    if clamp not in ("always", "first"):
-        raise ValueError("settle: clamp must be 'always' or 'first', got %r" % (clamp,))
+    checks.check_clamp(clamp)
     checks.check_settle_inputs(params, x, cfg, z_top)
     T = cfg.T if T is None else checks.check_steps(T)
     pi0 = checks.check_precision(pi0)
-    z = init_states(x, params, cfg, z_top)
+    z = init_states(x, params, cfg, z_top)                                 # lines 3-10
+    return settle_steps(z, T, lambda z: predictions_and_errors(z, params, cfg),   # lines 11-26
+                        lambda z, e: correct(z, e, params, cfg, free_bottom=(clamp == "first"), pi0=pi0))
+
+
+def settle_steps(z, T, predictions_and_errors, correct, energy=energy, stack=np.stack):
+    """Algorithm 1 lines 11-26 from the initial states z: T synchronous steps, each every prediction and error
+    from the same states (Eq. 1), the energy before the step (Eq. 3), then every correction (Eq. 2); then the
+    predictions and errors of the final states. -> SettleResult.
+
+    Every settle is this loop (Conv-NGC here, FC-NGC in fc.py, residual Conv-NGC in residual.py, the PyTorch
+    baseline in bench/torch_ngc.py): they differ in Eq. 1 and Eq. 2 only, passed in as
+    predictions_and_errors(z) -> (zbar, e) and correct(z, e) -> new states (and, for arrays other than NumPy's,
+    their `energy` and `stack`).
+    """
     trace = []
     for _ in range(T):
-        zbar, e = predictions_and_errors(z, params, cfg)                  # all from the same states
+        zbar, e = predictions_and_errors(z)                              # all from the same states
         trace.append(energy(e))
-        z = correct(z, e, params, cfg, free_bottom=(clamp == "first"), pi0=pi0)
-    zbar, e = predictions_and_errors(z, params, cfg)
+        z = correct(z, e)
+    zbar, e = predictions_and_errors(z)
     trace.append(energy(e))
-    return SettleResult(z, zbar, e, np.stack(trace))
+    return SettleResult(z, zbar, e, stack(trace))
 
 
 def filter_updates(res, params, cfg):
     """Sec. 3.2 / Algorithm 2, lines 9-10, from the final states and errors of `settle`:
         dW_ij^l = e_j^{l-1} (stride-1 corr) Dilate(phi(z_i^l), s)    summed over the batch
-        db^l = sum of e^{l-1} over batch and space                   (over the batch only for a bias map)
+        db^l = sum of e^{l-1} over batch and space                   (over the batch only for a bias map: `bias_axes`)
         dE^l = lambda dW^l          (E stored in W's layout, so (dW_ij)^T is dW[i, j] itself)
-    With cfg.reduce = "mean" every sum over the batch becomes a mean (divided by the batch size).
+    With cfg.reduce = "mean" every sum over the batch becomes a mean (`over_batch`).
     These are displacements (minus the energy gradient): descent adds them.
     """
-    K, s = cfg.kernel, cfg.stride
-    dW = [None] + [ops.conv2d_weight_grad(res.e[l - 1], phi(res.z[l], cfg.leak), K, s)
-                   for l in range(1, cfg.L + 1)]
-    axes = (0, 2, 3) if cfg.bias == "channel" else (0,)
-    db = [None] + [res.e[l - 1].sum(axis=axes) for l in range(1, cfg.L + 1)]
-    if cfg.reduce == "mean":
-        B = res.e[0].shape[0]
-        dW = [None] + [w / B for w in dW[1:]]
-        db = [None] + [v / B for v in db[1:]]
-    dE = [None] + [cfg.lam * w for w in dW[1:]] if params.get("E") is not None else None
+    e, z, L, B = res.e, res.z, cfg.L, res.e[0].shape[0]
+    dW = [None] + [over_batch(ops.conv2d_weight_grad(e[l - 1], phi(z[l], cfg.leak), cfg.kernel, cfg.stride), B, cfg)
+                   for l in range(1, L + 1)]
+    db = [None] + [over_batch(e[l - 1].sum(axis=bias_axes(cfg)), B, cfg) for l in range(1, L + 1)]
+    dE = ([None] + [cfg.lam * w for w in dW[1:]]) if params.get("E") is not None else None
     return {"W": dW, "b": db, "E": dE}
+
+
+def bias_axes(cfg):
+    """The axes of e^{l-1} (B, C, H, W) that db^l sums: batch and space for one bias per map, the batch only
+    for a bias map (cfg.bias = "pixel")."""
+    return (0, 2, 3) if cfg.bias == "channel" else (0,)
+
+
+def over_batch(total, B, cfg):
+    """A sum over a batch of B images, as Algorithm 2 has it, or its mean with cfg.reduce = "mean"."""
+    return total / B if cfg.reduce == "mean" else total
 
 
 def denoise_clamp(cfg):

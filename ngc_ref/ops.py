@@ -86,7 +86,8 @@ def conv2d(x, w, stride=2):
     Like every deep-learning "convolution" it is a cross-correlation; with E = W^T (the paper's
     setting) pass the generative filters W unchanged: this op is then the adjoint of conv2d_transpose.
     """
-    _check(x, w, x.shape[1] == w.shape[1], "conv2d: x has %d channels, w expects %d" % (x.shape[1], w.shape[1]))
+    check_filters("conv2d", x, w, x.shape[1] == w.shape[1], "conv2d: x has %d channels, w expects %d"
+                  % (x.shape[1], w.shape[1]))
     K = w.shape[-1]
     pt, pb = same_padding(x.shape[2], K, stride)
     pl, pr = same_padding(x.shape[3], K, stride)
@@ -101,13 +102,11 @@ def conv2d_transpose(z, w, stride=2, out_hw=None):
     It is exactly the adjoint of conv2d with SAME padding over an input of side H_out:
       pad before = K - 1 - pad_before(SAME),  pad after = H_out + pad_before(SAME) - (H-1)*s - 1.
     """
-    _check(z, w, z.shape[1] == w.shape[0], "conv2d_transpose: z has %d channels, w expects %d" % (z.shape[1], w.shape[0]))
+    check_filters("conv2d_transpose", z, w, z.shape[1] == w.shape[0],
+                  "conv2d_transpose: z has %d channels, w expects %d" % (z.shape[1], w.shape[0]))
     B, C, H, W = z.shape
     K = w.shape[-1]
-    Ho, Wo = out_hw if out_hw is not None else (H * stride, W * stride)
-    if conv_out_size(Ho, stride) != H or conv_out_size(Wo, stride) != W:
-        raise ValueError("conv2d_transpose: output %dx%d does not map back to input %dx%d at stride %d "
-                         "(SAME needs ceil(out/s) == in)" % (Ho, Wo, H, W, stride))
+    Ho, Wo = check_out_hw("conv2d_transpose", H, W, stride, out_hw)     # s*H x s*W unless out_hw names it
     pt, _ = same_padding(Ho, K, stride)
     pl, _ = same_padding(Wo, K, stride)
     zd = dilate(z, stride)                                              # (B, C_l, (H-1)s+1, (W-1)s+1)
@@ -126,10 +125,8 @@ def conv2d_weight_grad(e, a, K, stride=2):
     Written like `_correlate`: a loop over the K*K output taps, one contraction (over the batch and
     the pixels of the dilated activity) per tap.
     """
+    check_weight_grad("conv2d_weight_grad", e, a, stride)
     B, C, H, W = a.shape
-    if e.ndim != 4 or e.shape[0] != B or (conv_out_size(e.shape[2], stride), conv_out_size(e.shape[3], stride)) != (H, W):
-        raise ValueError("conv2d_weight_grad: error %s and activity %s do not match at stride %d (the activity "
-                         "must be ceil(error size / s) on each side, same batch)" % (e.shape, a.shape, stride))
     pt, pb = same_padding(e.shape[2], K, stride)
     pl, pr = same_padding(e.shape[3], K, stride)
     ad = dilate(a, stride)                                              # (B, C_l, Hd, Wd)
@@ -143,11 +140,35 @@ def conv2d_weight_grad(e, a, K, stride=2):
     return dW
 
 
-def _check(x, w, ok, msg):
+# ---- the operators' shape rules, for every backend (ngc_cpu.ops, ngc_cuda): published by ngc_ref.checks ----
+def check_filters(op, x, w, ok, msg):
+    """4-D arrays x (B, C, H, W) and filters w (C_out, C_in, K, K), square, and `ok` (the channels agree; msg
+    says how they do not)."""
     if x.ndim != 4 or w.ndim != 4:
-        raise ValueError("expected 4-D arrays (B, C, H, W) and (C_out, C_in, K, K), got %s and %s"
-                         % (x.shape, w.shape))
+        raise ValueError("%s: expected 4-D arrays (B, C, H, W) and (C_out, C_in, K, K), got %s and %s"
+                         % (op, tuple(x.shape), tuple(w.shape)))
     if w.shape[2] != w.shape[3]:
-        raise ValueError("filters must be square, got %s" % (w.shape,))
+        raise ValueError("%s: filters must be square, got %s" % (op, tuple(w.shape),))
     if not ok:
         raise ValueError(msg)
+
+
+def check_out_hw(op, H, W, s, out_hw=None):
+    """The size (Ho, Wo) of the map a transposed convolution makes from an H x W map at stride s: s*H x s*W
+    unless out_hw names it; it must map back (SAME: ceil(Ho/s) == H)."""
+    Ho, Wo = (int(v) for v in out_hw) if out_hw is not None else (H * s, W * s)
+    if conv_out_size(Ho, s) != H or conv_out_size(Wo, s) != W:
+        raise ValueError("%s: output %dx%d does not map back to input %dx%d at stride %d "
+                         "(SAME needs ceil(out/s) == in)" % (op, Ho, Wo, H, W, s))
+    return Ho, Wo
+
+
+def check_weight_grad(op, e, a, stride):
+    """A filter displacement's error e (B, C_{l-1}, Ho, Wo) and activity a (B, C_l, ceil(Ho/s), ceil(Wo/s))."""
+    if e.ndim != 4 or a.ndim != 4:
+        raise ValueError("%s: expected 4-D arrays e (B, C_{l-1}, H, W) and a (B, C_l, h, w), got %s and %s"
+                         % (op, tuple(e.shape), tuple(a.shape)))
+    if e.shape[0] != a.shape[0] or (conv_out_size(e.shape[2], stride), conv_out_size(e.shape[3], stride)) \
+            != tuple(a.shape[2:]):
+        raise ValueError("%s: error %s and activity %s do not match at stride %d (the activity must be ceil(error "
+                         "size / s) on each side, same batch)" % (op, tuple(e.shape), tuple(a.shape), stride))

@@ -43,8 +43,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import ops, optim
+from .checks import check_clamp
 from .config import Config
-from .model import SettleResult, energy, phi
+from .model import phi, settle_steps
 
 __all__ = ["ResidualConfig", "EQ7_OPS", "init_params", "n_filter_weights", "maxpool_same", "predict_block",
            "predictions_and_errors", "corrections", "correct", "init_states", "settle", "filter_updates",
@@ -203,18 +204,11 @@ def init_states(x, params, cfg, z_top):
 
 def settle(params, x, cfg, z_top, T=None, clamp="always"):
     """Algorithm 1 with residual blocks; the same contract as ngc_ref.model.settle."""
-    if clamp not in ("always", "first"):
-        raise ValueError("settle: clamp must be 'always' or 'first', got %r" % (clamp,))
+    check_clamp(clamp)
     T = cfg.base.T if T is None else T
     z = init_states(x, params, cfg, z_top)
-    trace = []
-    for _ in range(T):
-        zbar, e = predictions_and_errors(z, params, cfg)
-        trace.append(energy(e))
-        z = correct(z, e, params, cfg, free_bottom=(clamp == "first"))
-    zbar, e = predictions_and_errors(z, params, cfg)
-    trace.append(energy(e))
-    return SettleResult(z, zbar, e, np.stack(trace))
+    return settle_steps(z, T, lambda z: predictions_and_errors(z, params, cfg),
+                        lambda z, e: correct(z, e, params, cfg, free_bottom=(clamp == "first")))
 
 
 def filter_updates(res, params, cfg):

@@ -3,7 +3,7 @@ ngc_ref in float64 from float32 inputs, inputs and outputs stored as float32 (te
 
     python tests/golden_data.py          # (make golden) rewrite it, after a deliberate change of the reference
 
-tests/test_golden.py holds every backend to it, the reference included: parity tests between backends
+tests/conformance/test_golden.py holds every backend to it, the reference included: parity tests between backends
 cannot see the reference itself change, this file can (the way llm.c keeps a debug state of its model).
 """
 import pathlib
@@ -15,6 +15,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))   # run as 
 
 from ngc_ref import model, optim  # noqa: E402
 from ngc_ref.config import Config  # noqa: E402
+
+from helpers import tree64  # noqa: E402
 
 PATH = pathlib.Path(__file__).resolve().parent / "golden" / "paper_T60.npz"
 CFG = Config()          # the paper's configuration: channels 10,15,20,25,3; 32x32; K 3, s 2; T 60; Adam 1e-3
@@ -33,10 +35,12 @@ def inputs():
 
 def learning_step(settle, filter_updates, init_state, step, params, x, z_top):
     """Algorithm 1, then Algorithm 2 once: settle for T steps, filter updates, one optimiser step.
-    The four functions are a backend's (convngc.model.get_backend); params are updated in place."""
+    The four functions are a backend's (convngc.model.get_backend); params are updated in place.
+    Returns the settle, the params and the optimiser's state after the step."""
     res = settle(params, x, CFG, z_top, T=CFG.T)
-    step(params, filter_updates(res, params, CFG), init_state(params), CFG)
-    return res, params
+    state = init_state(params)
+    step(params, filter_updates(res, params, CFG), state, CFG)
+    return res, params, state
 
 
 def flatten(res, params):
@@ -52,8 +56,7 @@ def compute():
     params, x, z_top = inputs()
     stored = {"x": x, "z_top": z_top}
     stored.update({"in_%s%d" % (k, l): params[k][l] for k in ("W", "b") for l in range(1, CFG.L + 1)})
-    p64 = {k: None if v is None else [None if a is None else a.astype(np.float64) for a in v] for k, v in params.items()}
-    res, p64 = learning_step(model.settle, model.filter_updates, optim.init_state, optim.step, p64,
+    res, p64, _ = learning_step(model.settle, model.filter_updates, optim.init_state, optim.step, tree64(params),
                              x.astype(np.float64), z_top.astype(np.float64))
     stored.update(flatten(res, p64))
     return {k: np.asarray(v, np.float32) for k, v in stored.items()}

@@ -21,7 +21,7 @@ from .errors import DataError, DataReadError
 from .idx import MNIST_FILES, load_idx, load_mnist  # noqa: F401
 from .npz import load_cinic10_sample, load_npz
 from .pngtree import load_image_folder
-from .registry import DATASET_NAMES, SPLITS, default_data_dirs, load_dataset
+from .registry import DATASET_NAMES, SPLITS, dataset_available, default_data_dirs, load_dataset
 from .splits import VAL_FRACTION, VAL_SIZE, split_train_val  # noqa: F401
 from .svhn import load_svhn, load_svhn_mat
 from .synthetic import (EMBEDDED_MIN_STD, EMBEDDED_SOURCES, color_mnist, embedded_images,  # noqa: F401
@@ -31,6 +31,6 @@ __all__ = [
     "DataError", "DataReadError", "DATASET_NAMES", "SPLITS", "CIFAR10_CLASSES",
     "load_idx", "load_mnist", "load_cifar_batch", "load_cifar10", "load_svhn_mat", "load_svhn",
     "load_image_folder", "load_npz", "load_cinic10_sample", "color_mnist", "resize_bilinear",
-    "embedded_images", "split_train_val", "default_data_dirs", "load_dataset",
+    "embedded_images", "split_train_val", "default_data_dirs", "dataset_available", "load_dataset",
     "add_channel", "to_model", "check_images",
 ]

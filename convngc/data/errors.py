@@ -1,7 +1,7 @@
 """The one exception of the data package: every data problem names the file, the problem and the fix."""
 import os
 
-from ..files import NotARegularFile, open_regular
+from ..fileio import NotARegularFile, open_regular
 
 
 class DataError(ValueError):

@@ -155,6 +155,22 @@ def _load_original(name: str, split: str, data_dir, seed: int) -> XY:
                     f"--dest DIR`) and pass `--data-dir DIR` / data_dir=DIR (or set CONVNGC_DATA_DIR=DIR).")
 
 
+def dataset_available(name: str, data_dir=None) -> bool:
+    """Whether :func:`load_dataset` finds files of dataset ``name`` (its test split, or the set itself when it
+    has none), by looking at the file system only: nothing is read, so it takes milliseconds. A file that is
+    there but corrupt is found here and refused by :func:`load_dataset`."""
+    if name not in DATASET_NAMES:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+    if name == "embedded":
+        return True
+    if name == "color-mnist":
+        name = "mnist"
+    try:
+        return any(found for root in default_data_dirs(data_dir) for _, found, _, _ in _candidates(name, root, "test"))
+    except OSError:              # an unreadable folder on the way: load_dataset would name it
+        return False
+
+
 def load_dataset(name: str, split: str = "train", data_dir=None, seed: int = 0, limit: Optional[int] = None) -> XY:
     """Load ``split`` (``"train"``, ``"val"``, ``"test"``) of dataset ``name`` as uint8 NHWC ``(x, y)``.
 

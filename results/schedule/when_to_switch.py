@@ -5,7 +5,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 from convngc import data, metrics
 from convngc.model import ConvNGC
-from convngc.study import stability
+from convngc.experiments.study import stability
 from ngc_ref.config import Config
 
 seed = int(sys.argv[1]) if len(sys.argv) > 1 else 0

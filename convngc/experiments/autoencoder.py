@@ -1,0 +1,108 @@
+"""Conv-AE and Conv-DAE: the backprop baselines of the paper (Appendix B), in PyTorch (the optional extra
+`pip install .[baselines]`; nothing else in convngc needs torch).
+
+The paper's description, and where this build departs from it (one line each):
+  - encoder: five blocks of conv (32 maps, 3x3, SAME) -> ReLU (SELU for the DAE) -> batch norm -> max-pool
+    (stride 2), as printed, EXCEPT the convolution's stride: 1, not 2. With both strides at 2 each block
+    divides the side by 4 and a 32x32 image is gone after three blocks; with the pools alone doing the
+    downsampling the five blocks take 32 -> 16 -> 8 -> 4 -> 2 -> 1 (a 1x1x32 bottleneck).
+  - decoder ("multiple layers of deconvolution", widths not given): five stride-2 3x3 transposed convs that
+    mirror the five pools (1 -> 2 -> ... -> 32), each hidden one followed by the block's activation and batch
+    norm, the last by the logistic sigmoid (as printed). Widths 32 -> 20 -> 15 -> 7 -> 7 -> 3: the
+    paper's encoder holds 38,208 trainable parameters, so the decoder has 10,185 left; among the width lists
+    that spend exactly that (non-increasing, 3x3 kernels, batch norm on every hidden layer) this is the one
+    closest to a geometric taper from 32 to 3. Total: 48,393 trainable parameters, the paper's count.
+  - batch norm counts its scale and shift as trainable (2 per map), as Keras and PyTorch both do.
+  - Glorot (Xavier) uniform weights, zero biases (Keras's defaults, which "glorot initialization" names).
+  - loss: mean squared error on [0, 1] pixels (the paper names none).
+  - Adam, step 2e-5, batches of 128 (as printed); PyTorch's Adam defaults otherwise.
+  - Conv-DAE: trained on x + N(0, 0.1) (std 0.1 on the [0, 1] scale, not clipped, a fresh draw per batch)
+    against the clean x; SELU instead of ReLU (as printed).
+"""
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import metrics
+
+__all__ = ["ConvAE", "AutoEncoderModel", "PAPER_PARAMETERS", "DECODER_WIDTHS"]
+
+PAPER_PARAMETERS = 48393
+ENCODER_MAPS = 32
+N_BLOCKS = 5
+DECODER_WIDTHS = (20, 15, 7, 7)        # hidden transposed-conv widths; the output has the image's 3 channels
+
+
+class ConvAE(nn.Module):
+    """The encoder/decoder above; `denoising=True` picks SELU (the paper's Conv-DAE)."""
+
+    def __init__(self, channels=3, denoising=False):
+        super().__init__()
+        act = nn.SELU if denoising else nn.ReLU
+        enc, c = [], channels
+        for _ in range(N_BLOCKS):
+            enc += [nn.Conv2d(c, ENCODER_MAPS, 3, stride=1, padding=1), act(), nn.BatchNorm2d(ENCODER_MAPS),
+                    nn.MaxPool2d(2, 2)]
+            c = ENCODER_MAPS
+        dec = []
+        for w in DECODER_WIDTHS:
+            # stride 2, padding 1, output_padding 1: exactly doubles the side (32 -> ... mirrors the pools)
+            dec += [nn.ConvTranspose2d(c, w, 3, stride=2, padding=1, output_padding=1), act(), nn.BatchNorm2d(w)]
+            c = w
+        dec += [nn.ConvTranspose2d(c, channels, 3, stride=2, padding=1, output_padding=1), nn.Sigmoid()]
+        self.encoder, self.decoder = nn.Sequential(*enc), nn.Sequential(*dec)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+    def n_trainable(self):
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+class AutoEncoderModel:
+    """Training and inference around ConvAE on float NCHW arrays in [0, 1] (the project's layout)."""
+
+    def __init__(self, denoising=False, seed=0, lr=2e-5, noise_std=0.1, channels=3):
+        torch.manual_seed(seed)
+        self.net = ConvAE(channels, denoising).float()
+        self.denoising, self.noise_std, self.seed = denoising, noise_std, seed
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def fit(self, train_x, val_x, epochs, batch_size=128, log=print):
+        """Minibatch Adam on the MSE; after each epoch the validation reconstruction MSE on the [0, 255] scale."""
+        history = {"train_loss": [], "val_mse": [], "epoch_seconds": []}
+        xt = torch.as_tensor(np.ascontiguousarray(train_x, dtype=np.float32))
+        for epoch in range(epochs):
+            t0, losses = time.time(), []
+            self.net.train()
+            order = torch.randperm(len(xt), generator=self.gen)
+            for i in range(0, len(xt), batch_size):
+                x = xt[order[i:i + batch_size]]
+                inp = x + self.noise_std * torch.randn(x.shape, generator=self.gen) if self.denoising else x
+                loss = torch.mean((self.net(inp) - x) ** 2)
+                self.opt.zero_grad()
+                loss.backward()
+                self.opt.step()
+                losses.append(float(loss.detach()))
+            val = metrics.mse(self.output(val_x), val_x) if len(val_x) else float("nan")
+            history["train_loss"].append(float(np.mean(losses)))
+            history["val_mse"].append(float(val))
+            history["epoch_seconds"].append(time.time() - t0)
+            log("  epoch %d/%d: train loss %.4g, validation reconstruction MSE %.4g (0-255 scale), %.1fs"
+                % (epoch + 1, epochs, history["train_loss"][-1], val, history["epoch_seconds"][-1]))
+        return history
+
+    @torch.no_grad()
+    def output(self, x, batch_size=500):
+        """The network's output for inputs x (clean for reconstruction, noisy for denoising), eval mode."""
+        self.net.eval()
+        outs = [self.net(torch.as_tensor(np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32))).numpy()
+                for i in range(0, len(x), batch_size)]
+        return np.concatenate(outs)

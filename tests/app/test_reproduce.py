@@ -1,0 +1,362 @@
+"""`convngc reproduce` (convngc/experiments/reproduce.py): row selection, the shared noise, and the runner end to
+end on tiny rows (a few images, 2 epochs, 2 trials): the files it writes and that its tables show the per-trial
+JSON's means."""
+import json
+import os
+import pathlib
+import re
+
+import numpy as np
+import pytest
+
+from convngc import cli, fileio, train
+from convngc.experiments import baselines, reproduce
+from convngc.model import ConvNGC
+from ngc_ref.config import Config
+
+
+def test_rows_are_unique_and_every_paper_number_has_a_row():
+    rows = reproduce.all_rows()
+    ids = [r.id for r in rows]
+    assert len(ids) == len(set(ids))
+    keys = {(r.paper_key, r.model) for r in rows}
+    assert set(reproduce.PAPER) <= keys
+    assert all(reproduce.SCALES[s]["train"].keys() >= set(reproduce.TRAINED) for s in reproduce.SCALES)
+
+
+def test_conv_ngc_rows_use_the_documented_default_config():
+    r = next(r for r in reproduce.all_rows() if r.id == "cifar10/conv-ngc")
+    s = reproduce.row_setup(r, reproduce.SCALES["quick"], 5, "numpy")
+    assert s["config"] == Config().to_dict() and s["seeds"] == [0, 1, 2, 3, 4]
+
+
+def test_residual_rows_run_on_the_cpu_backend_unless_numpy_is_asked():
+    """The residual row records the backend it runs on (there is no CUDA kernel: cuda runs it on the cpu backend),
+    builds that model, and is sized for the quick scale like every row (no smaller test set of its own)."""
+    r = next(r for r in reproduce.all_rows() if r.id == "cifar10/res-conv-ngc")
+    for asked, runs in (("cpu", "cpu"), ("cuda", "cpu"), ("numpy", "numpy")):
+        assert reproduce.row_setup(r, reproduce.SCALES["quick"], 5, asked)["backend"] == runs
+        assert reproduce.make_model("res-conv-ngc", 0, asked).model.backend == runs
+    assert reproduce.n_test_for(reproduce.SCALES["quick"], "res-conv-ngc") == reproduce.SCALES["quick"]["n_test"]
+    minutes = reproduce.estimate_seconds([r], "quick", 5) / 60
+    assert minutes < 5          # the cpu backend's rate (COST); on the reference it was about two hours
+
+
+def test_noise_is_the_draw_of_train_run_task():
+    """Every model of a trial sees the noisy images Conv-NGC's evaluation makes (same seed, same numbers)."""
+    x = np.random.default_rng(0).random((3, 3, 32, 32)).astype(np.float32)
+    _, inp, _ = train.run_task(ConvNGC(Config(T=1)), x, "denoising", seed=7)
+    np.testing.assert_array_equal(reproduce.noisy_inputs(x, 7), inp)
+    assert not np.array_equal(reproduce.noisy_inputs(x, 8), inp)
+
+
+def test_selection_skips_with_one_line_each(monkeypatch):
+    monkeypatch.setattr(reproduce, "_have_dataset", lambda name, d: name != "svhn")
+    monkeypatch.setattr(reproduce, "_have_module", lambda name: name != "torch")
+    lines = []
+    rows, skipped = reproduce.select_rows(["cifar10/*", "svhn/conv-ngc", "*->*/conv-ngc"], None, log=lines.append)
+    ids = {r.id for r in rows}
+    assert {"cifar10/conv-ngc", "cifar10/bm3d", "cifar10->cinic10/conv-ngc", "color-mnist->cifar10/conv-ngc"} <= ids
+    assert not any(i.startswith("svhn") or "conv-ae" in i or "conv-dae" in i for i in ids)
+    assert any("cifar10/conv-ae: PyTorch is not installed" in s for s in lines)
+    assert any("svhn/conv-ngc: no SVHN data" in s for s in lines) and len(lines) == len(skipped)
+    monkeypatch.setattr(reproduce, "_have_dataset", lambda name, d: True)       # with SVHN: the paper's own pairs
+    rows, _ = reproduce.select_rows(["*->*/conv-ngc"], None, log=lambda s: None)
+    assert {r.id for r in rows} == {"svhn->cifar10/conv-ngc", "svhn->cinic10/conv-ngc"}
+    with pytest.raises(SystemExit, match="matches no row"):
+        reproduce.select_rows(["cifar100/*"], None, log=lambda s: None)
+    assert "cifar10/res-conv-ngc" not in {r.id for r in reproduce.select_rows(None, None, lambda s: None)[0]}
+
+
+def _table_rows(path):
+    """{(section, model, pair): [cells]} from a generated markdown table."""
+    out, section = {}, None
+    for line in open(path, encoding="utf-8"):
+        if line.startswith("## "):
+            section = line[3:].strip()
+        elif line.startswith("| ") and not line.startswith("| model"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            out[(section, cells[0])] = cells
+    return out
+
+
+def _check_cell(cell, values, decimals):
+    m = re.fullmatch(r"(-?[\d.]+) ± ([\d.]+)", cell)
+    assert m, cell
+    assert abs(float(m.group(1)) - np.mean(values)) <= 0.5 * 10 ** -decimals + 1e-12, (cell, values)
+    assert abs(float(m.group(2)) - np.std(values)) <= 0.5 * 10 ** -decimals + 1e-12, (cell, values)
+
+
+@pytest.mark.slow
+def test_runner_end_to_end_on_tiny_rows(tmp_path, shared_data, monkeypatch):
+    """Two trials of Conv-NGC (T cut to 4 to keep the test short; the rows' code path is unchanged) on CIFAR-10,
+    its OOD row on the CINIC-10 sample, and total variation; then a second run adds non-local means."""
+    monkeypatch.setattr(reproduce, "conv_ngc_config", lambda: Config(T=4))
+    out = tmp_path / "results"
+    rc = cli.main(["reproduce", "--scale", "smoke", "--trials", "2", "--backend", "numpy", "--data-dir",
+                   str(shared_data), "--out", str(out), "--rows", "cifar10/conv-ngc", "cifar10->cinic10/conv-ngc",
+                   "cifar10/tv"])
+    assert rc == 0
+    names = sorted(os.listdir(out))
+    assert names == ["figure3-cifar10.png", "figure4-cifar10.png", "raw", "table1-2a-cifar10.md",
+                     "table2b-ood.md", "training-cifar10-conv-ngc.png"]
+    assert sorted(os.listdir(out / "raw")) == ["cifar10-to-cinic10__conv-ngc.json", "cifar10__conv-ngc.json",
+                                               "cifar10__tv.json"]
+    for png in ("figure3-cifar10.png", "figure4-cifar10.png", "training-cifar10-conv-ngc.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cifar = _table_rows(out / "table1-2a-cifar10.md")
+    ood = _table_rows(out / "table2b-ood.md")
+    checked = 0
+    for f, section, table in (("cifar10__conv-ngc.json", "Reconstruction", cifar),
+                              ("cifar10__conv-ngc.json", "Denoising (x + N(0, 0.1))", cifar),
+                              ("cifar10__tv.json", "Denoising (x + N(0, 0.1))", cifar),
+                              ("cifar10-to-cinic10__conv-ngc.json", "Out-of-distribution reconstruction", ood)):
+        rec = json.loads((out / "raw" / f).read_text())
+        assert len(rec["trials"]) == 2 and [t["seed"] for t in rec["trials"]] == [0, 1]
+        task = {"Reconstruction": "reconstruction", "Out-of-distribution reconstruction": "ood"}.get(section,
+                                                                                                 "denoising")
+        cells = table[(section, reproduce.NAMES[rec["row"]["model"]])]
+        # columns: model, [pair], MSE, paper, SSIM (Eq. 5), paper, SSIM (windowed), PSNR (Eq. 6), paper,
+        # PSNR of the MSE, setup, seconds
+        first = 2 if task == "ood" else 1
+        ours = [cells[first], cells[first + 2], cells[first + 4], cells[first + 5]]
+        for cell, metric in zip(ours, reproduce.METRICS):
+            _check_cell(cell, [t[task][metric] for t in rec["trials"]], reproduce.DECIMALS[metric])
+            checked += 1
+        _check_cell(cells[first + 7], [10 * np.log10(255.0 ** 2 / t[task]["mse"]) for t in rec["trials"]], 2)
+        if rec["row"]["model"] == "conv-ngc":
+            assert len(rec["trials"][0]["history"]["val_mse"]) == 2                      # 2 epochs
+            assert rec["setup"]["config"]["T"] == 4 and rec["setup"]["backend"] == "numpy"
+    assert checked == 16
+    assert "6.3668 ± 1.2522" in cifar[("Reconstruction", "Conv-NGC")]                       # the paper's number beside
+    assert "substitute; paper: SVHN -> CINIC-10" in ood[("Out-of-distribution reconstruction", "Conv-NGC")][1]
+    tv = json.loads((out / "raw" / "cifar10__tv.json").read_text())
+    assert tv["tuning"]["param"] == "weight" and tv["tuning"]["value"] in baselines.CLASSICAL["tv"][2]
+
+    rc = cli.main(["reproduce", "--scale", "smoke", "--trials", "2", "--data-dir", str(shared_data),
+                   "--out", str(out), "--rows", "cifar10/nlm"])
+    assert rc == 0
+    cifar = _table_rows(out / "table1-2a-cifar10.md")
+    assert {k[1] for k in cifar if k[0].startswith("Denoising")} == {"Conv-NGC", "Total variation (Chambolle)",
+                                                                     "Non-local means"}
+
+
+def test_list_prints_rows_and_an_estimate(capsys, shared_data, monkeypatch):
+    """--list runs nothing and reads no data: it looks the files up (svhn is missing, cifar10 is there)."""
+    def no_loading(*a, **k):
+        raise AssertionError("--list loaded data")
+    monkeypatch.setattr(reproduce.data, "load_dataset", no_loading)
+    assert cli.main(["reproduce", "--list", "--data-dir", str(shared_data)]) == 0
+    text = capsys.readouterr().out
+    assert "cifar10/conv-ngc" in text and "estimated time:" in text and "svhn/conv-ngc" in text
+    assert "svhn/conv-ngc                    skipped: no SVHN data" in text
+    assert "cifar10/conv-ngc                 skipped" not in text
+
+
+def test_list_imports_neither_pytorch_nor_bm3d():
+    """Whether the optional extras are installed is looked up, not imported (PyTorch takes seconds)."""
+    import subprocess
+    import sys
+    code = ("import sys; from convngc import cli; cli.main(['reproduce', '--list']); "
+            "print([m for m in ('torch', 'bm3d', 'skimage.restoration') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+COMMITTED = next(str(p / "results") for p in pathlib.Path(__file__).resolve().parents
+                 if (p / "setup.py").is_file())      # the repository's committed results, wherever this file sits
+
+
+def _committed_jobs(folder):
+    jobs = {}
+    for rec in reproduce.read_raw(os.path.join(COMMITTED, folder)):
+        jobs.setdefault((rec["row"]["model"], rec["row"]["dataset"]), []).append(rec)
+    return jobs
+
+
+@pytest.mark.parametrize("folder", ["quick", "paper-scale"])
+def test_the_estimate_matches_the_committed_job_times(folder):
+    """Each committed job (one model trained or tuned on one dataset, with every row it serves) is estimated
+    within 10 % of the job_seconds its raw JSON records, from the measured rates. The per-image costs this
+    replaced put Conv-AE at 8.0 min where it took 125 s."""
+    by_id = {r.id: r for r in reproduce.all_rows()}
+    jobs = _committed_jobs(folder)
+    assert len(jobs) >= (14 if folder == "quick" else 1)
+    for (model, dataset), recs in jobs.items():
+        scale, trials = recs[0]["scale"], recs[0]["setup"]["trials"]
+        est = reproduce.estimate_seconds([by_id[rec["row"]["id"]] for rec in recs], scale, trials)
+        took = max(rec["job_seconds"] for rec in recs)
+        assert abs(est - took) <= 0.1 * took + 1.0, (model, dataset, est, took)
+
+
+def test_the_fallback_costs_agree_with_the_committed_measurements():
+    """COST (for a model no committed run measured, or an install without results/) stays within 25 % of what
+    the committed quick run measured, for every model it measured."""
+    measured = reproduce.measured_costs([os.path.join(COMMITTED, "quick")])
+    for model, entries in measured.items():
+        first = np.mean([e["tune" if model in reproduce.CLASSICAL else "learn"] for e in entries])
+        ev = np.mean([e["eval"] for e in entries])
+        assert reproduce.COST[model][0] == pytest.approx(first, rel=0.25), model
+        assert reproduce.COST[model][1] == pytest.approx(ev, rel=0.25), model
+
+
+# ------------------------------------------------------------------------------------------------ issue 19: nothing lost
+def _finished_row(out, row_id, scale, trials=5, backend="cpu"):
+    """A finished row's raw JSON, as `convngc reproduce --scale <scale>` writes it."""
+    r = next(r for r in reproduce.all_rows() if r.id == row_id)
+    rec = {"row": {"id": r.id, "table": r.table}, "scale": scale,
+           "setup": reproduce.row_setup(r, reproduce.SCALES[scale], trials, backend), "trials": [], "summary": {}}
+    path = reproduce.raw_path(str(out), row_id)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fileio.write_json(path, rec)
+    return path
+
+
+@pytest.fixture
+def no_run(monkeypatch):
+    """Every row's data is 'there' and nothing is trained: the calls run() would make are recorded instead."""
+    calls = []
+    monkeypatch.setattr(reproduce, "_have_dataset", lambda name, d: True)
+    monkeypatch.setattr(reproduce, "run", lambda rows, scale, trials, backend, data_dir, out, log: calls.append(out))
+    return calls
+
+
+def test_a_finished_row_of_another_scale_is_never_replaced(tmp_path, no_run, capsys):
+    """Case 1: with rep/raw holding a quick-scale cifar10__conv-ngc.json, a smoke run into rep replaced it (exit 0,
+    no word). It is refused, naming the file and what differs, and nothing is written."""
+    rep = tmp_path / "rep"
+    path = _finished_row(rep, "cifar10/conv-ngc", "quick")
+    before = open(path, "rb").read()
+    argv = ["reproduce", "--scale", "smoke", "--rows", "cifar10/conv-ngc", "--trials", "1", "--backend", "cpu",
+            "--out", str(rep)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert re.search(r"--out .*rep already holds finished rows of another scale or config.*cifar10__conv-ngc\.json "
+                     r"\(scale quick -> smoke; .*--overwrite", err), err
+    assert open(path, "rb").read() == before and no_run == []
+    # another config at the same scale (here the trials) is refused too; the same scale and config may run again
+    _finished_row(rep, "cifar10/conv-ngc", "smoke", trials=1)
+    assert cli.main([a if a != "1" else "3" for a in argv]) == 2
+    assert re.search(r"cifar10__conv-ngc\.json \(seeds \[0\] -> \[0, 1, 2\]; trials 1 -> 3\)", capsys.readouterr().err)
+    assert cli.main(argv) == 0 and no_run == [str(rep)]
+    # --overwrite is the explicit way to replace it
+    _finished_row(rep, "cifar10/conv-ngc", "quick")
+    assert cli.main(argv + ["--overwrite"]) == 0 and no_run[-1] == str(rep)
+
+
+def test_the_default_out_is_a_new_folder_never_the_committed_results(tmp_path, no_run, monkeypatch, capsys):
+    """Case 1 (and the house issue): the default --out was results/, so a smoke run overwrote committed results."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(reproduce.time, "strftime", lambda fmt, *a: "20250101-000000")
+    (tmp_path / "results" / "raw").mkdir(parents=True)
+    for _ in range(2):
+        assert cli.main(["reproduce", "--scale", "smoke", "--rows", "cifar10/tv", "--trials", "1"]) == 0
+    assert no_run == [os.path.join("runs", "reproduce-20250101-000000"),
+                      os.path.join("runs", "reproduce-20250101-000000-2")]
+    assert all(os.path.isdir(d) for d in no_run) and os.listdir(tmp_path / "results" / "raw") == []
+    assert "default: a new folder runs/reproduce-<time>" in " ".join(reproduce.build_parser().format_help().split())
+    out = capsys.readouterr().out
+    assert "with 1 trial," in out and "1 trials" not in out                 # the line a run starts with
+
+
+def _no_selection(*a, **k):
+    raise AssertionError("the rows' data was looked at before the options were checked")
+
+
+def test_reproduce_out_on_a_file_is_one_line(tmp_path, no_run, monkeypatch, capsys):
+    """Case 14: --out FILE gave NotADirectoryError."""
+    monkeypatch.setattr(reproduce, "select_rows", _no_selection)
+    f = tmp_path / "notes.txt"
+    f.write_text("mine")
+    assert cli.main(["reproduce", "--scale", "smoke", "--rows", "cifar10/tv", "--trials", "1", "--out", str(f)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(r"--out .*notes\.txt is a file, not a folder", err), err
+    assert f.read_text() == "mine" and no_run == []
+
+
+def test_reproduce_on_a_backend_that_cannot_run_is_one_line(tmp_path, no_run, monkeypatch, capsys):
+    """Case 13: --backend cuda without a GPU gave a raw BackendUnavailable traceback."""
+    import ngc_cuda
+    monkeypatch.setattr(reproduce, "select_rows", _no_selection)
+    monkeypatch.setattr(ngc_cuda, "require_gpu", lambda: (_ for _ in ()).throw(RuntimeError("no CUDA GPU found")))
+    assert cli.main(["reproduce", "--scale", "smoke", "--rows", "cifar10/conv-ngc", "--trials", "1", "--backend",
+                     "cuda", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(r"--backend cuda: .*no CUDA GPU", err), err
+    assert no_run == [] and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("argv,pattern", [(["--trials", "0"], r"--trials: must be an integer >= 1"),
+                                          (["--out", ""], r"--out: must be a path, got an empty string"),
+                                          (["--data-dir", ""], r"--data-dir: must be a path, got an empty string")])
+def test_reproduce_bad_options_exit_2(no_run, capsys, argv, pattern):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["reproduce", "--scale", "smoke", "--rows", "cifar10/tv", *argv])
+    assert e.value.code == 2 and re.search(pattern, capsys.readouterr().err) and no_run == []
+
+
+def test_the_color_mnist_table_says_what_eq6_does_and_ranks_by_the_mse(shared_data):
+    """The committed quick Color-MNIST table: its note's numbers are what the convention gives a black image on
+    those 200 test images, and its PSNR of the MSE ranks Conv-NGC's denoising above FC-NGC's, as the MSE does
+    (Eq. 6 ranks them the other way round)."""
+    from convngc import data, metrics
+    x = data.to_model(data.load_dataset("color-mnist", "test", data_dir=str(shared_data), limit=200)[0])
+    black = np.zeros_like(x)
+    assert 69.5 < metrics.psnr(black, x) < 70.5 and 14.5 < metrics.psnr_of_mse(metrics.mse(black, x)) < 15.5
+    text = open(os.path.join(COMMITTED, "quick", "table1-color-mnist.md"), encoding="utf-8").read()
+    assert "an all-black image scores about 70 dB (about 15 dB by the PSNR of the MSE)" in text
+    table = _table_rows(os.path.join(COMMITTED, "quick", "table1-color-mnist.md"))
+    conv, fc = (table[("Denoising (x + N(0, 0.1))", reproduce.NAMES[m])] for m in ("conv-ngc", "fc-ngc"))
+    value = lambda cell: float(cell.split(" ± ")[0])
+    assert value(conv[1]) < value(fc[1])                           # MSE
+    assert value(conv[8]) > value(fc[8])                           # PSNR of the MSE agrees
+    assert value(conv[6]) < value(fc[6])                           # Eq. 6 does not: what the note warns of
+    assert "PSNR on Color-MNIST" not in open(os.path.join(COMMITTED, "quick", "table1-2a-cifar10.md"),
+                                             encoding="utf-8").read()
+
+
+def test_one_trial_is_shown_without_a_spread():
+    """The committed paper-scale run has one trial: no "± 0.00" and "1 trial", not "1 trials"."""
+    text = open(os.path.join(COMMITTED, "paper-scale", "table1-2a-cifar10.md"), encoding="utf-8").read()
+    rows = [r for k, r in _table_rows(os.path.join(COMMITTED, "paper-scale", "table1-2a-cifar10.md")).items()
+            if k[1] == "Conv-NGC"]
+    assert len(rows) == 2
+    for cells in rows:
+        assert "±" not in "".join(cells[i] for i in (1, 3, 5, 6, 8)) and cells[9].endswith("; 1 trial")
+    assert "1 trials" not in text and not re.search(r"± 0\.0+(?![0-9])", text)
+
+
+def test_committed_tables_are_what_their_raw_json_makes(tmp_path):
+    """results/quick and results/paper-scale hold the tables write_tables makes from their raw JSON today."""
+    import shutil
+    for folder in ("quick", "paper-scale"):
+        shutil.copytree(os.path.join(COMMITTED, folder, "raw"), tmp_path / folder / "raw")
+        for path in reproduce.write_tables(str(tmp_path / folder)):
+            name = os.path.basename(path)
+            assert open(path, encoding="utf-8").read() == \
+                open(os.path.join(COMMITTED, folder, name), encoding="utf-8").read(), (folder, name)
+
+
+def test_the_seeds_table_with_one_seed_and_one_trial(tmp_path):
+    """python -m convngc.experiments.seeds: one seed of one trial reads "1 trial", "over 1 seed", no "± 0"."""
+    from convngc.experiments import seeds
+    summary = {"mse": 100.0, "psnr": 28.5, "psnr_of_mse": 28.1, "ssim_global": 0.9, "ssim": 0.8}
+    task = lambda: {"summary": {k: {"mean": v, "std": 0.0} for k, v in summary.items()}, "n_images": 7,
+                    "trials": [{"mse": 100.0}], "noisy_input": {k: {"mean": v, "std": 0.0} for k, v in summary.items()}}
+    (tmp_path / "s3").mkdir()
+    (tmp_path / "s3" / "metrics.json").write_text(json.dumps(
+        {"results": {"reconstruction": task(), "denoising": task()}, "pi0": 0.5, "T_denoise": 60}))
+    text, claims = seeds.table(str(tmp_path))
+    assert "7 images, 1 trial per seed" in text and "**mean over 1 seed**" in text
+    assert "1 trials" not in text and "±" not in text.split("| the paper")[0].split("**mean")[1]
+    assert claims["reconstruction"]["seeds"] == [3]
+
+
+def test_list_says_one_epoch_and_one_trial_in_the_singular():
+    r = next(r for r in reproduce.all_rows() if r.id == "cifar10/res-conv-ngc")
+    lines = []
+    reproduce.list_rows([r], [], "quick", 1, log=lines.append)
+    text = "\n".join(lines)
+    assert "(1 trial;" in text and "x 1 epoch, batch 50" in text, text
+    assert "1 trials" not in text and "1 epochs" not in text

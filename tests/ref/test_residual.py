@@ -1,0 +1,123 @@
+"""Residual Conv-NGC (ngc_ref/residual.py, Appendix C Eqs. 7-12): shapes, the reduction to the plain model
+for a chain of length one, calculus where the block is linear in its parameters, and descent of one update."""
+import copy
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from ngc_ref import model, optim, residual
+from ngc_ref.config import Config
+
+from helpers import numgrad
+
+SMALL = Config(channels=(3, 4, 2), image_hw=(8, 12), T=6)          # 2x3 -> 4x6 -> 8x12
+
+
+def test_shapes_of_the_paper_block():
+    """Eq. 7's chain (n = 4) on the paper's hierarchy: every state, prediction and update has its layer's shape."""
+    cfg = residual.ResidualConfig(base=Config(channels=(4, 5, 3), image_hw=(16, 16), T=2))
+    rng = np.random.default_rng(0)
+    p = residual.init_params(cfg, rng, np.float64)
+    assert cfg.n == 4 and [cfg.stride(q) for q in (4, 3, 2, 1)] == [2, 1, 1, 1]
+    assert [w.shape for w in p["W"][1]] == [(3, 3, 3, 3)] * 3 + [(5, 3, 3, 3)] and p["W"][2][3].shape == (4, 5, 3, 3)
+    assert p["W"][2][0].shape == (5, 5, 3, 3) and p["S"][2].shape == (4, 5, 3, 3)     # skip="auto" -> project
+    x = rng.random((2, 3, 16, 16))
+    res = residual.settle(p, x, cfg, model.draw_top(cfg.base, 2, rng, np.float64))
+    assert [a.shape for a in res.z] == [(2, 3, 16, 16), (2, 5, 8, 8), (2, 4, 4, 4)]
+    assert [a.shape for a in res.zbar] == [(2, 3, 16, 16), (2, 5, 8, 8)] and res.energy.shape == (3, 2)
+    up = residual.filter_updates(res, p, cfg)
+    for l in (1, 2):
+        assert [a.shape for a in up["W"][l]] == [a.shape for a in p["W"][l]]
+        assert up["S"][l].shape == p["S"][l].shape and up["b"][l].shape == p["b"][l].shape
+    assert residual.n_filter_weights(p) == sum(w.size for ws in p["W"][1:] for w in ws) + 4 * 5 * 9 + 5 * 3 * 9
+
+
+def test_chain_of_length_one_is_the_plain_model():
+    """ops=("none",), skip="none": predictions, Eq. 8's correction, settling and Eq. 12's update are
+    exactly ngc_ref.model's Eq. 1, Eq. 2, Algorithm 1 and Algorithm 2."""
+    cfg = residual.ResidualConfig(base=SMALL, ops=("none",), skip="none")
+    rng = np.random.default_rng(1)
+    plain = model.init_params(SMALL, rng, np.float64)
+    plain["b"] = [None] + [rng.standard_normal(b.shape) for b in plain["b"][1:]]
+    p = {"W": [None] + [[w] for w in plain["W"][1:]], "S": [None, None, None], "b": plain["b"]}
+    x, zt = rng.random((3, 2, 8, 12)), model.draw_top(SMALL, 3, rng, np.float64)
+    for clamp in ("always", "first"):
+        a = residual.settle(p, x, cfg, zt, clamp=clamp)
+        b = model.settle(plain, x, SMALL, zt, clamp=clamp)
+        for u, v in zip(a.z + a.zbar + a.e, b.z + b.zbar + b.e):
+            np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(a.energy, b.energy, rtol=1e-12)
+    ua, ub = residual.filter_updates(a, p, cfg), model.filter_updates(b, plain, SMALL)
+    for l in (1, 2):
+        np.testing.assert_allclose(ua["W"][l][0], ub["W"][l], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(ua["b"][l], ub["b"][l], rtol=1e-12, atol=1e-12)
+    pa, pb = copy.deepcopy(p), copy.deepcopy(plain)
+    residual.step(pa, ua, residual.init_state(pa), cfg)
+    optim.step(pb, ub, optim.init_state(pb), SMALL)
+    for l in (1, 2):
+        np.testing.assert_allclose(pa["W"][l][0], pb["W"][l], rtol=1e-12, atol=1e-12)
+
+
+def test_a_longer_chain_is_not_the_plain_model():
+    """The reduction above is not vacuous: Eq. 7's chain predicts something else from the same first kernel."""
+    cfg = residual.ResidualConfig(base=SMALL)
+    rng = np.random.default_rng(2)
+    p = residual.init_params(cfg, rng, np.float64)
+    plain = {"W": [None] + [ws[cfg.n - 1] for ws in p["W"][1:]], "b": p["b"], "E": None}
+    z = [rng.standard_normal((2, c) + SMALL.map_hw(l)) for l, c in enumerate(SMALL.layer_channels)]
+    assert not np.allclose(residual.predictions_and_errors(z, p, cfg)[0][0],
+                           model.predictions_and_errors(z, plain, SMALL)[0][0])
+
+
+def test_maxpool_is_scipy_maximum_filter():
+    x = np.random.default_rng(3).standard_normal((2, 3, 7, 9))
+    for k in (1, 3, 5):
+        ref = ndimage.maximum_filter(x, size=(1, 1, k, k), mode="constant", cval=-np.inf)
+        np.testing.assert_array_equal(residual.maxpool_same(x, k), ref)
+
+
+def F(z, p, cfg):
+    return float(model.energy(residual.predictions_and_errors(z, p, cfg)[1]).sum())
+
+
+def test_output_transform_and_skip_updates_are_minus_the_gradient():
+    """Where the block's output is linear in a kernel (W^{l,1} with no post-op, the projection skip S^l),
+    Eq. 12's dW^{l,1} = e^{l-1} *_1 a^{l,1} and dS^l are exactly -dF/dW by finite differences."""
+    cfg = residual.ResidualConfig(base=SMALL, ops=("none", "pool+relu", "none"), skip="project")
+    rng = np.random.default_rng(4)
+    p = residual.init_params(cfg, rng, np.float64)
+    z = [rng.standard_normal((2, c) + SMALL.map_hw(l)) for l, c in enumerate(SMALL.layer_channels)]
+    zbar, e = residual.predictions_and_errors(z, p, cfg)
+    up = residual.filter_updates(model.SettleResult(z, zbar, e, None), p, cfg)
+    for l in (1, 2):
+        for arr, d in ((p["W"][l][0], up["W"][l][0]), (p["S"][l], up["S"][l])):
+            for idx in [(0, 0, 0, 0), (arr.shape[0] - 1, arr.shape[1] - 1, 2, 1)]:
+                assert d[idx] == pytest.approx(-numgrad(lambda: F(z, p, cfg), arr, idx), rel=1e-6, abs=1e-8)
+
+
+def test_one_update_lowers_the_energy_on_the_same_batch():
+    """Eq. 12's proxy updates (which skip Pool and ReLU) still descend: after one Adam step (Config's lr) the
+    energy of the settled states is lower, and settling again from the same start ends lower too."""
+    cfg = residual.ResidualConfig(base=Config(channels=(4, 5, 3), image_hw=(16, 16), T=10))
+    rng = np.random.default_rng(5)
+    p = residual.init_params(cfg, rng, np.float64)
+    x, zt = rng.random((4, 3, 16, 16)), model.draw_top(cfg.base, 4, rng, np.float64)
+    res = residual.settle(p, x, cfg, zt)
+    new = copy.deepcopy(p)
+    residual.step(new, residual.filter_updates(res, p, cfg), residual.init_state(new), cfg)
+    assert F(res.z, new, cfg) < F(res.z, p, cfg)
+    assert residual.settle(new, x, cfg, zt).energy[-1].sum() < res.energy[-1].sum()
+    norms = np.sqrt((np.concatenate([w.reshape(-1, 9) for ws in new["W"][1:] for w in ws]) ** 2).sum(axis=1))
+    assert norms.max() <= 1 + 1e-12                                          # every block kernel projected
+
+
+def test_bad_options_are_named():
+    with pytest.raises(ValueError, match="ops must be"):
+        residual.ResidualConfig(ops=("none", "maxout"))
+    with pytest.raises(ValueError, match="skip must be"):
+        residual.ResidualConfig(skip="dense")
+    with pytest.raises(ValueError, match="learn_E and pcn"):
+        residual.ResidualConfig(base=Config(pcn=True))
+    with pytest.raises(ValueError, match="identity skip needs"):
+        residual.init_params(residual.ResidualConfig(base=SMALL, skip="identity"), np.random.default_rng(0))
