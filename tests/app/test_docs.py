@@ -45,7 +45,8 @@ def test_a_generated_block_without_its_markers_is_named(generate):
         generate.fill(generate.BEGIN % "nope" + "\n" + generate.END % "nope", {}, "docs/cli.md")
 
 
-@pytest.mark.parametrize("page", ["docs/cli.md", "docs/performance.md", "docs/reading.md", "docs/training.md",
+@pytest.mark.parametrize("page", ["README.md", "docs/cli.md", "docs/performance.md", "docs/reading.md",
+                                  "docs/training.md", "docs/pictures.md",
                                   "results/README.md"])
 def test_every_file_a_page_links_exists(page):
     text = (REPO / page).read_text(encoding="utf-8")
