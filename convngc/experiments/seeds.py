@@ -99,8 +99,9 @@ def table(folder, dataset="cifar10"):
                 ("%." + str(FMT[k]) + "f") % np.mean([n[k]["mean"] for n in noisy]) if k in noisy[0] else
                 ("%." + str(FMT[k]) + "f") % np.mean([_psnr_of_mse(n["mse"]["mean"]) for n in noisy]) for k in KEYS))
             for name, (label, r, setup) in classical(folder, dataset).items():
-                lines.append("| %s (tuned on %d validation images) | %s |" % (
-                    label, setup.get("n_tune", 0), " | ".join(("%." + str(FMT[k]) + "f") % r[k] for k in KEYS)))
+                n = setup.get("trials", 1)
+                lines.append("| %s (tuned on %d validation images; %d trial%s) | %s |" % (
+                    label, setup.get("n_tune", 0), n, "" if n == 1 else "s", " | ".join(("%." + str(FMT[k]) + "f") % r[k] for k in KEYS)))
         p = PAPER.get(dataset, {}).get(task, {})
         lines.append("| the paper | %s | %s | %s | %s | - |" % (
             "%.2f" % p["mse"] if "mse" in p else "-", "%.2f" % p["psnr"] if "psnr" in p else "-",

@@ -347,8 +347,13 @@ def test_the_seeds_table_with_one_seed_and_one_trial(tmp_path):
     (tmp_path / "s3").mkdir()
     (tmp_path / "s3" / "metrics.json").write_text(json.dumps(
         {"results": {"reconstruction": task(), "denoising": task()}, "pi0": 0.5, "T_denoise": 60}))
+    (tmp_path / "classical" / "raw").mkdir(parents=True)
+    den = {k: {"mean": v, "std": 0.0} for k, v in summary.items()}
+    (tmp_path / "classical" / "raw" / "cifar10__bm3d.json").write_text(json.dumps(
+        {"setup": {"n_tune": 5, "trials": 1}, "summary": {"denoising": den}, "trials": [{"denoising": {"mse": 90.0}}]}))
     text, claims = seeds.table(str(tmp_path))
     assert "7 images, 1 trial per seed" in text and "**mean over 1 seed**" in text
+    assert "| BM3D (tuned on 5 validation images; 1 trial) | 100.00 | 28.50 | 28.59 |" in text, text
     assert "1 trials" not in text and "±" not in text.split("| the paper")[0].split("**mean")[1]
     assert claims["reconstruction"]["seeds"] == [3]
 
