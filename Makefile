@@ -23,13 +23,18 @@ install: $(VENV)        ## install the package, its console command and the test
 	@echo "convngc: Python is $(PYTHON_NOTE)"
 	$(PYTHON) -m pip install $(PIP_FLAGS) -e ".[dev]"
 
-# The tests of the baselines (Conv-AE/DAE and the PyTorch model in PyTorch, BM3D) need the optional extras: `make
+# The tests of the baselines (Conv-AE/DAE and the PyTorch model in PyTorch, BM3D) and of the fan-out on Ray (serial
+# and 2 Ray workers write the same raw JSON; a killed worker's job runs again) need the optional extras: `make
 # test` installs them, so that no check is skipped (a PyTorch already installed, e.g. the small CPU build, is
-# kept). BASELINES=0 make test leaves them out; those tests then skip, saying they are not a pass.
+# kept). BASELINES=0 or CLUSTER=0 make test leaves them out; those tests then skip, saying they are not a pass.
 BASELINES ?= 1
+CLUSTER ?= 1
 install-test: install
 ifeq ($(BASELINES),1)
 	$(PYTHON) -m pip install $(PIP_FLAGS) -e ".[dev,baselines]"
+endif
+ifeq ($(CLUSTER),1)
+	$(PYTHON) -m pip install $(PIP_FLAGS) -e ".[dev,cluster]"
 endif
 
 ifdef VENV
