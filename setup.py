@@ -26,8 +26,8 @@ setup(
         # PyPI's torch is the multi-GB CUDA build; install the CPU wheel first (README, "Reproducing the paper").
         "baselines": ["torch>=2.0", "bm3d>=4.0"],
         # `convngc reproduce` and the study's sweeps as Ray tasks: --workers N here, --address on a cluster
-        # (docs/cluster.md); without it they run one job after another
-        "cluster": ["ray>=2.9"],
+        # (docs/cluster.md; [client]: grpcio, for --address ray://HOST:PORT); without it, one job after another
+        "cluster": ["ray[client]>=2.9"],
     },
     entry_points={"console_scripts": ["convngc=convngc.__main__:main"]},      # Ctrl-C safe from the start
 )

@@ -48,16 +48,17 @@ def test_two_ray_workers_write_the_raw_json_of_the_serial_run(tmp_path, shared_d
     assert sorted(os.listdir(tmp_path / "serial")) == sorted(os.listdir(tmp_path / "ray"))    # figures, tables
 
 
-# jobs for fan_out, pickled by value to the Ray workers (this test module is not importable there)
-def _square(x, log=print):
+# jobs for fan_out, pickled by value to the Ray workers (this test module is not importable there). No print as
+# log's default: ray.shutdown leaves its own safe_print as builtins.print, and the original then does not pickle
+def _square(x, log=None):
     return x * x
 
 
-def _fails(x, log=print):
+def _fails(x, log=None):
     raise ValueError("job %d fails" % x)
 
 
-def _dies_once(marker, log=print):
+def _dies_once(marker, log=None):
     """Killed (kill -9) the first time it runs, mid-job; its rerun returns."""
     if not os.path.exists(marker):
         open(marker, "w").close()
@@ -65,7 +66,7 @@ def _dies_once(marker, log=print):
     return "ran again"
 
 
-def _mixed(kind, arg, log=print):
+def _mixed(kind, arg, log=None):
     return {"square": _square, "fails": _fails, "dies": _dies_once}[kind](arg)
 
 

@@ -99,8 +99,8 @@ def _serial(fn, jobs, log):
         yield key, result, None
 
 
-def _call(fn, args):
-    """What a Ray task runs (named "job" in Ray's log lines)."""
+def job(fn, args):
+    """What a Ray task runs: fn(*args) (Ray names the task by this function: "job")."""
     return fn(*args)
 
 
@@ -114,25 +114,27 @@ def _ray(fn, jobs, workers, address, log):
     try:
         try:
             if address is None:
-                ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING,
-                         runtime_env={"env_vars": env})
+                ray.init(address="local", num_cpus=workers, include_dashboard=False,   # a new one, even
+                         logging_level=logging.WARNING, runtime_env={"env_vars": env})     # beside `ray start`'s
             else:
                 ray.init(address=address, logging_level=logging.WARNING, runtime_env={"env_vars": env})
         except Exception as exc:
-            raise ClusterError("%s: %s" % ("cannot start a local Ray" if address is None else
-                                           "cannot reach the Ray cluster at %s" % address,
-                                           str(exc).strip().splitlines()[0] if str(exc).strip() else
-                                           type(exc).__name__)) from exc
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if address is None:
+                raise ClusterError("cannot start a local Ray: %s" % why) from exc
+            raise ClusterError("cannot reach the Ray cluster at %s: %s%s" % (
+                address, why, " (a head with token authentication, Ray's default, also needs RAY_AUTH_MODE=token "
+                "and its token here: docs/cluster.md)" if address.startswith("ray://") else "")) from exc
         if address is None:
             log("Ray: %d workers on this machine (a local Ray, stopped at the end)" % workers)
         else:
             log("Ray: the cluster at %s, %g CPUs" % (address, ray.cluster_resources().get("CPU", 0)))
         cap = workers or len(jobs)
-        job = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(_call).options(name="job")
+        task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(job)
         while todo or pending:
             while todo and len(pending) < cap:
                 key, args = todo.pop(0)
-                pending[job.remote(fn, args)] = key
+                pending[task.remote(fn, args)] = key
             (ref,), _ = ray.wait(list(pending), num_returns=1)
             key = pending.pop(ref)
             try:

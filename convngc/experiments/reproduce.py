@@ -371,8 +371,9 @@ def _run_part(model_name, dataset, rows, scale_cfg, seeds, trials, backend, data
     if model_name in CLASSICAL:
         from .baselines import ClassicalDenoiser
         den = ClassicalDenoiser(model_name)
-        log("== %s on %s (%s): tuned on %d validation images, %d trials ==" % (
-            NAMES[model_name], DATASET_TITLES[dataset], ", ".join(r.id for r in rows), scale_cfg["n_tune"], trials))
+        log("== %s on %s (%s): tuned on %d validation images, %s ==" % (
+            NAMES[model_name], DATASET_TITLES[dataset], ", ".join(r.id for r in rows), scale_cfg["n_tune"],
+            _trials(len(seeds))))
         vx = load(dataset, "val", scale_cfg["n_tune"], data_dir)
         t0 = time.time()
         part["tuning"] = den.tune(vx, noisy_inputs(vx, 10 ** 6), log=log)     # a noise draw no test trial uses
