@@ -48,6 +48,25 @@ def test_two_ray_workers_write_the_raw_json_of_the_serial_run(tmp_path, shared_d
     assert sorted(os.listdir(tmp_path / "serial")) == sorted(os.listdir(tmp_path / "ray"))    # figures, tables
 
 
+@needs_ray
+@pytest.mark.slow
+def test_the_study_sweep_on_two_ray_workers_writes_the_serial_json(tmp_path, shared_data, capsys):
+    """`study run --group test` (two tiny experiments) as Ray tasks: the driver writes the JSON each returns, the
+    same as the serial run's, and the run folders are where the serial run puts them."""
+    from convngc.experiments import study
+    names = [n for n, e in study.EXPERIMENTS.items() if e["group"] == "test"]
+    assert len(names) == 2
+    for workers in (1, 2):
+        assert study.run_all(names, workers=workers, results=str(tmp_path / ("r%d" % workers)),
+                             state=str(tmp_path / ("s%d" % workers)), log=lambda *_: None) == 0
+    for name in names:
+        serial, ray = (json.loads((tmp_path / d / (name + ".json")).read_text()) for d in ("r1", "r2"))
+        assert _measured(serial) == _measured(ray) and len(ray["epochs"]) == 2, name
+        assert (tmp_path / "s2" / name / "checkpoint.npz").is_file()
+    assert study.main(["run", "--group", "test", "--workers", "1", "--address", "auto"]) == 2
+    assert "--workers 1 runs the jobs in this process" in capsys.readouterr().err
+
+
 # jobs for fan_out, pickled by value to the Ray workers (this test module is not importable there). No print as
 # log's default: ray.shutdown leaves its own safe_print as builtins.print, and the original then does not pickle
 def _square(x, log=None):

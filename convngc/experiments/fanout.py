@@ -3,7 +3,7 @@
 
     --workers N              N jobs at once on a local Ray that the command starts and stops (default: the
                              cores of this machine); --workers 1: one after another in this process, no Ray
-    --address auto           an existing Ray cluster: the one `ray start` made on this machine's network,
+    --address auto           an existing Ray cluster that this machine belongs to (`ray start`, docs/cluster.md),
     --address ray://HOST:PORT  or a remote head node through Ray Client (port 10001 by default)
 
 Where results go: every job returns its results (a small dict of numbers and figure arrays) to the driver, the
@@ -23,7 +23,7 @@ import re
 
 __all__ = ["add_arguments", "check", "fan_out", "have_ray", "ClusterError", "MAX_RETRIES"]
 
-MAX_RETRIES = 3          # runs of a job whose worker died (Ray's max_retries); an exception is never retried
+MAX_RETRIES = 3          # reruns of a job whose worker died (Ray's max_retries); an exception is never retried
 ADDRESS = re.compile(r"^(ray://)?[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$")      # or "auto"
 
 

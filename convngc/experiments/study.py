@@ -97,6 +97,8 @@ for name, what, cfg in (("base", "the paper's model, Adam 1e-3, batch 100", {}),
 # a few seconds: the test of this module
 _add("smoke", "test", "tiny run for the tests", n_train=200, n_val=20, batch=100, epochs=2, eval_every=1, Ts=(5, 10),
      cfg=dict(lr=1e-2, T=10))
+_add("smoke-leak1", "test", "its second point (`run --group test`: a sweep for the fan-out's test)", n_train=200,
+     n_val=20, batch=100, epochs=2, eval_every=1, Ts=(5, 10), cfg=dict(lr=1e-2, T=10, leak=1.0))
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
