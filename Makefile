@@ -23,19 +23,25 @@ install: $(VENV)        ## install the package, its console command and the test
 	@echo "convngc: Python is $(PYTHON_NOTE)"
 	$(PYTHON) -m pip install $(PIP_FLAGS) -e ".[dev]"
 
-# The tests of the baselines (Conv-AE/DAE and the PyTorch model in PyTorch, BM3D) need the optional extras: `make
+# The tests of the baselines (Conv-AE/DAE and the PyTorch model in PyTorch, BM3D) and of the fan-out on Ray (serial
+# and 2 Ray workers write the same raw JSON; a killed worker's job runs again) need the optional extras: `make
 # test` installs them, so that no check is skipped. PyTorch is the CPU build, pinned: a plain `pip install torch`
 # on Linux takes PyPI's CUDA build (6 GB in .venv/, about 20 minutes to install) for tests that run on the CPU;
-# the CPU wheel is a 0.19 GB download, 0.75 GB installed. $(TORCH) comes from $(TORCH_INDEX) (PyTorch's CPU wheels; its +cpu version ranks
-# above PyPI's own) or from the wheels pip already finds. A PyTorch already installed is kept, whatever its build.
-# BASELINES=0 make test leaves the extras out; those tests then skip, saying they are not a pass.
+# the CPU wheel is a 0.19 GB download, 0.75 GB installed. $(TORCH) comes from $(TORCH_INDEX) (PyTorch's CPU
+# wheels; its +cpu version ranks above PyPI's own) or from the wheels pip already finds. A PyTorch already
+# installed is kept, whatever its build. BASELINES=0 or CLUSTER=0 make test leaves the extras out; those tests
+# then skip, saying they are not a pass.
 BASELINES ?= 1
+CLUSTER ?= 1
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 install-test: install
 ifeq ($(BASELINES),1)
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install $(PIP_FLAGS) "$(TORCH)" --extra-index-url $(TORCH_INDEX)
 	$(PYTHON) -m pip install $(PIP_FLAGS) -e ".[dev,baselines]"
+endif
+ifeq ($(CLUSTER),1)
+	$(PYTHON) -m pip install $(PIP_FLAGS) -e ".[dev,cluster]"
 endif
 
 ifdef VENV

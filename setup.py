@@ -15,7 +15,8 @@ setup(
     package_dir={"ngc_cuda.kernels": "kernels"},
     package_data={"ngc_cuda.kernels": ["*.cu", "*.cuh", "*.json", "*.md"], "cuda_emu": ["*.h", "*.cpp", "*.md"]},
     install_requires=["numpy>=1.22", "scipy>=1.8", "scikit-image>=0.19", "pillow>=9", "matplotlib>=3.5",
-                      "tqdm>=4.60", "numba>=0.59"],      # numba: the cpu backend (ngc_cpu), compiled on first use
+                      "tqdm>=4.60", "numba>=0.59",       # numba: the cpu backend (ngc_cpu), compiled on first use
+                      "threadpoolctl>=3"],   # `convngc reproduce`: BLAS threads fixed, numbers that do not depend on them
     extras_require={
         # compile check of kernels/*.cu for sm_80/sm_90 with NVRTC (no GPU needed) + the tests
         "dev": ["pytest>=7", "nvidia-cuda-nvrtc==13.0.88", "cuda-bindings>=13.0,<14"],
@@ -25,6 +26,9 @@ setup(
         # installed PyTorch, any build, serves): on Linux PyPI's torch is the multi-GB CUDA build, so `make test`
         # installs the pinned CPU wheel first (the Makefile's TORCH, TORCH_INDEX).
         "baselines": ["torch>=2.0", "bm3d>=4.0"],
+        # `convngc reproduce` and the study's sweeps as Ray tasks: --workers N here, --address on a cluster
+        # (docs/cluster.md; [client]: grpcio, for --address ray://HOST:PORT); without it, one job after another
+        "cluster": ["ray[client]>=2.9"],
     },
     entry_points={"console_scripts": ["convngc=convngc.__main__:main"]},      # Ctrl-C safe from the start
 )

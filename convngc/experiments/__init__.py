@@ -5,7 +5,8 @@
     python -m convngc.experiments.seeds results/cifar10-seeds          seeds.py: the seeds table
 
 baselines.py (FC-NGC, residual Conv-NGC, classical denoisers) and autoencoder.py (Conv-AE/DAE, PyTorch) are the
-models the reproduction places Conv-NGC among.
+models the reproduction places Conv-NGC among. fanout.py runs the reproduction's and the study's independent jobs
+one after another here, or as Ray tasks (--workers, --address; docs/cluster.md).
 
 The library (convngc: model, backends, data, metrics, training, checkpoints, run folders, models, pictures, CLI)
 never imports this package; only the command line hands `convngc reproduce` to it. The experiments use the

@@ -4,6 +4,8 @@ classical denoisers.
     convngc reproduce --scale quick                       # every row the data here allows, 5 trials
     convngc reproduce --scale quick --rows 'cifar10/*'    # only the CIFAR-10 rows (fnmatch patterns)
     convngc reproduce --list                              # the rows, their sizes and the time estimate
+    convngc reproduce --scale quick --workers 1           # one job after another in this process, no Ray
+    convngc reproduce --scale quick --address auto        # on a Ray cluster (docs/cluster.md)
 
 One row = one model on one dataset (its config: dataset, model, tasks, images, epochs, batch, seeds). A trial
 trains the model from seed k (k = 0 .. trials-1) and evaluates it with seed k: the random initial states and the
@@ -20,8 +22,16 @@ Writes, under --out (default: a new folder runs/reproduce-<time>; committed resu
   training-<dataset>-<model>.png  validation reconstruction MSE against epochs, one line per trial
 Tables are rebuilt from every raw/*.json present, so runs of different --rows add up. A finished row of another
 scale or config in --out/raw/ is never replaced: the run is refused, naming it, unless --overwrite is given.
+
+Fan-out (fanout.py): a job (one model on one dataset, with every row that uses it) runs in parts, one per trial
+(a classical denoiser: one part), as Ray tasks on --workers local processes (default: the cores here) or a
+cluster (--address); without Ray, one after another in this process. Each part returns its numbers and figure
+arrays to this process, which writes the job's rows, figures and tables once its last part is in: the raw JSON
+is the same, bit for bit, whatever ran the parts (except the measured *_seconds). A failed job is reported by
+its rows, the others go on; Ctrl-C keeps every finished row; --resume then skips them.
 """
 import argparse
+import contextlib
 import dataclasses
 import fnmatch
 import json
@@ -37,7 +47,7 @@ from .. import backends, data, metrics, train, viz
 from ..backends import BACKENDS, BackendUnavailable
 from ..fileio import NotARegularFile, open_regular, strict_json, write_json, write_text
 from ..model import ConvNGC
-from . import PAPER_SCALE, QUICK, repo_path
+from . import PAPER_SCALE, QUICK, fanout, repo_path
 
 METRICS = ("mse", "ssim_global", "ssim", "psnr")
 DECIMALS = {"mse": 2, "ssim_global": 4, "ssim": 4, "psnr": 2}
@@ -280,6 +290,16 @@ class _GenericRow:
         return self.model.output(inp), inp                  # autoencoders: the network's output
 
 
+# The numbers of the NumPy-reference rows (FC-NGC, residual Conv-NGC) and the PyTorch rows depend on how many
+# threads share their sums (measured: FC-NGC with 1 and 2 OpenBLAS threads, Conv-DAE with 1, 2 and 4 PyTorch
+# threads differ from the 7th digit on), so every part of a job runs BLAS and PyTorch on JOB_THREADS threads, in
+# whichever process runs it: a row's numbers then do not depend on how many parts run at once, or where. One
+# thread: the parts fill the cores instead. Conv-NGC's cpu backend computes every image the same way whatever its
+# thread count (ngc_cpu/threads.py) and keeps its own.
+JOB_THREADS = 1
+THREADED = ("fc-ngc", "res-conv-ngc", "conv-ae", "conv-dae")
+
+
 def make_model(name, seed, backend, lr=None):
     if name == "conv-ngc":
         return _ConvNGCRow(seed, backend)
@@ -289,7 +309,9 @@ def make_model(name, seed, backend, lr=None):
     if name == "res-conv-ngc":
         return _GenericRow(baselines.ResidualConvNGC(seed=seed, backend=baselines.residual_backend(backend)))
     if name in ("conv-ae", "conv-dae"):
+        import torch
         from .autoencoder import AutoEncoderModel
+        torch.set_num_threads(JOB_THREADS)
         return _GenericRow(AutoEncoderModel(denoising=(name == "conv-dae"), seed=seed,
                                             **({} if lr is None else {"lr": lr})))
     raise ValueError("unknown model %r" % name)
@@ -316,6 +338,8 @@ def row_setup(row, scale_cfg, trials, backend):
         s.update(backend=residual_backend(backend))          # cpu (ngc_cpu.residual) unless --backend numpy
     elif row.model == "fc-ngc":
         s.update(backend="numpy (reference; no kernel)")
+    if row.model in THREADED:
+        s.update(threads=JOB_THREADS)
     return s
 
 
@@ -332,39 +356,55 @@ def _summary(trials, task):
     return {k: {"mean": m, "std": s} for k, (m, s) in metrics.mean_std([t[task] for t in trials]).items()}
 
 
-def run_job(model_name, dataset, rows, scale_cfg, trials, backend, data_dir, out_dir, log):
-    """Train (or tune) one model on one dataset, `trials` times, and evaluate every row that uses it."""
+def run_part(model_name, dataset, rows, scale_cfg, seeds, trials, backend, data_dir, log=print):
+    """_run_part with BLAS (and OpenMP) on JOB_THREADS threads."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(JOB_THREADS):
+        return _run_part(model_name, dataset, rows, scale_cfg, seeds, trials, backend, data_dir, log)
+
+
+def _run_part(model_name, dataset, rows, scale_cfg, seeds, trials, backend, data_dir, log):
+    """One part of a job (one model on one dataset, serving every row that uses it), the unit the runs fan out:
+    one trial of a trained model, or a classical denoiser's tuning with all its trials. It writes nothing and
+    returns what the driver writes: {"trials": {row id: [its trial records, one per seed]}, "histories": {seed:
+    training history}, "tuning": the classical parameter chosen, "figures": {file name: (rows of images,
+    viz.save_grid's options)}, "seconds": its wall time}. Trial k depends on k alone (its seeds, its data), so a
+    part gives the same numbers in whichever process or machine runs it."""
+    t_part = time.time()
     n_test = n_test_for(scale_cfg, model_name)
     test_x = {r.test_dataset: load(r.test_dataset, "test", n_test, data_dir) for r in rows}
-    results = {r.id: [] for r in rows}
-    histories = {}
+    part = {"trials": {r.id: [] for r in rows}, "histories": {}, "figures": {}}
     if model_name in CLASSICAL:
         from .baselines import ClassicalDenoiser
         den = ClassicalDenoiser(model_name)
+        log("== %s on %s (%s): tuned on %d validation images, %s ==" % (
+            NAMES[model_name], DATASET_TITLES[dataset], ", ".join(r.id for r in rows), scale_cfg["n_tune"],
+            _trials(len(seeds))))
         vx = load(dataset, "val", scale_cfg["n_tune"], data_dir)
         t0 = time.time()
-        tuning = den.tune(vx, noisy_inputs(vx, 10 ** 6), log=log)     # a noise draw no test trial uses
-        tuning["seconds"] = time.time() - t0
-        for k in range(trials):
+        part["tuning"] = den.tune(vx, noisy_inputs(vx, 10 ** 6), log=log)     # a noise draw no test trial uses
+        part["tuning"]["seconds"] = time.time() - t0
+        for k in seeds:
             for r in rows:
                 x = test_x[r.test_dataset]
                 t0 = time.time()
-                inp = noisy_inputs(x, k)
-                out = den.output(inp)
-                results[r.id].append({"seed": k, "denoising": _metrics(out, x), "eval_seconds": time.time() - t0})
-            log("  trial %d/%d: denoising MSE %.2f" % (k + 1, trials, results[rows[0].id][-1]["denoising"]["mse"]))
-        return results, {"tuning": tuning}
+                out = den.output(noisy_inputs(x, k))
+                part["trials"][r.id].append({"seed": k, "denoising": _metrics(out, x), "eval_seconds": time.time() - t0})
+            log("  trial %d/%d: denoising MSE %.2f" % (k + 1, trials, part["trials"][rows[0].id][-1]["denoising"]["mse"]))
+        part["seconds"] = time.time() - t_part
+        return part
     n_train, epochs, batch = scale_cfg["train"][model_name]
     tx = load(dataset, "train", n_train, data_dir)
     vx = load(dataset, "val", scale_cfg["n_val"], data_dir)
-    for k in range(trials):
-        log("%s on %s, trial %d/%d: %d training images x %s, batch %d"
-            % (NAMES[model_name], DATASET_TITLES[dataset], k + 1, trials, len(tx), _epochs(epochs), batch))
+    for k in seeds:
+        log("%s on %s (%s), trial %d/%d: %d training images x %s, batch %d" % (
+            NAMES[model_name], DATASET_TITLES[dataset], ", ".join(r.id for r in rows), k + 1, trials, len(tx),
+            _epochs(epochs), batch))
         m = make_model(model_name, k, backend, scale_cfg.get("lr", {}).get(model_name))
         t0 = time.time()
         hist = m.fit(tx, vx, epochs, batch, log)
         train_s = time.time() - t0
-        histories[k] = hist
+        part["histories"][k] = hist
         for r in rows:
             x = test_x[r.test_dataset]
             rec = {"seed": k, "train_seconds": train_s, "history": hist}
@@ -373,45 +413,83 @@ def run_job(model_name, dataset, rows, scale_cfg, trials, backend, data_dir, out
                 out, inp = m.outputs(x, task, k)
                 rec[task] = _metrics(out, x)
                 if k == 0 and task == "denoising" and model_name == "conv-ngc":
-                    figure3(os.path.join(out_dir, "figure3-%s.png" % dataset), x, inp, out)
+                    part["figures"]["figure3-%s.png" % dataset] = (figure3_rows(x, inp, out), {"n": 6})
             rec["eval_seconds"] = time.time() - t0
-            results[r.id].append(rec)
+            part["trials"][r.id].append(rec)
             log("  %s: %s" % (r.id, "; ".join("%s MSE %.2f, SSIM (Eq. 5) %.4f, PSNR %.2f"
                                                % (t, rec[t]["mse"], rec[t]["ssim_global"], rec[t]["psnr"])
                                                for t in r.tasks)))
         if k == 0 and model_name == "conv-ngc":
-            figure4(os.path.join(out_dir, "figure4-%s.png" % dataset), m.model, test_x[dataset][:1])
-    plot_val_curves(os.path.join(out_dir, "training-%s-%s.png" % (dataset, model_name)),
-                    {"trial %d" % k: h["val_mse"] for k, h in histories.items()},
-                    "%s on %s: validation reconstruction MSE" % (NAMES[model_name], DATASET_TITLES[dataset]))
-    return results, {}
+            part["figures"]["figure4-%s.png" % dataset] = (figure4_rows(m.model, test_x[dataset][:1]),
+                                                           {"n": FIGURE4_MAPS, "upscale": 3})
+    part["seconds"] = time.time() - t_part
+    return part
 
 
 def raw_path(out_dir, row_id):
     return os.path.join(out_dir, "raw", row_id.replace("->", "-to-").replace("/", "__") + ".json")
 
 
-def run(rows, scale, trials, backend, data_dir, out_dir, log=print):
-    """Run the rows (grouped so that a trained model serves every row that uses it), write raw JSON per row,
-    rebuild the tables after each group. Returns {row id: raw record}."""
-    scale_cfg = SCALES[scale]
-    os.makedirs(os.path.join(out_dir, "raw"), exist_ok=True)
+def job_parts(rows, scale_cfg, trials, backend, data_dir):
+    """The rows grouped into jobs (a trained model serves every row that uses it) -> {job: its rows}, and the
+    jobs' parts as fanout.fan_out takes them: [(job, run_part's arguments)], a trained model's trials one by
+    one, a classical denoiser in one part (its trials reuse its tuning and take seconds)."""
     jobs = {}
     for r in rows:
         jobs.setdefault((r.model, r.dataset), []).append(r)
+    parts = [((m, ds), (m, ds, tuple(jrows), scale_cfg, seeds, trials, backend, data_dir))
+             for (m, ds), jrows in jobs.items()
+             for seeds in ([list(range(trials))] if m in CLASSICAL else [[k] for k in range(trials)])]
+    return jobs, parts
+
+
+def run(rows, scale, trials, backend, data_dir, out_dir, log=print, workers=1, address=None):
+    """Run the rows, their jobs' parts fanned out (fanout.fan_out: one after another in this process, or as Ray
+    tasks), and write each job's rows, figures and tables here, in the driver, once its last part is in. A part
+    that fails is reported by row and the other jobs go on. Returns ({row id: raw record written}, {job: the
+    exception of its failed part})."""
+    scale_cfg = SCALES[scale]
+    os.makedirs(os.path.join(out_dir, "raw"), exist_ok=True)
+    jobs, parts = job_parts(rows, scale_cfg, trials, backend, data_dir)
+    need = {job: sum(1 for j, _ in parts if j == job) for job in jobs}
+    got, failed, written = {job: [] for job in jobs}, {}, {}
+    with contextlib.closing(fanout.fan_out(run_part, parts, workers, address, log)) as finished:
+        for job, part, error in finished:
+            if error is not None:
+                failed.setdefault(job, error)
+                log("error: %s failed, the other rows go on: %s: %s" % (", ".join(r.id for r in jobs[job]),
+                                                                        type(error).__name__, error))
+            elif job not in failed:
+                got[job].append(part)
+                if len(got[job]) == need[job]:
+                    written.update(write_job(job, jobs[job], got[job], scale, trials, backend, out_dir))
+    return written, failed
+
+
+def write_job(job, rows, parts, scale, trials, backend, out_dir):
+    """A finished job's rows: raw/<row>.json (atomically; the trials in seed order), its figures and training
+    plot, then every table rebuilt from raw/. job_seconds: the wall time of its parts, added up."""
+    model_name, dataset = job
+    scale_cfg = SCALES[scale]
+    for p in parts:
+        for name, (grid, options) in p["figures"].items():
+            viz.save_grid(os.path.join(out_dir, name), grid, **options)
+    histories = dict(sorted((k, h) for p in parts for k, h in p["histories"].items()))
+    if model_name in TRAINED:
+        plot_val_curves(os.path.join(out_dir, "training-%s-%s.png" % (dataset, model_name)),
+                        {"trial %d" % k: h["val_mse"] for k, h in histories.items()},
+                        "%s on %s: validation reconstruction MSE" % (NAMES[model_name], DATASET_TITLES[dataset]))
     written = {}
-    for (model_name, dataset), jrows in jobs.items():
-        t0 = time.time()
-        log("== %s on %s (%s) ==" % (NAMES[model_name], DATASET_TITLES[dataset], ", ".join(r.id for r in jrows)))
-        results, extra = run_job(model_name, dataset, jrows, scale_cfg, trials, backend, data_dir, out_dir, log)
-        for r in jrows:
-            rec = {"row": dataclasses.asdict(r), "scale": scale, "setup": row_setup(r, scale_cfg, trials, backend),
-                   "trials": results[r.id], "summary": {t: _summary(results[r.id], t) for t in r.tasks},
-                   "job_seconds": time.time() - t0}
-            rec.update(extra)
-            write_json(raw_path(out_dir, r.id), rec)
-            written[r.id] = rec
-        write_tables(out_dir)
+    for r in rows:
+        done = sorted((t for p in parts for t in p["trials"][r.id]), key=lambda t: t["seed"])
+        rec = {"row": dataclasses.asdict(r), "scale": scale, "setup": row_setup(r, scale_cfg, trials, backend),
+               "trials": done, "summary": {t: _summary(done, t) for t in r.tasks},
+               "job_seconds": sum(p["seconds"] for p in parts)}
+        if "tuning" in parts[0]:
+            rec["tuning"] = parts[0]["tuning"]
+        write_json(raw_path(out_dir, r.id), rec)
+        written[r.id] = rec
+    write_tables(out_dir)
     return written
 
 
@@ -551,10 +629,9 @@ def _table_title(table, recs):
     return "Tables 1%s: %s, reconstruction and denoising" % (" and 2a" if "2a" in table else "", ds)
 
 
-def figure3(path, x, noisy, out, n=6):
-    """Figure 3: clean / noisy / Conv-NGC denoised test images."""
-    viz.save_grid(path, {"clean": x[:n], "noisy": np.clip(noisy[:n], 0, 1), "denoised": np.clip(out[:n], 0, 1)},
-                  n=n)
+def figure3_rows(x, noisy, out, n=6):
+    """Figure 3: clean / noisy / Conv-NGC denoised test images (viz.save_grid's rows)."""
+    return {"clean": x[:n], "noisy": np.clip(noisy[:n], 0, 1), "denoised": np.clip(out[:n], 0, 1)}
 
 
 def _maps(z):
@@ -567,7 +644,7 @@ def _maps(z):
 FIGURE4_MAPS = 10          # the first maps of each layer (the paper shows a few)
 
 
-def figure4(path, model, x1):
+def figure4_rows(model, x1):
     """Figure 4: the bottom three layers of a trained Conv-NGC for one test image (reconstruction settling):
     the second latent layer on top, then the first, then the clamped input (as the paper stacks them)."""
     saved, model.rng = model.rng, np.random.default_rng([0, 1])
@@ -576,9 +653,8 @@ def figure4(path, model, x1):
     finally:
         model.rng = saved
     z = [model.backend.to_host(a)[0] for a in res.z[:3]]
-    rows = {"z^2 (%d maps, %dx%d)" % z[2].shape: _maps(z[2]), "z^1 (%d maps, %dx%d)" % z[1].shape: _maps(z[1]),
+    return {"z^2 (%d maps, %dx%d)" % z[2].shape: _maps(z[2]), "z^1 (%d maps, %dx%d)" % z[1].shape: _maps(z[1]),
             "z^0 (input channels)": _maps(z[0]), "input (RGB)": x1}
-    viz.save_grid(path, rows, n=FIGURE4_MAPS, upscale=3)
 
 
 def plot_val_curves(path, curves, title):
@@ -732,7 +808,10 @@ def build_parser():
                     "new folder runs/reproduce-<time>; --out results/quick adds to the committed quick run's tables)")
     ap.add_argument("--overwrite", action="store_true", help="replace finished rows in --out/raw/ of another scale or "
                     "config (default: refuse, naming them)")
+    ap.add_argument("--resume", action="store_true", help="skip the rows --out/raw/ already holds finished, of this "
+                    "scale and config (after Ctrl-C, a failed job or a lost machine: the same command plus --resume)")
     ap.add_argument("--list", action="store_true", help="print the rows, their sizes and a time estimate; run nothing")
+    fanout.add_arguments(ap)
     return ap
 
 
@@ -755,6 +834,19 @@ def _same_row(old, scale, setup):
     return diff
 
 
+def _finished(out_dir, row, scale, trials, backend):
+    """What differs between the finished row in out_dir/raw/ and this run ([] nothing), or None if there is none.
+    An unreadable file raises OSError or ValueError."""
+    path = raw_path(out_dir, row.id)
+    if not os.path.lexists(path):
+        return None
+    with open_regular(path, "r") as f:
+        old = json.load(f)
+    if not isinstance(old, dict):
+        raise ValueError("not a JSON object")
+    return _same_row(old, scale, row_setup(row, SCALES[scale], trials, backend))
+
+
 def check_out(out_dir, rows, scale, trials, backend, overwrite=False):
     """Refuse (OutError), before anything runs, an --out that is a file, or whose raw/ holds a finished row that
     this run would replace with another scale or config (unless overwrite). The same row with the same scale
@@ -769,17 +861,11 @@ def check_out(out_dir, rows, scale, trials, backend, overwrite=False):
     clash = []
     for r in rows:
         path = raw_path(out_dir, r.id)
-        if not os.path.lexists(path):
-            continue
         try:
-            with open_regular(path, "r") as f:
-                old = json.load(f)
-            if not isinstance(old, dict):
-                raise ValueError("not a JSON object")
+            diff = _finished(out_dir, r, scale, trials, backend)
         except (OSError, ValueError) as exc:
             clash.append("%s (unreadable: %s)" % (path, exc))
             continue
-        diff = _same_row(old, scale, row_setup(r, SCALES[scale], trials, backend))
         if diff:
             clash.append("%s (%s)" % (path, "; ".join(diff[:4]) + ("; ..." if len(diff) > 4 else "")))
     if clash:
@@ -803,8 +889,8 @@ def _new_out_dir():
 
 
 def main(argv=None, log=print):
-    """Exit status: 0 done, 1 a file could not be written or nothing to run, 2 a bad option, data or --out,
-    130 Ctrl-C, 143 SIGTERM."""
+    """Exit status: 0 done, 1 a file could not be written, a job failed or nothing to run, 2 a bad option, data,
+    --out or --address, 130 Ctrl-C, 143 SIGTERM."""
     from ..download import Terminated, sigterm_raises
     args = build_parser().parse_args(argv)
     args.backend = backends.resolve(args.backend)
@@ -813,6 +899,11 @@ def main(argv=None, log=print):
         print("convngc reproduce: error: %s" % why, file=sys.stderr)
         return 2
     if not args.list:                               # the options first, before the rows' data is looked at
+        why = fanout.check(args.workers, args.address)
+        if why:
+            return refused(why)
+        if args.resume and args.out is None:
+            return refused("--resume needs --out, the folder of the run to resume")
         try:
             backends.get(args.backend)              # a backend that cannot run here
             if args.out is not None:
@@ -833,6 +924,19 @@ def main(argv=None, log=print):
             check_out(args.out, rows, args.scale, args.trials, args.backend, args.overwrite)
         except OutError as exc:
             return refused(exc)
+    if args.resume:
+        def finished(r):
+            try:
+                return _finished(args.out, r, args.scale, args.trials, args.backend) == []
+            except (OSError, ValueError):                   # unreadable (only with --overwrite): run it again
+                return False
+        done = [r for r in rows if finished(r)]
+        for r in done:
+            log("skipping %s: finished in %s (--resume)" % (r.id, raw_path(args.out, r.id)))
+        rows = [r for r in rows if r not in done]
+        if not rows:
+            log("every row is finished in %s; nothing to run" % args.out)
+            return 0
     out = args.out if args.out is not None else _new_out_dir()
     log("running %d rows at scale %r with %s, Conv-NGC backend %s -> %s (estimate %.0f min)"
         % (len(rows), args.scale, _trials(args.trials), args.backend, out,
@@ -842,7 +946,10 @@ def main(argv=None, log=print):
     t0 = time.time()
     try:
         with sigterm_raises():
-            run(rows, args.scale, args.trials, args.backend, args.data_dir, out, log)
+            _, failed = run(rows, args.scale, args.trials, args.backend, args.data_dir, out, log,
+                            workers=args.workers, address=args.address)
+    except fanout.ClusterError as exc:
+        return refused(exc)
     except (data.DataError, NotARegularFile) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 1 if isinstance(exc, data.DataReadError) else 2
@@ -854,6 +961,13 @@ def main(argv=None, log=print):
         print("%s; the rows finished before it are in %s/raw" % (
             "terminated" if isinstance(exc, Terminated) else "interrupted", out), file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
+    if failed:
+        for (m, ds), exc in failed.items():
+            print("error: %s on %s failed (%s: %s); its rows are not in %s/raw, the others are" % (
+                NAMES[m], DATASET_TITLES[ds], type(exc).__name__, exc, out), file=sys.stderr)
+        bad_data = all(isinstance(e, (data.DataError, NotARegularFile)) and not isinstance(e, data.DataReadError)
+                       for e in failed.values())
+        return 2 if bad_data else 1
     log("done in %.1f min; tables in %s" % ((time.time() - t0) / 60, out))
     return 0
 

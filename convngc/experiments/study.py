@@ -2,7 +2,8 @@
 
     python -m convngc.experiments.study list                 # the experiments, their size and what each measures
     python -m convngc.experiments.study run NAME [NAME ...]  # train + evaluate; resumable: rerun the same command
-    python -m convngc.experiments.study run --group steps    # every experiment of a group
+    python -m convngc.experiments.study run --group steps    # every experiment of a group, as Ray tasks (--workers,
+                                                             # --address: convngc/experiments/fanout.py)
     python -m convngc.experiments.study report               # plots and tables from the JSON in results/study/
 
 Each experiment trains one configuration on a fixed subset of a training split and, every few epochs,
@@ -20,6 +21,7 @@ runs/study/<name>/ (not in git) holds the checkpoint (convngc.checkpoint's forma
 (epNNN.npz), so a killed run continues where it stopped.
 """
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -35,7 +37,7 @@ from ..fileio import write_json
 from ..model import ConvNGC, DivergenceError
 from ..rundir import claim_run_dir
 from ..stability import settle_eigenvalue
-from . import STUDY_RESULTS, STUDY_STATE
+from . import STUDY_RESULTS, STUDY_STATE, fanout
 
 NOISE_STD = 0.1
 
@@ -95,6 +97,8 @@ for name, what, cfg in (("base", "the paper's model, Adam 1e-3, batch 100", {}),
 # a few seconds: the test of this module
 _add("smoke", "test", "tiny run for the tests", n_train=200, n_val=20, batch=100, epochs=2, eval_every=1, Ts=(5, 10),
      cfg=dict(lr=1e-2, T=10))
+_add("smoke-leak1", "test", "its second point (`run --group test`: a sweep for the fan-out's test)", n_train=200,
+     n_val=20, batch=100, epochs=2, eval_every=1, Ts=(5, 10), cfg=dict(lr=1e-2, T=10, leak=1.0))
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -235,6 +239,26 @@ def run(name, backend=None, results=STUDY_RESULTS, state=STUDY_STATE, log=print,
     return rec
 
 
+def run_all(names, backend=None, workers=None, address=None, results=STUDY_RESULTS, state=STUDY_STATE, log=print):
+    """Run experiments, each a job of fanout.fan_out (a Ray task, or one after another here): every experiment
+    seeds itself, so its numbers do not depend on what else runs. The worker writes its JSON and run folder as
+    run() does (on a local Ray: here, and a rerun resumes); the driver writes the JSON the job returns again, so
+    that results/study/ holds it on a cluster without a shared file system (the run folder, for resuming, then
+    stays on the machine that ran it). Returns the exit status: 1 if an experiment failed (named), else 0."""
+    results, state = os.path.abspath(results), os.path.abspath(state)
+    failed = []
+    jobs = [(name, (name, backend, results, state)) for name in names]
+    with contextlib.closing(fanout.fan_out(run, jobs, workers, address, log)) as finished:
+        for name, rec, error in finished:
+            if error is not None:
+                failed.append(name)
+                print("error: %s failed, the others go on: %s: %s" % (name, type(error).__name__, error),
+                      file=sys.stderr)
+            else:
+                _write_json(_paths(name, results, state)[0], rec)
+    return 1 if failed else 0
+
+
 def fixedpoint(name, marks=(0, 1, 2, 5, 10, 20, 30, 60, 100, 200, 400, 700, 1000, 2000, 3000), n=100,
                results=STUDY_RESULTS, state=STUDY_STATE, log=print):
     """Denoising with a free z^0 run far past T: where it goes, for the literal update, without the leak on
@@ -279,6 +303,7 @@ def main(argv=None):
     p.add_argument("names", nargs="*")
     p.add_argument("--group", default=None)
     p.add_argument("--backend", default=None, choices=BACKENDS, help="default: the fastest available")
+    fanout.add_arguments(p)
     p = sub.add_parser("fixedpoint", help="denoising with a free z^0 run to t = 3000 on a trained experiment")
     p.add_argument("name")
     p = sub.add_parser("report", help="plots and tables from results/study/*.json")
@@ -294,9 +319,11 @@ def main(argv=None):
         if unknown or not names:
             print("error: unknown or no experiment %s; see `python -m convngc.experiments.study list`" % unknown, file=sys.stderr)
             return 2
-        for n in names:
-            run(n, backend=args.backend)
-        return 0
+        why = fanout.check(args.workers, args.address)
+        if why:
+            print("error: %s" % why, file=sys.stderr)
+            return 2
+        return run_all(names, args.backend, args.workers, args.address)
     if args.cmd == "fixedpoint":
         fixedpoint(args.name)
         return 0

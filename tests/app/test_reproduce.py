@@ -95,7 +95,7 @@ def test_runner_end_to_end_on_tiny_rows(tmp_path, shared_data, monkeypatch):
     out = tmp_path / "results"
     rc = cli.main(["reproduce", "--scale", "smoke", "--trials", "2", "--backend", "numpy", "--data-dir",
                    str(shared_data), "--out", str(out), "--rows", "cifar10/conv-ngc", "cifar10->cinic10/conv-ngc",
-                   "cifar10/tv"])
+                   "cifar10/tv", "--workers", "1"])           # in this process: the patch above holds
     assert rc == 0
     names = sorted(os.listdir(out))
     assert names == ["figure3-cifar10.png", "figure4-cifar10.png", "raw", "table1-2a-cifar10.md",
@@ -217,7 +217,8 @@ def no_run(monkeypatch):
     """Every row's data is 'there' and nothing is trained: the calls run() would make are recorded instead."""
     calls = []
     monkeypatch.setattr(reproduce, "_have_dataset", lambda name, d: True)
-    monkeypatch.setattr(reproduce, "run", lambda rows, scale, trials, backend, data_dir, out, log: calls.append(out))
+    monkeypatch.setattr(reproduce, "run", lambda rows, scale, trials, backend, data_dir, out, log, **fan_out:
+                        calls.append(out) or ({}, {}))
     return calls
 
 
