@@ -34,7 +34,7 @@ from . import pictures
 from .fileio import NotARegularFile, open_regular, write_json
 from .backends import BACKENDS, BackendUnavailable
 from .model import ConvNGC, DivergenceError, TooLarge, check_memory
-from .usage import UsageError
+from .usage import UsageError, int_at_least
 
 TASKS = ("reconstruction", "denoising", "ood")
 def _backend_or_default(name, log=print):
@@ -88,16 +88,7 @@ class _Status:
 # ---------------------------------------------------------------------------------------------------------------
 # option values, checked by argparse before any work
 # ---------------------------------------------------------------------------------------------------------------
-def _int_at_least(lo):
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            v = None
-        if v is None or v < lo:
-            raise argparse.ArgumentTypeError("must be an integer >= %d, got %r" % (lo, text))
-        return v
-    return parse
+_int_at_least = int_at_least
 
 
 def _parse_field(name, text):

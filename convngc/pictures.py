@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from . import progress as _progress
-from .usage import UsageError
+from .usage import UsageError, int_at_least
 
 TASK_OF = {"denoise": "denoise", "reconstruct": "reconstruct"}
 WARN_RATIO = 2.0                # warn when the estimated noise level is this far (x or /) from the tuned one
@@ -260,18 +260,7 @@ def add_parsers(sub, backends):
         _progress.add_flags(p, "a progress bar over every tile of every picture")
 
 
-def _int_at_least(lo):
-    import argparse
-
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            v = None
-        if v is None or v < lo:
-            raise argparse.ArgumentTypeError("must be an integer >= %d, got %r" % (lo, text))
-        return v
-    return parse
+_int_at_least = int_at_least
 
 
 def _positive_float(hi):

@@ -21,6 +21,8 @@ import logging
 import os
 import re
 
+from ..usage import int_at_least
+
 __all__ = ["add_arguments", "check", "fan_out", "have_ray", "ClusterError", "MAX_RETRIES"]
 
 MAX_RETRIES = 3          # reruns of a job whose worker died (Ray's max_retries); an exception is never retried
@@ -33,14 +35,7 @@ def have_ray():
     return importlib.util.find_spec("ray") is not None
 
 
-def _workers(text):
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError("must be an integer >= 1 (1: one job after another, no Ray), got %r" % text)
-    return v
+_workers = int_at_least(1, " (1: one job after another, no Ray)")
 
 
 def _address(text):

@@ -44,6 +44,7 @@ import numpy as np
 from ngc_ref.config import Config
 
 from .. import backends, data, metrics, train, viz
+from ..usage import int_at_least
 from ..backends import BACKENDS, BackendUnavailable
 from ..fileio import NotARegularFile, open_regular, strict_json, write_json, write_text
 from ..model import ConvNGC
@@ -774,14 +775,7 @@ def list_rows(rows, skipped, scale, trials, log=print, backend=None):
                                                     if backend == "numpy" else ""))
 
 
-def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError("must be an integer >= 1, got %r" % text)
-    return v
+_positive_int = int_at_least(1)
 
 
 def _path(text):
