@@ -25,6 +25,7 @@ across the rows and columns where tile edges fall over the mean |step| across al
 edges are not special, no seam; the tiles without overlap show what a seam measures).
 """
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -110,6 +111,7 @@ def speed(spec=None, repeats=1, whole=True, ref_steps=20, log=print):
                     sec = float(np.median([timed(lambda: apply.settle_image(m, inp, task, "tiles", rd=b))[1]
                                            for _ in range(repeats)]))
                     rows.append(dict(backend=backend, task=task, method="tiles --T %d" % b.T, T=b.T, pi0=b.pi0,
+                                     momentum=b.momentum,
                                      seconds=sec, tiles=apply.n_work((512, 768), "tiles"), note="",
                                      megapixel_steps_per_s=512 * 768 * b.T / sec / 1e6))
                     log("  %-5s %-11s %-5s T %4d: %7.2f s (--T %d: pi0 %g, the tuned precision for %d steps)"
@@ -117,7 +119,7 @@ def speed(spec=None, repeats=1, whole=True, ref_steps=20, log=print):
                     continue
                 if backend == "numpy" or method == "whole":
                     steps = min(ref_steps, rd.T)
-                    small = apply.Reading(rd.task, steps, rd.clamp, rd.pi0, rd.sigma, rd.tuned_sigma)
+                    small = dataclasses.replace(rd, T=steps)
                     _, sec = timed(lambda: apply.settle_image(m, inp, task, method, rd=small))
                     sec = sec * (rd.T + 1) / (steps + 1)
                     note = "timed at T = %d, scaled to T = %d" % (steps, rd.T) if steps != rd.T else ""
@@ -126,7 +128,8 @@ def speed(spec=None, repeats=1, whole=True, ref_steps=20, log=print):
                     sec, note = float(np.median(secs)), ""
                 tiles = apply.n_work((512, 768), method)
                 px_steps = 512 * 768 * rd.T / sec
-                row = dict(backend=backend, task=task, method=method, T=rd.T, pi0=rd.pi0, seconds=sec, tiles=tiles,
+                row = dict(backend=backend, task=task, method=method, T=rd.T, pi0=rd.pi0, momentum=rd.momentum,
+                           seconds=sec, tiles=tiles,
                            note=note, megapixel_steps_per_s=px_steps / 1e6)
                 rows.append(row)
                 log("  %-5s %-11s %-5s T %4d: %7.2f s (%d %s, %.1f picture Mpx-steps/s)%s" % (

@@ -46,12 +46,14 @@ class ApplyError(ValueError):
 # ------------------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Reading:
-    """How one task settles: T steps, clamp ("always" / "first"), the precision pi0 of e^0, and for denoising
-    the noise level it is set for (sigma) and the one the model was tuned for (tuned_sigma)."""
+    """How one task settles: T steps, clamp ("always" / "first"), the precision pi0 of e^0, the heavy-ball
+    momentum, and for denoising the noise level it is set for (sigma) and the one the model was tuned for
+    (tuned_sigma)."""
     task: str
     T: int
     clamp: str
     pi0: float
+    momentum: float = 0.0
     sigma: float = None
     tuned_sigma: float = None
 
@@ -89,7 +91,8 @@ def reading(model, task, sigma=None, T=None, meta=None):
     is then the tuning table's best within T steps (budget_pi0), when the checkpoint has one. `sigma` (the
     input's noise std on the [0, 1] scale) other than the level the model was tuned for rescales the precision
     as pi0 x (tuned / sigma)^2, clipped to (0, 1], and (without an explicit T) the steps as T x (old pi0 /
-    new pi0), at least the model's T and at most MAX_T."""
+    new pi0), or its square root with momentum (heavy ball: steps ~ the square root of the stiffness ratio),
+    at least the model's T (with momentum: its tuned steps' smallest grid point, T / 4) and at most MAX_T."""
     from ngc_ref import model as ref_model
     cfg = model.cfg
     if task == "reconstruct":
@@ -97,7 +100,7 @@ def reading(model, task, sigma=None, T=None, meta=None):
     if task != "denoise":
         raise ValueError("task must be one of %s, got %r" % (", ".join(TASKS), task))
     s0 = tuned_sigma(meta)
-    pi0, steps = cfg.denoise_pi0, cfg.denoise_T
+    pi0, steps, mom = cfg.denoise_pi0, cfg.denoise_T, cfg.denoise_momentum
     if T is not None and cfg.denoise == "precision":
         pi0 = budget_pi0(meta, T) or pi0
         steps = T
@@ -108,9 +111,10 @@ def reading(model, task, sigma=None, T=None, meta=None):
         if cfg.denoise == "precision" and sigma != s0:
             new = min(1.0, max(1e-4, pi0 * (s0 / sigma) ** 2))
             if T is None:
-                steps = int(min(MAX_T, max(cfg.T, round(steps * pi0 / new))))
+                ratio = (pi0 / new) ** (0.5 if mom else 1.0)
+                steps = int(min(MAX_T, max(max(1, cfg.T // 4) if mom else cfg.T, round(steps * ratio))))
             pi0 = new
-    return Reading("denoise", int(T or steps), ref_model.denoise_clamp(cfg), float(pi0),
+    return Reading("denoise", int(T or steps), ref_model.denoise_clamp(cfg), float(pi0), float(mom),
                    sigma if sigma is not None else s0, s0)
 
 
@@ -174,7 +178,7 @@ def default_batch(backend):
 def settle_batch(net, x, rd, z_top):
     """Settle a batch x (B, C, H, W) on `net` (a ConvNGC of that size) by the Reading rd -> output (B, C, H, W)."""
     from ngc_ref import model as ref_model
-    res = net.settle(x, T=rd.T, clamp=rd.clamp, z_top=z_top, noisy=rd.noisy, pi0=rd.pi0)
+    res = net.settle(x, T=rd.T, clamp=rd.clamp, z_top=z_top, noisy=rd.noisy, pi0=rd.pi0, momentum=rd.momentum)
     return np.asarray(net.backend.to_host(ref_model.output_image(res, net.cfg)), np.float32)
 
 

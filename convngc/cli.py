@@ -307,6 +307,9 @@ def build_parser():
                    "(z^0 clamped, its error weighted by pi0), clamped (Algorithm 1), free (Sec. 4) (default: the model's)")
     p.add_argument("--pi0", type=_config_type("pi0"), default=None, help="precision of the noisy image's error "
                    "under --denoise precision (default: the model's, tuned by `convngc tune`)")
+    p.add_argument("--momentum", type=_config_type("momentum"), default=None, help="heavy-ball momentum of the "
+                   "denoising settle under --denoise precision, in [0, 1); 0 = Algorithm 1's plain steps (default: the "
+                   "model's, set by `convngc tune`)")
     p.add_argument("--out", type=_path, default=None, help="folder for metrics.json and pictures (default: the "
                    "run folder); never a folder holding another run")
 
@@ -428,7 +431,7 @@ def _check_same_config(run_dir, recorded, cfg, meta=None):
 
 # Config fields that concern only how a trained model denoises (set by `convngc tune` after training): a
 # checkpoint may differ from its config.json in these.
-INFERENCE_FIELDS = ("denoise", "pi0", "T_denoise")
+INFERENCE_FIELDS = ("denoise", "pi0", "T_denoise", "momentum")
 
 # What --init requires to match: the layers and their parameter shapes. Everything else (beta, T, lr, leak, ...)
 # may differ from the checkpoint's run.
@@ -545,9 +548,9 @@ def _tune_file(path, x, seed, backend, log, dry_run=False, progress=False):
         path, len(x), train.NOISE_STD))
     t0 = time.time()
     table, best = tune.tune_denoising(model, x, train.NOISE_STD, seed=seed, log=log)
-    log("chosen: pi0 %g, T_denoise %d: MSE %.2f, PSNR %.2f dB (the noisy input: MSE %.2f, PSNR %.2f dB; "
+    log("chosen: pi0 %g, T_denoise %d (momentum %g): MSE %.2f, PSNR %.2f dB (the noisy input: MSE %.2f, PSNR %.2f dB; "
         "Algorithm 1's clamped reading, pi0 1: MSE %.2f), %.0fs" % (
-            best["pi0"], best["T"], best["mse"], best["psnr"], best["noisy_input"]["mse"],
+            best["pi0"], best["T"], best.get("momentum", 0.0), best["mse"], best["psnr"], best["noisy_input"]["mse"],
             best["noisy_input"]["psnr"], min(r["mse"] for r in table if r["pi0"] == 1.0), time.time() - t0))
     if not dry_run:
         checkpoint.save(path, tune.tuned_config(cfg, best), params, opt,
@@ -709,7 +712,7 @@ def cmd_evaluate(args, model=None, run_dir=None, log=print, status=None, ckpt=No
         data_dir = _abs(args.data_dir) or run_args.get("data_dir")
     else:
         dataset, data_dir = args.dataset or dataset, _abs(args.data_dir) or data_dir
-    over = {k: getattr(args, k, None) for k in ("denoise", "pi0", "T_denoise")}
+    over = {k: getattr(args, k, None) for k in ("denoise", "pi0", "T_denoise", "momentum")}
     over = {k: v for k, v in over.items() if v is not None}
     if over:
         model.cfg = dataclasses.replace(model.cfg, **over)
@@ -762,6 +765,7 @@ def cmd_evaluate(args, model=None, run_dir=None, log=print, status=None, ckpt=No
             "model_dataset": dataset, "checkpoint": info, "results": results, "model": shipped,
             "config": cfg.to_dict(), "metric_scale": "[0,255]", "noise_std": train.NOISE_STD, "T": args.T or cfg.T,
             "T_denoise": getattr(args, "T_denoise", None) or cfg.denoise_T, "pi0": cfg.denoise_pi0,
+            "momentum": cfg.denoise_momentum,
             "psnr": "psnr = mean over images of Eq. 6 (per image, per channel); psnr_of_mse = 10 log10(255^2 / MSE) "
                     "of the mean MSE",
             "ssim": "ssim_global = Eq. 5 on whole-image statistics; ssim = windowed (Gaussian sigma 1.5)"})
@@ -810,7 +814,8 @@ def cmd_run(args, log=print, status=None):
     run_dir, model, run_args = cmd_train(args, log, status)
     ev = argparse.Namespace(checkpoint=run_dir, model=None, dataset=None, split="test",     # best.npz, tuned
                             tasks=["reconstruction", "denoising"], ood_dataset="cifar10", trials=args.trials,
-                            limit=job["eval_limit"], T=None, T_denoise=None, denoise=None, pi0=None, out=None,
+                            limit=job["eval_limit"], T=None, T_denoise=None, denoise=None, pi0=None, momentum=None,
+                            out=None,
                             batch_size=job["eval_batch_size"], seed=args.seed, data_dir=args.data_dir,
                             backend=args.backend, progress=args.progress, no_progress=args.no_progress)
     return cmd_evaluate(ev, log=log, status=status)

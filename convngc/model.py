@@ -149,10 +149,11 @@ class ConvNGC:
         self.last_result = None                              # the SettleResult of the last learn() call
 
     # -- inference (Algorithm 1) ---------------------------------------------------------------
-    def settle(self, x, T=None, clamp="always", z_top=None, noisy=False, pi0=1.0):
+    def settle(self, x, T=None, clamp="always", z_top=None, noisy=False, pi0=1.0, momentum=0.0):
         """Run Algorithm 1 on a batch x (B, C, H, W) in [0, 1]; returns a SettleResult (arrays on the backend).
         `noisy=True` says x is a noisy denoising input (pixels may leave [0, 1]: no warning); pi0 weights
-        its error e^0 in z^1's correction (precision-weighted denoising; 1 = Algorithm 1)."""
+        its error e^0 in z^1's correction (precision-weighted denoising; 1 = Algorithm 1); momentum: the
+        heavy-ball weight of each step (ngc_ref.model.heavy_ball; 0 = Algorithm 1)."""
         if clamp not in ("always", "first"):
             raise ValueError("clamp must be 'always' (reconstruction/training) or 'first' (denoising), got %r" % clamp)
         x, lo, hi = ref_checks.check_image_batch(x, self.cfg)      # shapes, dtype, NaN/Inf, range: one min, one max
@@ -168,7 +169,8 @@ class ConvNGC:
         try:
             with np.errstate(over="ignore", invalid="ignore"):      # divergence is reported below, by step
                 res = self.backend.settle(self.params, self.backend.to_device(x.astype(self.dtype, copy=False)),
-                                          self.cfg, self.backend.to_device(z_top), T=T, clamp=clamp, pi0=pi0)
+                                          self.cfg, self.backend.to_device(z_top), T=T, clamp=clamp, pi0=pi0,
+                                          momentum=momentum)
         except ref_checks.NonFiniteError as exc:
             kind = ref_checks.nonfinite_kind(exc.array)
             if exc.key is None:
@@ -221,10 +223,10 @@ class ConvNGC:
         """Denoising, by the reading cfg.denoise: z^0 = x_noisy, never corrected, with its error weighted by
         the precision cfg.pi0 in z^1's correction ("precision", the default) or not ("clamped", Algorithm 1),
         or z^0 = x_noisy at t = 1 only, then evolving by Eq. 2 ("free", Sec. 4). T: settling steps (default
-        cfg.T_denoise, or cfg.T when that is 0). Returns the output image (zbar^0, or z^0 with cfg.output = "z")
-        on the host."""
+        cfg.T_denoise, or cfg.T when that is 0), with the momentum cfg.momentum under the "precision" reading.
+        Returns the output image (zbar^0, or z^0 with cfg.output = "z") on the host."""
         res = self.settle(x_noisy, T=self.cfg.denoise_T if T is None else T, clamp=ref_model.denoise_clamp(self.cfg),
-                          noisy=True, pi0=self.cfg.denoise_pi0)
+                          noisy=True, pi0=self.cfg.denoise_pi0, momentum=self.cfg.denoise_momentum)
         return self.backend.to_host(ref_model.output_image(res, self.cfg))
 
     # -- learning (Algorithm 2) ----------------------------------------------------------------

@@ -58,12 +58,13 @@ def _run_task(model, x, task, batch_size, T, rng, noise_std, progress, desc):
     denoising = task == "denoising"
     clamp = ref_model.denoise_clamp(model.cfg) if denoising else "always"
     pi0 = model.cfg.denoise_pi0 if denoising else 1.0
+    momentum = model.cfg.denoise_momentum if denoising else 0.0
     if denoising and T is None:
         T = model.cfg.denoise_T
     bar = _bar(batches(len(x), batch_size), -(-len(x) // batch_size), desc, progress)
     sq, n = 0.0, 0
     for idx in bar:
-        res = model.settle(inp[idx], T=T, clamp=clamp, noisy=denoising, pi0=pi0)
+        res = model.settle(inp[idx], T=T, clamp=clamp, noisy=denoising, pi0=pi0, momentum=momentum)
         outs.append(model.backend.to_host(output_image(res, model.cfg)))      # zbar^0, or z^0 (cfg.output)
         energies.append(model.backend.to_host(res.energy))
         if hasattr(bar, "set_postfix"):            # running MSE (0-255 scale, vs the clean images) and energy

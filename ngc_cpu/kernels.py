@@ -66,12 +66,13 @@ Net = namedtuple("Net", [
     "poff",      # (L+1, 3) int64: where layer l starts in Wp, Ec, bm
     "K",         # kernel size
     "s",         # stride
-    "consts",    # (leak, beta, gamma, gamma_0) in the dtype; gamma_0 = 0 without the leak on a free z^0
+    "consts",    # (leak, beta, gamma, gamma_0, momentum) in the dtype; gamma_0 = 0 without the leak on a free z^0
     "pcn",       # multiply the bottom-up message by phi'(z) (Eq. 2, PCN mode)
     "V",         # lanes of a vector: the images of one tile
     "nph",       # floats of the phi(z^l) buffer: the largest layer of one tile
 ])
-Tiles = namedtuple("Tiles", "z e zb en")   # (n_tiles, P) states, errors, predictions; (n_tiles, T+1, V) energies
+Tiles = namedtuple("Tiles", "z e zb en zp")  # (n_tiles, P) states, errors, predictions; (n_tiles, T+1, V) energies;
+                                              # zp: the previous states (heavy-ball momentum; (n_tiles, 0) without)
 Steps = namedtuple("Steps", "T free_bottom init correct_first final")     # settle_tile's plan
 
 
@@ -216,13 +217,14 @@ def predict_layer(ph, zt, et, zbt, en, scratch, geo, l, Wp, bm, poff, K, s, mode
 
 
 @njit(**_opts)
-def correct_layer(zt, et, geo, l, Ec, poff, K, s, consts, pcn, V):
+def correct_layer(zt, et, zp, geo, l, Ec, poff, K, s, consts, pcn, V):
     """Eq. 2 for the free layer l >= 1, in place: up = E^l *_s e^{l-1}; d = -e^l + up (up times phi'(z^l)
-    in PCN mode; e^L is kept at zero while settling); z^l <- z^l + beta d - gamma z^l."""
+    in PCN mode; e^L is kept at zero while settling); z^l <- z^l + beta d - gamma z^l. With momentum
+    (consts[4] > 0, ngc_ref.model.heavy_ball) also + momentum (z^l - zp^l), and zp^l <- the old z^l."""
     Cu, Hu, Wu, off = geo[l, C_], geo[l, H_], geo[l, W_], geo[l, OFF]
     Cl, Hl, Wl, offl = geo[l - 1, C_], geo[l - 1, H_], geo[l - 1, W_], geo[l - 1, OFF]
     pt, pl = geo[l, PT], geo[l, PL]
-    leak, beta, gamma = consts[0], consts[1], consts[2]
+    leak, beta, gamma, mom = consts[0], consts[1], consts[2], consts[4]
     Cup = padded(Cu)
     ebase = poff[l, 1]
     for y in range(Hu):
@@ -239,7 +241,11 @@ def correct_layer(zt, et, geo, l, Ec, poff, K, s, consts, pcn, V):
                     if pcn:
                         up = vmul(up, vphi_prime(z, leak))
                     d = vsub(up, vload(et, oo))
-                    vstore(zt, oo, vsub(vadd(z, vscale(d, beta)), vscale(z, gamma)))
+                    zn = vsub(vadd(z, vscale(d, beta)), vscale(z, gamma))
+                    if mom != 0:
+                        zn = vadd(zn, vscale(vsub(z, vload(zp, oo)), mom))
+                        vstore(zp, oo, z)
+                    vstore(zt, oo, zn)
 
 
 @njit(**_opts)
@@ -265,21 +271,22 @@ def _predict_all(zt, et, zbt, ph, en, scratch, geo, L, Wp, bm, poff, K, s, leak,
 
 
 @njit(**_opts)
-def _correct_all(zt, et, geo, L, Ec, poff, K, s, consts, free_bottom, pcn, V):
+def _correct_all(zt, et, zp, geo, L, Ec, poff, K, s, consts, free_bottom, pcn, V):
     """Eq. 2 for every free layer, from the errors in et (all computed before any state moves)."""
     for l in range(1, L + 1):
-        correct_layer(zt, et, geo, l, Ec, poff, K, s, consts, pcn, V)
+        correct_layer(zt, et, zp, geo, l, Ec, poff, K, s, consts, pcn, V)
     if free_bottom:
         correct_bottom(zt, et, geo[0, C_] * geo[0, H_] * geo[0, W_] * V, consts, V)
 
 
 @njit(**_opts)
-def settle_tile(zt, et, zbt, ph, en, scratch, net, steps):
+def settle_tile(zt, et, zbt, zp, ph, en, scratch, net, steps):
     """Algorithm 1 on one tile of the network `net`, z^0 and z^L filled in zt; `steps` says what runs:
         init           the ancestral pass z^{l-1} = zbar^{l-1}, l = L..2 (Algorithm 1 lines 5-10)
         correct_first  one correction from the errors already in et (model.correct)
         T steps        every prediction and error from the same states (energy into en[t]), then every correction
-                       (a free z^0 too when free_bottom)
+                       (a free z^0 too when free_bottom); with momentum (consts[4]) zp holds the previous states,
+                       set to the states themselves before the first step (no velocity)
         final          the predictions and errors of the final states (energy into en[T])"""
     geo, L, Wp, Ec, bm, poff, K, s, consts, pcn, V = (net.geo, net.L, net.Wp, net.Ec, net.bm, net.poff, net.K,
                                                       net.s, net.consts, net.pcn, net.V)
@@ -290,10 +297,12 @@ def settle_tile(zt, et, zbt, ph, en, scratch, net, steps):
             phi_map(ph, zt, geo[l, OFF], geo[l, C_] * geo[l, H_] * geo[l, W_] * V, leak, V)
             predict_layer(ph, zt, et, zbt, en[0], scratch, geo, l, Wp, bm, poff, K, s, np.int64(0), V)
     if steps.correct_first:
-        _correct_all(zt, et, geo, L, Ec, poff, K, s, consts, free_bottom, pcn, V)
+        _correct_all(zt, et, zp, geo, L, Ec, poff, K, s, consts, free_bottom, pcn, V)
+    if consts[4] != 0:
+        zp[:] = zt
     for t in range(T):
         _predict_all(zt, et, zbt, ph, en[t], scratch, geo, L, Wp, bm, poff, K, s, leak, np.int64(1), V)
-        _correct_all(zt, et, geo, L, Ec, poff, K, s, consts, free_bottom, pcn, V)
+        _correct_all(zt, et, zp, geo, L, Ec, poff, K, s, consts, free_bottom, pcn, V)
     if steps.final:
         _predict_all(zt, et, zbt, ph, en[T], scratch, geo, L, Wp, bm, poff, K, s, leak, np.int64(2), V)
 
@@ -304,7 +313,7 @@ def settle_tiles(t0, t1, tiles, net, steps):
     ph = np.empty(net.nph, tiles.z.dtype)
     scratch = np.empty(net.V, tiles.z.dtype)
     for t in range(t0, t1):
-        settle_tile(tiles.z[t], tiles.e[t], tiles.zb[t], ph, tiles.en[t], scratch, net, steps)
+        settle_tile(tiles.z[t], tiles.e[t], tiles.zb[t], tiles.zp[t], ph, tiles.en[t], scratch, net, steps)
 
 
 # ---- the single operators, on tiles (ops.py), and the filter updates ---------------------------------

@@ -30,7 +30,7 @@ DTYPES = (np.float32, np.float64)
 class _Run:
     """The tiles of one batch and the packed network (a kernels.Net): the arguments of kernels.settle_tiles."""
 
-    def __init__(self, params, cfg, B, dtype, pi0=1.0):
+    def __init__(self, params, cfg, B, dtype, pi0=1.0, momentum=0.0):
         self.cfg, self.B, self.dtype = cfg, B, np.dtype(dtype)
         self.V = lanes(dtype)
         self.geo, P = geometry(cfg, self.V)
@@ -41,10 +41,11 @@ class _Run:
         self.e = np.empty((self.nt, P), dtype)
         self.zb = np.empty((self.nt, P), dtype)
         self.region(self.e, cfg.L)[:] = 0
+        self.zp = np.empty((self.nt, P if momentum else 0), dtype)     # the previous states (heavy-ball momentum)
         gamma0 = cfg.gamma if cfg.gamma_bottom else 0.0
         nph = int(max(self.geo[l, 0] * self.geo[l, 1] * self.geo[l, 2] for l in range(cfg.L + 1))) * self.V
         self.net = kernels.Net(self.geo, cfg.L, *pack(params, cfg, dtype, pi0), cfg.kernel, cfg.stride,
-                               np.array([cfg.leak, cfg.beta, cfg.gamma, gamma0], dtype), bool(cfg.pcn), self.V, nph)
+                               np.array([cfg.leak, cfg.beta, cfg.gamma, gamma0, momentum], dtype), bool(cfg.pcn), self.V, nph)
 
     def region(self, buf, l):
         C, H, W, off = (int(v) for v in self.geo[l, :4])
@@ -59,7 +60,7 @@ class _Run:
 
     def run(self, T=0, free_bottom=False, init=False, correct_first=False, final=False):
         en = np.zeros((self.nt, T + 1, self.V), np.float64)
-        threads.run(kernels.settle_tiles, self.nt, kernels.Tiles(self.z, self.e, self.zb, en), self.net,
+        threads.run(kernels.settle_tiles, self.nt, kernels.Tiles(self.z, self.e, self.zb, en, self.zp), self.net,
                     kernels.Steps(int(T), bool(free_bottom), bool(init), bool(correct_first), bool(final)))
         return en.transpose(1, 0, 2).reshape(T + 1, self.nt * self.V)[:, :self.B].astype(self.dtype)
 
@@ -133,19 +134,20 @@ def energy(e):
     return (0.5 * total).astype(e[0].dtype)
 
 
-def settle(params, x, cfg, z_top, T=None, clamp="always", pi0=1.0):
+def settle(params, x, cfg, z_top, T=None, clamp="always", pi0=1.0, momentum=0.0):
     """Algorithm 1 (== ngc_ref.model.settle): ancestral initialisation then T synchronous steps of Eq. 1 + Eq. 2.
 
     x: (B, C_0, H, W) image (the noisy one for denoising); z_top: (B, C_L, H_L, W_L) initial top state;
     float32 or float64, one dtype. clamp="always": z^0 = x throughout (reconstruction, training);
     clamp="first": z^0 = x at t = 1 only, then d^0 = -e^0. pi0: the precision of e^0 in z^1's correction
-    (ngc_ref.model.corrections). Returns a SettleResult of NumPy arrays: final z, zbar and e recomputed from
-    them, and the energy per image before each step and after the last (T+1, B).
+    (ngc_ref.model.corrections); momentum: the heavy-ball weight of each step (ngc_ref.model.heavy_ball). Returns
+    a SettleResult of NumPy arrays: final z, zbar and e recomputed from them, and the energy per image before each
+    step and after the last (T+1, B).
     """
     checks.check_clamp(clamp)
     dtype = checks.check_settle_inputs(params, x, cfg, z_top, DTYPES)
     T = cfg.T if T is None else checks.check_steps(T)
-    r = _Run(params, cfg, x.shape[0], dtype, checks.check_precision(pi0))
+    r = _Run(params, cfg, x.shape[0], dtype, checks.check_precision(pi0), checks.check_momentum(momentum, clamp))
     r.put(r.z, 0, x)
     r.put(r.z, cfg.L, z_top)
     energy_trace = r.run(T, free_bottom=(clamp == "first"), init=True, final=True)

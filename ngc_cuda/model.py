@@ -86,26 +86,33 @@ def init_states(x, params, cfg, z_top, backend=None):
     return ngc_step.init_states(x, params, cfg, z_top, device=dev)
 
 
-def settle(params, x, cfg, z_top, T=None, clamp="always", kernel="auto", backend=None, pi0=1.0):
+def settle(params, x, cfg, z_top, T=None, clamp="always", kernel="auto", backend=None, pi0=1.0, momentum=0.0):
     """Algorithm 1: ancestral initialisation then T synchronous steps of Eq. 1 + Eq. 2 (== ngc_ref.model.settle).
 
     x: (B, C_0, H, W) float32 image (the noisy one for denoising); z_top: (B, C_L, H_L, W_L) initial top
     state; clamp "always" (z^0 = x throughout) or "first" (z^0 = x at t = 1 only, then d^0 = -e^0).
     kernel: "auto", "per-step" or "whole" (module docstring). pi0: the precision of e^0 in z^1's correction
-    (ngc_ref.model.corrections), carried by E^1 scaled by pi0. Returns a SettleResult of float32 arrays
-    of x's type: final z, zbar and e recomputed from them, the energy trace (T+1, B), and the path taken.
+    (ngc_ref.model.corrections), carried by E^1 scaled by pi0. momentum: the heavy-ball weight of each step
+    (ngc_ref.model.heavy_ball), on the per-step path only: the whole-settle kernel keeps one copy of the states
+    in shared memory, and the previous states would double it (kernel "auto" takes the per-step path).
+    Returns a SettleResult of float32 arrays of x's type: final z, zbar and e recomputed from them, the energy
+    trace (T+1, B), and the path taken.
     """
     if kernel not in KERNELS:
         raise ValueError("settle: kernel must be one of %s, got %r" % (KERNELS, kernel))
     T, dev, params = checks.settle_inputs("settle", params, x, cfg, z_top, T, clamp, backend)   # both paths trust them
     params = _precision_weighted(params, ref_checks.check_precision(pi0))
-    whole = kernel == "whole" or (kernel == "auto" and settle_whole.fits(cfg, params.get("E") is not None,
-                                                                          dev.smem_limit))
+    momentum = ref_checks.check_momentum(momentum, clamp)
+    if momentum and kernel == "whole":
+        raise ValueError("settle: the whole-settle kernel has no momentum (it keeps one copy of the states in shared "
+                         "memory); pass kernel='per-step' or 'auto'")
+    whole = kernel == "whole" or (kernel == "auto" and not momentum and
+                                  settle_whole.fits(cfg, params.get("E") is not None, dev.smem_limit))
     log.debug("settle: %s path (kernel=%r, %s)", "whole" if whole else "per-step", kernel, dev)
     if whole:
         res = settle_whole.settle_whole(params, x, cfg, z_top, T=T, clamp=clamp, device=dev)
         return SettleResult(res.z, res.zbar, res.e, res.energy, path="whole")
-    res = ngc_step.settle(params, x, cfg, z_top, T=T, clamp=clamp, device=dev)
+    res = ngc_step.settle(params, x, cfg, z_top, T=T, clamp=clamp, momentum=momentum, device=dev)
     return SettleResult(res.z, res.zbar, res.e, res.energy, path="per-step")
 
 

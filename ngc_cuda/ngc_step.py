@@ -138,20 +138,28 @@ def init_states(x, params, cfg, z_top, *, device):
     return z
 
 
-def settle(params, x, cfg, z_top, T, clamp="always", *, device):
+def settle(params, x, cfg, z_top, T, clamp="always", momentum=0.0, *, device):
     """Algorithm 1 on the per-step kernels (== ngc_ref.model.settle): the ancestral initialisation, then T
     synchronous steps, each one predictions_and_errors, energy, correct; any configuration fits.
-    The inputs are as ngc_cuda.model.settle checked them (checks.settle_inputs), T an int.
+    The inputs are as ngc_cuda.model.settle checked them (checks.settle_inputs), T an int. momentum: the
+    heavy-ball weight of each step (ngc_ref.model.heavy_ball; a clamped settle), as array arithmetic after
+    the correction kernels: z^l += momentum (old z^l - previous z^l).
     Returns an ngc_ref.model.SettleResult of float32 arrays of x's type."""
     L, E = cfg.L, error_filters(params)
     z = init_states(x, params, cfg, z_top, device=device)
     zbar = [device.empty(z[l].shape) for l in range(L)]
     e = [device.empty(z[l].shape) for l in range(L)] + [device.zeros(z[L].shape)]
     trace = device.empty((T + 1, x.shape[0]))      # row t (a contiguous view) is written by the energy kernel
+    prev = [zl.copy() for zl in z[1:]] if momentum else None          # no velocity at the start
     for t in range(T):
         predictions_and_errors(z, params, cfg, zbar, e, write_zbar=False, device=device)   # zbar: only at the end
         energy(e[:L], out=trace[t], device=device)
+        old = [zl.copy() for zl in z[1:]] if momentum else None
         correct(z, e, E, cfg, free_bottom=(clamp == "first"), in_place=True, device=device)
+        if momentum:
+            for zl, o, p in zip(z[1:], old, prev):
+                zl += momentum * (o - p)
+            prev = old
     predictions_and_errors(z, params, cfg, zbar, e, device=device)
     energy(e[:L], out=trace[T], device=device)
     return SettleResult(z, zbar, e, trace)

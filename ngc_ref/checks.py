@@ -23,7 +23,7 @@ import numpy as np
 # the operators' shape rules are written beside the operators, with the SAME rule they check, and published here
 from .ops import check_filters, check_out_hw, check_weight_grad  # noqa: F401
 
-__all__ = ["check_settle_inputs", "check_params", "check_steps", "check_precision", "check_clamp", "param_shape",
+__all__ = ["check_settle_inputs", "check_params", "check_steps", "check_precision", "check_momentum", "check_clamp", "param_shape",
            "NonFiniteError", "first_nonfinite", "nonfinite_kind", "named_params", "check_filters", "check_out_hw",
            "check_weight_grad", "check_image_batch", "check_finite_inputs"]
 
@@ -215,6 +215,18 @@ def check_precision(pi0, where="settle"):
         raise ValueError("%s: pi0 must be a finite number > 0 (the precision of e^0; 1 = Algorithm 1), got %r"
                          % (where, pi0))
     return float(pi0)
+
+
+def check_momentum(momentum, clamp="always", where="settle"):
+    """momentum, the heavy-ball weight of a settle (ngc_ref.model.heavy_ball): a number in [0, 1) (0: Algorithm 1's
+    plain steps). Only for a clamped settle: a free z^0 (clamp "first") keeps Algorithm 1's steps."""
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not (0 <= float(momentum) < 1):
+        raise ValueError("%s: momentum must be a number in [0, 1) (0 = Algorithm 1's plain steps), got %r"
+                         % (where, momentum))
+    if momentum and clamp != "always":
+        raise ValueError("%s: momentum is for clamped settles (clamp 'always', the precision reading of denoising); "
+                         "clamp %r settles with plain steps" % (where, clamp))
+    return float(momentum)
 
 
 # ---- the library's image batches (convngc.model) ---------------------------------------------------------

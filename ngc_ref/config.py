@@ -49,6 +49,7 @@ RANGES = {
     "denoise": ("choice", "precision", "clamped", "free"),
     "pi0": ("float", 0, False, 1, True),               # precision of the noisy bottom error; 1 = plain clamped
     "T_denoise": ("int", 0, True, None, None),         # settling steps of a denoising settle; 0 = automatic
+    "momentum": ("float", 0, True, 1, False),          # heavy-ball weight of a precision denoising settle; 0 = plain steps
 }
 
 
@@ -130,6 +131,8 @@ class Config:
                                            # "free" = Sec. 4 (z^0 = the noisy image at t = 1, then it evolves by Eq. 2)
     pi0: float = 0.1                       # "precision": the precision of e^0 (the noisy image's error), in (0, 1]
     T_denoise: int = 0                     # settling steps of a denoising settle (0: T x ceil(0.25 / pi0), see denoise_T)
+    momentum: float = 0.0                  # "precision": heavy-ball momentum of the denoising settle (ngc_ref.model.heavy_ball);
+                                           # 0 = Algorithm 1's plain steps; `convngc tune` sets 0.9 (same fixed point, 16x fewer steps)
 
     def __post_init__(self):
         object.__setattr__(self, "channels", _int_tuple("channels", self.channels, "(10, 15, 20, 25, 3)"))
@@ -177,6 +180,12 @@ class Config:
     def denoise_pi0(self):
         """The weight of e^0 in z^1's correction when denoising: pi0 under the "precision" reading, else 1."""
         return self.pi0 if self.denoise == "precision" else 1.0
+
+    @property
+    def denoise_momentum(self):
+        """The heavy-ball momentum of a denoising settle: momentum under the "precision" reading, else 0 (the
+        clamped and free readings are Algorithm 1's steps)."""
+        return self.momentum if self.denoise == "precision" else 0.0
 
     @property
     def denoise_T(self):

@@ -158,8 +158,13 @@ def test_reading_follows_the_model_and_rescales_with_sigma():
     assert apply.reading(m, "denoise", sigma=100.0).T == apply.MAX_T
     rec = apply.reading(m, "reconstruct")
     assert (rec.T, rec.pi0, rec.clamp) == (10, 1.0, "always")
+    assert rd.momentum == 0.0
+    m.cfg = dataclasses.replace(m.cfg, momentum=0.9)               # heavy ball: steps ~ sqrt(1 / pi0)
+    quick = apply.reading(m, "denoise", sigma=0.2)
+    assert quick.momentum == 0.9 and quick.pi0 == pytest.approx(0.025) and quick.T == 80
+    assert apply.reading(m, "denoise", sigma=0.02).T == 13          # 40 x sqrt(0.1 / 1), at least T / 4
     m.cfg = dataclasses.replace(m.cfg, denoise="clamped")          # Algorithm 1: no precision to rescale
-    assert apply.reading(m, "denoise", sigma=0.3).pi0 == 1.0
+    assert apply.reading(m, "denoise", sigma=0.3).pi0 == 1.0 and apply.reading(m, "denoise").momentum == 0.0
     with pytest.raises(apply.ApplyError):
         apply.reading(m, "denoise", sigma=-1)
 

@@ -86,11 +86,18 @@ def test_precision_weighted_settle_matches_the_reference(backend, pcn, learn_E, 
                          name="%s pi0=%g one correction, z[%d]" % (backend, pi0, l))
     a = ref_model.settle(p, noisy, cfg, z_top, pi0=0.1).zbar[0]
     assert np.abs(a - ref_model.settle(p, noisy, cfg, z_top).zbar[0]).max() > 1e-3     # pi0 changes the output
+    want = ref_model.settle(p, noisy, cfg, z_top, pi0=0.1, momentum=0.9)                 # heavy-ball momentum
+    got = fast.settle(p, noisy, cfg, z_top, pi0=0.1, momentum=0.9, **kw)
+    for l in range(cfg.L + 1):
+        assert_close(got.z[l], want.z[l], **TOL["settled"], name="%s momentum z[%d]" % (backend, l))
+    assert np.abs(want.zbar[0] - ref_model.settle(p, noisy, cfg, z_top, pi0=0.1).zbar[0]).max() > 1e-3
     if backend == "cpu":
         args = (tree64(p), noisy.astype(np.float64), cfg, z_top.astype(np.float64))
-        want, got = ref_model.settle(*args, pi0=0.1), cpu_model.settle(*args, pi0=0.1)
-        for l in range(cfg.L + 1):
-            assert_close(got.z[l], want.z[l], rtol=1e-12, atol=1e-13, name="cpu float64 pi0 z[%d]" % l)
+        for mom in (0.0, 0.9):
+            want, got = ref_model.settle(*args, pi0=0.1, momentum=mom), cpu_model.settle(*args, pi0=0.1, momentum=mom)
+            for l in range(cfg.L + 1):
+                assert_close(got.z[l], want.z[l], rtol=1e-12, atol=1e-13, name="cpu float64 pi0 momentum %g z[%d]"
+                             % (mom, l))
 
 
 def test_cpu_backend_dtypes(x):

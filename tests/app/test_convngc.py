@@ -289,34 +289,39 @@ def test_cli_ood_evaluation(tmp_path, shared_data, capsys):
     assert (run / "samples_reconstruction-2.png").exists()
 
 
-@pytest.mark.parametrize("reading,clamp,pi0", [("precision", "always", 0.25), ("clamped", "always", 1.0),
-                                               ("free", "first", 1.0)])
-def test_denoise_follows_the_configured_reading(reading, clamp, pi0):
+@pytest.mark.parametrize("reading,clamp,pi0,mom", [("precision", "always", 0.25, 0.0), ("precision", "always", 0.25, 0.6),
+                                                   ("clamped", "always", 1.0, 0.0), ("free", "first", 1.0, 0.0)])
+def test_denoise_follows_the_configured_reading(reading, clamp, pi0, mom):
     """cfg.denoise picks how denoising treats z^0: "precision" (the default) settles with the noisy image
     clamped throughout and its error weighted by cfg.pi0 in z^1's correction, "clamped" (Algorithm 1) the same
-    with pi0 = 1, "free" (Sec. 4) clamps it at t = 1 only; all for cfg.T_denoise steps. ConvNGC.denoise and
+    with pi0 = 1, "free" (Sec. 4) clamps it at t = 1 only; all for cfg.T_denoise steps, with cfg.momentum under the
+    precision reading only (a config with momentum 0.6 denoises with plain steps when clamped or free). ConvNGC.denoise and
     train.run_task must both settle exactly that way (same z^L draws, so the outputs are equal to the last bit)."""
     import dataclasses
     from convngc import train
     assert Config().denoise == "precision" and Config().denoise_pi0 == Config().pi0 < 1
-    cfg = dataclasses.replace(TINY, denoise=reading, pi0=0.25, T_denoise=TINY.T + 2)
-    assert cfg.denoise_pi0 == pi0 and cfg.denoise_T == TINY.T + 2
+    cfg = dataclasses.replace(TINY, denoise=reading, pi0=0.25, T_denoise=TINY.T + 2, momentum=0.6 if mom else 0.0)
+    assert cfg.denoise_pi0 == pi0 and cfg.denoise_T == TINY.T + 2 and cfg.denoise_momentum == mom
     rng = np.random.default_rng(0)
     x = rng.random((3,) + (cfg.layer_channels[0],) + cfg.image_hw).astype(np.float32)
     noisy = (x + rng.normal(0, 0.1, x.shape)).astype(np.float32)
     a, b = ConvNGC(cfg, seed=4), ConvNGC(cfg, seed=4)
     got = a.denoise(noisy)
-    want = b.settle(noisy, T=cfg.T_denoise, clamp=clamp, noisy=True, pi0=pi0).zbar[0]
+    want = b.settle(noisy, T=cfg.T_denoise, clamp=clamp, noisy=True, pi0=pi0, momentum=mom).zbar[0]
     np.testing.assert_array_equal(got, want)
-    for other_clamp, other_pi0, other_T in (("first" if clamp == "always" else "always", pi0, cfg.T_denoise),
-                                            (clamp, 0.5 if pi0 == 1 else 1.0, cfg.T_denoise),
-                                            (clamp, pi0, cfg.T)):
-        other = ConvNGC(cfg, seed=4).settle(noisy, T=other_T, clamp=other_clamp, noisy=True, pi0=other_pi0).zbar[0]
+    others = [("first" if clamp == "always" else "always", pi0, cfg.T_denoise, 0.0),
+              (clamp, 0.5 if pi0 == 1 else 1.0, cfg.T_denoise, mom), (clamp, pi0, cfg.T, mom)]
+    if clamp == "always":
+        others.append((clamp, pi0, cfg.T_denoise, 0.3 if mom else 0.6))
+    for other_clamp, other_pi0, other_T, other_mom in others:
+        other = ConvNGC(cfg, seed=4).settle(noisy, T=other_T, clamp=other_clamp, noisy=True, pi0=other_pi0,
+                                            momentum=other_mom).zbar[0]
         assert not np.array_equal(got, other)                # each part of the reading changes the output
     out, inp, _ = train.run_task(ConvNGC(cfg, seed=4), x, "denoising", batch_size=3, seed=11)
     m = ConvNGC(cfg, seed=4)
     m.rng = np.random.default_rng([11, 1])                   # run_task's z^L stream for seed 11
-    np.testing.assert_array_equal(out, m.settle(inp, T=cfg.T_denoise, clamp=clamp, noisy=True, pi0=pi0).zbar[0])
+    np.testing.assert_array_equal(out, m.settle(inp, T=cfg.T_denoise, clamp=clamp, noisy=True, pi0=pi0,
+                                                momentum=mom).zbar[0])
 
 
 def test_denoising_evaluation_reports_the_noisy_input_beside_the_output():

@@ -30,12 +30,27 @@ def test_the_grid_picks_the_lowest_mse_and_measures_each_point_fairly():
     row = table[-1]
     rng = np.random.default_rng([3, 7])
     noisy = (x + rng.normal(0.0, 0.1, size=x.shape)).astype(np.float32)
-    out = tune._denoise(model, noisy, row["pi0"], row["T"], 3, 100)
+    out = tune._denoise(model, noisy, row["pi0"], row["T"], 3, 100, row["momentum"])
     from convngc import metrics
     assert metrics.mse(out, x) == row["mse"]
     assert best["noisy_input"]["mse"] == pytest.approx(metrics.mse(noisy, x))
     tuned = tune.tuned_config(cfg, best)
     assert (tuned.denoise, tuned.pi0, tuned.denoise_T) == ("precision", best["pi0"], best["T"])
+    assert tuned.momentum == best["momentum"] == row["momentum"] == tune.MOMENTUM > 0     # it settles as tuned
+    assert tune.tuned_config(cfg, {"pi0": 0.1, "T": 5}).momentum == 0.0       # a tuning made before momentum
+
+
+def test_a_fraction_of_T_is_a_whole_number_of_steps_and_a_tuning_by_an_older_grid_is_not_current():
+    cfg = Config(T=6, channels=(3, 4, 3), image_hw=(16, 16))
+    model = ConvNGC(cfg, "cpu", seed=1)
+    x = np.random.default_rng(0).random((4, 3, 16, 16)).astype(np.float32)
+    table, best = tune.tune_denoising(model, x, pi0s=(0.5,), factors=(0.25, 0.5, 1), seed=0)
+    assert [r["T"] for r in table][:2] == [2, 3]                      # round(1.5) = 2, 3
+    full = dict(best, pi0_grid=list(tune.PI0_GRID), t_factors=[float(f) for f in tune.T_FACTORS],
+                max_steps=tune.MAX_STEPS, momentum=tune.MOMENTUM)
+    assert tune.is_current(full)
+    assert not tune.is_current(dict(full, momentum=0.0))                # tuned for plain steps: tune again
+    assert not tune.is_current(dict(full, t_factors=[1, 2, 4, 8, 16]))
 
 
 def test_the_choice_prefers_a_shorter_settle_that_is_nearly_as_good(monkeypatch):
@@ -43,7 +58,7 @@ def test_the_choice_prefers_a_shorter_settle_that_is_nearly_as_good(monkeypatch)
     167.88) and T 1920 (167.81) the tuning keeps 960; a clearly better longer one is kept."""
     from convngc.model import ConvNGC as M
     mses = {(1.0, 4): 300.0, (1.0, 8): 299.0, (0.5, 4): 200.0, (0.5, 8): 167.88, (0.5, 16): 167.81}
-    monkeypatch.setattr(tune, "_denoise", lambda model, noisy, pi0, T, seed, batch: (pi0, T))
+    monkeypatch.setattr(tune, "_denoise", lambda model, noisy, pi0, T, seed, batch, momentum: (pi0, T))
     monkeypatch.setattr(tune.metrics, "mse", lambda out, x: mses[out] if isinstance(out, tuple) else 600.0)
     monkeypatch.setattr(tune.metrics, "psnr", lambda out, x: 20.0)
     model = M(Config(T=4, channels=(3, 4, 3), image_hw=(16, 16)), "cpu")
@@ -65,6 +80,7 @@ def test_train_tunes_best_npz_and_evaluate_uses_it(tmp_path):
     cfg, _, _, meta = checkpoint.load(run / "best.npz")
     tuning = meta["denoise_tuning"]
     assert cfg.denoise == "precision" and cfg.pi0 == tuning["pi0"] and cfg.T_denoise == tuning["T"]
+    assert cfg.momentum == tuning["momentum"] == tune.MOMENTUM
     assert tuning["n_images"] == 8 and len(tuning["table"]) >= 2
     assert json.loads((run / "config.json").read_text())["model"]["pi0"] == Config().pi0
     before = _sha(run / "best.npz")
@@ -73,12 +89,15 @@ def test_train_tunes_best_npz_and_evaluate_uses_it(tmp_path):
     assert cli.main(["evaluate", str(run), "--limit", "8", "--trials", "1", "--no-progress"]) == 0
     m = json.loads((run / "metrics.json").read_text())
     assert m["checkpoint"]["path"].endswith("best.npz")
-    assert m["pi0"] == cfg.pi0 and m["T_denoise"] == cfg.T_denoise
+    assert m["pi0"] == cfg.pi0 and m["T_denoise"] == cfg.T_denoise and m["momentum"] == cfg.momentum
     assert "psnr_of_mse" in m["results"]["denoising"]["summary"]
     assert cli.main(["evaluate", str(run), "--limit", "8", "--trials", "1", "--no-progress", "--denoise", "clamped",
                      "--T-denoise", "5"]) == 0
     m2 = json.loads((run / "metrics-2.json").read_text())
     assert m2["pi0"] == 1.0 and m2["T_denoise"] == 5 and m2["config"]["denoise"] == "clamped"
+    assert m2["momentum"] == 0.0                                        # the clamped reading: Algorithm 1's steps
+    assert cli.main(["evaluate", str(run), "--limit", "8", "--trials", "1", "--no-progress", "--momentum", "0"]) == 0
+    assert json.loads((run / "metrics-3.json").read_text())["momentum"] == 0.0
     assert cli.main(["train", "--resume", str(run), "--epochs", "2", "--tune-limit", "0", "--no-progress"]) == 0
 
 

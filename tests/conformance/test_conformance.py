@@ -29,6 +29,7 @@ MODES = {
     "reduce-mean": dict(reduce="mean"),
     "denoise-no-gamma-bottom": dict(gamma_bottom=False, gamma=0.02),
     "precision": {},
+    "precision-momentum": {},
 }
 # the backends that compute in float64 when given it (the others refuse it: test_checks.py)
 FLOAT64 = ("numpy", "cpu")
@@ -44,7 +45,8 @@ def test_settle_agrees_with_the_reference(backend, rng, mode):
     errors, predictions and energies in the dtype of the inputs; the inputs untouched; a clamped z^0 is x."""
     cfg = dataclasses.replace(SMALL, **MODES[mode])
     params, x, z_top = setup(cfg, rng, B=3)
-    kw = dict(clamp="first" if mode.startswith("denoise") else "always", pi0=0.3 if mode == "precision" else 1.0)
+    kw = dict(clamp="first" if mode.startswith("denoise") else "always", pi0=0.3 if mode.startswith("precision") else 1.0,
+              momentum=0.9 if mode == "precision-momentum" else 0.0)
     p, xb, zb = backend.put_tree(params), backend.put(x.copy()), backend.put(z_top.copy())
     for T, tol in ((1, TOL["step"]), (cfg.T, TOL["settled"])):
         res = backend.settle(p, xb, cfg, zb, T=T, **kw)

@@ -145,6 +145,22 @@ def test_precision_weighted_settle_matches_ref(be, rng, path, learn_E):
         cuda_model.settle(params, x, cfg, z_top, pi0=-1.0)
 
 
+def test_momentum_takes_the_per_step_path_and_matches_ref(one_be, rng):
+    """Heavy-ball momentum (ngc_ref.model.heavy_ball) runs on the per-step kernels, with the previous states kept
+    as arrays: kernel 'auto' takes that path, 'whole' refuses it by name; the result is the reference's."""
+    cfg = dataclasses.replace(SMALL, T=10)
+    params, x, z_top = setup(cfg, rng)
+    ref = ref_model.settle(tree64(params), f64(x), cfg, f64(z_top), pi0=0.2, momentum=0.9)
+    with one_be.run():
+        res = cuda_model.settle(on(one_be, params), one_be(x), cfg, one_be(z_top), pi0=0.2, momentum=0.9)
+    assert res.path == "per-step"
+    compare(res, ref, cfg, TOL["settled"], "momentum 0.9")
+    with pytest.raises(ValueError, match="whole-settle kernel has no momentum"):
+        cuda_model.settle(params, x, cfg, z_top, kernel="whole", momentum=0.9, backend="cuda-emu")
+    with pytest.raises(ValueError, match="momentum is for clamped settles"):
+        cuda_model.settle(params, x, cfg, z_top, clamp="first", momentum=0.9, backend="cuda-emu")
+
+
 def test_settle_T0_and_odd_config(be, rng):
     params, x, z_top = setup(ODD, rng)
     res, ref = _settle_both(be, ODD, params, x, z_top, T=0)
