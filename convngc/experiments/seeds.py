@@ -88,7 +88,8 @@ def table(folder, dataset="cifar10"):
             r = rows[s]
             extra = ""
             if task == "denoising":
-                extra = " (pi0 %g, T %d)" % (seeds[s].get("pi0", float("nan")), seeds[s].get("T_denoise", 0))
+                extra = " (pi0 %g, T %d%s)" % (seeds[s].get("pi0", float("nan")), seeds[s].get("T_denoise", 0),
+                                                ", momentum %g" % seeds[s]["momentum"] if seeds[s].get("momentum") else "")
             lines.append("| seed %d%s | %s |" % (s, extra, " | ".join(("%." + str(FMT[k]) + "f") % r[k] for k in KEYS)))
         lines.append("| **mean%s over %d %s** | %s |" % (" ± std" if len(rows) > 1 else "", len(rows),
                                                            "seed" if len(rows) == 1 else "seeds", " | ".join(
