@@ -240,7 +240,8 @@ def add_parsers(sub, backends):
         if name == "denoise":
             p.add_argument("--sigma", type=_positive_float(1.0), default=None, help="the noise std of the inputs "
                            "on the [0, 1] scale: sets the denoising reading for it (precision pi0 x (tuned / "
-                           "sigma)^2, T x the inverse) (default: the level the model was tuned for, e.g. 0.1, or "
+                           "sigma)^2, T x the inverse, or its square root with momentum) (default: the level the model was tuned for, "
+                           "e.g. 0.1, or "
                            "--add-noise)")
         p.add_argument("--method", choices=apply.METHODS, default=apply.DEFAULT_METHOD, help="tiles: overlapping "
                        "tiles settled as one batch and blended; whole: the whole picture as one map (default %s)"
@@ -505,8 +506,9 @@ def _gb(n):
 def _describe_reading(rd):
     if rd.task == "reconstruct":
         return "T %d" % rd.T
-    return "%s, pi0 %.3g, T %d, set for noise std %.3g" % ("precision" if rd.pi0 != 1 else "clamped", rd.pi0, rd.T,
-                                                          rd.sigma)
+    return "%s, pi0 %.3g, T %d%s, set for noise std %.3g" % (
+        "precision" if rd.pi0 != 1 else "clamped", rd.pi0, rd.T,
+        ", momentum %g" % rd.momentum if rd.momentum else "", rd.sigma)
 
 
 def write_compare(path, seen, out, clean, q_in, q_out, task):
