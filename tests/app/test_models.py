@@ -30,6 +30,7 @@ def test_a_shipped_model_loads_and_matches_its_card(name):
     for cmd in card["regenerate"]:
         assert cmd.startswith(("convngc ", "bash ", "python ")), cmd
     assert card["denoising"]["pi0"] == cfg.pi0 and card["denoising"]["T"] == cfg.T_denoise
+    assert card["denoising"]["momentum"] == cfg.momentum and card["denoising"]["momenta"] == [0.9, 0.0]
 
 
 @pytest.mark.slow

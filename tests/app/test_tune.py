@@ -36,7 +36,8 @@ def test_the_grid_picks_the_lowest_mse_and_measures_each_point_fairly():
     assert best["noisy_input"]["mse"] == pytest.approx(metrics.mse(noisy, x))
     tuned = tune.tuned_config(cfg, best)
     assert (tuned.denoise, tuned.pi0, tuned.denoise_T) == ("precision", best["pi0"], best["T"])
-    assert tuned.momentum == best["momentum"] == row["momentum"] == tune.MOMENTUM > 0     # it settles as tuned
+    assert tuned.momentum == best["momentum"] and row["momentum"] in tune.MOMENTA        # it settles as tuned
+    assert best["momenta"] == [tune.MOMENTUM, 0.0]
     assert tune.tuned_config(cfg, {"pi0": 0.1, "T": 5}).momentum == 0.0       # a tuning made before momentum
 
 
@@ -47,9 +48,9 @@ def test_a_fraction_of_T_is_a_whole_number_of_steps_and_a_tuning_by_an_older_gri
     table, best = tune.tune_denoising(model, x, pi0s=(0.5,), factors=(0.25, 0.5, 1), seed=0)
     assert [r["T"] for r in table][:2] == [2, 3]                      # round(1.5) = 2, 3
     full = dict(best, pi0_grid=list(tune.PI0_GRID), t_factors=[float(f) for f in tune.T_FACTORS],
-                max_steps=tune.MAX_STEPS, momentum=tune.MOMENTUM)
+                max_steps=tune.MAX_STEPS, momenta=list(tune.MOMENTA))
     assert tune.is_current(full)
-    assert not tune.is_current(dict(full, momentum=0.0))                # tuned for plain steps: tune again
+    assert not tune.is_current(dict(full, momenta=None))                # tuned before momentum: tune again
     assert not tune.is_current(dict(full, t_factors=[1, 2, 4, 8, 16]))
 
 
@@ -80,7 +81,7 @@ def test_train_tunes_best_npz_and_evaluate_uses_it(tmp_path):
     cfg, _, _, meta = checkpoint.load(run / "best.npz")
     tuning = meta["denoise_tuning"]
     assert cfg.denoise == "precision" and cfg.pi0 == tuning["pi0"] and cfg.T_denoise == tuning["T"]
-    assert cfg.momentum == tuning["momentum"] == tune.MOMENTUM
+    assert cfg.momentum == tuning["momentum"] and cfg.momentum in tune.MOMENTA
     assert tuning["n_images"] == 8 and len(tuning["table"]) >= 2
     assert json.loads((run / "config.json").read_text())["model"]["pi0"] == Config().pi0
     before = _sha(run / "best.npz")
@@ -99,6 +100,31 @@ def test_train_tunes_best_npz_and_evaluate_uses_it(tmp_path):
     assert cli.main(["evaluate", str(run), "--limit", "8", "--trials", "1", "--no-progress", "--momentum", "0"]) == 0
     assert json.loads((run / "metrics-3.json").read_text())["momentum"] == 0.0
     assert cli.main(["train", "--resume", str(run), "--epochs", "2", "--tune-limit", "0", "--no-progress"]) == 0
+
+
+def test_plain_steps_compete_at_no_more_steps_than_the_momentum_choice(monkeypatch):
+    """Heavy ball's grid first; then plain steps (momentum 0), each no longer than heavy ball's choice, and the
+    choice is the cheapest within 0.5 % of the lowest MSE over both: a plain settle stopped early that denoises
+    better at the same cost wins; a longer plain settle is never tried."""
+    from convngc.model import ConvNGC as M
+    mses = {(0.9, 1.0, 2): 300.0, (0.9, 1.0, 4): 200.0, (0.9, 1.0, 8): 199.9,
+            (0.0, 1.0, 2): 400.0, (0.0, 1.0, 4): 190.0}
+    calls = []
+
+    def fake(model, noisy, pi0, T, seed, batch, momentum):
+        calls.append((momentum, T))
+        return (momentum, pi0, T)
+    monkeypatch.setattr(tune, "_denoise", fake)
+    monkeypatch.setattr(tune.metrics, "mse", lambda out, x: mses.get(out, 999.0) if isinstance(out, tuple) else 600.0)
+    monkeypatch.setattr(tune.metrics, "psnr", lambda out, x: 20.0)
+    model = M(Config(T=4, channels=(3, 4, 3), image_hw=(16, 16)), "cpu")
+    x = np.zeros((2, 3, 16, 16), np.float32)
+    table, best = tune.tune_denoising(model, x, pi0s=(1.0,), factors=(0.5, 1, 2, 4))
+    assert (best["momentum"], best["T"], best["mse"]) == (0.0, 4, 190.0)
+    assert max(T for m, T in calls if m == 0.0) == 4 and (0.9, 8) in calls          # capped at heavy ball's choice
+    mses[(0.0, 1.0, 4)] = 200.5                                     # same steps, a higher MSE: heavy ball kept
+    _, best = tune.tune_denoising(model, x, pi0s=(1.0,), factors=(0.5, 1, 2, 4))
+    assert (best["momentum"], best["T"]) == (0.9, 4)
 
 
 def test_evaluate_needs_one_model(tmp_path, capsys):
