@@ -219,11 +219,12 @@ def perf_picture_speed(files):
     out = []
     for path, d in files:
         out += ["From `%s` (%s):" % (path, _load_avg(d)), "",
-                "| task | backend | method | T | π0 | tiles | seconds | Mpx-steps/s | how |",
-                "|---|---|---|---|---|---|---|---|---|"]
-        for r in d["speed"]:
-            out.append("| %s | %s | %s | %d | %g | %d | %.1f | %.2f | %s |" % (
-                r["task"], r["backend"], _cell(r["method"]), r["T"], r["pi0"], r["tiles"], r["seconds"],
+                "| task | backend | method | T | π0 | momentum | tiles | seconds | Mpx-steps/s | how |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in d["speed"]:                      # files made before momentum: plain steps
+            out.append("| %s | %s | %s | %d | %g | %g | %d | %.1f | %.2f | %s |" % (
+                r["task"], r["backend"], _cell(r["method"]), r["T"], r["pi0"], r.get("momentum", 0.0), r["tiles"],
+                r["seconds"],
                 r["megapixel_steps_per_s"], _cell(r["note"]) or "timed in full"))
         out.append("")
     return "\n".join(out)

@@ -2,7 +2,7 @@
 input and the classical denoisers on the same noisy images.
 
     python -m convngc.experiments.seeds results/cifar10-seeds   # reads s*/metrics.json and classical/raw/*.json,
-                                                                # writes results/cifar10-seeds/README.md's table
+                                                                # prints the tables of results/cifar10-seeds/README.md
 
 Each seed's folder holds the `convngc evaluate ... --trials 5` output (metrics.json: 5 trials = new z^L draws
 and new noise each) and the run's history; `classical/` is `convngc reproduce --rows cifar10/tv cifar10/nlm
