@@ -18,6 +18,10 @@ The paper's description, and where this build departs from it (one line each):
   - Adam, step 2e-5, batches of 128 (as printed); PyTorch's Adam defaults otherwise.
   - Conv-DAE: trained on x + N(0, 0.1) (std 0.1 on the [0, 1] scale, not clipped, a fresh draw per batch)
     against the clean x; SELU instead of ReLU (as printed).
+The 1x1x32 bottleneck bounds what this network can reconstruct: 32 numbers per 3,072-pixel image. The best
+linear 32-number code (PCA) reconstructs CIFAR-10 at 19.1 dB and 30 dB takes about 530 principal components
+(bench/ae_convergence.py); trained to its curve's end this network stays below 30 dB by far (results/README.md,
+"The autoencoders: convergence, and why not 30 dB"), whatever the paper's 36.79 dB.
 """
 import time
 
@@ -36,18 +40,22 @@ DECODER_WIDTHS = (20, 15, 7, 7)        # hidden transposed-conv widths; the outp
 
 
 class ConvAE(nn.Module):
-    """The encoder/decoder above; `denoising=True` picks SELU (the paper's Conv-DAE)."""
+    """The encoder/decoder above; `denoising=True` picks SELU (the paper's Conv-DAE).
 
-    def __init__(self, channels=3, denoising=False):
+    `blocks` < 5 is NOT the paper's network: a measuring variant (bench/ae_convergence.py) with fewer conv+pool
+    blocks, so a larger code (3 blocks: 4x4x32 = 512 numbers, against the paper's 1x1x32 = 32), and decoder
+    widths of 32; it shows what the paper's 32-number bottleneck costs. The reproduction always uses 5."""
+
+    def __init__(self, channels=3, denoising=False, blocks=N_BLOCKS):
         super().__init__()
         act = nn.SELU if denoising else nn.ReLU
         enc, c = [], channels
-        for _ in range(N_BLOCKS):
+        for _ in range(blocks):
             enc += [nn.Conv2d(c, ENCODER_MAPS, 3, stride=1, padding=1), act(), nn.BatchNorm2d(ENCODER_MAPS),
                     nn.MaxPool2d(2, 2)]
             c = ENCODER_MAPS
         dec = []
-        for w in DECODER_WIDTHS:
+        for w in (DECODER_WIDTHS if blocks == N_BLOCKS else (ENCODER_MAPS,) * (blocks - 1)):
             # stride 2, padding 1, output_padding 1: exactly doubles the side (32 -> ... mirrors the pools)
             dec += [nn.ConvTranspose2d(c, w, 3, stride=2, padding=1, output_padding=1), act(), nn.BatchNorm2d(w)]
             c = w
@@ -68,9 +76,9 @@ class ConvAE(nn.Module):
 class AutoEncoderModel:
     """Training and inference around ConvAE on float NCHW arrays in [0, 1] (the project's layout)."""
 
-    def __init__(self, denoising=False, seed=0, lr=2e-5, noise_std=0.1, channels=3):
+    def __init__(self, denoising=False, seed=0, lr=2e-5, noise_std=0.1, channels=3, blocks=N_BLOCKS):
         torch.manual_seed(seed)
-        self.net = ConvAE(channels, denoising).float()
+        self.net = ConvAE(channels, denoising, blocks).float()
         self.denoising, self.noise_std, self.seed = denoising, noise_std, seed
         self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         self.gen = torch.Generator().manual_seed(seed)

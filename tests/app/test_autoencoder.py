@@ -56,3 +56,12 @@ def test_training_lowers_the_loss_and_the_dae_sees_noise():
     inp = seen[0].numpy()                                                   # a shuffled batch of x + noise
     resid = (inp[:, None] - x[None]).reshape(16, 16, -1).std(axis=2).min(axis=1)   # to its own clean image
     np.testing.assert_allclose(resid, 0.1, rtol=0.1)
+
+
+def test_the_larger_code_variant_is_only_asked_for():
+    """blocks < 5 (bench/ae_convergence.py's measuring variant, not the paper's) leaves a larger code; the
+    default, which the reproduction uses, is the paper's five blocks and 1x1x32 code."""
+    assert autoencoder.AutoEncoderModel().net.n_trainable() == autoencoder.PAPER_PARAMETERS
+    net = autoencoder.ConvAE(blocks=3)
+    assert net.encoder(torch.rand(2, 3, 32, 32)).shape == (2, 32, 4, 4)        # 512 numbers per image
+    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 3, 32, 32)
