@@ -528,15 +528,17 @@ def cmd_train(args, log=print, status=None):
     return folder.path, model, run_args
 
 
-def _tune_after_training(run_dir, val_x, args, backend, log):
-    """The last step of `convngc train`: the denoising reading of best.npz tuned on validation images."""
+def _tune_after_training(run_dir, val_x, args, backend, log, seed=None):
+    """The last step of `convngc train`: the denoising reading of best.npz tuned on validation images, with the
+    run's seed (as `convngc tune RUN` uses it: the same noise and top-state draws)."""
     limit = TUNE_LIMIT if getattr(args, "tune_limit", None) is None else args.tune_limit
     best = os.path.join(run_dir, "best.npz")
     if limit == 0 or not len(val_x) or not os.path.isfile(best):
         if limit and not len(val_x):
             log("no validation images: the denoising reading keeps its defaults (convngc tune RUN sets it later)")
         return
-    _tune_file(best, val_x[:limit], getattr(args, "seed", 0) or 0, backend, log, progress=progress.from_flags(args))
+    seed = (getattr(args, "seed", 0) or 0) if seed is None else seed
+    _tune_file(best, val_x[:limit], seed, backend, log, progress=progress.from_flags(args))
 
 
 def _tune_file(path, x, seed, backend, log, dry_run=False, progress=False):
@@ -659,7 +661,7 @@ def _resume(args, log, status):
         train.fit(model, train_x, val_x, epochs, run_args["batch_size"], run_dir, progress.from_flags(args), seed,
                   history, start, meta={"run_args": run_args}, log=log, on_checkpoint=status.checkpointed,
                   schedule=sched)
-        _tune_after_training(run_dir, val_x, args, backend, log)
+        _tune_after_training(run_dir, val_x, args, backend, log, seed=seed)
     finally:
         folder.release()
     return run_dir, model, run_args

@@ -127,6 +127,19 @@ def test_plain_steps_compete_at_no_more_steps_than_the_momentum_choice(monkeypat
     assert (best["momentum"], best["T"]) == (0.9, 4)
 
 
+def test_a_resumed_training_tunes_with_the_runs_seed(tmp_path):
+    """The tuning at the end of `train --resume` draws the noise and z^L with the run's seed, as `convngc tune RUN`
+    does (it once used seed 0: the same model tuned twice got two tables)."""
+    run = tmp_path / "run"
+    assert cli.main(["train", "--dataset", "embedded", "--limit", "40", "--val-limit", "12", "--epochs", "1",
+                     "--batch-size", "20", "--T", "4", "--seed", "3", "--tune-limit", "0", "--no-progress",
+                     "--out", str(run)]) == 0
+    assert cli.main(["train", "--resume", str(run), "--epochs", "2", "--tune-limit", "8", "--no-progress"]) == 0
+    tuning = checkpoint.load(run / "best.npz")[3]["denoise_tuning"]
+    assert tuning["seed"] == 3
+    assert cli.main(["tune", str(run), "--tune-limit", "8", "--dry-run", "--no-progress"]) == 0
+
+
 def test_evaluate_needs_one_model(tmp_path, capsys):
     assert cli.main(["evaluate", "--limit", "4"]) == 2
     assert "which model?" in capsys.readouterr().err
