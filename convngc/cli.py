@@ -538,26 +538,7 @@ def _tune_after_training(run_dir, val_x, args, backend, log, seed=None):
             log("no validation images: the denoising reading keeps its defaults (convngc tune RUN sets it later)")
         return
     seed = (getattr(args, "seed", 0) or 0) if seed is None else seed
-    _tune_file(best, val_x[:limit], seed, backend, log, progress=progress.from_flags(args))
-
-
-def _tune_file(path, x, seed, backend, log, dry_run=False, progress=False):
-    """Tune the denoising reading of checkpoint `path` on clean images x; rewrite it (atomically) with the choice
-    in its config and the table in its meta["denoise_tuning"]. Returns the chosen row."""
-    cfg, params, opt, meta = checkpoint.load(path)
-    model = ConvNGC(cfg, backend=backend, seed=seed, params=params)
-    log("tuning the denoising reading of %s on %d validation images (noise std %g): pi0 and T" % (
-        path, len(x), train.NOISE_STD))
-    t0 = time.time()
-    table, best = tune.tune_denoising(model, x, train.NOISE_STD, seed=seed, log=log)
-    log("chosen: pi0 %g, T_denoise %d (momentum %g): MSE %.2f, PSNR %.2f dB (the noisy input: MSE %.2f, PSNR %.2f dB; "
-        "Algorithm 1's clamped reading, pi0 1: MSE %.2f), %.0fs" % (
-            best["pi0"], best["T"], best.get("momentum", 0.0), best["mse"], best["psnr"], best["noisy_input"]["mse"],
-            best["noisy_input"]["psnr"], min(r["mse"] for r in table if r["pi0"] == 1.0), time.time() - t0))
-    if not dry_run:
-        checkpoint.save(path, tune.tuned_config(cfg, best), params, opt,
-                        dict(meta, denoise_tuning=dict(best, table=table)))
-    return best
+    tune.tune_checkpoint(best, val_x[:limit], seed, backend, log)
 
 
 def cmd_tune(args, log=print, status=None):
@@ -571,7 +552,7 @@ def cmd_tune(args, log=print, status=None):
     seed = args.seed if args.seed is not None else run_args.get("seed", 0)
     x = _load_images(dataset, "val", _abs(args.data_dir) or run_args.get("data_dir"), seed,
                      args.tune_limit or TUNE_LIMIT, cfg, False)
-    return _tune_file(path, x, seed, _backend_or_default(args.backend, log), log, dry_run=args.dry_run)
+    return tune.tune_checkpoint(path, x, seed, _backend_or_default(args.backend, log), log, dry_run=args.dry_run)
 
 
 VAL_BATCH = 100          # train.fit's validation batch

@@ -14,6 +14,7 @@ the checkpoint's config, so that `convngc evaluate` and `convngc.denoise` use th
 """
 import dataclasses
 import math
+import time
 
 import numpy as np
 
@@ -107,3 +108,25 @@ def tuned_config(cfg, best):
     "precision" with pi0 1), pi0, T_denoise and the momentum it was tuned with (0 in a tuning made before it)."""
     return dataclasses.replace(cfg, denoise="precision", pi0=best["pi0"], T_denoise=best["T"],
                                momentum=float(best.get("momentum", 0.0)))
+
+
+def tune_checkpoint(path, x, seed, backend, log=print, dry_run=False):
+    """Tune the denoising reading of checkpoint `path` on clean images x (validation images, never test images)
+    with `seed`'s noise; rewrite the checkpoint (atomically) with the choice in its config and the table in its
+    meta["denoise_tuning"] (not with dry_run). The last step of `convngc train`, `convngc tune` and the
+    reproduction's Conv-NGC rows. Returns the chosen row."""
+    from . import checkpoint, train
+    from .model import ConvNGC
+    cfg, params, opt, meta = checkpoint.load(path)
+    model = ConvNGC(cfg, backend=backend, seed=seed, params=params)
+    log("tuning the denoising reading of %s on %d validation images (noise std %g): pi0 and T" % (
+        path, len(x), train.NOISE_STD))
+    t0 = time.time()
+    table, best = tune_denoising(model, x, train.NOISE_STD, seed=seed, log=log)
+    log("chosen: pi0 %g, T_denoise %d (momentum %g): MSE %.2f, PSNR %.2f dB (the noisy input: MSE %.2f, PSNR %.2f dB; "
+        "Algorithm 1's clamped reading, pi0 1: MSE %.2f), %.0fs" % (
+            best["pi0"], best["T"], best.get("momentum", 0.0), best["mse"], best["psnr"], best["noisy_input"]["mse"],
+            best["noisy_input"]["psnr"], min(r["mse"] for r in table if r["pi0"] == 1.0), time.time() - t0))
+    if not dry_run:
+        checkpoint.save(path, tuned_config(cfg, best), params, opt, dict(meta, denoise_tuning=dict(best, table=table)))
+    return best

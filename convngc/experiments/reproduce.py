@@ -128,7 +128,7 @@ SCALES = {
               "train": {m: (16, 2, 8) for m in ("conv-ngc", "fc-ngc", "conv-ae", "conv-dae", "res-conv-ngc")}},
     "quick": {"n_test": 200, "n_val": 100, "n_tune": 100,
               "train": {"conv-ngc": (10000, 5, 100), "fc-ngc": (2000, 5, 100), "conv-ae": (4000, 30, 32),
-                        "conv-dae": (4000, 30, 32), "res-conv-ngc": (100, 1, 50)},
+                        "conv-dae": (4000, 30, 32), "res-conv-ngc": (1000, 4, 50)},
               "lr": {"conv-ae": 1e-3, "conv-dae": 1e-3}},
     "paper": {"n_test": None, "n_val": 5000, "n_tune": 500,
               "train": {"conv-ngc": (None, 20, 500), "fc-ngc": (None, 20, 500), "conv-ae": (None, 100, 128),
@@ -189,9 +189,6 @@ def all_rows():
     return rows
 
 
-DEFAULT_EXCLUDE = ("*/res-conv-ngc",)     # not in the paper's tables: only when --rows names it
-
-
 def _have_dataset(name, data_dir):
     """Its files are there (looked up, not read: --list stays instant; a corrupt file fails the run, naming it)."""
     return data.dataset_available(name, data_dir)
@@ -204,7 +201,7 @@ def _have_module(name):
 
 
 def select_rows(patterns, data_dir, log=print):
-    """The rows to run: those matching --rows (default: all but DEFAULT_EXCLUDE), minus those whose data or
+    """The rows to run: those matching --rows (default: all), minus those whose data or
     extras are missing (one line each says why), minus the substitutes when SVHN is present."""
     rows = all_rows()
     if patterns:
@@ -213,8 +210,6 @@ def select_rows(patterns, data_dir, log=print):
             raise SystemExit("error: --rows %s matches no row; `convngc reproduce --list` shows them"
                              % ", ".join(unknown))
         rows = [r for r in rows if any(fnmatch.fnmatch(r.id, p) for p in patterns)]
-    else:
-        rows = [r for r in rows if not any(fnmatch.fnmatch(r.id, p) for p in DEFAULT_EXCLUDE)]
     have = {}
     svhn = _have_dataset("svhn", data_dir)
     kept, skipped = [], []
@@ -260,19 +255,43 @@ def noisy_inputs(x, seed):
 # ------------------------------------------------------------------------------------------------------------
 # models: fit(train, val) -> history with "val_mse"; outputs(x, task, seed) -> (output, model input)
 # ------------------------------------------------------------------------------------------------------------
+# The Conv-NGC rows train by the shipped models' recipe (docs/training.md, models/*/card.json): Adam 3e-3, the
+# beta schedule (convngc/schedule.py: beta steps down before the settle's stability edge, a blow-up is taken
+# back), the best validation epoch or restore point kept, and the precision reading of denoising (pi0, T and
+# momentum) tuned on the scale's n_tune validation images with the trial's seed: what `convngc train` does.
+CONV_NGC_LR = 3e-3
+
+
 def conv_ngc_config():
-    """The Conv-NGC rows' model: the documented default Config() (read, never copied; tests may patch this)."""
-    return Config()
+    """The Conv-NGC rows' model: the documented default Config() at the recipe's Adam step (tests may patch this)."""
+    return dataclasses.replace(Config(), lr=CONV_NGC_LR)
 
 
 class _ConvNGCRow:
-    def __init__(self, seed, backend):
+    def __init__(self, seed, backend, n_tune=None):
         self.model = ConvNGC(conv_ngc_config(), backend=backend, seed=seed)
-        self.seed = seed
+        self.seed, self.n_tune = seed, n_tune
 
     def fit(self, tx, vx, epochs, batch, log):
-        return train.fit(self.model, tx, vx, epochs, batch, run_dir=None, progress=False, seed=self.seed,
-                         log=lambda s: log("  " + s))
+        """`convngc train`'s path in a scratch run folder: train.fit with the beta schedule (best.npz: the best
+        epoch, or the restore point when it validates lower), then the denoising reading tuned into best.npz;
+        the row's model is best.npz. The history gains "tuning": the chosen pi0, T, momentum and their MSE."""
+        import tempfile
+        from .. import checkpoint, schedule, tune
+        cfg, backend = self.model.cfg, self.model.backend.name
+        with tempfile.TemporaryDirectory(prefix="convngc-row-") as run_dir:
+            sched = schedule.BetaSchedule(schedule.ScheduleOptions(), cfg, vx if len(vx) else tx,
+                                          log=lambda s: log("  " + s))
+            hist = train.fit(self.model, tx, vx, epochs, batch, run_dir=run_dir, progress=False, seed=self.seed,
+                             log=lambda s: log("  " + s), schedule=sched)
+            best = os.path.join(run_dir, "best.npz")
+            if len(vx) and os.path.isfile(best):
+                n = len(vx) if self.n_tune is None else min(self.n_tune, len(vx))
+                choice = tune.tune_checkpoint(best, vx[:n], self.seed, backend, log=lambda s: log("  " + s))
+                hist["tuning"] = {k: choice[k] for k in ("pi0", "T", "momentum", "mse", "psnr") if k in choice}
+                cfg, params, _, _ = checkpoint.load(best)
+                self.model = ConvNGC(cfg, backend=backend, seed=self.seed, dtype=self.model.dtype, params=params)
+        return hist
 
     def outputs(self, x, task, seed):
         out, inp, _ = train.run_task(self.model, x, "denoising" if task == "denoising" else "reconstruction",
@@ -288,9 +307,9 @@ class _GenericRow:
         return self.model.fit(tx, vx, epochs, batch, log=log)
 
     def outputs(self, x, task, seed):
-        if task == "denoising":                 # the same reading of denoising as the Conv-NGC rows (Config.denoise)
-            inp = noisy_inputs(x, seed)
-            clamp = "always" if Config().denoise == "clamped" else "first"
+        if task == "denoising":                 # z^0 clamped to the noisy image (Algorithm 1), as the Conv-NGC rows
+            inp = noisy_inputs(x, seed)         # (their precision reading weights e^0, which these models lack),
+            clamp = "first" if Config().denoise == "free" else "always"         # free only when the default is
         else:
             inp, clamp = x, "always"
         if hasattr(self.model, "_settle"):
@@ -308,9 +327,9 @@ JOB_THREADS = 1
 THREADED = ("fc-ngc", "res-conv-ngc", "conv-ae", "conv-dae")
 
 
-def make_model(name, seed, backend, lr=None):
+def make_model(name, seed, backend, lr=None, n_tune=None):
     if name == "conv-ngc":
-        return _ConvNGCRow(seed, backend)
+        return _ConvNGCRow(seed, backend, n_tune)
     from . import baselines
     if name == "fc-ngc":
         return _GenericRow(baselines.FCNGCModel(seed=seed))
@@ -340,7 +359,9 @@ def row_setup(row, scale_cfg, trials, backend):
     else:
         s.update(n_tune=scale_cfg["n_tune"])
     if row.model == "conv-ngc":
-        s.update(backend=backend, config=conv_ngc_config().to_dict())
+        s.update(backend=backend, config=conv_ngc_config().to_dict(), lr=CONV_NGC_LR, n_tune=scale_cfg["n_tune"],
+                 recipe="beta schedule; best epoch or restore point; denoising pi0 / T / momentum tuned on "
+                        "n_tune validation images")
     elif row.model == "res-conv-ngc":
         from .baselines import residual_backend
         s.update(backend=residual_backend(backend))          # cpu (ngc_cpu.residual) unless --backend numpy
@@ -439,7 +460,7 @@ def _run_part(model_name, dataset, rows, scale_cfg, seeds, trials, backend, data
         log("%s on %s (%s), trial %d/%d: %d training images x %s, batch %d" % (
             NAMES[model_name], DATASET_TITLES[dataset], ", ".join(r.id for r in rows), k + 1, trials, len(tx),
             _epochs(epochs), batch))
-        m = make_model(model_name, k, backend, scale_cfg.get("lr", {}).get(model_name))
+        m = make_model(model_name, k, backend, scale_cfg.get("lr", {}).get(model_name), scale_cfg["n_tune"])
         t0 = time.time()
         hist = m.fit(tx, vx, epochs, batch, log)
         train_s = time.time() - t0
@@ -566,9 +587,10 @@ def _setup_cell(rec):
     s = rec["setup"]
     if "epochs" in s:
         n = "all" if s["n_train"] is None else "{:,}".format(s["n_train"])
+        how = (", Adam %s" % _sci(s["lr"]) if "lr" in s else "") + (
+            ", beta schedule, denoising tuned on %d val imgs" % s["n_tune"] if "recipe" in s else "")
         return "%s: %s train imgs x %d ep, batch %d%s; %s; %s" % (
-            rec["scale"], n, s["epochs"], s["batch"], ", Adam %s" % _sci(s["lr"]) if "lr" in s else "",
-            _trials(s["trials"]), convergence_note(rec))
+            rec["scale"], n, s["epochs"], s["batch"], how, _trials(s["trials"]), convergence_note(rec))
     return "%s: tuned on %d val imgs; %s" % (rec["scale"], s["n_tune"], _trials(s["trials"]))
 
 
