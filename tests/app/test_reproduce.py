@@ -46,6 +46,9 @@ def test_residual_rows_run_on_the_cpu_backend_unless_numpy_is_asked():
     assert reproduce.n_test_for(reproduce.SCALES["quick"], "res-conv-ngc") == reproduce.SCALES["quick"]["n_test"]
     minutes = reproduce.estimate_seconds([r], "quick", 5) / 60
     assert minutes < 20         # the cpu backend's rate (COST); on the reference about 16x that
+    # beta 0.025: at the paper's 0.1 it diverges in its first epoch (reproduce.RESIDUAL_BETA)
+    assert reproduce.make_model("res-conv-ngc", 0, "cpu").model.cfg.base.beta == 0.025
+    assert reproduce.row_setup(r, reproduce.SCALES["quick"], 5, "cpu")["config"]["beta"] == 0.025
 
 
 def test_noise_is_the_draw_of_train_run_task():
@@ -456,3 +459,19 @@ def test_no_committed_learned_row_hides_whether_it_converged():
                 for (section, model), cells in _table_rows(os.path.join(COMMITTED, folder, name)).items():
                     if model in [reproduce.NAMES[m] for m in reproduce.TRAINED]:
                         assert re.search(r"; (converged|\*\*not converged\*\*)", cells[-2]), (folder, name, cells)
+
+
+def test_a_trial_whose_training_energy_climbs_is_called_diverging_in_its_row():
+    """A flat validation curve can hide a diverging run (the best MSE is kept): the setup cell says it."""
+    def rec(*energies):
+        trials = [{"history": {"train_energy": list(e), "val_mse": [9898.0, 5844.0, 4517.0, 5542.0]}}
+                  for e in energies]
+        return {"trials": trials, "scale": "quick", "setup": {"n_train": 1000, "epochs": 4, "batch": 50,
+                                                               "trials": len(trials)}}
+    falling = (520.0, 424.0, 400.0, 390.0)
+    rising = (520.6, 1108.0, 5316.0, 13040.0)
+    assert reproduce.diverging_note(rec(falling, falling)) == ""
+    note = reproduce.diverging_note(rec(falling, rising))
+    assert note == "; **diverging** in 1 of 2 trials (last epoch's training energy 25x its lowest): not a trained model"
+    assert reproduce._setup_cell(rec(rising)).endswith("**diverging** (last epoch's training energy 25x its lowest): "
+                                                       "not a trained model")
