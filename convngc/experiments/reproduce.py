@@ -136,21 +136,19 @@ SCALES = {
 }
 # Time estimates (--list, and the line a run starts with) come from measured rates: the committed runs' raw JSON
 # (MEASURED: each job's job_seconds and every trial's train_seconds and eval_seconds) gives per-image seconds for
-# each model, at the batch size it ran. COST is the fallback for a model no committed run measured (the residual
-# model), or an install without the committed results: seconds per training image-epoch (learn step with its share
-# of the batch) and per evaluated image (one settle / forward; a classical denoiser: per tuning image over the
-# whole grid, per test image), at the quick scale's batch sizes, on the machine that made the committed quick run
-# (2 cores, cpu backend; tests/app/test_reproduce.py holds them to the committed measurements). Residual Conv-NGC
-# (the cpu backend, ngc_cpu.residual, T = 60) was timed against Conv-NGC's learn step (batch 100) in the same
-# process and is scaled to Conv-NGC's rate here: its learn step of batch 50 costs 10.5x, its evaluation settle 8x
-# (bench/residual_bench.py: a settling step does 12x the useful FLOPs at the same GFLOP/s; the NumPy reference,
-# --backend numpy, is about 16x slower still).
+# each model, at the batch size it ran (a job's own when that job was measured). COST is the fallback for an
+# install without the committed results: seconds per training image-epoch (learn step with its share of the
+# batch; for Conv-NGC also its share of the beta schedule's checks and of the denoising tuning) and per evaluated
+# image (one settle / forward; a classical denoiser: per tuning image over the whole grid, per test image), at the
+# quick scale's batch sizes, the mean of the committed quick jobs (tests/app/test_reproduce.py holds them to the
+# committed measurements). Those ran on 2 cores with the cpu backend, most of them beside other jobs: the
+# CIFAR-10 Conv-AE at a load of 4-5 (4.6 ms per image-epoch), the Color-MNIST one, the same network, at about 3
+# (1.6 ms); the Conv-NGC and residual jobs at 3-4. So the estimates are pessimistic until re-timed on a quiet
+# machine. Residual Conv-NGC (ngc_cpu.residual) costs about 10x Conv-NGC per settling step (bench/residual_bench.py:
+# 12x the useful FLOPs at the same GFLOP/s; the NumPy reference, --backend numpy, is about 16x slower still).
 MEASURED = (QUICK, PAPER_SCALE)
-# The autoencoders' rates at batch 32 are those of their committed CIFAR-10 rows, run with one thread at nice 19
-# beside other jobs: Conv-AE's at a load of 4-5 (4.6 ms per image-epoch, 47.5 min), Conv-DAE's, the same
-# network, at a lighter one (1.65 ms, 17.4 min); the Conv-AE estimate is about 3x pessimistic until re-timed.
-COST = {"conv-ngc": (0.0033, 0.0040), "fc-ngc": (0.0042, 0.0046), "conv-ae": (0.0046, 0.0017),
-        "conv-dae": (0.00165, 0.0015), "res-conv-ngc": (0.035, 0.032), "tv": (0.030, 0.0046), "nlm": (0.019, 0.0038),
+COST = {"conv-ngc": (0.0069, 0.012), "fc-ngc": (0.0042, 0.0046), "conv-ae": (0.0031, 0.0016),
+        "conv-dae": (0.0018, 0.0017), "res-conv-ngc": (0.054, 0.044), "tv": (0.030, 0.0046), "nlm": (0.019, 0.0038),
         "bm3d": (0.135, 0.029)}
 # images of each dataset's splits when a scale takes them all (train: the training set less 5,000 for validation)
 FULL = {"cifar10": (45000, 10000), "color-mnist": (55000, 10000), "svhn": (68257, 26032), "cinic10": (0, 1532)}
@@ -646,7 +644,9 @@ def convergence_note(rec):
 
 
 # A trial whose last epoch's training energy is more than DIVERGING times its lowest epoch's is diverging: its
-# validation curve can look flat (the best MSE is kept), so the setup cell says it beside the convergence.
+# validation curve can look flat (the convergence criterion keeps the best MSE), while the row evaluates the last
+# epoch's model, so the setup cell says it beside the convergence. Not for a trial trained with the beta schedule
+# (a "schedule" in its history): the schedule takes a blow-up back and the row evaluates its best state.
 DIVERGING = 2.0
 
 
@@ -654,6 +654,8 @@ def diverging_note(rec):
     """"; **diverging** ..." when a trial's training energy ended above DIVERGING x its lowest, else ""."""
     ratios = []
     for t in rec["trials"]:
+        if "schedule" in (t.get("history") or {}):
+            continue
         e = [v for v in (t.get("history") or {}).get("train_energy", []) if v is not None and np.isfinite(v)]
         if len(e) >= 2 and min(e) > 0:
             ratios.append(e[-1] / min(e))
@@ -843,7 +845,7 @@ def measured_costs(folders=None):
             evals = sum(t.get("eval_seconds", 0.0) for rec in recs for t in rec["trials"])
             units = sum(len(rec["trials"]) * len(rec["row"]["tasks"]) * _n(rec["setup"]["n_test"],
                         rec["row"]["test_dataset"], "test") for rec in recs)
-            e = {"batch": s.get("batch"), "eval": evals / units, "tune": 0.0, "learn": 0.0,
+            e = {"batch": s.get("batch"), "dataset": dataset, "eval": evals / units, "tune": 0.0, "learn": 0.0,
                  "source": os.path.join(os.path.basename(os.path.normpath(folder)), "raw")}
             if model in TRAINED:
                 train_s = sum(t["train_seconds"] for t in recs[0]["trials"])
@@ -858,10 +860,13 @@ def measured_costs(folders=None):
     return out
 
 
-def _rates(model, batch, measured):
+def _rates(model, batch, measured, dataset=None):
     """(learn, eval, tune, overhead, source) for a model at a batch size: the mean of the measured jobs at the
-    nearest batch size, else COST's (source None)."""
+    nearest batch size (of that dataset's job when one was measured: two jobs of a model can have run at
+    different loads), else COST's (source None)."""
     got = measured.get(model)
+    if got and dataset is not None:
+        got = [e for e in got if e.get("dataset") == dataset] or got
     if not got:
         learn, ev = COST[model]
         return (0.0 if model in CLASSICAL else learn), ev, (learn if model in CLASSICAL else 0.0), 0.0, None
@@ -882,7 +887,7 @@ def estimate_seconds(rows, scale, trials, per_job=False, measured=None):
         jobs.setdefault((r.model, r.dataset), []).append(r)
     for (m, ds), jrows in jobs.items():
         batch = sc["train"][m][2] if m in TRAINED else None
-        learn, ev, tune, overhead, source = _rates(m, batch, measured)
+        learn, ev, tune, overhead, source = _rates(m, batch, measured, ds)
         evals = sum(len(r.tasks) * _n(n_test_for(sc, m), r.test_dataset, "test") for r in jrows)
         if m in TRAINED:
             n_train, epochs, _ = sc["train"][m]

@@ -45,7 +45,7 @@ def test_residual_rows_run_on_the_cpu_backend_unless_numpy_is_asked():
         assert reproduce.make_model("res-conv-ngc", 0, asked).model.backend == runs
     assert reproduce.n_test_for(reproduce.SCALES["quick"], "res-conv-ngc") == reproduce.SCALES["quick"]["n_test"]
     minutes = reproduce.estimate_seconds([r], "quick", 5) / 60
-    assert minutes < 20         # the cpu backend's rate (COST); on the reference about 16x that
+    assert minutes < 30         # the cpu backend's rate: 21 min measured at a load of 3-4; the reference ~16x
     # beta 0.025: at the paper's 0.1 it diverges in its first epoch (reproduce.RESIDUAL_BETA)
     assert reproduce.make_model("res-conv-ngc", 0, "cpu").model.cfg.base.beta == 0.025
     assert reproduce.row_setup(r, reproduce.SCALES["quick"], 5, "cpu")["config"]["beta"] == 0.025
@@ -334,8 +334,8 @@ def test_reproduce_bad_options_exit_2(no_run, capsys, argv, pattern):
 
 def test_the_color_mnist_table_says_what_eq6_does_and_ranks_by_the_mse(shared_data):
     """The committed quick Color-MNIST table: its note's numbers are what the convention gives a black image on
-    those 200 test images, and its PSNR of the MSE ranks Conv-NGC's denoising above FC-NGC's, as the MSE does
-    (Eq. 6 ranks them the other way round)."""
+    those 200 test images, and its PSNR of the MSE ranks non-local means' denoising above FC-NGC's, as the MSE
+    does (at more than ten times its MSE, FC-NGC's dim digits score higher on Eq. 6)."""
     from convngc import data, metrics
     x = data.to_model(data.load_dataset("color-mnist", "test", data_dir=str(shared_data), limit=200)[0])
     black = np.zeros_like(x)
@@ -343,11 +343,11 @@ def test_the_color_mnist_table_says_what_eq6_does_and_ranks_by_the_mse(shared_da
     text = open(os.path.join(COMMITTED, "quick", "table1-color-mnist.md"), encoding="utf-8").read()
     assert "an all-black image scores about 70 dB (about 15 dB by the PSNR of the MSE)" in text
     table = _table_rows(os.path.join(COMMITTED, "quick", "table1-color-mnist.md"))
-    conv, fc = (table[("Denoising (x + N(0, 0.1))", reproduce.NAMES[m])] for m in ("conv-ngc", "fc-ngc"))
+    nlm, fc = (table[("Denoising (x + N(0, 0.1))", reproduce.NAMES[m])] for m in ("nlm", "fc-ngc"))
     value = lambda cell: float(cell.split(" ± ")[0])
-    assert value(conv[1]) < value(fc[1])                           # MSE
-    assert value(conv[8]) > value(fc[8])                           # PSNR of the MSE agrees
-    assert value(conv[6]) < value(fc[6])                           # Eq. 6 does not: what the note warns of
+    assert 10 * value(nlm[1]) < value(fc[1])                       # MSE
+    assert value(nlm[8]) > value(fc[8])                            # PSNR of the MSE agrees
+    assert value(nlm[6]) < value(fc[6])                            # Eq. 6 does not: what the note warns of
     assert "PSNR on Color-MNIST" not in open(os.path.join(COMMITTED, "quick", "table1-2a-cifar10.md"),
                                              encoding="utf-8").read()
 
@@ -471,6 +471,9 @@ def test_a_trial_whose_training_energy_climbs_is_called_diverging_in_its_row():
     falling = (520.0, 424.0, 400.0, 390.0)
     rising = (520.6, 1108.0, 5316.0, 13040.0)
     assert reproduce.diverging_note(rec(falling, falling)) == ""
+    scheduled = rec(rising)                  # the beta schedule took the blow-up back; the row kept its best state
+    scheduled["trials"][0]["history"]["schedule"] = [{"update": 500, "reason": "blow-up"}]
+    assert reproduce.diverging_note(scheduled) == ""
     note = reproduce.diverging_note(rec(falling, rising))
     assert note == "; **diverging** in 1 of 2 trials (last epoch's training energy 25x its lowest): not a trained model"
     assert reproduce._setup_cell(rec(rising)).endswith("**diverging** (last epoch's training energy 25x its lowest): "
