@@ -327,9 +327,10 @@ THREADED = ("fc-ngc", "res-conv-ngc", "conv-ae", "conv-dae")
 
 # Residual Conv-NGC at the paper's beta 0.1 diverges here from the first epoch (its settle's energy rises over
 # T = 60 from random filters; measured on 1,000 CIFAR-10 images, batch 50: training energy 1e23 per image in epoch
-# 2). At beta 0.025 it learns (validation MSE 9,898 -> 4,517 in 3 epochs) though its training energy still rises
-# epoch after epoch; Adam 3e-4 keeps the energy falling but learns 2.5x slower (11,400 after 2 epochs). It has no
-# beta schedule: the row is a measured baseline, not a trained model (results/README.md).
+# 2). At beta 0.025 seed 0 learns (validation MSE 9,898 -> 4,517 in 3 epochs) though its training energy still
+# rises epoch after epoch, and four of the quick row's five trials diverge within 80 updates; Adam 3e-4 keeps the
+# energy falling but learns 2.5x slower (11,400 after 2 epochs). It has no beta schedule: the row is a measured
+# failure, not a trained model, and its setup cell says so (results/README.md).
 RESIDUAL_BETA = 0.025
 
 
@@ -601,7 +602,8 @@ def _setup_cell(rec):
     if "epochs" in s:
         n = "all" if s["n_train"] is None else "{:,}".format(s["n_train"])
         how = (", Adam %s" % _sci(s["lr"]) if "lr" in s else "") + (
-            ", beta schedule, denoising tuned on %d val imgs" % s["n_tune"] if "recipe" in s else "")
+            ", beta schedule, denoising tuned on %d val imgs" % s["n_tune"] if "recipe" in s else
+            ", beta %g" % s["config"]["beta"] if "config" in s else "")
         return "%s: %s train imgs x %d ep, batch %d%s; %s; %s" % (
             rec["scale"], n, s["epochs"], s["batch"], how, _trials(s["trials"]), convergence_note(rec)) + \
             diverging_note(rec)
