@@ -797,9 +797,9 @@ def cmd_run(args, log=print, status=None):
     run_dir, model, run_args = cmd_train(args, log, status)
     ev = argparse.Namespace(checkpoint=run_dir, model=None, dataset=None, split="test",     # best.npz, tuned
                             tasks=["reconstruction", "denoising"], ood_dataset="cifar10", trials=args.trials,
-                            limit=job["eval_limit"], T=None, T_denoise=None, denoise=None, pi0=None, momentum=None,
-                            out=None,
-                            batch_size=job["eval_batch_size"], seed=args.seed, data_dir=args.data_dir,
+                            limit=job["eval_limit"], T=None, T_denoise=None, denoise=None, pi0=None,
+                            momentum=None, out=None, batch_size=job["eval_batch_size"], seed=args.seed,
+                            data_dir=args.data_dir,
                             backend=args.backend, progress=args.progress, no_progress=args.no_progress)
     return cmd_evaluate(ev, log=log, status=status)
 

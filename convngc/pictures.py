@@ -240,9 +240,8 @@ def add_parsers(sub, backends):
         if name == "denoise":
             p.add_argument("--sigma", type=_positive_float(1.0), default=None, help="the noise std of the inputs "
                            "on the [0, 1] scale: sets the denoising reading for it (precision pi0 x (tuned / "
-                           "sigma)^2, T x the inverse, or its square root with momentum) (default: the level the model was tuned for, "
-                           "e.g. 0.1, or "
-                           "--add-noise)")
+                           "sigma)^2, T x the inverse, or its square root with momentum) (default: the level the "
+                           "model was tuned for, e.g. 0.1, or --add-noise)")
         p.add_argument("--method", choices=apply.METHODS, default=apply.DEFAULT_METHOD, help="tiles: overlapping "
                        "tiles settled as one batch and blended; whole: the whole picture as one map (default %s)"
                        % apply.DEFAULT_METHOD)

@@ -4,9 +4,10 @@ Precision-weighted denoising (Config.denoise = "precision", docs/reading.md) set
 noisy image and its error weighted by pi0 in z^1's correction. The best pi0 depends on the model and on the
 noise level: a model that reconstructs well also reproduces noise well, and needs a lower pi0 (less trust in
 the noisy pixels); a lower pi0 also settles more slowly, so it needs a larger T. The settle takes heavy-ball
-momentum 0.9 (ngc_ref.model.heavy_ball): the same output as Algorithm 1's plain steps in about 1/16 of the steps
-(measured on the CIFAR-10 models of seeds 0 and 4: 120 steps with momentum, 1,920 without; docs/reading.md); plain steps
-stopped early compete at no more steps (MOMENTA). pi0, T and the momentum are chosen here on
+momentum 0.9 (ngc_ref.model.heavy_ball): the same output as Algorithm 1's plain steps in about 1/16 of the
+steps (measured on the CIFAR-10 models of seeds 0 and 4: 120 steps with momentum, 1,920 without;
+docs/reading.md); plain steps stopped early compete at no more steps (MOMENTA). pi0, T and the momentum are
+chosen here on
 validation images (never test images) with the evaluation's own noise (N(0, noise_std), seeded), and stored in
 the checkpoint's config, so that `convngc evaluate` and `convngc.denoise` use them.
 

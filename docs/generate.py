@@ -224,8 +224,7 @@ def perf_picture_speed(files):
         for r in d["speed"]:                      # files made before momentum: plain steps
             out.append("| %s | %s | %s | %d | %g | %g | %d | %.1f | %.2f | %s |" % (
                 r["task"], r["backend"], _cell(r["method"]), r["T"], r["pi0"], r.get("momentum", 0.0), r["tiles"],
-                r["seconds"],
-                r["megapixel_steps_per_s"], _cell(r["note"]) or "timed in full"))
+                r["seconds"], r["megapixel_steps_per_s"], _cell(r["note"]) or "timed in full"))
         out.append("")
     return "\n".join(out)
 

@@ -23,8 +23,8 @@ import numpy as np
 # the operators' shape rules are written beside the operators, with the SAME rule they check, and published here
 from .ops import check_filters, check_out_hw, check_weight_grad  # noqa: F401
 
-__all__ = ["check_settle_inputs", "check_params", "check_steps", "check_precision", "check_momentum", "check_clamp", "param_shape",
-           "NonFiniteError", "first_nonfinite", "nonfinite_kind", "named_params", "check_filters", "check_out_hw",
+__all__ = ["check_settle_inputs", "check_params", "check_steps", "check_precision", "check_momentum", "check_clamp",
+           "param_shape", "NonFiniteError", "first_nonfinite", "nonfinite_kind", "named_params", "check_filters", "check_out_hw",
            "check_weight_grad", "check_image_batch", "check_finite_inputs"]
 
 _ROLE = {"W": "generative filters W^l", "b": "biases b^l", "E": "error filters E^l"}

@@ -32,8 +32,8 @@ import numpy as np
 from . import checks, ops
 from .config import Config
 
-__all__ = ["Config", "phi", "phi_prime", "predict", "predictions_and_errors", "corrections", "correct", "energy", "heavy_ball",
-           "init_states", "settle", "settle_steps", "SettleResult", "filter_updates", "init_params", "n_filter_weights",
+__all__ = ["Config", "phi", "phi_prime", "predict", "predictions_and_errors", "corrections", "correct", "energy",
+           "heavy_ball", "init_states", "settle", "settle_steps", "SettleResult", "filter_updates", "init_params", "n_filter_weights",
            "draw_top", "bias_shape", "output_image", "error_filters", "precision", "leak_term", "bias_axes",
            "over_batch"]
 

@@ -305,9 +305,8 @@ class _GenericRow:
         return self.model.fit(tx, vx, epochs, batch, log=log)
 
     def outputs(self, x, task, seed):
-        if task == "denoising":                 # z^0 clamped to the noisy image (Algorithm 1), as the Conv-NGC rows
-            inp = noisy_inputs(x, seed)         # (their precision reading weights e^0, which these models lack),
-            clamp = "first" if Config().denoise == "free" else "always"         # free only when the default is
+        if task == "denoising":                 # z^0 clamped to the noisy image (Algorithm 1): these models have no
+            inp, clamp = noisy_inputs(x, seed), "always"        # precision weight for the Conv-NGC rows' reading
         else:
             inp, clamp = x, "always"
         if hasattr(self.model, "_settle"):
