@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -89,6 +90,17 @@ class _Status:
 # option values, checked by argparse before any work
 # ---------------------------------------------------------------------------------------------------------------
 _int_at_least = int_at_least
+
+
+def _spike(text):
+    """--spike: 0 (off) or a factor > 1."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and (v == 0 or v > 1)):
+        raise argparse.ArgumentTypeError("must be 0 (off) or a factor > 1, got %r" % text)
+    return v
 
 
 def _parse_field(name, text):
@@ -250,6 +262,9 @@ def _add_schedule(p):
                    "back to the best parameters in both)")
     p.add_argument("--check-every", type=_int_at_least(1), default=None, help="updates between two stability "
                    "checks of the beta schedule (default %d)" % schedule.ScheduleOptions.check_every)
+    p.add_argument("--spike", type=_spike, default=None, help="an update whose training energy is SPIKE times the "
+                   "median of the last %d is a blow-up at once, taken back before the next check (0: off; "
+                   "default %g)" % (schedule.ScheduleOptions.spike_window, schedule.ScheduleOptions.spike))
 
 
 def build_parser():
@@ -655,6 +670,8 @@ def _schedule_options(args):
         kw["mode"] = args.beta_schedule
     if getattr(args, "check_every", None) is not None:
         kw["check_every"] = args.check_every
+    if getattr(args, "spike", None) is not None:
+        kw["spike"] = args.spike
     return schedule.ScheduleOptions(**kw)
 
 

@@ -21,6 +21,11 @@ restore point). It acts when
             the restore point's parameters and a fresh Adam state, and then beta steps down if the last check
             found the settle at its edge, else the Adam step halves (the learning step itself, not the settle,
             went unstable: this is the second limit, docs/training.md). No run ends diverged.
+  spike     (off unless `spike` > 0) one update's training energy is `spike` times the median of the rung's
+            last `spike_window` updates: a blow-up taken back at once, not at the next check; a check made
+            there decides what steps. A blow-up that starts between two checks otherwise runs on for up to
+            `check_every` updates, and the large updates it makes stay in the filters (CIFAR-10 seed 3:
+            energy 26 -> 1008 within 6 updates, the top layer's gain 5 -> 10 for the rest of the run).
 
 Beta steps down at most `max_steps` times (beta0 / 8, T0 x 8). `mode="fixed"` keeps the given beta (the
 paper's): it only measures, and takes blow-ups back with a halved Adam step. Every check and every action is
@@ -48,13 +53,15 @@ class ScheduleOptions:
     stall_checks: int = 2       # is a blow-up in slow motion: taken back the same way
     max_steps: int = 3          # at most beta0 / 8 (and T0 x 8)
     blowup: float = 3.0         # a training energy this many times the rung's lowest is a blow-up
+    spike: float = 0.0          # one update's energy this many times the median of the rung's last `spike_window`
+    spike_window: int = 20      # updates is a blow-up at once, before the next check (0: off)
     probe: int = 100            # validation images for the probe MSE (the restore point's criterion)
     eig_images: int = 10        # validation images the eigenvalue is measured on (30 power iterations)
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError("beta schedule must be one of %s, got %r" % (", ".join(MODES), self.mode))
-        for name in ("check_every", "patience", "probe", "eig_images", "stall_checks"):
+        for name in ("check_every", "patience", "probe", "eig_images", "stall_checks", "spike_window"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError("schedule %s must be an integer >= 1, got %r" % (name, v))
@@ -68,6 +75,8 @@ class ScheduleOptions:
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 1):
                 raise ValueError("schedule %s must be a factor > 1, got %r" % (name, v))
+        if not (math.isfinite(self.spike) and (self.spike == 0 or self.spike > 1)):
+            raise ValueError("schedule spike must be 0 (off) or a factor > 1, got %r" % (self.spike,))
 
 
 def stepped(cfg, k):
@@ -97,7 +106,7 @@ class BetaSchedule:
         self.rung, self.lr_halvings = 0, 0
         self.past_edge, self.stalled = 0, 0
         self.best_mse, self.best_update, self.best_params = math.inf, None, None
-        self.window, self.rung_min = [], math.inf
+        self.window, self.rung_min, self.recent = [], math.inf, []
         self.checks, self.events = [], []
 
     def start(self, model):
@@ -113,7 +122,8 @@ class BetaSchedule:
                 "stalled": self.stalled,
                 "best_mse": None if not math.isfinite(self.best_mse) else self.best_mse,
                 "best_update": self.best_update, "window": list(self.window),
-                "rung_min": None if not math.isfinite(self.rung_min) else self.rung_min}
+                "rung_min": None if not math.isfinite(self.rung_min) else self.rung_min,
+                "recent": list(self.recent)}
 
     def load_state(self, st, best_params):
         self.rung, self.lr_halvings = int(st["rung"]), int(st.get("lr_halvings", 0))
@@ -122,6 +132,7 @@ class BetaSchedule:
         self.best_update, self.best_params = st["best_update"], best_params
         self.window = [float(v) for v in st["window"]]
         self.rung_min = math.inf if st["rung_min"] is None else float(st["rung_min"])
+        self.recent = [float(v) for v in st.get("recent", [])]
 
     def config(self):
         """The config training runs at now: rung `rung` of cfg0, with the Adam step halved after blow-ups on
@@ -134,6 +145,18 @@ class BetaSchedule:
         energy (NaN/Inf when the update diverged). May change model.cfg, its parameters and Adam state."""
         if not math.isfinite(energy):
             return self._step(model, update, "blow-up", "the training energy became %s" % energy)
+        if self.opts.spike and len(self.recent) >= self.opts.spike_window:
+            typical = float(np.median(self.recent))
+            if energy > self.opts.spike * typical:
+                try:                            # is the settle past its edge (a beta step) or not (the Adam step)?
+                    self._check(model, update, float(np.mean(self.window + [energy])), spike=True)
+                except DivergenceError:
+                    pass
+                return self._step(model, update, "blow-up", "one update's training energy %.3g per image, %.1f "
+                                  "times the median of this rung's last %d (%.3g)" % (
+                                      energy, energy / typical, len(self.recent), typical))
+        if self.opts.spike:
+            self.recent = (self.recent + [float(energy)])[-self.opts.spike_window:]
         self.window.append(float(energy))
         if update % self.opts.check_every:
             return None
@@ -144,14 +167,9 @@ class BetaSchedule:
                               "lowest (%.3g)" % (mean, mean / self.rung_min, self.rung_min))
         self.rung_min = min(self.rung_min, mean)
         try:
-            mse = metrics.mse(model.reconstruct(self.probe_x), self.probe_x) if len(self.probe_x) else mean
+            mse, eig = self._check(model, update, mean)
         except DivergenceError as exc:
             return self._step(model, update, "blow-up", "the probe images' settle diverged (%s)" % exc)
-        eig = (stability.settle_eigenvalue(model.host_params(), model.cfg, self.eig_x, iters=30)[0]
-               if len(self.eig_x) else math.nan)
-        row = {"update": update, "beta": model.cfg.beta, "T": model.cfg.T, "eigenvalue": eig, "probe_mse": mse,
-               "train_energy": mean, "gains": stability.gains(model.host_params(), model.cfg)[1:]}
-        self.checks.append(row)
         if mse < self.best_mse:
             self.best_mse, self.best_update, self.best_params = mse, update, model.host_params()
         if eig < self.opts.edge:
@@ -170,6 +188,19 @@ class BetaSchedule:
                                   % eig)
         return None
 
+    def _check(self, model, update, mean, spike=False):
+        """Measure the probe MSE and the settle's eigenvalue now and record them in the history (a check made
+        at a spike is marked: its parameters are never a restore point). Raises DivergenceError."""
+        mse = metrics.mse(model.reconstruct(self.probe_x), self.probe_x) if len(self.probe_x) else mean
+        eig = (stability.settle_eigenvalue(model.host_params(), model.cfg, self.eig_x, iters=30)[0]
+               if len(self.eig_x) else math.nan)
+        row = {"update": update, "beta": model.cfg.beta, "T": model.cfg.T, "eigenvalue": eig, "probe_mse": mse,
+               "train_energy": mean, "gains": stability.gains(model.host_params(), model.cfg)[1:]}
+        if spike:
+            row["spike"] = True
+        self.checks.append(row)
+        return mse, eig
+
     def _at_edge(self):
         """Did the last check of this rung find the settle at its edge?"""
         last = [c for c in self.checks if c.get("beta") == self.config().beta]
@@ -186,7 +217,7 @@ class BetaSchedule:
         if self.best_params is not None:
             model.set_params(self.best_params)
         model.reset_optimizer()
-        self.past_edge, self.stalled, self.window, self.rung_min = 0, 0, [], math.inf
+        self.past_edge, self.stalled, self.window, self.rung_min, self.recent = 0, 0, [], math.inf, []
         event = {"update": update, "reason": reason, "why": why, "beta": model.cfg.beta, "T": model.cfg.T,
                  "gamma": model.cfg.gamma, "lr": model.cfg.lr, "restored_update": self.best_update,
                  "restored_probe_mse": None if not math.isfinite(self.best_mse) else self.best_mse}

@@ -223,6 +223,8 @@ BAD = [
     (["train", "--batch-size", "-3"], r"--batch-size: must be an integer >= 1"),
     (["train", "--limit", "0"], r"--limit: must be an integer >= 1"),
     (["train", "--epochs", "0"], r"--epochs: must be an integer >= 1"),
+    (["train", "--spike", "1"], r"--spike: must be 0 \(off\) or a factor > 1, got '1'"),
+    (["train", "--spike", "nan"], r"--spike: must be 0 \(off\) or a factor > 1"),
     (["train", "--T", "0"], r"--T: T must be an integer in \[1, 100000\]"),
     (["train", "--T", "-1"], r"--T: T must be an integer in \[1, 100000\]"),
     (["train", "--T", "2.5"], r"--T: T must be an integer in \[1, 100000\], got '2.5'"),

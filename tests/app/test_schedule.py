@@ -136,6 +136,34 @@ def test_an_energy_blow_up_restores_and_steps_what_went_unstable(monkeypatch, ei
     assert (model.cfg.beta, model.cfg.lr) == ((cfg.beta / 2, cfg.lr) if steps_beta else (cfg.beta, cfg.lr / 2))
 
 
+@pytest.mark.parametrize("eigenvalue,steps_beta", [(-1.05, True), (-0.5, False)])
+def test_a_spike_in_one_update_is_taken_back_before_the_next_check(monkeypatch, eigenvalue, steps_beta):
+    """One update whose energy is `spike` times the median of the rung's last `spike_window` is a blow-up at
+    once (seed 3 of CIFAR-10: energy 26 -> 80 -> 1008 within 6 updates, between two checks): the restore
+    point comes back with a fresh Adam state, and a check made at the spike decides what steps (beta when the
+    settle is past its edge there, else the Adam step). Below the factor, or with the guard off, nothing."""
+    monkeypatch.setattr(stability, "settle_eigenvalue", lambda *a, **k: (eigenvalue, [1.0]))
+    cfg = Config(T=3, **TINY)
+    opts = schedule.ScheduleOptions(check_every=50, spike=3.0, spike_window=5)
+    sched = schedule.BetaSchedule(opts, cfg, _images(4), log=lambda *_: None)
+    model = ConvNGC(cfg, "cpu")
+    sched.start(model)
+    keep = model.host_params()
+    energies = [30.0, 28.0, 27.0, 26.0, 27.0, 25.0, 26.0 * 2.9]       # falling, then 2.9x: not yet a spike
+    assert [sched.after_update(model, u, e) for u, e in enumerate(energies, 1)] == [None] * 7
+    model.learn(_images(2))                                          # the parameters move on
+    ev = sched.after_update(model, 8, 27.0 * 3.01)
+    assert ev["reason"] == "blow-up" and "median" in ev["why"] and ev["restored_update"] is None
+    for a, b in zip(model.host_params()["W"][1:], keep["W"][1:]):
+        np.testing.assert_array_equal(a, b)
+    assert model.opt_state["t"] == 0 and sched.checks[-1]["spike"] and sched.checks[-1]["update"] == 8
+    assert (model.cfg.beta, model.cfg.lr) == ((cfg.beta / 2, cfg.lr) if steps_beta else (cfg.beta, cfg.lr / 2))
+    assert sched.recent == [] and sched.best_update is None          # the spike's check is no restore point
+    off = schedule.BetaSchedule(schedule.ScheduleOptions(check_every=50), cfg, _images(4), log=lambda *_: None)
+    off.start(model)
+    assert [off.after_update(model, u, e) for u, e in enumerate(energies + [1000.0], 1)] == [None] * 8
+
+
 def test_on_the_last_rung_a_blow_up_halves_the_adam_step():
     cfg = Config(T=3, lr=1e-3, **TINY)
     sched = schedule.BetaSchedule(schedule.ScheduleOptions(check_every=1, max_steps=0), cfg, _images(4),
@@ -153,13 +181,13 @@ def test_a_resumed_scheduled_run_is_bit_identical(tmp_path):
     x = _images(60, seed=3)
     common = ["--dataset", "embedded", "--limit", "60", "--val-limit", "20", "--batch-size", "10", "--T", "4",
               "--beta", "0.6", "--set", "gamma=0.006", "--set", "w_std=0.5", "--channels", "2,3,3", "--check-every",
-              "2", "--tune-limit", "4", "--no-progress"]
+              "2", "--spike", "3", "--tune-limit", "4", "--no-progress"]
     assert cli.main(["train", *common, "--epochs", "4", "--out", str(tmp_path / "a")]) == 0
     assert cli.main(["train", *common, "--epochs", "2", "--out", str(tmp_path / "b")]) == 0
     assert cli.main(["train", "--resume", str(tmp_path / "b"), "--epochs", "4", "--no-progress"]) == 0
     ca, pa, oa, ma = checkpoint.load(tmp_path / "a" / "checkpoint.npz")
     cb, pb, ob, mb = checkpoint.load(tmp_path / "b" / "checkpoint.npz")
-    assert ca == cb and ma["schedule"] == mb["schedule"]
+    assert ca == cb and ma["schedule"] == mb["schedule"] and ma["schedule"]["recent"]   # the spike guard's too
     for key in ("W", "b"):
         for a, b in zip(pa[key][1:], pb[key][1:]):
             np.testing.assert_array_equal(a, b)
@@ -178,7 +206,8 @@ def test_a_resumed_scheduled_run_is_bit_identical(tmp_path):
 
 def test_schedule_options_are_checked():
     for bad in (dict(mode="sometimes"), dict(check_every=0), dict(edge=-3.0), dict(edge=math.nan), dict(deep=-0.5),
-                dict(blowup=1.0), dict(max_steps=-1)):
+                dict(blowup=1.0), dict(max_steps=-1), dict(spike=1.0), dict(spike=-2.0), dict(spike=math.inf),
+                dict(spike_window=0)):
         with pytest.raises(ValueError, match="schedule"):
             schedule.ScheduleOptions(**bad)
 
