@@ -157,11 +157,11 @@ def fit(model, train_x, val_x, epochs, batch_size=500, run_dir=None, progress=No
         if run_dir is not None:
             save_run_state(run_dir, model, epoch + 1, history, seed, meta, schedule, on_saved=on_checkpoint)
     if schedule is not None and run_dir is not None and epochs > start_epoch:
-        _keep_the_restore_point(run_dir, model, val_x, val_batch, seed, history, schedule, meta, log)
+        keep_the_restore_point(run_dir, model, val_x, val_batch, seed, history, schedule, meta, log)
     return history
 
 
-def _keep_the_restore_point(run_dir, model, val_x, batch, seed, history, schedule, meta, log):
+def keep_the_restore_point(run_dir, model, val_x, batch, seed, history, schedule, meta, log):
     """At the end of a scheduled run: the schedule's restore point (the parameters with the lowest probe MSE,
     checked every few updates) can be better than every epoch's end. Validated on the whole validation set,
     it replaces best.npz when it is (at the config training ended with), so a run ends at least as good as

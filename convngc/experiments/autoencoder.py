@@ -79,15 +79,29 @@ class AutoEncoderModel:
     def __init__(self, denoising=False, seed=0, lr=2e-5, noise_std=0.1, channels=3, blocks=N_BLOCKS):
         torch.manual_seed(seed)
         self.net = ConvAE(channels, denoising, blocks).float()
-        self.denoising, self.noise_std, self.seed = denoising, noise_std, seed
+        self.denoising, self.noise_std, self.seed, self.blocks = denoising, noise_std, seed, blocks
         self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         self.gen = torch.Generator().manual_seed(seed)
 
-    def fit(self, train_x, val_x, epochs, batch_size=128, log=print):
-        """Minibatch Adam on the MSE; after each epoch the validation reconstruction MSE on the [0, 255] scale."""
+    def fit(self, train_x, val_x, epochs, batch_size=128, log=print, state_path=None):
+        """Minibatch Adam on the MSE; after each epoch the validation reconstruction MSE on the [0, 255] scale.
+        state_path: a file the training state is kept in after every epoch (partial.py); a state found there
+        for this training is continued, bit-identically."""
+        from . import partial
         history = {"train_loss": [], "val_mse": [], "epoch_seconds": []}
+        want = partial.key("conv-dae" if self.denoising else "conv-ae", self.seed, epochs, batch_size, train_x,
+                           lr=self.opt.param_groups[0]["lr"], noise_std=self.noise_std, blocks=self.blocks)
+        start, self.resumed_from = 0, 0
+        st = partial.load(state_path, want)
+        if st is not None:
+            self.net.load_state_dict(st["net"])
+            self.opt.load_state_dict(st["opt"])
+            self.gen.set_state(st["gen"])
+            history, start = st["history"], st["epoch"]
+            self.resumed_from = start
+            log("  resumed after epoch %d/%d (%s)" % (start, epochs, state_path))
         xt = torch.as_tensor(np.ascontiguousarray(train_x, dtype=np.float32))
-        for epoch in range(epochs):
+        for epoch in range(start, epochs):
             t0, losses = time.time(), []
             self.net.train()
             order = torch.randperm(len(xt), generator=self.gen)
@@ -105,6 +119,9 @@ class AutoEncoderModel:
             history["epoch_seconds"].append(time.time() - t0)
             log("  epoch %d/%d: train loss %.4g, validation reconstruction MSE %.4g (0-255 scale), %.1fs"
                 % (epoch + 1, epochs, history["train_loss"][-1], val, history["epoch_seconds"][-1]))
+            if state_path is not None and epoch + 1 < epochs:
+                partial.save(state_path, want, {"epoch": epoch + 1, "history": history, "gen": self.gen.get_state(),
+                                                "net": self.net.state_dict(), "opt": self.opt.state_dict()})
         return history
 
     @torch.no_grad()

@@ -26,10 +26,23 @@ __all__ = ["FCNGCModel", "ResidualConvNGC", "RESIDUAL_BACKENDS", "residual_backe
 class _SettlingModel:
     """fit/output for a settle-and-learn model written as module functions (fc, residual)."""
 
-    def fit(self, train_x, val_x, epochs, batch_size=500, log=print):
+    def fit(self, train_x, val_x, epochs, batch_size=500, log=print, state_path=None):
+        """Algorithm 1 + 2 over minibatches; after each epoch the validation reconstruction MSE. state_path: a
+        file the training state is kept in after every epoch (partial.py); a state found there for this
+        training is continued, bit-identically."""
+        from . import partial
         history = {"train_energy": [], "val_mse": [], "epoch_seconds": []}
         order_rng = np.random.default_rng([self.seed, 2])
-        for epoch in range(epochs):
+        want = partial.key(self.name, self.seed, epochs, batch_size, train_x, cfg=repr(self.cfg),
+                           backend=getattr(self, "backend", "numpy"), dtype=np.dtype(self.dtype).name)
+        start, self.resumed_from = 0, 0
+        st = partial.load(state_path, want)
+        if st is not None:
+            self.params, self.opt_state, history, start = st["params"], st["opt_state"], st["history"], st["epoch"]
+            self.rng.bit_generator.state, order_rng.bit_generator.state = st["rng"], st["order_rng"]
+            self.resumed_from = start
+            log("  resumed after epoch %d/%d (%s)" % (start, epochs, state_path))
+        for epoch in range(start, epochs):
             t0, energies = time.time(), []
             for idx in batches(len(train_x), batch_size, order_rng):
                 energies.append(self.learn(train_x[idx]))
@@ -39,6 +52,10 @@ class _SettlingModel:
             history["epoch_seconds"].append(time.time() - t0)
             log("  epoch %d/%d: train energy %.4g per image, validation reconstruction MSE %.4g (0-255 scale), "
                 "%.1fs" % (epoch + 1, epochs, history["train_energy"][-1], val, history["epoch_seconds"][-1]))
+            if state_path is not None and epoch + 1 < epochs:
+                partial.save(state_path, want, {"epoch": epoch + 1, "history": history, "params": self.params,
+                                                "opt_state": self.opt_state, "rng": self.rng.bit_generator.state,
+                                                "order_rng": order_rng.bit_generator.state})
         return history
 
     def learn(self, x):

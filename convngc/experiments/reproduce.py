@@ -29,6 +29,11 @@ cluster (--address); without Ray, one after another in this process. Each part r
 arrays to this process, which writes the job's rows, figures and tables once its last part is in: the raw JSON
 is the same, bit for bit, whatever ran the parts (except the measured *_seconds). A failed job is reported by
 its rows, the others go on; Ctrl-C keeps every finished row; --resume then skips them.
+
+Within a row, a trained trial keeps its training state under --out/partial/ after every epoch (partial.py): a
+trial stopped by Ctrl-C, a killed worker or the end of a session continues from its last epoch when the command
+runs again on the same --out with --resume, bit-identically; the files go once the job's rows are written. A row that trains for hours
+(the paper-scale autoencoders) can so be run in pieces.
 """
 import argparse
 import contextlib
@@ -270,18 +275,44 @@ class _ConvNGCRow:
         self.model = ConvNGC(conv_ngc_config(), backend=backend, seed=seed)
         self.seed, self.n_tune = seed, n_tune
 
-    def fit(self, tx, vx, epochs, batch, log):
-        """`convngc train`'s path in a scratch run folder: train.fit with the beta schedule (best.npz: the best
-        epoch, or the restore point when it validates lower), then the denoising reading tuned into best.npz;
-        the row's model is best.npz. The history gains "tuning": the chosen pi0, T, momentum and their MSE."""
+    def fit(self, tx, vx, epochs, batch, log, state_path=None):
+        """`convngc train`'s path in a run folder: train.fit with the beta schedule (best.npz: the best epoch, or
+        the restore point when it validates lower), then the denoising reading tuned into best.npz; the row's
+        model is best.npz. The history gains "tuning": the chosen pi0, T, momentum and their MSE. The run folder
+        is `state_path` when given (partial.py: a folder whose checkpoint.npz of this training is resumed, as
+        `convngc train --resume` does), else a scratch folder."""
         import tempfile
         from .. import checkpoint, schedule, tune
+        from . import partial
         cfg, backend = self.model.cfg, self.model.backend.name
-        with tempfile.TemporaryDirectory(prefix="convngc-row-") as run_dir:
+        with contextlib.ExitStack() as stack:
+            if state_path is None:
+                run_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="convngc-row-"))
+            else:
+                run_dir = state_path
+                os.makedirs(run_dir, exist_ok=True)
+            want = partial.key("conv-ngc", self.seed, epochs, batch, tx, cfg=cfg.to_dict(), backend=backend,
+                               n_val=len(vx), n_tune=self.n_tune)
             sched = schedule.BetaSchedule(schedule.ScheduleOptions(), cfg, vx if len(vx) else tx,
                                           log=lambda s: log("  " + s))
+            start, history, ck = 0, None, os.path.join(run_dir, "checkpoint.npz")
+            self.resumed_from = 0
+            if state_path is not None and partial.load(os.path.join(run_dir, "key.pkl"), want) and os.path.isfile(ck):
+                self.model, meta = train.load_model(ck, backend=backend)
+                start, history = meta["epoch"], meta["history"]
+                sched.load_state(meta["schedule"], checkpoint.load_extra(ck, "restore"))
+                self.resumed_from = start
+                log("  resumed after epoch %d/%d (%s)" % (start, epochs, run_dir))
+            elif state_path is not None:                # another training's folder, or none yet: start afresh
+                import shutil
+                shutil.rmtree(run_dir)
+                os.makedirs(run_dir)
+                partial.save(os.path.join(run_dir, "key.pkl"), want, {})
             hist = train.fit(self.model, tx, vx, epochs, batch, run_dir=run_dir, progress=False, seed=self.seed,
-                             log=lambda s: log("  " + s), schedule=sched)
+                             log=lambda s: log("  " + s), schedule=sched, history=history, start_epoch=start)
+            if start >= epochs:                 # stopped after its last checkpoint: keep the restore point again
+                train.keep_the_restore_point(run_dir, self.model, vx, 100, self.seed, hist, sched, None,
+                                             lambda s: log("  " + s))
             best = os.path.join(run_dir, "best.npz")
             if len(vx) and os.path.isfile(best):
                 n = len(vx) if self.n_tune is None else min(self.n_tune, len(vx))
@@ -301,8 +332,10 @@ class _GenericRow:
     def __init__(self, model):
         self.model = model
 
-    def fit(self, tx, vx, epochs, batch, log):
-        return self.model.fit(tx, vx, epochs, batch, log=log)
+    def fit(self, tx, vx, epochs, batch, log, state_path=None):
+        hist = self.model.fit(tx, vx, epochs, batch, log=log, state_path=state_path)
+        self.resumed_from = self.model.resumed_from
+        return hist
 
     def outputs(self, x, task, seed):
         if task == "denoising":                 # z^0 clamped to the noisy image (Algorithm 1): these models have no
@@ -429,14 +462,22 @@ def _summary(trials, task):
     return {k: {"mean": m, "std": s} for k, (m, s) in metrics.mean_std([t[task] for t in trials]).items()}
 
 
-def run_part(model_name, dataset, rows, scale_cfg, seeds, trials, backend, data_dir, log=print):
+def run_part(model_name, dataset, rows, scale_cfg, seeds, trials, backend, data_dir, partial_dir=None, log=print):
     """_run_part with BLAS (and OpenMP) on JOB_THREADS threads."""
     from threadpoolctl import threadpool_limits
     with threadpool_limits(JOB_THREADS):
-        return _run_part(model_name, dataset, rows, scale_cfg, seeds, trials, backend, data_dir, log)
+        return _run_part(model_name, dataset, rows, scale_cfg, seeds, trials, backend, data_dir, partial_dir, log)
 
 
-def _run_part(model_name, dataset, rows, scale_cfg, seeds, trials, backend, data_dir, log):
+def partial_path(partial_dir, model_name, dataset, seed):
+    """Where trial `seed` of a trained model keeps its training between epochs (partial.py), or None."""
+    if partial_dir is None:
+        return None
+    name = "%s__%s__seed%d" % (model_name, dataset.replace("->", "-to-"), seed)
+    return os.path.join(partial_dir, name if model_name == "conv-ngc" else name + ".pkl")   # conv-ngc: a run folder
+
+
+def _run_part(model_name, dataset, rows, scale_cfg, seeds, trials, backend, data_dir, partial_dir, log):
     """One part of a job (one model on one dataset, serving every row that uses it), the unit the runs fan out:
     one trial of a trained model, or a classical denoiser's tuning with all its trials. It writes nothing and
     returns what the driver writes: {"trials": {row id: [its trial records, one per seed]}, "histories": {seed:
@@ -475,8 +516,10 @@ def _run_part(model_name, dataset, rows, scale_cfg, seeds, trials, backend, data
             _epochs(epochs), batch))
         m = make_model(model_name, k, backend, scale_cfg.get("lr", {}).get(model_name), scale_cfg["n_tune"])
         t0 = time.time()
-        hist = m.fit(tx, vx, epochs, batch, log)
+        hist = m.fit(tx, vx, epochs, batch, log, state_path=partial_path(partial_dir, model_name, dataset, k))
         train_s = time.time() - t0
+        if m.resumed_from:                      # the epochs before the resume ran in an earlier process
+            train_s += float(sum(hist["epoch_seconds"][:m.resumed_from]))
         part["histories"][k] = hist
         conv = converged(hist["val_mse"])
         log("  %s: %s" % ("converged" if conv["converged"] else "not converged" if conv["converged"] is False
@@ -508,14 +551,14 @@ def raw_path(out_dir, row_id):
     return os.path.join(out_dir, "raw", row_id.replace("->", "-to-").replace("/", "__") + ".json")
 
 
-def job_parts(rows, scale_cfg, trials, backend, data_dir):
+def job_parts(rows, scale_cfg, trials, backend, data_dir, partial_dir=None):
     """The rows grouped into jobs (a trained model serves every row that uses it) -> {job: its rows}, and the
     jobs' parts as fanout.fan_out takes them: [(job, run_part's arguments)], a trained model's trials one by
     one, a classical denoiser in one part (its trials reuse its tuning and take seconds)."""
     jobs = {}
     for r in rows:
         jobs.setdefault((r.model, r.dataset), []).append(r)
-    parts = [((m, ds), (m, ds, tuple(jrows), scale_cfg, seeds, trials, backend, data_dir))
+    parts = [((m, ds), (m, ds, tuple(jrows), scale_cfg, seeds, trials, backend, data_dir, partial_dir))
              for (m, ds), jrows in jobs.items()
              for seeds in ([list(range(trials))] if m in CLASSICAL else [[k] for k in range(trials)])]
     return jobs, parts
@@ -528,7 +571,8 @@ def run(rows, scale, trials, backend, data_dir, out_dir, log=print, workers=1, a
     exception of its failed part})."""
     scale_cfg = SCALES[scale]
     os.makedirs(os.path.join(out_dir, "raw"), exist_ok=True)
-    jobs, parts = job_parts(rows, scale_cfg, trials, backend, data_dir)
+    partial_dir = os.path.join(os.path.abspath(out_dir), "partial")
+    jobs, parts = job_parts(rows, scale_cfg, trials, backend, data_dir, partial_dir)
     need = {job: sum(1 for j, _ in parts if j == job) for job in jobs}
     got, failed, written = {job: [] for job in jobs}, {}, {}
     with contextlib.closing(fanout.fan_out(run_part, parts, workers, address, log)) as finished:
@@ -541,7 +585,22 @@ def run(rows, scale, trials, backend, data_dir, out_dir, log=print, workers=1, a
                 got[job].append(part)
                 if len(got[job]) == need[job]:
                     written.update(write_job(job, jobs[job], got[job], scale, trials, backend, out_dir))
+                    _remove_partial(partial_dir, job, trials)
     return written, failed
+
+
+def _remove_partial(partial_dir, job, trials):
+    """A written job's training states (partial.py) are no longer needed; the folder goes when it is empty."""
+    import shutil
+    model_name, dataset = job
+    for k in range(trials):
+        p = partial_path(partial_dir, model_name, dataset, k)
+        if p is not None and os.path.isdir(p):
+            shutil.rmtree(p, ignore_errors=True)
+        elif p is not None and os.path.exists(p):
+            os.remove(p)
+    with contextlib.suppress(OSError):
+        os.rmdir(partial_dir)
 
 
 def write_job(job, rows, parts, scale, trials, backend, out_dir):

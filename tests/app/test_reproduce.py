@@ -478,3 +478,52 @@ def test_a_trial_whose_training_energy_climbs_is_called_diverging_in_its_row():
     assert note == "; **diverging** in 1 of 2 trials (last epoch's training energy 25x its lowest): not a trained model"
     assert reproduce._setup_cell(rec(rising)).endswith("**diverging** (last epoch's training energy 25x its lowest): "
                                                        "not a trained model")
+
+
+class _StopAfter(Exception):
+    pass
+
+
+@pytest.mark.parametrize("model_name", ["conv-ngc", "fc-ngc", "res-conv-ngc", "conv-ae", "conv-dae"])
+def test_a_trial_stopped_mid_training_resumes_from_its_last_epoch_bit_identically(tmp_path, monkeypatch,
+                                                                                   model_name):
+    """A trained trial keeps its state under partial/ after every epoch: stopped while its second epoch is
+    being logged (its state holds epoch 1), the same trial run again continues after epoch 1 and ends with the
+    history and outputs of a trial that was never stopped, to the last bit. A state of another training (other
+    images) is not resumed."""
+    if model_name in ("conv-ae", "conv-dae"):
+        pytest.importorskip("torch")
+    monkeypatch.setattr(reproduce, "conv_ngc_config", lambda: Config(T=4))
+    monkeypatch.setattr(reproduce, "residual_config", lambda: __import__("ngc_ref.residual").residual.ResidualConfig(
+        base=Config(T=4, beta=0.025)))
+    rng = np.random.default_rng(5)
+    tx, vx, test_x = (rng.random((n, 3, 32, 32)).astype(np.float32) for n in (24, 4, 6))
+    backend = "numpy"
+
+    def trained(state_path, stop_at=None, x=tx):
+        def log(s):
+            if stop_at is not None and re.search(r"epoch %d/3" % stop_at, s):
+                raise _StopAfter
+        m = reproduce.make_model(model_name, 1, backend, n_tune=4)
+        hist = m.fit(x, vx, 3, 8, log, state_path=state_path)
+        return m, hist
+
+    def same(a, b):
+        ha, hb = ({k: v for k, v in h.items() if k != "epoch_seconds"} for h in (a[1], b[1]))
+        assert json.dumps(ha, sort_keys=True, default=str) == json.dumps(hb, sort_keys=True, default=str)
+        for task in ("reconstruction", "denoising"):
+            np.testing.assert_array_equal(a[0].outputs(test_x, task, 0)[0], b[0].outputs(test_x, task, 0)[0])
+
+    plain = trained(None)
+    path = reproduce.partial_path(str(tmp_path / "partial"), model_name, "cifar10", 1)
+    with pytest.raises(_StopAfter):
+        trained(path, stop_at=2)
+    assert os.path.exists(path)
+    resumed = trained(path)
+    assert resumed[0].resumed_from == 1
+    same(plain, resumed)
+    with pytest.raises(_StopAfter):                       # another training's state is not resumed
+        trained(path, stop_at=2, x=tx[::-1].copy())
+    other = trained(path)                                   # the original images: from its first epoch
+    assert other[0].resumed_from == 0
+    same(plain, other)

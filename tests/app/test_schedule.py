@@ -237,7 +237,7 @@ def test_the_restore_point_becomes_best_npz_only_when_it_validates_better(tmp_pa
     sched.start(model)
     sched.best_update = 5
     history = {"train_energy": [1.0], "val_mse": [earlier], "epoch_seconds": [1.0]}
-    train._keep_the_restore_point(str(tmp_path), model, x, 6, 0, history, sched, {}, lambda *_: None)
+    train.keep_the_restore_point(str(tmp_path), model, x, 6, 0, history, sched, {}, lambda *_: None)
     assert (tmp_path / "best.npz").exists() == replaced
     if replaced:
         _, p, _, meta = checkpoint.load(tmp_path / "best.npz")
