@@ -46,10 +46,16 @@ def load(path, want):
 
 
 def save(path, want, state):
-    """Write `state` (a dict: epoch, history, and the model's own entries) with its key, atomically."""
+    """Write `state` (a dict: epoch, history, and the model's own entries) with its key, atomically. Returns
+    False when it cannot be written (a worker that cannot reach the driver's folder): the trial goes on, it
+    just cannot be resumed."""
     if path is None:
-        return
-    atomic_write(path, lambda tmp: _dump(tmp, dict(state, key=want)), suffix=".pkl")
+        return False
+    try:
+        atomic_write(path, lambda tmp: _dump(tmp, dict(state, key=want)), suffix=".pkl")
+    except OSError:
+        return False
+    return True
 
 
 def _dump(tmp, obj):

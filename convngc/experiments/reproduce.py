@@ -286,11 +286,14 @@ class _ConvNGCRow:
         from . import partial
         cfg, backend = self.model.cfg, self.model.backend.name
         with contextlib.ExitStack() as stack:
-            if state_path is None:
+            run_dir = state_path
+            if run_dir is not None:
+                try:
+                    os.makedirs(run_dir, exist_ok=True)
+                except OSError:                 # a worker that cannot reach the driver's folder: not resumable
+                    run_dir = state_path = None
+            if run_dir is None:
                 run_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="convngc-row-"))
-            else:
-                run_dir = state_path
-                os.makedirs(run_dir, exist_ok=True)
             want = partial.key("conv-ngc", self.seed, epochs, batch, tx, cfg=cfg.to_dict(), backend=backend,
                                n_val=len(vx), n_tune=self.n_tune)
             sched = schedule.BetaSchedule(schedule.ScheduleOptions(), cfg, vx if len(vx) else tx,

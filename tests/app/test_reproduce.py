@@ -527,3 +527,21 @@ def test_a_trial_stopped_mid_training_resumes_from_its_last_epoch_bit_identicall
     other = trained(path)                                   # the original images: from its first epoch
     assert other[0].resumed_from == 0
     same(plain, other)
+
+
+def test_a_partial_state_that_cannot_be_written_does_not_stop_the_trial(tmp_path):
+    """A Ray worker on another machine may not reach the driver's folder: the trial trains on, unresumable."""
+    from convngc.experiments import partial
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert partial.save(str(blocker / "sub" / "state.pkl"), {"k": 1}, {"epoch": 1}) is False
+    assert partial.load(str(blocker / "sub" / "state.pkl"), {"k": 1}) is None
+    assert partial.save(str(tmp_path / "state.pkl"), {"k": 1}, {"epoch": 1}) is True
+    assert partial.load(str(tmp_path / "state.pkl"), {"k": 1})["epoch"] == 1
+    assert partial.load(str(tmp_path / "state.pkl"), {"k": 2}) is None
+    (tmp_path / "state.pkl").write_bytes(b"not a pickle")
+    assert partial.load(str(tmp_path / "state.pkl"), {"k": 1}) is None
+    m = reproduce.make_model("fc-ngc", 0, "numpy")
+    x = np.random.default_rng(0).random((8, 3, 32, 32)).astype(np.float32)
+    hist = m.fit(x, x[:2], 2, 4, lambda s: None, state_path=str(blocker / "sub" / "state.pkl"))
+    assert len(hist["val_mse"]) == 2 and m.resumed_from == 0
