@@ -112,7 +112,7 @@ def test_without_ray_the_jobs_run_one_after_another_saying_so(monkeypatch):
     assert len(lines) == 1 and lines[0].startswith("Ray is not installed (pip install -e .[cluster])")
 
 
-def _fake_part(model_name, dataset, rows, scale_cfg, seeds, trials, backend, data_dir, log=print):
+def _fake_part(model_name, dataset, rows, scale_cfg, seeds, trials, backend, data_dir, partial_dir=None, log=print):
     """run_part without data or training: a classical row's part, or an error / Ctrl-C for non-local means."""
     if model_name == "nlm":
         raise (KeyboardInterrupt if os.environ.get("FAKE_CTRL_C") else ValueError)("the nlm part breaks")
