@@ -650,7 +650,7 @@ def _resume(args, log, status):
         sched = None
         if run_args.get("beta_schedule") is not None:          # runs made before the schedule existed have none
             cfg0 = Config.from_dict(recorded["model"]) if recorded is not None else cfg
-            sched = schedule.BetaSchedule(schedule.ScheduleOptions(**run_args["beta_schedule"]), cfg0,
+            sched = schedule.BetaSchedule(schedule.options_of_record(run_args["beta_schedule"]), cfg0,
                                           val_x if len(val_x) else train_x, log=log)
             if start and meta.get("schedule"):
                 sched.load_state(meta["schedule"], checkpoint.load_extra(ck, "restore"))

@@ -1,6 +1,7 @@
 """The beta schedule (convngc/schedule.py) and its measures (convngc/stability.py): a run that would cross the
 settle's stability edge steps beta down instead, a blow-up is taken back to the restore point, resuming is
 bit-identical, and the measures agree with dense linear algebra."""
+import dataclasses
 import json
 import math
 
@@ -136,13 +137,15 @@ def test_an_energy_blow_up_restores_and_steps_what_went_unstable(monkeypatch, ei
     assert (model.cfg.beta, model.cfg.lr) == ((cfg.beta / 2, cfg.lr) if steps_beta else (cfg.beta, cfg.lr / 2))
 
 
-@pytest.mark.parametrize("eigenvalue,steps_beta", [(-1.05, True), (-0.5, False)])
-def test_a_spike_in_one_update_is_taken_back_before_the_next_check(monkeypatch, eigenvalue, steps_beta):
-    """One update whose energy is `spike` times the median of the rung's last `spike_window` is a blow-up at
-    once (seed 3 of CIFAR-10: energy 26 -> 80 -> 1008 within 6 updates, between two checks): the restore
-    point comes back with a fresh Adam state, and a check made at the spike decides what steps (beta when the
-    settle is past its edge there, else the Adam step). Below the factor, or with the guard off, nothing."""
-    monkeypatch.setattr(stability, "settle_eigenvalue", lambda *a, **k: (eigenvalue, [1.0]))
+@pytest.mark.parametrize("eigenvalue", [-1.05, -0.5])
+def test_a_spike_at_the_edge_is_taken_back_before_the_next_check(monkeypatch, eigenvalue):
+    """One update whose energy is `spike` times the median of the rung's last `spike_window`, with the settle
+    past its edge there, is a blow-up at once (seed 3 of CIFAR-10: energy 26 -> 80 -> 1008 within 6 updates,
+    between two checks): the restore point comes back with a fresh Adam state and beta steps down. A spike
+    with the settle inside its edge changes nothing, not even the model's random draws; below the factor, or
+    with the guard off, nothing is measured."""
+    measured = []
+    monkeypatch.setattr(stability, "settle_eigenvalue", lambda *a, **k: measured.append(1) or (eigenvalue, [1.0]))
     cfg = Config(T=3, **TINY)
     opts = schedule.ScheduleOptions(check_every=50, spike=3.0, spike_window=5)
     sched = schedule.BetaSchedule(opts, cfg, _images(4), log=lambda *_: None)
@@ -150,18 +153,37 @@ def test_a_spike_in_one_update_is_taken_back_before_the_next_check(monkeypatch, 
     sched.start(model)
     keep = model.host_params()
     energies = [30.0, 28.0, 27.0, 26.0, 27.0, 25.0, 26.0 * 2.9]       # falling, then 2.9x: not yet a spike
-    assert [sched.after_update(model, u, e) for u, e in enumerate(energies, 1)] == [None] * 7
+    assert [sched.after_update(model, u, e) for u, e in enumerate(energies, 1)] == [None] * 7 and not measured
     model.learn(_images(2))                                          # the parameters move on
+    moved, draws = model.host_params(), model.rng.bit_generator.state
     ev = sched.after_update(model, 8, 27.0 * 3.01)
+    assert measured and sched.checks[-1]["spike"] and sched.checks[-1]["update"] == 8
+    if eigenvalue > schedule.ScheduleOptions.edge:
+        assert ev is None and sched.checks[-1]["probe_mse"] is None and model.rng.bit_generator.state == draws
+        for a, b in zip(model.host_params()["W"][1:], moved["W"][1:]):
+            np.testing.assert_array_equal(a, b)
+        assert model.cfg == cfg and len(sched.recent) == 5
+        return
     assert ev["reason"] == "blow-up" and "median" in ev["why"] and ev["restored_update"] is None
     for a, b in zip(model.host_params()["W"][1:], keep["W"][1:]):
         np.testing.assert_array_equal(a, b)
-    assert model.opt_state["t"] == 0 and sched.checks[-1]["spike"] and sched.checks[-1]["update"] == 8
-    assert (model.cfg.beta, model.cfg.lr) == ((cfg.beta / 2, cfg.lr) if steps_beta else (cfg.beta, cfg.lr / 2))
+    assert model.opt_state["t"] == 0 and sched.checks[-1]["probe_mse"] > 0
+    assert (model.cfg.beta, model.cfg.T, model.cfg.lr) == (cfg.beta / 2, cfg.T * 2, cfg.lr)
     assert sched.recent == [] and sched.best_update is None          # the spike's check is no restore point
-    off = schedule.BetaSchedule(schedule.ScheduleOptions(check_every=50), cfg, _images(4), log=lambda *_: None)
+    off = schedule.BetaSchedule(schedule.ScheduleOptions(check_every=50, spike=0), cfg, _images(4),
+                                log=lambda *_: None)
     off.start(model)
+    n = len(measured)
     assert [off.after_update(model, u, e) for u, e in enumerate(energies + [1000.0], 1)] == [None] * 8
+    assert len(measured) == n
+
+
+def test_a_run_recorded_before_the_spike_guard_resumes_without_it():
+    """A run whose record has no `spike` ran without the guard: resuming keeps it off whatever the default is,
+    so that it continues bit-identically; a recorded factor is kept as recorded."""
+    old = {k: v for k, v in dataclasses.asdict(schedule.ScheduleOptions()).items() if k != "spike"}
+    assert schedule.options_of_record(old).spike == 0.0
+    assert schedule.options_of_record(dict(old, spike=2.5)).spike == 2.5
 
 
 def test_on_the_last_rung_a_blow_up_halves_the_adam_step():
