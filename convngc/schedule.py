@@ -224,8 +224,9 @@ class BetaSchedule:
         return at_edge
 
     def _at_edge(self):
-        """Did the last check of this rung find the settle at its edge?"""
-        last = [c for c in self.checks if c.get("beta") == self.config().beta]
+        """Did the last regular check of this rung find the settle at its edge? (A spike's check is not one: a
+        spike inside the edge must leave the run as it would be without the guard.)"""
+        last = [c for c in self.checks if c.get("beta") == self.config().beta and not c.get("spike")]
         return bool(last) and last[-1].get("eigenvalue") is not None and last[-1]["eigenvalue"] < self.opts.edge
 
     def _step(self, model, update, reason, why):
