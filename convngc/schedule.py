@@ -159,7 +159,7 @@ class BetaSchedule:
             if energy > self.opts.spike * typical and self._spike_at_edge(model, update, energy):
                 return self._step(model, update, "blow-up", "one update's training energy %.3g per image, %.1f "
                                   "times the median of this rung's last %d (%.3g), with the settle at its edge"
-                                  % (energy, energy / typical, len(self.recent), typical))
+                                  % (energy, energy / typical, len(self.recent), typical), at_edge=True)
         if self.opts.spike:
             self.recent = (self.recent + [float(energy)])[-self.opts.spike_window:]
         self.window.append(float(energy))
@@ -229,9 +229,11 @@ class BetaSchedule:
         last = [c for c in self.checks if c.get("beta") == self.config().beta and not c.get("spike")]
         return bool(last) and last[-1].get("eigenvalue") is not None and last[-1]["eigenvalue"] < self.opts.edge
 
-    def _step(self, model, update, reason, why):
+    def _step(self, model, update, reason, why, at_edge=None):
+        """Take the restore point back with a fresh Adam state, and step beta down (an edge, or a blow-up with
+        the settle at its edge: the last regular check's, or `at_edge` when given) or else halve the Adam step."""
         can_step = self.opts.mode == "step" and self.rung < self.opts.max_steps
-        if reason == "edge" or (can_step and self._at_edge()):
+        if reason == "edge" or (can_step and (self._at_edge() if at_edge is None else at_edge)):
             self.rung += 1
         else:                                   # a blow-up of the learning step (or no beta step left)
             self.lr_halvings += 1

@@ -178,6 +178,22 @@ def test_a_spike_at_the_edge_is_taken_back_before_the_next_check(monkeypatch, ei
     assert len(measured) == n
 
 
+def test_a_spike_inside_the_edge_does_not_decide_a_later_blow_up(monkeypatch):
+    """A regular check at the edge, then a spike whose own check is inside it, then a NaN: the blow-up steps
+    beta as the regular check says, as it would without the guard."""
+    eigs = iter([-1.0, -0.5])
+    monkeypatch.setattr(stability, "settle_eigenvalue", lambda *a, **k: (next(eigs), [1.0]))
+    cfg = Config(T=3, **TINY)
+    sched = schedule.BetaSchedule(schedule.ScheduleOptions(check_every=6, patience=5, spike=3.0, spike_window=5),
+                                  cfg, _images(4), log=lambda *_: None)
+    model = ConvNGC(cfg, "cpu")
+    sched.start(model)
+    assert [sched.after_update(model, u, 10.0) for u in range(1, 7)] == [None] * 6    # the check at 6: edge
+    assert sched.after_update(model, 7, 40.0) is None and sched.checks[-1]["spike"]     # the spike: inside
+    ev = sched.after_update(model, 8, float("nan"))
+    assert ev["reason"] == "blow-up" and (model.cfg.beta, model.cfg.lr) == (cfg.beta / 2, cfg.lr)
+
+
 def test_a_run_recorded_before_the_spike_guard_resumes_without_it():
     """A run whose record has no `spike` ran without the guard: resuming keeps it off whatever the default is,
     so that it continues bit-identically; a recorded factor is kept as recorded."""
