@@ -263,8 +263,8 @@ def _add_schedule(p):
     p.add_argument("--check-every", type=_int_at_least(1), default=None, help="updates between two stability "
                    "checks of the beta schedule (default %d)" % schedule.ScheduleOptions.check_every)
     p.add_argument("--spike", type=_spike, default=None, help="an update whose training energy is SPIKE times the "
-                   "median of the last %d is a blow-up at once, taken back before the next check (0: off; "
-                   "default %g)" % (schedule.ScheduleOptions.spike_window, schedule.ScheduleOptions.spike))
+                   "median of the last %d, with the settle past its stability edge there, is taken back at once "
+                   "(beta steps down) instead of at the next check (0: off; default %g)" % (schedule.ScheduleOptions.spike_window, schedule.ScheduleOptions.spike))
 
 
 def build_parser():
