@@ -197,20 +197,24 @@ class BetaSchedule:
         """Measure the probe MSE and the settle's eigenvalue now and record them in the history. Raises
         DivergenceError."""
         mse = metrics.mse(model.reconstruct(self.probe_x), self.probe_x) if len(self.probe_x) else mean
-        eig = (stability.settle_eigenvalue(model.host_params(), model.cfg, self.eig_x, iters=30)[0]
-               if len(self.eig_x) else math.nan)
+        eig = self._eigenvalue(model)
         self.checks.append({"update": update, "beta": model.cfg.beta, "T": model.cfg.T, "eigenvalue": eig,
                             "probe_mse": mse, "train_energy": mean,
                             "gains": stability.gains(model.host_params(), model.cfg)[1:]})
         return mse, eig
+
+    def _eigenvalue(self, model):
+        """The settle's most negative eigenvalue on the eig images (its own draws: model.rng is untouched)."""
+        if not len(self.eig_x):
+            return math.nan
+        return stability.settle_eigenvalue(model.host_params(), model.cfg, self.eig_x, iters=30)[0]
 
     def _spike_at_edge(self, model, update, energy):
         """A spike: is the settle past its edge now (the guard's case: a blow-up that began between two
         checks)? The eigenvalue alone is measured first (its draws are its own, so a spike that is not at the
         edge leaves the run exactly as it would be without the guard: the window rules handle it); at the edge
         the probe MSE too. Either way the check is recorded, marked "spike" (never a restore point)."""
-        eig = (stability.settle_eigenvalue(model.host_params(), model.cfg, self.eig_x, iters=30)[0]
-               if len(self.eig_x) else math.nan)
+        eig = self._eigenvalue(model)
         at_edge = eig < self.opts.edge
         mse = None
         if at_edge and len(self.probe_x):

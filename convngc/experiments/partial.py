@@ -62,10 +62,3 @@ def _dump(tmp, obj):
     with open(tmp, "wb") as f:
         pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
 
-
-def remove(paths):
-    for p in paths:
-        try:
-            os.remove(p)
-        except FileNotFoundError:
-            pass
