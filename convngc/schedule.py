@@ -21,7 +21,7 @@ restore point). It acts when
             the restore point's parameters and a fresh Adam state, and then beta steps down if the last check
             found the settle at its edge, else the Adam step halves (the learning step itself, not the settle,
             went unstable: this is the second limit, docs/training.md). No run ends diverged.
-  spike     (`spike` 0: off) one update's training energy is `spike` times the median of the rung's
+  spike     (`spike` 3; 0: off) one update's training energy is `spike` times the median of the rung's
             last `spike_window` updates, and the settle's eigenvalue, measured there, is below `edge`: the
             settle crossed its edge between two checks. Taken back at once like a blow-up (beta steps down),
             not at the next check: such a blow-up otherwise runs on for up to `check_every` updates, and the
@@ -56,7 +56,7 @@ class ScheduleOptions:
     stall_checks: int = 2       # is a blow-up in slow motion: taken back the same way
     max_steps: int = 3          # at most beta0 / 8 (and T0 x 8)
     blowup: float = 3.0         # a training energy this many times the rung's lowest is a blow-up
-    spike: float = 0.0          # one update's energy this many times the median of the rung's last `spike_window`
+    spike: float = 3.0          # one update's energy this many times the median of the rung's last `spike_window`
     spike_window: int = 20      # updates is a blow-up taken back at once, before the next check (spike 0: off)
     probe: int = 100            # validation images for the probe MSE (the restore point's criterion)
     eig_images: int = 10        # validation images the eigenvalue is measured on (30 power iterations)

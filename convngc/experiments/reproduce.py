@@ -294,10 +294,10 @@ class _ConvNGCRow:
                     run_dir = state_path = None
             if run_dir is None:
                 run_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="convngc-row-"))
+            opts = schedule.ScheduleOptions()
             want = partial.key("conv-ngc", self.seed, epochs, batch, tx, cfg=cfg.to_dict(), backend=backend,
-                               n_val=len(vx), n_tune=self.n_tune)
-            sched = schedule.BetaSchedule(schedule.ScheduleOptions(), cfg, vx if len(vx) else tx,
-                                          log=lambda s: log("  " + s))
+                               n_val=len(vx), n_tune=self.n_tune, schedule=dataclasses.asdict(opts))
+            sched = schedule.BetaSchedule(opts, cfg, vx if len(vx) else tx, log=lambda s: log("  " + s))
             start, history, ck = 0, None, os.path.join(run_dir, "checkpoint.npz")
             self.resumed_from = 0
             if state_path is not None and partial.load(os.path.join(run_dir, "key.pkl"), want) and os.path.isfile(ck):

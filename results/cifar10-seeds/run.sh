@@ -2,8 +2,8 @@
 # The five-seed CIFAR-10 table of results/STUDY.md ("Five seeds"): every step is skipped when its output exists,
 # so rerunning this script continues where it stopped (a stopped training resumes bit-identically).
 #   bash results/cifar10-seeds/run.sh [SEED ...]        (default: seeds 0 1 2 3 4), from the repository root
-# A variant of the recipe runs into folders of its own:
-#   OUT=results/cifar10-seeds-guard RUNS=runs/cifar10-guard-s TRAIN_ARGS="--spike 3" bash results/cifar10-seeds/run.sh
+# A variant of the recipe runs into folders of its own, e.g. the seeds without the spike guard:
+#   OUT=results/cifar10-seeds/before-guard RUNS=runs/before-guard/cifar10-s TRAIN_ARGS="--spike 0" bash results/cifar10-seeds/run.sh 2 3 4
 # Per seed on 2 idle cores: training ~25-45 min, tuning ~2 min, the test set (10,000 images x 5 trials) ~10 min
 # (the denoising settle: 120 steps with momentum 0.9; a seed tuned before momentum is tuned again).
 set -euo pipefail

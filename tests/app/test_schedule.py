@@ -281,3 +281,14 @@ def test_the_restore_point_becomes_best_npz_only_when_it_validates_better(tmp_pa
         _, p, _, meta = checkpoint.load(tmp_path / "best.npz")
         assert meta["restore_point"]["update"] == 5 and meta["restore_point"]["val_mse"] < 1e9
         np.testing.assert_array_equal(p["W"][1], sched.best_params["W"][1])
+
+
+def test_the_spike_guard_is_on_by_default_and_off_with_spike_0():
+    """`convngc train` without --spike takes a spike at the edge back (the recipe whose five CIFAR-10 seeds all
+    meet the paper); --spike 0 is the schedule without the guard; a run recorded with a factor keeps it."""
+    from convngc import cli
+    parse = cli.build_parser().parse_args
+    assert cli._schedule_options(parse(["train"])).spike > 1
+    assert cli._schedule_options(parse(["train", "--spike", "0"])).spike == 0
+    recorded = dataclasses.asdict(cli._schedule_options(parse(["train"])))
+    assert schedule.options_of_record(recorded) == schedule.ScheduleOptions()
