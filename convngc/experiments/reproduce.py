@@ -365,7 +365,9 @@ THREADED = ("fc-ngc", "res-conv-ngc", "conv-ae", "conv-dae")
 # 2). At beta 0.025 seed 0 learns (validation MSE 9,898 -> 4,517 in 3 epochs) though its training energy still
 # rises epoch after epoch, and four of the quick row's five trials diverge within 80 updates; Adam 3e-4 keeps the
 # energy falling but learns 2.5x slower (11,400 after 2 epochs). It has no beta schedule: the row is a measured
-# failure, not a trained model, and its setup cell says so (results/README.md).
+# failure, not a trained model, and its setup cell says so (results/README.md). Its settle is unstable before any
+# learning: from fresh filters the energy turns up after 8 steps at beta 0.1, 50 at 0.025, and falls for 216 at 0.01
+# (bench/residual_settle.py): Eq. 8's error path skips Pool, ReLU and the skip, so a step is not a descent.
 RESIDUAL_BETA = 0.025
 
 

@@ -79,3 +79,24 @@ def test_residual_model_runs_on_the_cpu_backend_and_matches_the_reference():
         baselines.ResidualConvNGC(cfg, backend="cuda")
     with pytest.raises(TypeError, match="float32 or float64"):
         baselines.ResidualConvNGC(cfg, dtype=np.float16)
+
+
+def test_the_residual_settle_probe_measures_both_readings_and_leaves_the_model_as_printed(shared_data, tmp_path):
+    """bench/residual_settle.py (results/README.md, "Residual Conv-NGC"): both readings start from the same
+    states, the skip feedback is the steeper descent at first, and the model's Eq. 8 is restored afterwards."""
+    import importlib.util
+    import json
+    from ngc_ref import residual
+    from helpers import REPO
+    spec = importlib.util.spec_from_file_location("residual_settle", REPO / "bench" / "residual_settle.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    printed = residual.corrections
+    out = tmp_path / "settle.json"
+    probe.main(["--T", "6", "--beta", "0.1", "--images", "2", "--data-dir", str(shared_data), "--json", str(out)])
+    assert residual.corrections is printed
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["reading"] for r in rows] == ["as printed", "with skip feedback"]
+    a, b = rows[0]["energy"], rows[1]["energy"]
+    assert len(a) == len(b) == 7 and a[0] == b[0]
+    assert b[5] < 0.9 * a[5]
