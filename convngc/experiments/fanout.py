@@ -20,6 +20,8 @@ import argparse
 import logging
 import os
 import re
+import signal
+import threading
 
 from ..usage import int_at_least
 
@@ -94,6 +96,31 @@ def _serial(fn, jobs, log):
         yield key, result, None
 
 
+def _signal_handlers():
+    """SIGTERM's and SIGINT's handlers now (main thread only: the others cannot set them)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _give_back(handlers, raised):
+    """ray.init sets a SIGTERM handler of its own (sys.exit(1)) over the command's (`convngc reproduce`: SIGTERM
+    stops the run as Ctrl-C does, the jobs cancelled, the finished rows kept, exit 143): set the command's again,
+    through a relay that keeps what it raises in `raised` (Ray's waits turn any exception a signal handler raises
+    into a plain KeyboardInterrupt; the caller raises the kept one instead)."""
+    for sig, handler in handlers.items():
+        if callable(handler):
+            def relay(signum, frame, handler=handler):
+                try:
+                    handler(signum, frame)
+                except BaseException as exc:
+                    raised.append(exc)
+                    raise
+            signal.signal(sig, relay)
+        elif handler is not None:                     # SIG_IGN / SIG_DFL; None: set outside Python, left alone
+            signal.signal(sig, handler)
+
+
 def job(fn, args):
     """What a Ray task runs: fn(*args) (Ray names the task by this function: "job")."""
     return fn(*args)
@@ -106,6 +133,7 @@ def _ray(fn, jobs, workers, address, log):
     # change a result; PyTorch's count is set by the job itself)
     env = {"NGC_CPU_THREADS": os.environ.get("NGC_CPU_THREADS", "1")}
     todo, pending = list(jobs), {}
+    handlers, raised = _signal_handlers(), []
     try:
         try:
             if address is None:
@@ -120,6 +148,7 @@ def _ray(fn, jobs, workers, address, log):
             raise ClusterError("cannot reach the Ray cluster at %s: %s%s" % (
                 address, why, " (a head with token authentication, Ray's default, also needs RAY_AUTH_MODE=token "
                 "and its token here: docs/cluster.md)" if address.startswith("ray://") else "")) from exc
+        _give_back(handlers, raised)
         if address is None:
             log("Ray: %d workers on this machine (a local Ray, stopped at the end)" % workers)
         else:
@@ -139,9 +168,16 @@ def _ray(fn, jobs, workers, address, log):
             except ray.exceptions.RayError as exc:            # its worker died MAX_RETRIES + 1 times, or the like
                 result, error = None, exc
             yield key, result, error
+    except KeyboardInterrupt as exc:
+        if raised and raised[-1] is not exc:          # Ray's stand-in for what our handler raised (SIGTERM's)
+            raise raised[-1] from None
+        raise
     finally:
         try:
             for ref in pending:                               # Ctrl-C, SIGTERM, or the caller stopped early
                 ray.cancel(ref, force=True)
         finally:
             ray.shutdown()
+            for sig, handler in handlers.items():             # the command's own, not the relays
+                if handler is not None:
+                    signal.signal(sig, handler)

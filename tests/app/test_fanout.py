@@ -167,3 +167,46 @@ def test_address_with_one_worker_or_resume_without_out_is_one_line(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "--workers 1 runs the jobs in this process" in err[0]
     assert "--resume needs --out" in err[1]
+
+
+_SIGTERM_CHILD = """
+import sys, time
+from convngc.download import Terminated, sigterm_raises
+from convngc.experiments import fanout
+try:
+    with sigterm_raises():
+        for _ in fanout.fan_out(time.sleep, [(k, (120,)) for k in range(2)], workers=2,
+                                log=lambda s: print(s, flush=True)):
+            pass
+except Terminated:
+    print("terminated", flush=True)
+    sys.exit(143)
+"""
+
+
+@needs_ray
+@pytest.mark.slow
+def test_sigterm_on_the_driver_cancels_the_ray_jobs_through_the_commands_own_handler():
+    """ray.init installs its own SIGTERM handler (a stack dump, then exit); fan_out gives SIGTERM back to
+    Python's, so `convngc reproduce` stops as on Ctrl-C: its jobs cancelled, not waited for, exit 143."""
+    import subprocess
+    import time
+    child = subprocess.Popen([sys.executable, "-c", _SIGTERM_CHILD], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        lines = []
+        for line in child.stdout:                                   # Ray is up and both jobs are submitted
+            lines.append(line)
+            if line.startswith("Ray: 2 workers"):
+                break
+        assert lines and lines[-1].startswith("Ray: 2 workers"), "".join(lines)
+        time.sleep(2)
+        t0 = time.time()
+        child.send_signal(signal.SIGTERM)
+        rest = child.stdout.read()
+        assert child.wait(timeout=100) == 143, rest
+        assert "terminated" in rest and "SIGTERM received" not in rest, rest
+        assert time.time() - t0 < 100                               # the 120 s jobs were not waited for
+    finally:
+        if child.poll() is None:
+            child.kill()
