@@ -146,15 +146,15 @@ SCALES = {
 # batch; for Conv-NGC also its share of the beta schedule's checks and of the denoising tuning) and per evaluated
 # image (one settle / forward; a classical denoiser: per tuning image over the whole grid, per test image), at the
 # quick scale's batch sizes, the mean of the committed quick jobs (tests/app/test_reproduce.py holds them to the
-# committed measurements). Those ran on 2 cores with the cpu backend, most of them beside other jobs: the
-# CIFAR-10 Conv-AE at a load of 4-5 (4.6 ms per image-epoch), the Color-MNIST one, the same network, at about 3
-# (1.6 ms); the Conv-NGC and residual jobs at 3-4. So the estimates are pessimistic until re-timed on a quiet
-# machine. Residual Conv-NGC (ngc_cpu.residual) costs about 10x Conv-NGC per settling step (bench/residual_bench.py:
-# 12x the useful FLOPs at the same GFLOP/s; the NumPy reference, --backend numpy, is about 16x slower still).
+# committed measurements). Those ran on the idle 2-core development machine, two jobs at a time on one thread
+# each (`--workers 2`, the whole quick scale in 61.9 min: docs/cluster.md), so they are one-thread rates; a serial
+# run gives Conv-NGC both cores and is somewhat faster there. Residual Conv-NGC (ngc_cpu.residual) costs about
+# 10x Conv-NGC per settling step (bench/residual_bench.py: 12x the useful FLOPs at the same GFLOP/s; the NumPy
+# reference, --backend numpy, is about 16x slower still).
 MEASURED = (QUICK, PAPER_SCALE)
-COST = {"conv-ngc": (0.0069, 0.012), "fc-ngc": (0.0042, 0.0046), "conv-ae": (0.0031, 0.0016),
-        "conv-dae": (0.0018, 0.0017), "res-conv-ngc": (0.054, 0.044), "tv": (0.030, 0.0046), "nlm": (0.019, 0.0038),
-        "bm3d": (0.135, 0.029)}
+COST = {"conv-ngc": (0.0050, 0.0086), "fc-ngc": (0.0038, 0.0041), "conv-ae": (0.0012, 0.00096),
+        "conv-dae": (0.0014, 0.0011), "res-conv-ngc": (0.034, 0.027), "tv": (0.040, 0.0060), "nlm": (0.018, 0.0036),
+        "bm3d": (0.142, 0.027)}
 # images of each dataset's splits when a scale takes them all (train: the training set less 5,000 for validation)
 FULL = {"cifar10": (45000, 10000), "color-mnist": (55000, 10000), "svhn": (68257, 26032), "cinic10": (0, 1532)}
 
