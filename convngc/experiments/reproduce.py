@@ -147,8 +147,9 @@ SCALES = {
 # image (one settle / forward; a classical denoiser: per tuning image over the whole grid, per test image), at the
 # quick scale's batch sizes, the mean of the committed quick jobs (tests/app/test_reproduce.py holds them to the
 # committed measurements). Those ran on the idle 2-core development machine, two jobs at a time on one thread
-# each (`--workers 2`, the whole quick scale in 61.9 min: docs/cluster.md), so they are one-thread rates; a serial
-# run gives Conv-NGC both cores and is somewhat faster there. Residual Conv-NGC (ngc_cpu.residual) costs about
+# each (`--workers 2`, the whole quick scale in 61.9 min: docs/cluster.md), so they are one-thread rates, and
+# `spread` hands the parts to the workers. A serial run gives the Conv-NGC and residual jobs both cores and is
+# faster there than the sum (the whole quick scale, serially: 95.8 min against the sum's 121). Residual Conv-NGC (ngc_cpu.residual) costs about
 # 10x Conv-NGC per settling step (bench/residual_bench.py: 12x the useful FLOPs at the same GFLOP/s; the NumPy
 # reference, --backend numpy, is about 16x slower still).
 MEASURED = (QUICK, PAPER_SCALE)
@@ -487,7 +488,7 @@ def _run_part(model_name, dataset, rows, scale_cfg, seeds, trials, backend, data
     one trial of a trained model, or a classical denoiser's tuning with all its trials. It writes nothing and
     returns what the driver writes: {"trials": {row id: [its trial records, one per seed]}, "histories": {seed:
     training history}, "tuning": the classical parameter chosen, "figures": {file name: (rows of images,
-    viz.save_grid's options)}, "seconds": its wall time}. Trial k depends on k alone (its seeds, its data), so a
+    viz.save_grid's options)}, "seconds": its wall time, with the epochs a resumed trial ran in earlier processes}. Trial k depends on k alone (its seeds, its data), so a
     part gives the same numbers in whichever process or machine runs it."""
     t_part = time.time()
     n_test = n_test_for(scale_cfg, model_name)
@@ -524,7 +525,9 @@ def _run_part(model_name, dataset, rows, scale_cfg, seeds, trials, backend, data
         hist = m.fit(tx, vx, epochs, batch, log, state_path=partial_path(partial_dir, model_name, dataset, k))
         train_s = time.time() - t0
         if m.resumed_from:                      # the epochs before the resume ran in an earlier process
-            train_s += float(sum(hist["epoch_seconds"][:m.resumed_from]))
+            earlier = float(sum(hist["epoch_seconds"][:m.resumed_from]))
+            train_s += earlier
+            t_part -= earlier                   # and count in the part's (so the job's) seconds too
         part["histories"][k] = hist
         conv = converged(hist["val_mse"])
         log("  %s: %s" % ("converged" if conv["converged"] else "not converged" if conv["converged"] is False
@@ -963,7 +966,29 @@ def estimate_seconds(rows, scale, trials, per_job=False, measured=None):
     return est if per_job else sum(v[0] for v in est.values())
 
 
-def list_rows(rows, skipped, scale, trials, log=print, backend=None):
+def spread(per_job, trials, workers=None, address=None):
+    """(minutes, what) of a run of the jobs `per_job` ({(model, dataset): (seconds of one-thread work, _)}, as
+    estimate_seconds(per_job=True) gives): its parts (a trained model's trials one each, a classical job one)
+    handed, longest first, to whichever local worker frees first (default: the cores here; one without Ray).
+    Measured on the idle 2-core development machine, the quick scale: 121 min of jobs ran in 61.9 min on 2
+    workers, and in 95.8 min serially, where the Conv-NGC and residual jobs use every core (docs/cluster.md).
+    On a cluster (address) the workers are not known here: the one-thread total."""
+    total = sum(v[0] for v in per_job.values())
+    if address is not None:
+        return total / 60, "of one-thread work, spread over the cluster's workers"
+    workers = workers or os.cpu_count() or 1
+    if workers > 1 and not fanout.have_ray():
+        workers = 1
+    if workers == 1:
+        return total / 60, "serially (at most: the Conv-NGC and residual jobs use every core)"
+    free = [0.0] * workers
+    for sec in sorted((v[0] / (trials if m in TRAINED else 1) for (m, _), v in per_job.items()
+                       for _ in range(trials if m in TRAINED else 1)), reverse=True):
+        free[free.index(min(free))] += sec
+    return max(free) / 60, "on %d workers (%.0f min of one-thread work)" % (workers, total / 60)
+
+
+def list_rows(rows, skipped, scale, trials, log=print, backend=None, workers=None, address=None):
     sc = SCALES[scale]
     log("rows at scale %r (%d %s; test images per dataset: %s):" % (scale, trials, "trial" if trials == 1 else "trials",
                                                                     sc["n_test"] or "all"))
@@ -979,10 +1004,10 @@ def list_rows(rows, skipped, scale, trials, log=print, backend=None):
         log("  estimate: %-28s on %-12s %6.1f min  (%s)" % (NAMES[m], DATASET_TITLES[ds], sec / 60,
                                                            "rates measured in %s" % source if source else
                                                            "no committed measurement: a rough per-image cost"))
-    log("estimated time: %.0f min (per-image rates measured by the committed runs, on 2 cores, Conv-NGC and "
-        "residual Conv-NGC on the cpu backend%s)" % (sum(v[0] for v in per_job.values()) / 60,
-                                                    "; the numpy backend makes their rows about 40x and 16x longer"
-                                                    if backend == "numpy" else ""))
+    log("estimated time: %.0f min %s (per-image rates measured by the committed runs, one thread per job, "
+        "Conv-NGC and residual Conv-NGC on the cpu backend%s)"
+        % (spread(per_job, trials, workers, address)
+           + ("; the numpy backend makes their rows about 40x and 16x longer" if backend == "numpy" else "",)))
 
 
 _positive_int = int_at_least(1)
@@ -1118,7 +1143,7 @@ def main(argv=None, log=print):
             return refused(exc)
     rows, skipped = select_rows(args.rows, args.data_dir, log=(lambda s: None) if args.list else log)
     if args.list:
-        list_rows(rows, skipped, args.scale, args.trials, log, args.backend)
+        list_rows(rows, skipped, args.scale, args.trials, log, args.backend, args.workers, args.address)
         return 0
     if not rows:
         log("nothing to run")
@@ -1142,9 +1167,10 @@ def main(argv=None, log=print):
             log("every row is finished in %s; nothing to run" % args.out)
             return 0
     out = args.out if args.out is not None else _new_out_dir()
-    log("running %d rows at scale %r with %s, Conv-NGC backend %s -> %s (estimate %.0f min)"
-        % (len(rows), args.scale, _trials(args.trials), args.backend, out,
-           estimate_seconds(rows, args.scale, args.trials) / 60))
+    log("running %d rows at scale %r with %s, Conv-NGC backend %s -> %s (estimate %.0f min %s)"
+        % ((len(rows), args.scale, _trials(args.trials), args.backend, out)
+           + spread(estimate_seconds(rows, args.scale, args.trials, per_job=True), args.trials, args.workers,
+                    args.address)))
     if args.backend == "numpy":
         log("note: the Conv-NGC rows run on the NumPy reference, about 40x slower than the cpu backend")
     t0 = time.time()

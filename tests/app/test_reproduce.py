@@ -394,6 +394,30 @@ def test_the_seeds_table_with_one_seed_and_one_trial(tmp_path):
     assert claims["reconstruction"]["seeds"] == [3]
 
 
+def test_the_estimate_is_spread_over_the_workers(monkeypatch):
+    """The rates are one thread's: N local workers take the parts (a trained model's trials one each), longest
+    first, whichever frees first (the whole quick scale: 121 min of jobs, 61.9 min on 2 workers); serially,
+    without Ray or on a cluster of unknown size it is the jobs' sum."""
+    from convngc.experiments import fanout
+    monkeypatch.setattr(fanout, "have_ray", lambda: True)
+    jobs = {("conv-ae", "cifar10"): (500.0, None), ("tv", "cifar10"): (100.0, None)}     # 5 trials of 100 s + 100 s
+    assert reproduce.spread(jobs, 5, 2) == (300.0 / 60, "on 2 workers (10 min of one-thread work)")
+    assert reproduce.spread(jobs, 5, 6)[0] == 100.0 / 60                     # one part each
+    assert reproduce.spread({("conv-ae", "cifar10"): (600.0, None)}, 3, 2)[0] == 400.0 / 60   # 3 parts, 2 workers
+    assert reproduce.spread(jobs, 5, 1)[0] == 10.0 and "serially" in reproduce.spread(jobs, 5, 1)[1]
+    assert reproduce.spread(jobs, 5, 4, address="auto")[0] == 10.0
+    monkeypatch.setattr(reproduce.os, "cpu_count", lambda: 3)
+    assert reproduce.spread(jobs, 5)[0] == 200.0 / 60                         # default: the cores here
+    monkeypatch.setattr(fanout, "have_ray", lambda: False)
+    assert reproduce.spread(jobs, 5, 2)[0] == 10.0                            # no Ray: one after another
+    monkeypatch.setattr(fanout, "have_ray", lambda: True)
+    r = next(r for r in reproduce.all_rows() if r.id == "cifar10/tv")
+    lines = []
+    reproduce.list_rows([r], [], "quick", 5, log=lines.append, workers=2)
+    total = reproduce.estimate_seconds([r], "quick", 5) / 60
+    assert "estimated time: %.0f min on 2 workers (%.0f min of one-thread work)" % (total, total) in lines[-1]
+
+
 def test_list_says_one_epoch_and_one_trial_in_the_singular(monkeypatch):
     monkeypatch.setitem(reproduce.SCALES["quick"]["train"], "res-conv-ngc", (100, 1, 50))
     r = next(r for r in reproduce.all_rows() if r.id == "cifar10/res-conv-ngc")
@@ -527,6 +551,26 @@ def test_a_trial_stopped_mid_training_resumes_from_its_last_epoch_bit_identicall
     other = trained(path)                                   # the original images: from its first epoch
     assert other[0].resumed_from == 0
     same(plain, other)
+
+
+def test_a_resumed_trial_counts_its_earlier_epochs_in_the_job_seconds(monkeypatch):
+    """A row finished over several sessions records the time of all its epochs, not only the last piece's: the
+    paper-scale Conv-AE's job_seconds said 4,049 s where its 100 epochs took 16,422 s (the estimates learn from it)."""
+    class Resumed:
+        resumed_from = 2
+
+        def fit(self, tx, vx, epochs, batch, log, state_path=None):
+            return {"val_mse": [3.0, 2.0, 1.0], "epoch_seconds": [100.0, 200.0, 0.0]}
+
+        def outputs(self, x, task, seed):
+            return x, x
+    monkeypatch.setattr(reproduce, "make_model", lambda *a, **k: Resumed())
+    monkeypatch.setattr(reproduce, "load", lambda ds, split, n, data_dir: np.zeros((2, 3, 32, 32), np.float32))
+    r = next(r for r in reproduce.all_rows() if r.id == "cifar10/fc-ngc")
+    part = reproduce.run_part("fc-ngc", "cifar10", [r], reproduce.SCALES["smoke"], [0], 1, "numpy", None,
+                              log=lambda s: None)
+    assert 300.0 <= part["trials"][r.id][0]["train_seconds"] < 310.0
+    assert 300.0 <= part["seconds"] < 310.0
 
 
 def test_a_partial_state_that_cannot_be_written_does_not_stop_the_trial(tmp_path):
