@@ -149,9 +149,9 @@ SCALES = {
 # committed measurements). Those ran on the idle 2-core development machine, two jobs at a time on one thread
 # each (`--workers 2`, the whole quick scale in 61.9 min: docs/cluster.md), so they are one-thread rates, and
 # `spread` hands the parts to the workers. A serial run gives the Conv-NGC and residual jobs both cores and is
-# faster there than the sum (the whole quick scale, serially: 95.8 min against the sum's 121). Residual Conv-NGC (ngc_cpu.residual) costs about
-# 10x Conv-NGC per settling step (bench/residual_bench.py: 12x the useful FLOPs at the same GFLOP/s; the NumPy
-# reference, --backend numpy, is about 16x slower still).
+# faster there than the sum (the whole quick scale, serially: 95.8 min against the sum's 121). Residual Conv-NGC
+# (ngc_cpu.residual) costs about 10x Conv-NGC per settling step (bench/residual_bench.py: 12x the useful FLOPs
+# at the same GFLOP/s; the NumPy reference, --backend numpy, is about 16x slower still).
 MEASURED = (QUICK, PAPER_SCALE)
 COST = {"conv-ngc": (0.0050, 0.0086), "fc-ngc": (0.0038, 0.0041), "conv-ae": (0.0012, 0.00096),
         "conv-dae": (0.0014, 0.0011), "res-conv-ngc": (0.034, 0.027), "tv": (0.040, 0.0060), "nlm": (0.018, 0.0036),
@@ -488,8 +488,9 @@ def _run_part(model_name, dataset, rows, scale_cfg, seeds, trials, backend, data
     one trial of a trained model, or a classical denoiser's tuning with all its trials. It writes nothing and
     returns what the driver writes: {"trials": {row id: [its trial records, one per seed]}, "histories": {seed:
     training history}, "tuning": the classical parameter chosen, "figures": {file name: (rows of images,
-    viz.save_grid's options)}, "seconds": its wall time, with the epochs a resumed trial ran in earlier processes}. Trial k depends on k alone (its seeds, its data), so a
-    part gives the same numbers in whichever process or machine runs it."""
+    viz.save_grid's options)}, "seconds": its wall time, with the epochs a resumed trial ran in earlier
+    processes}. Trial k depends on k alone (its seeds, its data), so a part gives the same numbers in whichever
+    process or machine runs it."""
     t_part = time.time()
     n_test = n_test_for(scale_cfg, model_name)
     test_x = {r.test_dataset: load(r.test_dataset, "test", n_test, data_dir) for r in rows}
@@ -981,9 +982,12 @@ def spread(per_job, trials, workers=None, address=None):
         workers = 1
     if workers == 1:
         return total / 60, "serially (at most: the Conv-NGC and residual jobs use every core)"
+    parts = []
+    for (m, _), (sec, _) in per_job.items():
+        n = trials if m in TRAINED else 1
+        parts += [sec / n] * n
     free = [0.0] * workers
-    for sec in sorted((v[0] / (trials if m in TRAINED else 1) for (m, _), v in per_job.items()
-                       for _ in range(trials if m in TRAINED else 1)), reverse=True):
+    for sec in sorted(parts, reverse=True):
         free[free.index(min(free))] += sec
     return max(free) / 60, "on %d workers (%.0f min of one-thread work)" % (workers, total / 60)
 

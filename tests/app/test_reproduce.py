@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import re
+import time
 
 import numpy as np
 import pytest
@@ -567,10 +568,12 @@ def test_a_resumed_trial_counts_its_earlier_epochs_in_the_job_seconds(monkeypatc
     monkeypatch.setattr(reproduce, "make_model", lambda *a, **k: Resumed())
     monkeypatch.setattr(reproduce, "load", lambda ds, split, n, data_dir: np.zeros((2, 3, 32, 32), np.float32))
     r = next(r for r in reproduce.all_rows() if r.id == "cifar10/fc-ngc")
+    t0 = time.time()
     part = reproduce.run_part("fc-ngc", "cifar10", [r], reproduce.SCALES["smoke"], [0], 1, "numpy", None,
                               log=lambda s: None)
-    assert 300.0 <= part["trials"][r.id][0]["train_seconds"] < 310.0
-    assert 300.0 <= part["seconds"] < 310.0
+    took = time.time() - t0                                  # this piece's own time, however loaded the machine
+    assert 300.0 <= part["trials"][r.id][0]["train_seconds"] <= 300.0 + took
+    assert 300.0 <= part["seconds"] <= 300.0 + took
 
 
 def test_a_partial_state_that_cannot_be_written_does_not_stop_the_trial(tmp_path):
