@@ -50,6 +50,9 @@ def _dtype_of(a, where, what):
 def check_params(params, cfg, where="settle"):
     """params as ngc_ref.residual.init_params makes them for cfg: {"W": [None, [W^{l,1} .. W^{l,n}] ...],
     "S": [None, S^l or None ...], "b": [None, b^l ...]}, one dtype (float32 or float64), finite. Returns the dtype."""
+    if cfg.feedback != "printed":
+        raise ValueError("%s: the cpu backend computes Eqs. 8-12 as printed; feedback=%r runs on the reference "
+                         "(ngc_ref.residual, backend 'numpy')" % (where, cfg.feedback))
     if not isinstance(params, dict) or any(k not in params for k in ("W", "S", "b")):
         raise TypeError("%s: params must be a dict with keys 'W', 'S' and 'b', as made by "
                         "ngc_ref.residual.init_params" % where)

@@ -37,6 +37,11 @@ one index apart; they are read as follows, one line each:
   - one bias per output map on the block's output (as Eq. 1); none inside (Eq. 7 prints none).
   - E = W^T only (no learnable E, no PCN factor): `base.learn_E` and `base.pcn` are refused.
 With ops = ("none",) and skip = "none" the block is Eq. 1 and everything reduces to ngc_ref.model (tested).
+
+feedback = "gradient" is not the paper's: the settle's d^l and the updates are then minus the exact gradient of
+F = 1/2 sum ||e||^2 (through phi', Pool, ReLU and the skip; block_gradients), so a small enough beta makes every
+settling step a descent, which Eq. 8 as printed is not (bench/residual_settle.py). The reference only: the cpu
+backend computes the printed reading.
 """
 from dataclasses import dataclass, field
 import numpy as np
@@ -45,7 +50,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from . import ops, optim
 from .checks import check_clamp
 from .config import Config
-from .model import phi, settle_steps
+from .model import phi, phi_prime, settle_steps
 
 __all__ = ["ResidualConfig", "EQ7_OPS", "init_params", "n_filter_weights", "maxpool_same", "predict_block",
            "predictions_and_errors", "corrections", "correct", "init_states", "settle", "filter_updates",
@@ -61,6 +66,7 @@ class ResidualConfig:
     ops: tuple = EQ7_OPS                           # post-op of each transform, from the one reading z^l down
     skip: str = "auto"                             # "auto", "identity", "project" or "none"
     pool: int = 3                                  # max-pool window (stride 1, SAME)
+    feedback: str = "printed"                      # "printed" (Eqs. 8-12) or "gradient" (the energy's gradient)
 
     def __post_init__(self):
         object.__setattr__(self, "ops", tuple(self.ops))
@@ -68,6 +74,8 @@ class ResidualConfig:
             raise ValueError("ResidualConfig: ops must be a non-empty sequence of %s, got %s" % (_POSTS, self.ops))
         if self.skip not in ("auto", "identity", "project", "none"):
             raise ValueError("ResidualConfig: skip must be auto, identity, project or none, got %r" % (self.skip,))
+        if self.feedback not in ("printed", "gradient"):
+            raise ValueError("ResidualConfig: feedback must be printed or gradient, got %r" % (self.feedback,))
         if self.pool < 1 or self.pool % 2 == 0:
             raise ValueError("ResidualConfig: pool must be a positive odd window, got %d" % self.pool)
         if self.base.learn_E or self.base.pcn:
@@ -174,10 +182,66 @@ def perturbations(e_below, params, cfg, l):
     return d                                                                    # d[q] = d^{l,q}, q = 0..n-1
 
 
+def maxpool_same_adjoint(x, g, k):
+    """The adjoint of maxpool_same at x: each output's g goes back to its window's largest input (the first in
+    row-major order on a tie, as numpy's argmax). -> an array shaped as x."""
+    if k == 1:
+        return g
+    p = k // 2
+    B, C, H, W = x.shape
+    xp = np.full((B, C, H + 2 * p, W + 2 * p), -np.inf, x.dtype)
+    xp[:, :, p:p + H, p:p + W] = x
+    arg = sliding_window_view(xp, (k, k), axis=(2, 3)).reshape(B, C, H, W, k * k).argmax(axis=-1)
+    out = np.zeros_like(xp)
+    for i in range(k):                                  # window offset (i, j): the outputs whose argmax it is
+        for j in range(k):
+            out[:, :, i:i + H, j:j + W] += np.where(arg == i * k + j, g, 0)
+    return out[:, :, p:p + H, p:p + W]
+
+
+def block_gradients(z_l, e_below, params, cfg, l, out_hw):
+    """feedback="gradient": minus the gradient of F = 1/2 sum ||e||^2 through block l, exactly (phi', Pool's
+    argmax routing, ReLU's mask, the skip): -> (J^T e^{l-1}, the term the block adds to d^l; [dW^{l,q}, q = 1..n];
+    dS^l or None), the weight terms as displacements that descent adds, like filter_updates'. Not in the paper:
+    Eqs. 8-12 skip Pool and ReLU and send nothing back through the skip, and that settle is not a descent
+    (results/residual-settle.json)."""
+    W, K = params["W"][l], cfg.base.kernel
+    a = phi(z_l, cfg.base.leak)
+    acts, pres = [None] * (cfg.n + 1), [None] * (cfg.n + 1)
+    for q in range(cfg.n, 0, -1):
+        acts[q] = a
+        pre = ops.conv2d_transpose(a, W[q - 1], cfg.stride(q), out_hw)
+        if q == 1:
+            pre += params["b"][l][None, :, None, None]
+        pres[q] = pre
+        a = _post(pre.copy(), cfg.post(q), cfg.pool)
+    g, dW = e_below, [None] * cfg.n
+    for q in range(1, cfg.n + 1):                       # from the block's output back to phi(z^l)
+        kind, pre = cfg.post(q), pres[q]
+        if "relu" in kind:
+            g = g * ((maxpool_same(pre, cfg.pool) if "pool" in kind else pre) > 0)
+        if "pool" in kind:
+            g = maxpool_same_adjoint(pre, g, cfg.pool)
+        dW[q - 1] = ops.conv2d_weight_grad(g, acts[q], K, cfg.stride(q))
+        g = ops.conv2d(g, W[q - 1], cfg.stride(q))
+    kind, dS = cfg.skip_kind(l), None
+    if kind == "project":
+        dS = ops.conv2d_weight_grad(e_below, acts[cfg.n], K, cfg.base.stride)
+        g = g + ops.conv2d(e_below, params["S"][l], cfg.base.stride)
+    g = g * phi_prime(z_l, cfg.base.leak)
+    if kind == "identity":
+        g = g + e_below
+    return g, dW, dS
+
+
 def corrections(z, e, params, cfg, free_bottom=False):
-    """Eq. 8: d^l = -e^l + E^{l,n} *_s d^{l,n-1}; d^0 = -e^0 when the bottom is free (denoising)."""
+    """Eq. 8: d^l = -e^l + E^{l,n} *_s d^{l,n-1}; d^0 = -e^0 when the bottom is free (denoising). With
+    feedback="gradient", d^l = -e^l + J^T e^{l-1} (block_gradients): minus the energy's gradient."""
     d = [-e[0] if free_bottom else None]
     for l in range(1, cfg.base.L + 1):
+        if cfg.feedback == "gradient":
+            d.append(block_gradients(z[l], e[l - 1], params, cfg, l, z[l - 1].shape[2:])[0] - e[l])
+            continue
         chain = perturbations(e[l - 1], params, cfg, l)
         up = ops.conv2d(chain[cfg.n - 1], params["W"][l][cfg.n - 1], cfg.base.stride)   # (B, C_l, H_l, W_l)
         up -= e[l]
@@ -219,11 +283,16 @@ def filter_updates(res, params, cfg):
     acts = predictions_and_errors(res.z, params, cfg, with_acts=True)[2]
     dW, dS, db = [None], [None], [None]
     for l in range(1, cfg.base.L + 1):
+        db.append(res.e[l - 1].sum(axis=(0, 2, 3)))
+        if cfg.feedback == "gradient":
+            _, w, s_ = block_gradients(res.z[l], res.e[l - 1], params, cfg, l, res.z[l - 1].shape[2:])
+            dW.append(w)
+            dS.append(s_)
+            continue
         d = perturbations(res.e[l - 1], params, cfg, l)
         dW.append([ops.conv2d_weight_grad(d[q - 1], acts[l][q], K, cfg.stride(q)) for q in range(1, cfg.n + 1)])
         dS.append(None if params["S"][l] is None else
                   ops.conv2d_weight_grad(res.e[l - 1], acts[l][cfg.n], K, cfg.base.stride))
-        db.append(res.e[l - 1].sum(axis=(0, 2, 3)))
     return {"W": dW, "S": dS, "b": db}
 
 

@@ -394,3 +394,7 @@ def test_bad_arguments_are_named(rng):
         cpu_res.settle(params, x, ResidualConfig(base=SMALL, skip="none"), z_top)
     with pytest.raises(ValueError, match="identity skip needs"):
         cpu_res.settle(params, x, ResidualConfig(base=SMALL, skip="identity"), z_top)
+    with pytest.raises(ValueError, match="feedback='gradient' runs on the reference"):
+        cpu_res.settle(params, x, dataclasses.replace(cfg, feedback="gradient"), z_top)
+    with pytest.raises(ValueError, match="feedback='gradient' runs on the reference"):
+        cpu_res.filter_updates(cpu_res.settle(params, x, cfg, z_top), params, dataclasses.replace(cfg, feedback="gradient"))

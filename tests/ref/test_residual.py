@@ -1,6 +1,7 @@
 """Residual Conv-NGC (ngc_ref/residual.py, Appendix C Eqs. 7-12): shapes, the reduction to the plain model
 for a chain of length one, calculus where the block is linear in its parameters, and descent of one update."""
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -112,9 +113,62 @@ def test_one_update_lowers_the_energy_on_the_same_batch():
     assert norms.max() <= 1 + 1e-12                                          # every block kernel projected
 
 
+@pytest.mark.parametrize("channels, skip", [((3, 4, 2), "project"), ((3, 3, 3), "identity")])
+def test_gradient_feedback_is_minus_the_energy_gradient(channels, skip):
+    """feedback="gradient": the settle's d^l and every block's updates (all n kernels and the skip) are exactly
+    -dF/dz^l and -dF/dW by finite differences, through phi', Pool, ReLU and the skip; states are drawn away from
+    ReLU's and Pool's kinks (a finite difference across a kink would not be the derivative)."""
+    base = Config(channels=channels, image_hw=(8, 12), T=6, stride=2 if skip == "project" else 1)
+    cfg = residual.ResidualConfig(base=base, skip=skip, feedback="gradient")
+    rng = np.random.default_rng(6)
+    p = residual.init_params(cfg, rng, np.float64)
+    p["b"] = [None] + [rng.standard_normal(b.shape) for b in p["b"][1:]]
+    z = [rng.standard_normal((2, c) + base.map_hw(l)) for l, c in enumerate(base.layer_channels)]
+    zbar, e = residual.predictions_and_errors(z, p, cfg)
+    d = residual.corrections(z, e, p, cfg)
+    up = residual.filter_updates(model.SettleResult(z, zbar, e, None), p, cfg)
+    for l in range(1, base.L + 1):
+        for idx in [(0, 0, 0, 0), (1, z[l].shape[1] - 1, z[l].shape[2] - 1, 1), (1, 0, 1, z[l].shape[3] - 2)]:
+            assert d[l][idx] == pytest.approx(-numgrad(lambda: F(z, p, cfg), z[l], idx, 1e-6), rel=1e-5, abs=1e-7)
+        pairs = [(w, dw) for w, dw in zip(p["W"][l], up["W"][l])] + ([(p["S"][l], up["S"][l])] if p["S"][l] is not None else [])
+        assert len(pairs) == cfg.n + (skip == "project")
+        for arr, dw in pairs:
+            for idx in [(0, 0, 0, 0), (arr.shape[0] - 1, arr.shape[1] - 1, 2, 1), (0, arr.shape[1] - 1, 1, 2)]:
+                assert dw[idx] == pytest.approx(-numgrad(lambda: F(z, p, cfg), arr, idx, 1e-6), rel=1e-5, abs=1e-7)
+    printed = residual.corrections(z, e, p, dataclasses.replace(cfg, feedback="printed"))
+    assert not np.allclose(printed[1], d[1])                  # the printed Eq. 8 is another map
+
+
+def test_maxpool_adjoint():
+    """<maxpool'(x) g, v> = <g, d/dt maxpool(x + t v)> at t = 0, away from ties (x distinct almost surely)."""
+    rng = np.random.default_rng(7)
+    x, g, v = rng.standard_normal((2, 3, 7, 9)), rng.standard_normal((2, 3, 7, 9)), rng.standard_normal((2, 3, 7, 9))
+    for k in (1, 3, 5):
+        h = 1e-7
+        jv = (residual.maxpool_same(x + h * v, k) - residual.maxpool_same(x - h * v, k)) / (2 * h)
+        assert np.sum(residual.maxpool_same_adjoint(x, g, k) * v) == pytest.approx(np.sum(g * jv), rel=1e-6)
+
+
+def test_gradient_settle_descends_where_the_printed_one_does_not():
+    """The point of feedback="gradient": from freshly drawn filters on the paper's block, the energy of its
+    settle never rises at a small beta, where the printed Eq. 8 settle climbs (results/residual-settle.json)."""
+    base = Config(channels=(4, 6, 3), image_hw=(16, 16), T=120, beta=0.05)
+    rng = np.random.default_rng(8)
+    x = rng.random((3, 3, 16, 16))
+    out = {}
+    for fb in ("printed", "gradient"):
+        cfg = residual.ResidualConfig(base=base, feedback=fb)
+        p = residual.init_params(cfg, np.random.default_rng(9), np.float64)
+        out[fb] = residual.settle(p, x, cfg, model.draw_top(base, 3, np.random.default_rng(10), np.float64)).energy.sum(1)
+    assert np.all(np.diff(out["gradient"]) <= 1e-9 * out["gradient"][0])
+    assert out["printed"].max() > out["printed"][0]
+
+
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match="ops must be"):
         residual.ResidualConfig(ops=("none", "maxout"))
+    with pytest.raises(ValueError, match="feedback must be"):
+        residual.ResidualConfig(feedback="exact")
     with pytest.raises(ValueError, match="skip must be"):
         residual.ResidualConfig(skip="dense")
     with pytest.raises(ValueError, match="learn_E and pcn"):
