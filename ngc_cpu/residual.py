@@ -17,15 +17,20 @@ The single-block helpers (predict_block, perturbations, corrections, maxpool_sam
 compiled operators (ngc_cpu.ops) for testing and inspection; settle, correct, init_states,
 predictions_and_errors and filter_updates run the fused tile kernels. The optimiser step is the
 reference's own (a few thousand weights: microseconds, see ngc_cpu/optim.py).
+
+feedback="gradient" (ngc_ref.residual.block_gradients: the energy's exact gradient, not the paper's) runs
+unfused: the fused kernels predict, and each step's corrections and the updates come from the compiled
+operators on the whole batch plus a compiled pool adjoint. About 14x the printed settle's time.
 """
 import numpy as np
+from numba import njit
 
 from ngc_ref import checks
-from ngc_ref.model import SettleResult
+from ngc_ref.model import SettleResult, settle_steps
 from ngc_ref.residual import EQ7_OPS, ResidualConfig, _channels, init_params, init_state, n_filter_weights, step
 
 from . import ops, res_kernels as rk, threads
-from .kernels import padded
+from .kernels import _opts, padded
 from .layout import from_tiles, geometry, lanes, n_tiles, pack_conv, pack_predict, to_tiles
 from .model import energy, phi
 
@@ -50,9 +55,6 @@ def _dtype_of(a, where, what):
 def check_params(params, cfg, where="settle"):
     """params as ngc_ref.residual.init_params makes them for cfg: {"W": [None, [W^{l,1} .. W^{l,n}] ...],
     "S": [None, S^l or None ...], "b": [None, b^l ...]}, one dtype (float32 or float64), finite. Returns the dtype."""
-    if cfg.feedback != "printed":
-        raise ValueError("%s: the cpu backend computes Eqs. 8-12 as printed; feedback=%r runs on the reference "
-                         "(ngc_ref.residual, backend 'numpy')" % (where, cfg.feedback))
     if not isinstance(params, dict) or any(k not in params for k in ("W", "S", "b")):
         raise TypeError("%s: params must be a dict with keys 'W', 'S' and 'b', as made by "
                         "ngc_ref.residual.init_params" % where)
@@ -263,13 +265,92 @@ def perturbations(e_below, params, cfg, l):
 
 
 def corrections(z, e, params, cfg, free_bottom=False):
-    """Eq. 8: d^l = -e^l + E^{l,n} *_s d^{l,n-1}; d^0 = -e^0 when the bottom is free (denoising)."""
+    """Eq. 8: d^l = -e^l + E^{l,n} *_s d^{l,n-1}; d^0 = -e^0 when the bottom is free (denoising). With
+    feedback="gradient", d^l = -e^l + J^T e^{l-1} (block_gradients)."""
+    if cfg.feedback == "gradient":
+        return _gradient_corrections(z, e, params, cfg, free_bottom)
     d = [-e[0] if free_bottom else None]
     for l in range(1, cfg.base.L + 1):
         chain = perturbations(e[l - 1], params, cfg, l)
         d.append(ops.conv2d(np.ascontiguousarray(chain[cfg.n - 1]), params["W"][l][cfg.n - 1], cfg.base.stride)
                  - e[l])
     return d
+
+
+# ---- feedback="gradient": the energy's exact gradient, from the compiled operators -------------------------
+# Not fused: each settling step runs the block's transforms and their adjoints as separate compiled operators
+# (ngc_cpu.ops) on the whole batch, with the pool's adjoint below; the predictions and errors are the fused
+# kernels'. The math, line by line, is ngc_ref.residual.block_gradients.
+
+@njit(**_opts)
+def _pool_adjoint(x, g, k, out):
+    """out += the adjoint of maxpool_same at x applied to g, all (B, C, H, W): each output's g goes to its
+    window's largest input, the first in row-major order on a tie (the reference's argmax)."""
+    B, C, H, W = x.shape
+    p = k // 2
+    for b in range(B):
+        for c in range(C):
+            for Y in range(H):
+                for X in range(W):
+                    by, bx, m = Y, X, x[b, c, Y, X]
+                    for yy in range(max(Y - p, 0), min(Y + p + 1, H)):
+                        for xx in range(max(X - p, 0), min(X + p + 1, W)):
+                            v = x[b, c, yy, xx]
+                            if v > m or (v == m and (yy < by or (yy == by and xx < bx))):
+                                by, bx, m = yy, xx, v
+                    out[b, c, by, bx] += g[b, c, Y, X]
+
+
+def maxpool_same_adjoint(x, g, k):
+    """The adjoint of maxpool_same at x (== ngc_ref.residual.maxpool_same_adjoint)."""
+    if k == 1:
+        return g
+    out = np.zeros_like(g)
+    _pool_adjoint(np.ascontiguousarray(x), np.ascontiguousarray(g), k, out)
+    return out
+
+
+def block_gradients(z_l, e_below, params, cfg, l, out_hw):
+    """== ngc_ref.residual.block_gradients: (J^T e^{l-1}, [dW^{l,q}, q = 1..n], dS^l or None)."""
+    W, K = params["W"][l], cfg.base.kernel
+    a = phi(z_l, cfg.base.leak)
+    acts, pres = [None] * (cfg.n + 1), [None] * (cfg.n + 1)
+    for q in range(cfg.n, 0, -1):
+        acts[q] = a
+        pre = ops.conv2d_transpose(np.ascontiguousarray(a), W[q - 1], cfg.stride(q), out_hw)
+        if q == 1:
+            pre += params["b"][l][None, :, None, None]
+        pres[q] = pre
+        a = _post(pre, cfg.post(q), cfg.pool)
+    g, dW = np.ascontiguousarray(e_below), [None] * cfg.n
+    for q in range(1, cfg.n + 1):
+        kind, pre = cfg.post(q), pres[q]
+        if "relu" in kind:
+            g = g * ((maxpool_same(pre, cfg.pool) if "pool" in kind else pre) > 0)
+        if "pool" in kind:
+            g = maxpool_same_adjoint(pre, g, cfg.pool)
+        dW[q - 1] = ops.conv2d_weight_grad(g, acts[q], K, cfg.stride(q))
+        g = ops.conv2d(np.ascontiguousarray(g), W[q - 1], cfg.stride(q))
+    kind, dS = cfg.skip_kind(l), None
+    if kind == "project":
+        dS = ops.conv2d_weight_grad(e_below, acts[cfg.n], K, cfg.base.stride)
+        g = g + ops.conv2d(np.ascontiguousarray(e_below), params["S"][l], cfg.base.stride)
+    g = g * np.where(z_l > 0, z_l.dtype.type(1), z_l.dtype.type(cfg.base.leak))
+    if kind == "identity":
+        g = g + e_below
+    return g, dW, dS
+
+
+def _gradient_corrections(z, e, params, cfg, free_bottom):
+    return [-e[0] if free_bottom else None] + [
+        block_gradients(z[l], e[l - 1], params, cfg, l, z[l - 1].shape[2:])[0] - e[l]
+        for l in range(1, cfg.base.L + 1)]
+
+
+def _gradient_correct(z, e, params, cfg, free_bottom):
+    beta, gamma = z[0].dtype.type(cfg.base.beta), z[0].dtype.type(cfg.base.gamma)
+    d = _gradient_corrections(z, e, params, cfg, free_bottom)
+    return [zl if dl is None else zl + beta * dl - gamma * zl for zl, dl in zip(z, d)]
 
 
 # ---- the fused kernels --------------------------------------------------------------------------------------
@@ -309,6 +390,8 @@ def correct(z, e, params, cfg, free_bottom=False):
     dtype = check_params(params, cfg, "correct")
     B = _check_states(z, cfg, "z", "correct", dtype)
     _check_states(e, cfg, "e", "correct", dtype)
+    if cfg.feedback == "gradient":
+        return _gradient_correct(z, e, params, cfg, free_bottom)
     L = cfg.base.L
     r = _Run(params, cfg, B, dtype)
     for l in range(L + 1):
@@ -329,6 +412,10 @@ def settle(params, x, cfg, z_top, T=None, clamp="always"):
     dtype = _check_inputs(params, x, cfg, z_top, "settle")
     T = cfg.base.T if T is None else checks.check_steps(T)
     L = cfg.base.L
+    if cfg.feedback == "gradient":                  # the fused predictions, the unfused exact corrections
+        return settle_steps(init_states(x, params, cfg, z_top), T,
+                            lambda z: predictions_and_errors(z, params, cfg),
+                            lambda z, e: _gradient_correct(z, e, params, cfg, clamp == "first"), energy=energy)
     r = _Run(params, cfg, x.shape[0], dtype)
     r.put(r.z, 0, x)
     r.put(r.z, L, z_top)
@@ -348,6 +435,14 @@ def filter_updates(res, params, cfg):
     L, n, K = cfg.base.L, cfg.n, cfg.base.kernel
     if len(res.e) < L:
         raise ValueError("filter_updates: res.e must hold the errors e^0..e^{L-1}, got %d arrays" % len(res.e))
+    if cfg.feedback == "gradient":
+        out = {"W": [None], "S": [None], "b": [None]}
+        for l in range(1, L + 1):
+            _, w, s_ = block_gradients(res.z[l], res.e[l - 1], params, cfg, l, res.z[l - 1].shape[2:])
+            out["W"].append(w)
+            out["S"].append(s_)
+            out["b"].append(res.e[l - 1].sum(axis=(0, 2, 3)))
+        return out
     r = _Run(params, cfg, B, dtype)
     for l in range(L + 1):
         if l:
