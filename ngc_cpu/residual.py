@@ -36,7 +36,7 @@ from .model import energy, phi
 
 __all__ = ["ResidualConfig", "EQ7_OPS", "init_params", "n_filter_weights", "maxpool_same", "predict_block",
            "predictions_and_errors", "perturbations", "corrections", "correct", "init_states", "settle",
-           "filter_updates", "init_state", "step", "energy", "DTYPES"]
+           "filter_updates", "maxpool_same_adjoint", "block_gradients", "init_state", "step", "energy", "DTYPES"]
 
 DTYPES = (np.float32, np.float64)
 

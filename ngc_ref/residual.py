@@ -54,7 +54,7 @@ from .model import phi, phi_prime, settle_steps
 
 __all__ = ["ResidualConfig", "EQ7_OPS", "init_params", "n_filter_weights", "maxpool_same", "predict_block",
            "predictions_and_errors", "corrections", "correct", "init_states", "settle", "filter_updates",
-           "init_state", "step"]
+           "maxpool_same_adjoint", "block_gradients", "init_state", "step"]
 
 EQ7_OPS = ("none", "pool+relu", "pool", "relu")      # post-ops of W^{l,4}, W^{l,3}, W^{l,2}, W^{l,1} (Eq. 7)
 _POSTS = ("none", "relu", "pool", "pool+relu")
@@ -278,9 +278,11 @@ def settle(params, x, cfg, z_top, T=None, clamp="always"):
 def filter_updates(res, params, cfg):
     """Eq. 12 from the final states: dW^{l,q} = d^{l,q-1} *_1 Dilate(a^{l,q}, stride), d^{l,0} = e^{l-1};
     dS^l = e^{l-1} *_1 Dilate(phi(z^l), s) (Algorithm 2's rule for the projection skip); db^{l-1} = sum e^{l-1}.
-    Summed over the batch; displacements that descent adds (as ngc_ref.model.filter_updates)."""
+    Summed over the batch; displacements that descent adds (as ngc_ref.model.filter_updates). With
+    feedback="gradient": minus the energy's exact gradient for every kernel (block_gradients)."""
     K = cfg.base.kernel
-    acts = predictions_and_errors(res.z, params, cfg, with_acts=True)[2]
+    if cfg.feedback == "printed":
+        acts = predictions_and_errors(res.z, params, cfg, with_acts=True)[2]
     dW, dS, db = [None], [None], [None]
     for l in range(1, cfg.base.L + 1):
         db.append(res.e[l - 1].sum(axis=(0, 2, 3)))
