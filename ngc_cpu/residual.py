@@ -20,7 +20,8 @@ reference's own (a few thousand weights: microseconds, see ngc_cpu/optim.py).
 
 feedback="gradient" (ngc_ref.residual.block_gradients: the energy's exact gradient, not the paper's) runs
 unfused: the fused kernels predict, and each step's corrections and the updates come from the compiled
-operators on the whole batch plus a compiled pool adjoint. About 14x the printed settle's time.
+operators on the whole batch plus a compiled pool adjoint. A quick-row trial takes about 7x the printed one's
+time (results/README.md, "Residual Conv-NGC").
 """
 import numpy as np
 from numba import njit

@@ -41,7 +41,7 @@ With ops = ("none",) and skip = "none" the block is Eq. 1 and everything reduces
 feedback = "gradient" is not the paper's: the settle's d^l and the updates are then minus the exact gradient of
 F = 1/2 sum ||e||^2 (through phi', Pool, ReLU and the skip; block_gradients), so a small enough beta makes every
 settling step a descent, which Eq. 8 as printed is not (bench/residual_settle.py). ngc_cpu.residual computes
-it too, from its compiled operators (not fused: about 14x the printed settle's time).
+it too, from its compiled operators (not fused: a quick-row trial takes about 7x the printed one's time).
 """
 from dataclasses import dataclass, field
 import numpy as np
