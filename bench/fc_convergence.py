@@ -1,17 +1,19 @@
-"""FC-NGC at the quick scale, one trial (seed 0) on CIFAR-10 with N training images x E epochs (batch 100), trained
+"""FC-NGC at the quick scale, one trial (seed 0) on CIFAR-10 (or DATASET) with N training images x E epochs (batch 100), trained
 and evaluated exactly as `convngc reproduce` does (run_part, one BLAS thread): does its validation curve pass
 reproduce.converged's criterion? Prints the trial's log, then one JSON line.
 
     python bench/fc_convergence.py 10000 5      # 500 updates on 10,000 images
     python bench/fc_convergence.py 2000 25      # 500 updates on the quick scale's 2,000
+    python bench/fc_convergence.py 10000 20 color-mnist
 """
 import copy, sys, json, time
 from convngc.experiments import reproduce
 n, ep = int(sys.argv[1]), int(sys.argv[2])
+ds = sys.argv[3] if len(sys.argv) > 3 else "cifar10"
 sc = copy.deepcopy(reproduce.SCALES["quick"]); sc["train"]["fc-ngc"] = (n, ep, 100)
-r = next(r for r in reproduce.all_rows() if r.id == "cifar10/fc-ngc")
+r = next(r for r in reproduce.all_rows() if r.id == ds + "/fc-ngc")
 t = time.time()
-part = reproduce.run_part("fc-ngc", "cifar10", [r], sc, [0], 1, "numpy", None, log=print)
+part = reproduce.run_part("fc-ngc", ds, [r], sc, [0], 1, "numpy", None, log=print)
 rec = part["trials"][r.id][0]
-print(json.dumps({"n": n, "epochs": ep, "seconds": time.time() - t, "val_mse": rec["history"]["val_mse"],
+print(json.dumps({"dataset": ds, "n": n, "epochs": ep, "seconds": time.time() - t, "val_mse": rec["history"]["val_mse"],
                   "convergence": rec["convergence"], "rec": rec["reconstruction"]["mse"]}))
