@@ -29,6 +29,7 @@ from numba import njit
 from ngc_ref import checks
 from ngc_ref.model import SettleResult, settle_steps
 from ngc_ref.residual import EQ7_OPS, ResidualConfig, _channels, init_params, init_state, n_filter_weights, step
+from ngc_ref.residual import block_gradients as ref_block_gradients
 
 from . import ops, res_kernels as rk, threads
 from .kernels import _opts, padded
@@ -312,34 +313,9 @@ def maxpool_same_adjoint(x, g, k):
 
 
 def block_gradients(z_l, e_below, params, cfg, l, out_hw):
-    """== ngc_ref.residual.block_gradients: (J^T e^{l-1}, [dW^{l,q}, q = 1..n], dS^l or None)."""
-    W, K = params["W"][l], cfg.base.kernel
-    a = phi(z_l, cfg.base.leak)
-    acts, pres = [None] * (cfg.n + 1), [None] * (cfg.n + 1)
-    for q in range(cfg.n, 0, -1):
-        acts[q] = a
-        pre = ops.conv2d_transpose(np.ascontiguousarray(a), W[q - 1], cfg.stride(q), out_hw)
-        if q == 1:
-            pre += params["b"][l][None, :, None, None]
-        pres[q] = pre
-        a = _post(pre, cfg.post(q), cfg.pool)
-    g, dW = np.ascontiguousarray(e_below), [None] * cfg.n
-    for q in range(1, cfg.n + 1):
-        kind, pre = cfg.post(q), pres[q]
-        if "relu" in kind:
-            g = g * ((maxpool_same(pre, cfg.pool) if "pool" in kind else pre) > 0)
-        if "pool" in kind:
-            g = maxpool_same_adjoint(pre, g, cfg.pool)
-        dW[q - 1] = ops.conv2d_weight_grad(g, acts[q], K, cfg.stride(q))
-        g = ops.conv2d(np.ascontiguousarray(g), W[q - 1], cfg.stride(q))
-    kind, dS = cfg.skip_kind(l), None
-    if kind == "project":
-        dS = ops.conv2d_weight_grad(e_below, acts[cfg.n], K, cfg.base.stride)
-        g = g + ops.conv2d(np.ascontiguousarray(e_below), params["S"][l], cfg.base.stride)
-    g = g * np.where(z_l > 0, z_l.dtype.type(1), z_l.dtype.type(cfg.base.leak))
-    if kind == "identity":
-        g = g + e_below
-    return g, dW, dS
+    """== ngc_ref.residual.block_gradients, run with the compiled operators: (J^T e^{l-1}, [dW^{l,q}], dS^l)."""
+    return ref_block_gradients(z_l, e_below, params, cfg, l, out_hw, conv=ops, pool=maxpool_same,
+                               pool_adjoint=maxpool_same_adjoint)
 
 
 def _gradient_corrections(z, e, params, cfg, free_bottom):

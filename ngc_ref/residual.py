@@ -199,35 +199,38 @@ def maxpool_same_adjoint(x, g, k):
     return out[:, :, p:p + H, p:p + W]
 
 
-def block_gradients(z_l, e_below, params, cfg, l, out_hw):
+def block_gradients(z_l, e_below, params, cfg, l, out_hw, conv=ops, pool=maxpool_same, pool_adjoint=None):
     """feedback="gradient": minus the gradient of F = 1/2 sum ||e||^2 through block l, exactly (phi', Pool's
     argmax routing, ReLU's mask, the skip): -> (J^T e^{l-1}, the term the block adds to d^l; [dW^{l,q}, q = 1..n];
     dS^l or None), the weight terms as displacements that descent adds, like filter_updates'. Not in the paper:
     Eqs. 8-12 skip Pool and ReLU and send nothing back through the skip, and that settle is not a descent
-    (results/residual-settle.json)."""
+    (results/residual-settle.json). conv, pool, pool_adjoint: the operators (ngc_cpu.residual passes its
+    compiled ones; default: this reference's)."""
+    pool_adjoint = pool_adjoint or maxpool_same_adjoint
     W, K = params["W"][l], cfg.base.kernel
     a = phi(z_l, cfg.base.leak)
-    acts, pres = [None] * (cfg.n + 1), [None] * (cfg.n + 1)
+    acts, pres, pooled = [None] * (cfg.n + 1), [None] * (cfg.n + 1), [None] * (cfg.n + 1)
     for q in range(cfg.n, 0, -1):
         acts[q] = a
-        pre = ops.conv2d_transpose(a, W[q - 1], cfg.stride(q), out_hw)
+        pre = conv.conv2d_transpose(a, W[q - 1], cfg.stride(q), out_hw)
         if q == 1:
             pre += params["b"][l][None, :, None, None]
         pres[q] = pre
-        a = _post(pre.copy(), cfg.post(q), cfg.pool)
+        pooled[q] = pool(pre, cfg.pool) if "pool" in cfg.post(q) else pre
+        a = np.maximum(pooled[q], 0) if "relu" in cfg.post(q) else pooled[q]
     g, dW = e_below, [None] * cfg.n
     for q in range(1, cfg.n + 1):                       # from the block's output back to phi(z^l)
-        kind, pre = cfg.post(q), pres[q]
+        kind = cfg.post(q)
         if "relu" in kind:
-            g = g * ((maxpool_same(pre, cfg.pool) if "pool" in kind else pre) > 0)
+            g = g * (pooled[q] > 0)
         if "pool" in kind:
-            g = maxpool_same_adjoint(pre, g, cfg.pool)
-        dW[q - 1] = ops.conv2d_weight_grad(g, acts[q], K, cfg.stride(q))
-        g = ops.conv2d(g, W[q - 1], cfg.stride(q))
+            g = pool_adjoint(pres[q], g, cfg.pool)
+        dW[q - 1] = conv.conv2d_weight_grad(g, acts[q], K, cfg.stride(q))
+        g = conv.conv2d(g, W[q - 1], cfg.stride(q))
     kind, dS = cfg.skip_kind(l), None
     if kind == "project":
-        dS = ops.conv2d_weight_grad(e_below, acts[cfg.n], K, cfg.base.stride)
-        g = g + ops.conv2d(e_below, params["S"][l], cfg.base.stride)
+        dS = conv.conv2d_weight_grad(e_below, acts[cfg.n], K, cfg.base.stride)
+        g = g + conv.conv2d(e_below, params["S"][l], cfg.base.stride)
     g = g * phi_prime(z_l, cfg.base.leak)
     if kind == "identity":
         g = g + e_below
