@@ -11,6 +11,7 @@ from convngc.experiments import reproduce
 n, ep = int(sys.argv[1]), int(sys.argv[2])
 ds = sys.argv[3] if len(sys.argv) > 3 else "cifar10"
 sc = copy.deepcopy(reproduce.SCALES["quick"]); sc["train"]["fc-ngc"] = (n, ep, 100)
+sc["train"].pop(ds + "/fc-ngc", None)   # N x E, not the scale's size for this dataset
 r = next(r for r in reproduce.all_rows() if r.id == ds + "/fc-ngc")
 t = time.time()
 part = reproduce.run_part("fc-ngc", ds, [r], sc, [0], 1, "numpy", None, log=print)

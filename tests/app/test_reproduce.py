@@ -26,6 +26,22 @@ def test_rows_are_unique_and_every_paper_number_has_a_row():
     assert all(reproduce.SCALES[s]["train"].keys() >= set(reproduce.TRAINED) for s in reproduce.SCALES)
 
 
+def test_a_per_dataset_size_overrides_the_models_size_on_that_dataset_only():
+    """SCALES' "dataset/model" keys: the quick Color-MNIST FC-NGC row trains 2,000 updates (measured to flatten
+    there), CIFAR-10's keeps 500; the setup recorded, the listing and the estimate all follow it."""
+    sc = reproduce.SCALES["quick"]
+    assert reproduce.train_size(sc, "fc-ngc", "color-mnist") == (10000, 20, 100)
+    assert reproduce.train_size(sc, "fc-ngc", "cifar10") == sc["train"]["fc-ngc"] == (10000, 5, 100)
+    by_id = {r.id: r for r in reproduce.all_rows()}
+    setup = {ds: reproduce.row_setup(by_id[ds + "/fc-ngc"], sc, 5, "cpu") for ds in ("cifar10", "color-mnist")}
+    assert (setup["color-mnist"]["epochs"], setup["cifar10"]["epochs"]) == (20, 5)
+    lines = []
+    reproduce.list_rows([by_id["color-mnist/fc-ngc"], by_id["cifar10/fc-ngc"]], [], "quick", 5, log=lines.append)
+    assert "x 20 ep" in lines[1] and "x 5 ep" in lines[2]
+    est = reproduce.estimate_seconds([by_id["color-mnist/fc-ngc"], by_id["cifar10/fc-ngc"]], "quick", 5, per_job=True)
+    assert est["fc-ngc", "color-mnist"][0] > 3 * est["fc-ngc", "cifar10"][0]
+
+
 def test_conv_ngc_rows_use_the_shipped_recipe():
     """The documented default Config() at the shipped models' Adam step (docs/training.md), and the setup cell
     says the rest of the recipe: the beta schedule and the tuned denoising reading."""
@@ -214,7 +230,7 @@ def test_the_estimate_matches_the_committed_job_times(folder, monkeypatch):
         scale, trials, s = recs[0]["scale"], recs[0]["setup"]["trials"], recs[0]["setup"]
         if model in reproduce.TRAINED:
             sc = copy.deepcopy(reproduce.SCALES[scale])
-            sc["train"][model] = (s["n_train"], s["epochs"], s["batch"])
+            sc["train"]["%s/%s" % (dataset, model)] = (s["n_train"], s["epochs"], s["batch"])
             monkeypatch.setitem(reproduce.SCALES, scale, sc)
         est = reproduce.estimate_seconds([by_id[rec["row"]["id"]] for rec in recs], scale, trials)
         took = max(rec["job_seconds"] for rec in recs)
