@@ -3,7 +3,7 @@
 CIFAR-10 images with the NumPy reference (float32) and prints the validation reconstruction MSE after every epoch.
 
     python bench/residual_gradient.py [--n 500] [--epochs 3] [--batch 50] [--beta 0.1] [--feedback gradient]
-        [--backend numpy] [--json out.jsonl]
+        [--descent] [--backend numpy] [--json out.jsonl]
 """
 import argparse
 import dataclasses
@@ -24,12 +24,14 @@ def main(argv=None):
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--T", type=int, default=None)
     ap.add_argument("--feedback", default="gradient", choices=("printed", "gradient"))
+    ap.add_argument("--descent", action="store_true", help="retake a step that raises an image's energy at half "
+                    "its rate (ResidualConfig.descent)")
     ap.add_argument("--backend", default="numpy")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     base = dataclasses.replace(reproduce.Config(), beta=args.beta, **({} if args.T is None else {"T": args.T}))
-    cfg = residual.ResidualConfig(base=base, feedback=args.feedback)
+    cfg = residual.ResidualConfig(base=base, feedback=args.feedback, descent=args.descent)
     tx = reproduce.load("cifar10", "train", args.n, None)
     vx = reproduce.load("cifar10", "val", args.n_val, None)
     m = ResidualConvNGC(cfg, seed=args.seed, backend=args.backend)

@@ -21,7 +21,8 @@ reference's own (a few thousand weights: microseconds, see ngc_cpu/optim.py).
 feedback="gradient" (ngc_ref.residual.block_gradients: the energy's exact gradient, not the paper's) runs
 unfused: the fused kernels predict, and each step's corrections and the updates come from the compiled
 operators on the whole batch plus a compiled pool adjoint. A quick-row trial takes about 7x the printed one's
-time (results/README.md, "Residual Conv-NGC").
+time (results/README.md, "Residual Conv-NGC"). descent=True settles by the reference's descent_steps with
+this backend's operators.
 """
 import numpy as np
 from numba import njit
@@ -29,7 +30,7 @@ from numba import njit
 from ngc_ref import checks
 from ngc_ref.model import SettleResult, settle_steps
 from ngc_ref.residual import EQ7_OPS, ResidualConfig, _channels, init_params, init_state, n_filter_weights, step
-from ngc_ref.residual import block_gradients as ref_block_gradients
+from ngc_ref.residual import block_gradients as ref_block_gradients, descent_steps as ref_descent_steps
 
 from . import ops, res_kernels as rk, threads
 from .kernels import _opts, padded
@@ -389,6 +390,11 @@ def settle(params, x, cfg, z_top, T=None, clamp="always"):
     dtype = _check_inputs(params, x, cfg, z_top, "settle")
     T = cfg.base.T if T is None else checks.check_steps(T)
     L = cfg.base.L
+    if cfg.descent:                                 # the reference's loop, this backend's operators
+        return ref_descent_steps(init_states(x, params, cfg, z_top), T,
+                                 lambda z: predictions_and_errors(z, params, cfg),
+                                 lambda z, e: _gradient_corrections(z, e, params, cfg, clamp == "first"), cfg,
+                                 clamp == "first", energy=energy)
     if cfg.feedback == "gradient":                  # the fused predictions, the unfused exact corrections
         return settle_steps(init_states(x, params, cfg, z_top), T,
                             lambda z: predictions_and_errors(z, params, cfg),

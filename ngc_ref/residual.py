@@ -50,11 +50,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 from . import ops, optim
 from .checks import check_clamp
 from .config import Config
-from .model import phi, phi_prime, settle_steps
+from .model import SettleResult, energy, phi, phi_prime, settle_steps
 
 __all__ = ["ResidualConfig", "EQ7_OPS", "init_params", "n_filter_weights", "maxpool_same", "predict_block",
            "predictions_and_errors", "corrections", "correct", "init_states", "settle", "filter_updates",
-           "maxpool_same_adjoint", "block_gradients", "init_state", "step"]
+           "maxpool_same_adjoint", "block_gradients", "descent_steps", "init_state", "step"]
 
 EQ7_OPS = ("none", "pool+relu", "pool", "relu")      # post-ops of W^{l,4}, W^{l,3}, W^{l,2}, W^{l,1} (Eq. 7)
 _POSTS = ("none", "relu", "pool", "pool+relu")
@@ -67,6 +67,8 @@ class ResidualConfig:
     skip: str = "auto"                             # "auto", "identity", "project" or "none"
     pool: int = 3                                  # max-pool window (stride 1, SAME)
     feedback: str = "printed"                      # "printed" (Eqs. 8-12) or "gradient" (the energy's gradient)
+    descent: bool = False                          # gradient only: a step that raises an image's energy is
+                                                   # retaken at half its rate (descent_steps)
 
     def __post_init__(self):
         object.__setattr__(self, "ops", tuple(self.ops))
@@ -76,6 +78,9 @@ class ResidualConfig:
             raise ValueError("ResidualConfig: skip must be auto, identity, project or none, got %r" % (self.skip,))
         if self.feedback not in ("printed", "gradient"):
             raise ValueError("ResidualConfig: feedback must be printed or gradient, got %r" % (self.feedback,))
+        if self.descent and self.feedback != "gradient":
+            raise ValueError("ResidualConfig: descent=True needs feedback='gradient' (Eq. 8 as printed is not a "
+                             "gradient, so no step size makes its steps descend)")
         if self.pool < 1 or self.pool % 2 == 0:
             raise ValueError("ResidualConfig: pool must be a positive odd window, got %d" % self.pool)
         if self.base.learn_E or self.base.pcn:
@@ -269,11 +274,64 @@ def init_states(x, params, cfg, z_top):
     return z
 
 
+MAX_HALVINGS = 30      # descent_steps: an image whose step still climbs at beta / 2^30 stays where it is
+
+
+def descent_steps(z, T, predictions_and_errors, corrections, cfg, free_bottom, energy=energy):
+    """descent=True (not the paper's): T steps of Eq. 2 with the exact gradient that never raise any image's
+    objective G = F + gamma / (2 beta) sum ||z^l||^2 over its free layers, the function such a step descends.
+    A step that would raise an image's G (beyond rounding: 100 eps relative) is retaken for that image at half
+    its beta and half its gamma, so G and its minimum stay the same, and the halved rate is kept for the rest of
+    the settle; after MAX_HALVINGS the image stays put. Learning raises the blocks' gain past the stability edge
+    of a fixed beta (results/residual-gradient.jsonl); this keeps each settle a descent at any gain, at the cost
+    of a forward pass per retaken step. With no step retaken it is settle_steps exactly (tested).
+    -> SettleResult; its energy is F before each step and after the last, as settle_steps'."""
+    beta, gamma = cfg.base.beta, cfg.base.gamma
+    B, dt = z[0].shape[0], z[0].dtype
+    rtol = 100 * np.finfo(dt).eps
+
+    def objective(z, e):
+        leak = sum(np.sum(np.square(z[l].reshape(B, -1), dtype=np.float64), axis=1)
+                   for l in range(len(z)) if l or free_bottom)
+        return np.asarray(energy(e), np.float64) + gamma / (2 * beta) * leak
+
+    def pick(mask, a, b):                       # per image: a where mask, else b
+        return a if a is b else np.where(mask.reshape((B,) + (1,) * (a.ndim - 1)), a, b)
+
+    zbar, e = predictions_and_errors(z)
+    G, rate, trace = objective(z, e), np.ones(B), []
+    for _ in range(T):
+        trace.append(energy(e))
+        d = corrections(z, e)
+        todo = np.ones(B, bool)
+        for _ in range(MAX_HALVINGS + 1):
+            r = rate.astype(dt).reshape((B, 1, 1, 1))
+            cand = [zl if dl is None else zl + (dt.type(beta) * r) * dl - (dt.type(gamma) * r) * zl
+                    for zl, dl in zip(z, d)]
+            zbar_c, e_c = predictions_and_errors(cand)
+            G_c = objective(cand, e_c)
+            take = todo & (G_c <= G + rtol * np.abs(G))          # NaN / Inf never pass
+            z = [pick(take, c, o) for c, o in zip(cand, z)]
+            zbar = [pick(take, c, o) for c, o in zip(zbar_c, zbar)]
+            e = [pick(take, c, o) for c, o in zip(e_c, e)]
+            G = np.where(take, G_c, G)
+            todo &= ~take
+            if not todo.any():
+                break
+            rate[todo] /= 2
+    trace.append(energy(e))
+    return SettleResult(z, zbar, e, np.stack(trace))
+
+
 def settle(params, x, cfg, z_top, T=None, clamp="always"):
-    """Algorithm 1 with residual blocks; the same contract as ngc_ref.model.settle."""
+    """Algorithm 1 with residual blocks; the same contract as ngc_ref.model.settle (descent=True: descent_steps)."""
     check_clamp(clamp)
     T = cfg.base.T if T is None else T
     z = init_states(x, params, cfg, z_top)
+    if cfg.descent:
+        return descent_steps(z, T, lambda z: predictions_and_errors(z, params, cfg),
+                             lambda z, e: corrections(z, e, params, cfg, free_bottom=(clamp == "first")), cfg,
+                             clamp == "first")
     return settle_steps(z, T, lambda z: predictions_and_errors(z, params, cfg),
                         lambda z, e: correct(z, e, params, cfg, free_bottom=(clamp == "first")))
 

@@ -281,6 +281,22 @@ def test_gradient_feedback_matches_ref(rng, name):
                     tol=dict(rtol=1e-10, atol=1e-10), dtype=np.float64)
 
 
+@pytest.mark.parametrize("name", ["eq7", "identity_stride1"])
+def test_descent_settle_matches_ref(rng, name):
+    """descent=True (the reference's descent_steps with this backend's operators): at a beta where steps are
+    retaken (the plain gradient settle climbs), the float64 settle, both clamps, equals the reference's."""
+    cfg = dataclasses.replace(CONFIGS[name], feedback="gradient", descent=True,
+                              base=dataclasses.replace(CONFIGS[name].base, beta=0.5, T=12))
+    params, x, z_top = res_setup(cfg, rng, B=6, dtype=np.float64)
+    params["W"][1] = [w * 3.0 for w in params["W"][1]]
+    for clamp in ("always", "first"):
+        res = cpu_res.settle(params, x, cfg, z_top, clamp=clamp)
+        ref = ref_res.settle(params, x, cfg, z_top, clamp=clamp)
+        compare(res, ref, cfg, dict(rtol=1e-10, atol=1e-10), "descent/float64/" + clamp)   # e^0 of a free z^0 cancels
+        plain = cpu_res.settle(params, x, dataclasses.replace(cfg, descent=False), z_top, clamp=clamp)
+        assert np.diff(plain.energy, axis=0).max() > 0 >= np.diff(res.energy, axis=0).max() - 1e-9 * res.energy[0].max()
+
+
 def test_the_chain_of_one_is_the_plain_cpu_model(rng):
     """ops=("none",), skip="none": the residual kernels settle exactly as ngc_cpu.model (Eq. 1) up to rounding."""
     cfg = CONFIGS["chain1"]

@@ -164,11 +164,66 @@ def test_gradient_settle_descends_where_the_printed_one_does_not():
     assert out["printed"].max() > out["printed"][0]
 
 
+def _gradient_setup(beta, T, gain, seed=8):
+    base = Config(channels=(4, 6, 3), image_hw=(16, 16), T=T, beta=beta)
+    x = np.random.default_rng(seed).random((3, 3, 16, 16))
+    cfg = residual.ResidualConfig(base=base, feedback="gradient", descent=True)
+    p = residual.init_params(cfg, np.random.default_rng(seed + 1), np.float64)
+    p["W"][1] = [w * gain for w in p["W"][1]]              # a learnt-like gain (x gain^4 along the chain)
+    return cfg, p, x, model.draw_top(base, 3, np.random.default_rng(seed + 2), np.float64)
+
+
+def _gradient_settles(beta, T, gain, clamp="always"):
+    cfg, p, x, top = _gradient_setup(beta, T, gain)
+    with np.errstate(all="ignore"):
+        return {d: residual.settle(p, x, dataclasses.replace(cfg, descent=d), top, clamp=clamp) for d in (False, True)}
+
+
+@pytest.mark.parametrize("clamp", ["always", "first"])
+def test_descent_settle_never_raises_an_images_objective(clamp):
+    """descent=True: with a gain where the gradient settle at beta 0.1 blows up (to 1e117), no image's
+    G = F + gamma / (2 beta) ||z||^2 over its free layers rises at any step, and F ends below its start."""
+    out = _gradient_settles(beta=0.1, T=20, gain=4.0, clamp=clamp)
+    assert not np.all(np.isfinite(out[False].energy[-1])) or np.all(out[False].energy[-1] > 1e6 * out[False].energy[0])
+    assert np.all(out[True].energy[-1] < 0.5 * out[True].energy[0])
+    cfg, p, x, top = _gradient_setup(beta=0.1, T=20, gain=4.0)
+    G = []
+    for t in range(21):                                    # the state after t steps: a prefix of the settle
+        r = residual.settle(p, x, cfg, top, T=t, clamp=clamp)
+        leak = sum(np.sum(r.z[l].reshape(3, -1) ** 2, axis=1) for l in range(len(r.z)) if l or clamp == "first")
+        G.append(model.energy(r.e) + cfg.base.gamma / (2 * cfg.base.beta) * leak)
+    G = np.array(G)
+    assert np.all(np.diff(G, axis=0) <= 1e-12 * G[0])
+    assert np.all(G[-1] < 0.5 * G[0])
+
+
+def test_descent_settle_is_the_plain_one_where_no_step_climbs():
+    """At a small beta no step is retaken, and descent_steps computes settle_steps exactly (bit for bit)."""
+    out = _gradient_settles(beta=0.005, T=30, gain=2.0)
+    for a, b in zip(out[False].z + out[False].e, out[True].z + out[True].e):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(out[False].energy, out[True].energy)
+
+
+def test_descent_retakes_only_the_images_that_climb():
+    """Each image keeps its own rate: at beta 0.01 only image 0's plain settle climbs; descent retakes image 0
+    alone, and images 1 and 2 move exactly as in the plain settle (the batch is not slowed down as a whole)."""
+    out = _gradient_settles(beta=0.01, T=30, gain=3.0)
+    climbs = np.diff(out[False].energy, axis=0).max(axis=0) > 0
+    assert list(climbs) == [True, False, False]
+    assert not np.array_equal(out[True].z[1][0], out[False].z[1][0])
+    assert out[True].energy[-1, 0] < out[False].energy[-1, 0]
+    for l in range(1, len(out[True].z)):
+        np.testing.assert_array_equal(out[True].z[l][1:], out[False].z[l][1:])
+
+
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match="ops must be"):
         residual.ResidualConfig(ops=("none", "maxout"))
     with pytest.raises(ValueError, match="feedback must be"):
         residual.ResidualConfig(feedback="exact")
+    with pytest.raises(ValueError, match="descent=True needs feedback='gradient'"):
+        residual.ResidualConfig(descent=True)
     with pytest.raises(ValueError, match="skip must be"):
         residual.ResidualConfig(skip="dense")
     with pytest.raises(ValueError, match="learn_E and pcn"):
