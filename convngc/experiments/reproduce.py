@@ -382,7 +382,9 @@ THREADED = ("fc-ngc", "res-conv-ngc", "conv-ae", "conv-dae")
 # learning: from fresh filters the energy turns up after 8 steps at beta 0.1, 50 at 0.025, and falls for 216 at 0.01
 # (bench/residual_settle.py): Eq. 8's error path skips Pool, ReLU and the skip, so a step is not a descent.
 # The exact gradient (ResidualConfig(feedback="gradient"), not the paper's) descends from fresh filters but blows
-# up as it learns at 0.025 and 0.01 too (bench/residual_gradient.py, results/README.md): the row keeps Eq. 8.
+# up as it learns at 0.025 and 0.01 too (bench/residual_gradient.py, results/README.md); with descent=True (a
+# settle that cannot climb) nothing blows up, but it does not learn in the row's 80 updates (validation MSE 6,796
+# -> 11,367), and Adam 3e-3 blows up the ancestral pass instead (results/residual-descent.jsonl): the row keeps Eq. 8.
 RESIDUAL_BETA = 0.025
 
 
