@@ -83,21 +83,23 @@ class AutoEncoderModel:
         self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         self.gen = torch.Generator().manual_seed(seed)
 
-    def fit(self, train_x, val_x, epochs, batch_size=128, log=print, state_path=None):
+    def fit(self, train_x, val_x, epochs, batch_size=128, log=print, state_path=None, keep_best=False):
         """Minibatch Adam on the MSE; after each epoch the validation reconstruction MSE on the [0, 255] scale.
         state_path: a file the training state is kept in after every epoch (partial.py); a state found there
-        for this training is continued, bit-identically."""
+        for this training is continued, bit-identically. keep_best: end with the weights of the epoch with the
+        lowest validation MSE (history["best_epoch"], 1-based) instead of the last."""
         from . import partial
         history = {"train_loss": [], "val_mse": [], "epoch_seconds": []}
         want = partial.key("conv-dae" if self.denoising else "conv-ae", self.seed, epochs, batch_size, train_x,
-                           lr=self.opt.param_groups[0]["lr"], noise_std=self.noise_std, blocks=self.blocks)
-        start, self.resumed_from = 0, 0
+                           lr=self.opt.param_groups[0]["lr"], noise_std=self.noise_std, blocks=self.blocks,
+                           **({"keep_best": True} if keep_best else {}))
+        start, self.resumed_from, best = 0, 0, None
         st = partial.load(state_path, want)
         if st is not None:
             self.net.load_state_dict(st["net"])
             self.opt.load_state_dict(st["opt"])
             self.gen.set_state(st["gen"])
-            history, start = st["history"], st["epoch"]
+            history, start, best = st["history"], st["epoch"], st.get("best")
             self.resumed_from = start
             log("  resumed after epoch %d/%d (%s)" % (start, epochs, state_path))
         xt = torch.as_tensor(np.ascontiguousarray(train_x, dtype=np.float32))
@@ -119,9 +121,15 @@ class AutoEncoderModel:
             history["epoch_seconds"].append(time.time() - t0)
             log("  epoch %d/%d: train loss %.4g, validation reconstruction MSE %.4g (0-255 scale), %.1fs"
                 % (epoch + 1, epochs, history["train_loss"][-1], val, history["epoch_seconds"][-1]))
+            if keep_best and np.isfinite(val) and (best is None or val < best[0]):
+                best = (float(val), epoch + 1, {k: v.detach().clone() for k, v in self.net.state_dict().items()})
             if state_path is not None and epoch + 1 < epochs:
                 partial.save(state_path, want, {"epoch": epoch + 1, "history": history, "gen": self.gen.get_state(),
-                                                "net": self.net.state_dict(), "opt": self.opt.state_dict()})
+                                                "net": self.net.state_dict(), "opt": self.opt.state_dict(),
+                                                "best": best})
+        if keep_best and best is not None:
+            self.net.load_state_dict(best[2])
+            history["best_epoch"] = best[1]
         return history
 
     @torch.no_grad()

@@ -9,6 +9,7 @@ Conv-AE and Conv-DAE live in convngc/experiments/autoencoder.py (PyTorch, option
 NCHW arrays in [0, 1] (denoising inputs are x + N(0, 0.1), not clipped); metrics are computed by the caller
 with convngc.metrics, on outputs clipped to [0, 1] and scaled to [0, 255].
 """
+import copy
 import time
 
 import numpy as np
@@ -26,20 +27,23 @@ __all__ = ["FCNGCModel", "ResidualConvNGC", "RESIDUAL_BACKENDS", "residual_backe
 class _SettlingModel:
     """fit/output for a settle-and-learn model written as module functions (fc, residual)."""
 
-    def fit(self, train_x, val_x, epochs, batch_size=500, log=print, state_path=None):
+    def fit(self, train_x, val_x, epochs, batch_size=500, log=print, state_path=None, keep_best=False):
         """Algorithm 1 + 2 over minibatches; after each epoch the validation reconstruction MSE. state_path: a
         file the training state is kept in after every epoch (partial.py); a state found there for this
-        training is continued, bit-identically."""
+        training is continued, bit-identically. keep_best: end with the parameters of the epoch with the lowest
+        validation MSE (history["best_epoch"], 1-based), as the Conv-NGC recipe does, instead of the last."""
         from . import partial
         history = {"train_energy": [], "val_mse": [], "epoch_seconds": []}
         order_rng = np.random.default_rng([self.seed, 2])
         want = partial.key(self.name, self.seed, epochs, batch_size, train_x, cfg=repr(self.cfg),
-                           backend=getattr(self, "backend", "numpy"), dtype=np.dtype(self.dtype).name)
-        start, self.resumed_from = 0, 0
+                           backend=getattr(self, "backend", "numpy"), dtype=np.dtype(self.dtype).name,
+                           **({"keep_best": True} if keep_best else {}))
+        start, self.resumed_from, best = 0, 0, None
         st = partial.load(state_path, want)
         if st is not None:
             self.params, self.opt_state, history, start = st["params"], st["opt_state"], st["history"], st["epoch"]
             self.rng.bit_generator.state, order_rng.bit_generator.state = st["rng"], st["order_rng"]
+            best = st.get("best")
             self.resumed_from = start
             log("  resumed after epoch %d/%d (%s)" % (start, epochs, state_path))
         for epoch in range(start, epochs):
@@ -52,10 +56,14 @@ class _SettlingModel:
             history["epoch_seconds"].append(time.time() - t0)
             log("  epoch %d/%d: train energy %.4g per image, validation reconstruction MSE %.4g (0-255 scale), "
                 "%.1fs" % (epoch + 1, epochs, history["train_energy"][-1], val, history["epoch_seconds"][-1]))
+            if keep_best and np.isfinite(val) and (best is None or val < best[0]):
+                best = (float(val), epoch + 1, copy.deepcopy(self.params))
             if state_path is not None and epoch + 1 < epochs:
                 partial.save(state_path, want, {"epoch": epoch + 1, "history": history, "params": self.params,
                                                 "opt_state": self.opt_state, "rng": self.rng.bit_generator.state,
-                                                "order_rng": order_rng.bit_generator.state})
+                                                "order_rng": order_rng.bit_generator.state, "best": best})
+        if keep_best and best is not None:
+            self.params, history["best_epoch"] = best[2], best[1]
         return history
 
     def learn(self, x):

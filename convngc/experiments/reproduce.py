@@ -344,12 +344,18 @@ class _ConvNGCRow:
         return out, inp
 
 
+# The baselines end with the weights of their epoch with the lowest validation MSE, as the Conv-NGC recipe keeps its
+# best epoch or restore point: every learned row is selected on the same validation images the same way (rows
+# recorded before this say so by the absence of "keep_best" in their setup: the last epoch).
+KEEP_BEST = True
+
+
 class _GenericRow:
     def __init__(self, model):
         self.model = model
 
     def fit(self, tx, vx, epochs, batch, log, state_path=None):
-        hist = self.model.fit(tx, vx, epochs, batch, log=log, state_path=state_path)
+        hist = self.model.fit(tx, vx, epochs, batch, log=log, state_path=state_path, keep_best=KEEP_BEST)
         self.resumed_from = self.model.resumed_from
         return hist
 
@@ -423,6 +429,8 @@ def row_setup(row, scale_cfg, trials, backend):
         s.update(n_train=n_train, epochs=epochs, batch=batch, n_val=scale_cfg["n_val"])
         if row.model in scale_cfg.get("lr", {}):
             s["lr"] = scale_cfg["lr"][row.model]
+        if row.model != "conv-ngc" and KEEP_BEST:
+            s["keep_best"] = True
     else:
         s.update(n_tune=scale_cfg["n_tune"])
     if row.model == "conv-ngc":
@@ -684,7 +692,7 @@ def _setup_cell(rec):
     s = rec["setup"]
     if "epochs" in s:
         n = "all" if s["n_train"] is None else "{:,}".format(s["n_train"])
-        how = (", Adam %s" % _sci(s["lr"]) if "lr" in s else "") + (
+        how = (", Adam %s" % _sci(s["lr"]) if "lr" in s else "") + (", best epoch on val" if s.get("keep_best") else "") + (
             ", beta schedule, denoising tuned on %d val imgs" % s["n_tune"] if "recipe" in s else
             ", beta %g" % s["config"]["beta"] if "config" in s else "")
         return "%s: %s train imgs x %d ep, batch %d%s; %s; %s" % (

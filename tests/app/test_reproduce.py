@@ -570,6 +570,34 @@ def test_a_trial_stopped_mid_training_resumes_from_its_last_epoch_bit_identicall
     same(plain, other)
 
 
+@pytest.mark.parametrize("model_name", ["fc-ngc", "res-conv-ngc", "conv-ae", "conv-dae"])
+def test_a_baseline_row_ends_with_its_best_validation_epoch(monkeypatch, model_name):
+    """Every baseline is selected on validation as Conv-NGC's recipe is (KEEP_BEST): on random images its
+    validation MSE rises after epoch 1, and the trained row's model is epoch 1's (its validation MSE recomputed
+    is the one recorded there, to the bit), not the last; the setup records it and the setup cell says it."""
+    if model_name in ("conv-ae", "conv-dae"):
+        pytest.importorskip("torch")
+    monkeypatch.setattr(reproduce, "residual_config", lambda: __import__("ngc_ref.residual").residual.ResidualConfig(
+        base=Config(T=4, beta=0.025)))
+    rng = np.random.default_rng(5)
+    tx, vx = (rng.random((n, 3, 32, 32)).astype(np.float32) for n in (24, 4))
+    m = reproduce.make_model(model_name, 1, "numpy", n_tune=4)
+    hist = m.fit(tx, vx, 4, 8, lambda line: None)
+    v = hist["val_mse"]
+    assert hist["best_epoch"] == int(np.argmin(v)) + 1 == 1 and v[-1] > v[0]
+    model = m.model
+    out = model.output(vx, seed=model.seed) if hasattr(model, "_settle") else model.output(vx)
+    assert metrics.mse(out, vx) == v[0]
+    last = reproduce.make_model(model_name, 1, "numpy", n_tune=4).model
+    h_last = last.fit(tx, vx, 4, 8, log=lambda line: None)               # keep_best off: the last epoch's
+    out = last.output(vx, seed=last.seed) if hasattr(last, "_settle") else last.output(vx)
+    assert "best_epoch" not in h_last and metrics.mse(out, vx) == h_last["val_mse"][-1] == v[-1]
+    row = next(r for r in reproduce.all_rows() if r.id == "cifar10/" + model_name)
+    setup = reproduce.row_setup(row, reproduce.SCALES["quick"], 5, "cpu")
+    assert setup["keep_best"] is True
+    assert "best epoch on val" in reproduce._setup_cell({"scale": "quick", "setup": setup, "trials": []})
+
+
 def test_a_resumed_trial_counts_its_earlier_epochs_in_the_job_seconds(monkeypatch):
     """A row finished over several sessions records the time of all its epochs, not only the last piece's: the
     paper-scale Conv-AE's job_seconds said 4,049 s where its 100 epochs took 16,422 s (the estimates learn from it)."""
