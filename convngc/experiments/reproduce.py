@@ -607,6 +607,8 @@ def run(rows, scale, trials, backend, data_dir, out_dir, log=print, workers=1, a
     partial_dir = os.path.join(os.path.abspath(out_dir), "partial")
     jobs, parts = job_parts(rows, scale_cfg, trials, backend, data_dir, partial_dir)
     need = {job: sum(1 for j, _ in parts if j == job) for job in jobs}
+    est = estimate_seconds(rows, scale, trials, per_job=True)          # longest parts first, as `spread` assumes:
+    parts.sort(key=lambda p: -est[p[0]][0] / need[p[0]])                # the workers' last parts are short ones
     got, failed, written = {job: [] for job in jobs}, {}, {}
     with contextlib.closing(fanout.fan_out(run_part, parts, workers, address, log)) as finished:
         for job, part, error in finished:
@@ -789,7 +791,9 @@ the MSE does. Denoising inputs are x + N(0, 0.1) on the [0, 1] scale, not clippe
 noisy images. Classical denoisers were tuned on validation images only. Learned rows: the setup cell says
 whether training converged, i.e. whether every trial's validation MSE improved by less than 1% over the last 20%
 of its updates (`reproduce.converged`); a row marked **not converged** was still learning when it stopped, and
-its numbers are not those of the trained model.
+its numbers are not those of the trained model. Conv-NGC keeps its best epoch or restore point (its recipe); a
+baseline whose setup cell says "best epoch on val" ends with the weights of its epoch with the lowest validation
+MSE, one without it with its last epoch's.
 """
 # What Eq. 6's per-channel convention does where a target's channel is all zero (tests/app/test_reproduce.py
 # recomputes the black image's score on the quick run's 200 test images).

@@ -570,6 +570,26 @@ def test_a_trial_stopped_mid_training_resumes_from_its_last_epoch_bit_identicall
     same(plain, other)
 
 
+def test_parts_are_handed_to_the_workers_longest_first(monkeypatch, tmp_path):
+    """`spread` estimates a run with its parts handed longest first; `run` hands them so (a job's trials, one
+    part each, in seed order, after the parts of every job estimated longer per part)."""
+    seen = []
+
+    def fan_out(fn, parts, workers, address, log):
+        seen.extend(parts)
+        return
+        yield
+    monkeypatch.setattr(reproduce.fanout, "fan_out", fan_out)
+    by_id = {r.id: r for r in reproduce.all_rows()}
+    rows = [by_id[i] for i in ("cifar10/tv", "cifar10/conv-ae", "color-mnist/fc-ngc", "cifar10/res-conv-ngc")]
+    reproduce.run(rows, "quick", 5, "cpu", None, str(tmp_path), log=lambda line: None, workers=2)
+    est = reproduce.estimate_seconds(rows, "quick", 5, per_job=True)
+    per_part = [est[job][0] / (1 if job[0] in reproduce.CLASSICAL else 5) for job, _ in seen]
+    assert len(seen) == 16 and per_part == sorted(per_part, reverse=True)
+    assert seen[0][0] == ("fc-ngc", "color-mnist") and seen[-1][0] == ("tv", "cifar10")
+    assert [args[4] for job, args in seen if job == ("fc-ngc", "color-mnist")] == [[k] for k in range(5)]
+
+
 @pytest.mark.parametrize("model_name", ["fc-ngc", "res-conv-ngc", "conv-ae", "conv-dae"])
 def test_a_baseline_row_ends_with_its_best_validation_epoch(monkeypatch, model_name):
     """Every baseline is selected on validation as Conv-NGC's recipe is (KEEP_BEST): on random images its
