@@ -113,9 +113,9 @@ def test_without_ray_the_jobs_run_one_after_another_saying_so(monkeypatch):
 
 
 def _fake_part(model_name, dataset, rows, scale_cfg, seeds, trials, backend, data_dir, partial_dir=None, log=print):
-    """run_part without data or training: a classical row's part, or an error / Ctrl-C for non-local means."""
-    if model_name == "nlm":
-        raise (KeyboardInterrupt if os.environ.get("FAKE_CTRL_C") else ValueError)("the nlm part breaks")
+    """run_part without data or training: a classical row's part, or an error / Ctrl-C for the model FAKE_BREAK."""
+    if model_name == os.environ.get("FAKE_BREAK"):
+        raise (KeyboardInterrupt if os.environ.get("FAKE_CTRL_C") else ValueError)("the %s part breaks" % model_name)
     metrics = {m: 1.0 for m in reproduce.METRICS}
     return {"trials": {r.id: [{"seed": k, "denoising": metrics, "eval_seconds": 0.0} for k in seeds] for r in rows},
             "histories": {}, "figures": {}, "tuning": {"param": "weight", "value": 0.1, "seconds": 0.0},
@@ -125,28 +125,38 @@ def _fake_part(model_name, dataset, rows, scale_cfg, seeds, trials, backend, dat
 @pytest.mark.parametrize("ctrl_c", [False, True])
 def test_a_failed_or_interrupted_job_keeps_the_finished_rows_and_resume_skips_them(tmp_path, monkeypatch, capsys,
                                                                                    ctrl_c):
+    """Three jobs, the second to run breaks (the parts run longest first, as reproduce.run hands them): an error
+    is reported by row and the third still runs; Ctrl-C keeps the first's row and runs nothing after it; --resume
+    skips the finished rows."""
     monkeypatch.setattr(reproduce, "_have_dataset", lambda name, d: True)
     monkeypatch.setattr(reproduce, "_have_module", lambda name: True)
     monkeypatch.setattr(reproduce, "run_part", _fake_part)
+    ids = ["cifar10/tv", "cifar10/nlm", "cifar10/bm3d"]
+    by_id = {r.id: r for r in reproduce.all_rows()}
+    est = reproduce.estimate_seconds([by_id[i] for i in ids], "smoke", 2, per_job=True)
+    first, broken, last = sorted(["tv", "nlm", "bm3d"], key=lambda m: -est[m, "cifar10"][0])
+    monkeypatch.setenv("FAKE_BREAK", broken)
     if ctrl_c:
         monkeypatch.setenv("FAKE_CTRL_C", "1")
     out = tmp_path / "rep"
-    argv = ["reproduce", "--scale", "smoke", "--trials", "2", "--workers", "1", "--out", str(out), "--rows",
-            "cifar10/tv", "cifar10/nlm", "cifar10/bm3d"]
+    argv = ["reproduce", "--scale", "smoke", "--trials", "2", "--workers", "1", "--out", str(out), "--rows", *ids]
+    ran = []
+    monkeypatch.setattr(reproduce, "run_part", lambda m, *a, **k: ran.append(m) or _fake_part(m, *a, **k))
     assert cli.main(argv) == (130 if ctrl_c else 1)
+    assert ran == ([first, broken] if ctrl_c else [first, broken, last])
     err = capsys.readouterr().err
     if ctrl_c:
         assert "interrupted; the rows finished before it are in" in err
-        assert os.listdir(out / "raw") == ["cifar10__tv.json"]
+        assert os.listdir(out / "raw") == ["cifar10__%s.json" % first]
     else:                                            # the job after the failed one ran too
-        assert re.search(r"error: Non-local means on CIFAR-10 failed \(ValueError: the nlm part breaks\)", err)
-        assert sorted(os.listdir(out / "raw")) == ["cifar10__bm3d.json", "cifar10__tv.json"]
+        assert re.search(re.escape("error: %s on CIFAR-10 failed (ValueError: the %s part breaks)"
+                                   % (reproduce.NAMES[broken], broken)), err)
+        assert sorted(os.listdir(out / "raw")) == sorted(["cifar10__%s.json" % first, "cifar10__%s.json" % last])
     monkeypatch.delenv("FAKE_CTRL_C", raising=False)
-    ran = []
-    monkeypatch.setattr(reproduce, "run_part", lambda m, *a, **k: ran.append(m) or _fake_part(m, *a, **k))
-    assert cli.main(argv + ["--resume"]) == 1                       # nlm still breaks; the finished rows are kept
-    assert ran == (["nlm", "bm3d"] if ctrl_c else ["nlm"])
-    assert "skipping cifar10/tv: finished in" in capsys.readouterr().out
+    ran.clear()
+    assert cli.main(argv + ["--resume"]) == 1                       # it still breaks; the finished rows are kept
+    assert ran == ([broken, last] if ctrl_c else [broken])
+    assert "skipping cifar10/%s: finished in" % first in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv,pattern", [
