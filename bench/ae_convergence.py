@@ -68,6 +68,9 @@ def main():
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--decay", choices=("cosine",), default=None,
+                    help="anneal Adam's step over the whole run (autoencoder.step_size); the run is then one fit "
+                         "and its epochs are written when it ends")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--blocks", type=int, default=5, help="conv+pool blocks; 5 is the paper's (a 1x1x32 code), "
@@ -88,24 +91,29 @@ def main():
     import torch
     from convngc.experiments.autoencoder import AutoEncoderModel
     torch.set_num_threads(args.threads)
-    m = AutoEncoderModel(denoising=(args.model == "conv-dae"), seed=args.seed, lr=args.lr, blocks=args.blocks)
+    m = AutoEncoderModel(denoising=(args.model == "conv-dae"), seed=args.seed, lr=args.lr, blocks=args.blocks,
+                         decay=args.decay)
     run = {"kind": "train", "model": args.model, "blocks": args.blocks,
            "code_numbers": 32 * (32 >> args.blocks) ** 2, "parameters": m.net.n_trainable(),
            "dataset": args.dataset, "n_train": len(tx), "n_val": len(vx),
-           "batch": args.batch, "lr": args.lr, "seed": args.seed, "threads": args.threads,
+           "batch": args.batch, "lr": args.lr, "decay": args.decay, "seed": args.seed, "threads": args.threads,
            "load_before": os.getloadavg()[0], "epochs": []}
     rows.append(run)
     per_epoch = -(-len(tx) // args.batch)
     t0 = time.time()
     hist = {"val_mse": []}
+    if args.decay:      # one schedule over all the epochs: one fit
+        whole = m.fit(tx, vx, args.epochs, args.batch, log=lambda s: None)
+        ends = np.cumsum(whole["epoch_seconds"])
     for e in range(args.epochs):
-        h = m.fit(tx, vx, 1, args.batch, log=lambda s: None)
+        h = ({"val_mse": [whole["val_mse"][e]], "train_loss": [whole["train_loss"][e]]} if args.decay
+             else m.fit(tx, vx, 1, args.batch, log=lambda s: None))
         hist["val_mse"].append(h["val_mse"][0])
         v = h["val_mse"][0]
         conv = reproduce.converged(hist["val_mse"])
         run["epochs"].append({"epoch": e + 1, "updates": (e + 1) * per_epoch, "val_mse": v,
                               "val_psnr_of_mse": metrics.psnr_of_mse(v), "train_loss": h["train_loss"][0],
-                              "seconds": time.time() - t0, "converged": conv["converged"],
+                              "seconds": float(ends[e]) if args.decay else time.time() - t0, "converged": conv["converged"],
                               "last_fifth_change": conv["change"]})
         run["load_after"] = os.getloadavg()[0]
         save(args.out, rows)

@@ -31,12 +31,23 @@ from torch import nn
 
 from .. import metrics
 
-__all__ = ["ConvAE", "AutoEncoderModel", "PAPER_PARAMETERS", "DECODER_WIDTHS"]
+__all__ = ["ConvAE", "AutoEncoderModel", "PAPER_PARAMETERS", "DECODER_WIDTHS", "DECAYS", "step_size"]
 
 PAPER_PARAMETERS = 48393
 ENCODER_MAPS = 32
 N_BLOCKS = 5
 DECODER_WIDTHS = (20, 15, 7, 7)        # hidden transposed-conv widths; the output has the image's 3 channels
+
+
+DECAYS = (None, "cosine")
+
+
+def step_size(lr, decay, t, total):
+    """Adam's step for update t (0-based) of `total`: lr throughout (decay None), or cosine annealing
+    lr (1 + cos(pi t / total)) / 2, from lr at the first update towards 0 at the last (ours, not the paper's)."""
+    if decay is None:
+        return lr
+    return lr * 0.5 * (1.0 + np.cos(np.pi * t / total))
 
 
 class ConvAE(nn.Module):
@@ -76,10 +87,13 @@ class ConvAE(nn.Module):
 class AutoEncoderModel:
     """Training and inference around ConvAE on float NCHW arrays in [0, 1] (the project's layout)."""
 
-    def __init__(self, denoising=False, seed=0, lr=2e-5, noise_std=0.1, channels=3, blocks=N_BLOCKS):
+    def __init__(self, denoising=False, seed=0, lr=2e-5, noise_std=0.1, channels=3, blocks=N_BLOCKS, decay=None):
+        if decay not in DECAYS:
+            raise ValueError("AutoEncoderModel: decay must be one of %s, got %r" % (DECAYS, decay))
         torch.manual_seed(seed)
         self.net = ConvAE(channels, denoising, blocks).float()
-        self.denoising, self.noise_std, self.seed, self.blocks = denoising, noise_std, seed, blocks
+        self.denoising, self.noise_std, self.seed, self.blocks, self.lr, self.decay = (
+            denoising, noise_std, seed, blocks, lr, decay)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         self.gen = torch.Generator().manual_seed(seed)
 
@@ -91,8 +105,8 @@ class AutoEncoderModel:
         from . import partial
         history = {"train_loss": [], "val_mse": [], "epoch_seconds": []}
         want = partial.key("conv-dae" if self.denoising else "conv-ae", self.seed, epochs, batch_size, train_x,
-                           lr=self.opt.param_groups[0]["lr"], noise_std=self.noise_std, blocks=self.blocks,
-                           **({"keep_best": True} if keep_best else {}))
+                           lr=self.lr, noise_std=self.noise_std, blocks=self.blocks,
+                           **({"keep_best": True} if keep_best else {}), **({"decay": self.decay} if self.decay else {}))
         start, self.resumed_from, best = 0, 0, None
         st = partial.load(state_path, want)
         if st is not None:
@@ -103,11 +117,15 @@ class AutoEncoderModel:
             self.resumed_from = start
             log("  resumed after epoch %d/%d (%s)" % (start, epochs, state_path))
         xt = torch.as_tensor(np.ascontiguousarray(train_x, dtype=np.float32))
+        per_epoch = -(-len(xt) // batch_size)
         for epoch in range(start, epochs):
             t0, losses = time.time(), []
             self.net.train()
             order = torch.randperm(len(xt), generator=self.gen)
-            for i in range(0, len(xt), batch_size):
+            for k, i in enumerate(range(0, len(xt), batch_size)):
+                if self.decay:
+                    self.opt.param_groups[0]["lr"] = step_size(self.lr, self.decay, epoch * per_epoch + k,
+                                                               epochs * per_epoch)
                 x = xt[order[i:i + batch_size]]
                 inp = x + self.noise_std * torch.randn(x.shape, generator=self.gen) if self.denoising else x
                 loss = torch.mean((self.net(inp) - x) ** 2)

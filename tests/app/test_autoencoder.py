@@ -65,3 +65,23 @@ def test_the_larger_code_variant_is_only_asked_for():
     net = autoencoder.ConvAE(blocks=3)
     assert net.encoder(torch.rand(2, 3, 32, 32)).shape == (2, 32, 4, 4)        # 512 numbers per image
     assert net(torch.rand(2, 3, 32, 32)).shape == (2, 3, 32, 32)
+
+
+def test_cosine_annealing_steps_every_update_from_lr_towards_zero():
+    """decay="cosine": update t of `total` takes Adam's step lr (1 + cos(pi t / total)) / 2, set before each
+    update (so across epochs, by the update's number in the whole run); decay=None keeps lr throughout."""
+    assert autoencoder.step_size(3e-3, None, 7, 10) == 3e-3
+    assert autoencoder.step_size(3e-3, "cosine", 0, 10) == 3e-3
+    np.testing.assert_allclose(autoencoder.step_size(3e-3, "cosine", 5, 10), 1.5e-3, rtol=1e-12)
+    x = np.random.default_rng(0).random((12, 3, 32, 32)).astype(np.float32)
+    for decay in (None, "cosine"):
+        m = autoencoder.AutoEncoderModel(seed=0, lr=3e-3, decay=decay)
+        taken, step = [], m.opt.step
+        m.opt.step = lambda *a, **k: (taken.append(m.opt.param_groups[0]["lr"]), step(*a, **k))[1]
+        m.fit(x, x[:2], epochs=3, batch_size=5, log=lambda s: None)       # 3 updates per epoch: 9
+        want = [autoencoder.step_size(3e-3, decay, t, 9) for t in range(9)]
+        assert taken == want
+        if decay:
+            assert all(a > b for a, b in zip(taken, taken[1:])) and taken[-1] < 0.05 * taken[0]
+    with pytest.raises(ValueError, match="decay must be one of"):
+        autoencoder.AutoEncoderModel(decay="linear")

@@ -27,19 +27,19 @@ def test_rows_are_unique_and_every_paper_number_has_a_row():
 
 
 def test_a_per_dataset_size_overrides_the_models_size_on_that_dataset_only():
-    """SCALES' "dataset/model" keys: the quick Color-MNIST FC-NGC row trains 2,000 updates (measured to flatten
+    """SCALES' "dataset/model" keys: the quick Color-MNIST FC-NGC row trains 1,200 updates (measured to flatten
     there), CIFAR-10's 800; the setup recorded, the listing and the estimate all follow it."""
     sc = reproduce.SCALES["quick"]
-    assert reproduce.train_size(sc, "fc-ngc", "color-mnist") == (10000, 20, 100)
+    assert reproduce.train_size(sc, "fc-ngc", "color-mnist") == (10000, 12, 100)
     assert reproduce.train_size(sc, "fc-ngc", "cifar10") == sc["train"]["fc-ngc"] == (10000, 8, 100)
     by_id = {r.id: r for r in reproduce.all_rows()}
     setup = {ds: reproduce.row_setup(by_id[ds + "/fc-ngc"], sc, 5, "cpu") for ds in ("cifar10", "color-mnist")}
-    assert (setup["color-mnist"]["epochs"], setup["cifar10"]["epochs"]) == (20, 8)
+    assert (setup["color-mnist"]["epochs"], setup["cifar10"]["epochs"]) == (12, 8)
     lines = []
     reproduce.list_rows([by_id["color-mnist/fc-ngc"], by_id["cifar10/fc-ngc"]], [], "quick", 5, log=lines.append)
-    assert "x 20 ep" in lines[1] and "x 8 ep" in lines[2]
+    assert "x 12 ep" in lines[1] and "x 8 ep" in lines[2]
     est = reproduce.estimate_seconds([by_id["color-mnist/fc-ngc"], by_id["cifar10/fc-ngc"]], "quick", 5, per_job=True)
-    assert est["fc-ngc", "color-mnist"][0] > 2 * est["fc-ngc", "cifar10"][0]
+    assert est["fc-ngc", "color-mnist"][0] > 1.3 * est["fc-ngc", "cifar10"][0]
 
 
 def test_conv_ngc_rows_use_the_shipped_recipe():
@@ -488,6 +488,10 @@ def test_the_setup_cell_says_whether_the_row_converged():
     bare = _trained_rec([falling], record=False)
     del bare["trials"][0]["history"]
     assert reproduce._setup_cell(bare).endswith("; 1 trial; **convergence not recorded**")
+    annealed = _trained_rec([flat])
+    annealed["setup"]["decay"] = "cosine"
+    assert reproduce._setup_cell(annealed).startswith("quick: 4,000 train imgs x 30 ep, batch 128, Adam 3e-3 "
+                                                      "annealed (cosine); 1 trial; converged (")
     classical = {"scale": "quick", "setup": {"n_tune": 100, "trials": 5}, "trials": []}
     assert reproduce._setup_cell(classical) == "quick: tuned on 100 val imgs; 5 trials"
 
@@ -545,7 +549,8 @@ def test_a_trial_stopped_mid_training_resumes_from_its_last_epoch_bit_identicall
         def log(s):
             if stop_at is not None and re.search(r"epoch %d/3" % stop_at, s):
                 raise _StopAfter
-        m = reproduce.make_model(model_name, 1, backend, n_tune=4)
+        m = reproduce.make_model(model_name, 1, backend, n_tune=4,          # the autoencoders' step annealed
+                                 decay=reproduce.SCALES["quick"].get("decay", {}).get(model_name))
         hist = m.fit(x, vx, 3, 8, log, state_path=state_path)
         return m, hist
 
