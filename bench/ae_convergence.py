@@ -1,9 +1,10 @@
 """How long Conv-AE / Conv-DAE (convngc/experiments/autoencoder.py, the paper's 48,393-parameter network with its
 1x1x32 bottleneck) must train to converge, and the best reconstruction it reaches: the measurements behind the
-quick scale's autoencoder settings (results/README.md, "The autoencoders: convergence and the 30 dB question").
+quick scale's autoencoder settings (results/README.md, "The autoencoders: convergence, and why not 30 dB").
 
     python bench/ae_convergence.py --model conv-ae --lr 3e-3 --batch 128 --epochs 30 --out bench/results/ae.json
     python bench/ae_convergence.py --pca 32          # the best linear 32-number code (PCA) on the same images
+    python bench/ae_convergence.py --model conv-dae --lr 3e-3 --decay cosine --batch 32 --epochs 30   # as quick
 
 Each run trains AutoEncoderModel exactly as `convngc reproduce` does (trial seed 0, the same data loading, one
 PyTorch thread and one BLAS thread unless --threads says otherwise) and records, after every epoch, the

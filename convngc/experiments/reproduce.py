@@ -134,7 +134,8 @@ OOD_SUBSTITUTES = {"cifar10->cinic10": "svhn->cinic10", "color-mnist->cifar10": 
 # 3,750 updates end lower than at a constant 1e-3 (CIFAR-10 seed 0: 1,097 vs 1,130; Color-MNIST 478 vs 648) and
 # flat on CIFAR-10 (-0.9% to -1.1%). On Color-MNIST they are still learning (-2%; 60 epochs: 349, still -1.7%):
 # those rows say "not converged". The paper's 32-number code caps these networks near 18.5 dB on CIFAR-10.
-# Sized to about an hour and a quarter on 2 cores with the cpu backend (`convngc reproduce --list`).
+# Sized to about an hour and a quarter on 2 cores with the cpu backend: the whole scale ran in 78.1 min with
+# `--workers 2` on the idle development machine (2026-12-07; `convngc reproduce --list` says 78).
 SCALES = {
     # smoke: checks that every row runs end to end in seconds (the numbers mean nothing)
     "smoke": {"n_test": 8, "n_val": 4, "n_tune": 4,
@@ -156,15 +157,16 @@ SCALES = {
 # image (one settle / forward; a classical denoiser: per tuning image over the whole grid, per test image), at the
 # quick scale's batch sizes, the mean of the committed quick jobs (tests/app/test_reproduce.py holds them to the
 # committed measurements). Those ran on the idle 2-core development machine, two jobs at a time on one thread
-# each (`--workers 2`, the whole quick scale in 61.9 min: docs/cluster.md), so they are one-thread rates, and
-# `spread` hands the parts to the workers. A serial run gives the Conv-NGC and residual jobs both cores and is
-# faster there than the sum (the whole quick scale, serially: 95.8 min against the sum's 121). Residual Conv-NGC
+# each (`--workers 2`, the whole quick scale in 78.1 min, 156 min of jobs: docs/cluster.md), so they are
+# one-thread rates, and `spread` hands the parts to the workers. A serial run gives the Conv-NGC and residual jobs
+# both cores and is faster there than the sum (the scale as it was on 2026-12-06, serially: 95.8 min against the
+# sum's 121). Residual Conv-NGC
 # (ngc_cpu.residual) costs about 10x Conv-NGC per settling step (bench/residual_bench.py: 12x the useful FLOPs
 # at the same GFLOP/s; the NumPy reference, --backend numpy, is about 16x slower still).
 MEASURED = (QUICK, PAPER_SCALE)
-COST = {"conv-ngc": (0.0050, 0.0086), "fc-ngc": (0.0038, 0.0041), "conv-ae": (0.0012, 0.00096),
-        "conv-dae": (0.0014, 0.0011), "res-conv-ngc": (0.034, 0.027), "tv": (0.040, 0.0060), "nlm": (0.018, 0.0036),
-        "bm3d": (0.142, 0.027)}
+COST = {"conv-ngc": (0.0044, 0.0072), "fc-ngc": (0.0033, 0.0036), "conv-ae": (0.0011, 0.00087),
+        "conv-dae": (0.0013, 0.00096), "res-conv-ngc": (0.028, 0.022), "tv": (0.025, 0.0054), "nlm": (0.017, 0.0033),
+        "bm3d": (0.13, 0.026)}
 # images of each dataset's splits when a scale takes them all (train: the training set less 5,000 for validation)
 FULL = {"cifar10": (45000, 10000), "color-mnist": (55000, 10000), "svhn": (68257, 26032), "cinic10": (0, 1532)}
 
@@ -1007,8 +1009,9 @@ def spread(per_job, trials, workers=None, address=None):
     """(minutes, what) of a run of the jobs `per_job` ({(model, dataset): (seconds of one-thread work, _)}, as
     estimate_seconds(per_job=True) gives): its parts (a trained model's trials one each, a classical job one)
     handed, longest first, to whichever local worker frees first (default: the cores here; one without Ray).
-    Measured on the idle 2-core development machine, the quick scale: 121 min of jobs ran in 61.9 min on 2
-    workers, and in 95.8 min serially, where the Conv-NGC and residual jobs use every core (docs/cluster.md).
+    Measured on the idle 2-core development machine, the quick scale: 156 min of jobs ran in 78.1 min on 2
+    workers (2026-12-07); as it was the day before, 121 min of jobs in 61.9 min on 2 workers and 95.8 min
+    serially, where the Conv-NGC and residual jobs use every core (docs/cluster.md).
     On a cluster (address) the workers are not known here: the one-thread total."""
     total = sum(v[0] for v in per_job.values())
     if address is not None:
