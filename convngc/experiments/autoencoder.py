@@ -107,7 +107,8 @@ class AutoEncoderModel:
         history = {"train_loss": [], "val_mse": [], "epoch_seconds": []}
         want = partial.key("conv-dae" if self.denoising else "conv-ae", self.seed, epochs, batch_size, train_x,
                            lr=self.lr, noise_std=self.noise_std, blocks=self.blocks,
-                           **({"keep_best": True} if keep_best else {}), **({"decay": self.decay} if self.decay else {}))
+                           **({"keep_best": True} if keep_best else {}),
+                           **({"decay": self.decay} if self.decay else {}))
         start, self.resumed_from, best = 0, 0, None
         st = partial.load(state_path, want)
         if st is not None:

@@ -132,8 +132,8 @@ OOD_SUBSTITUTES = {"cifar10->cinic10": "svhn->cinic10", "color-mnist->cifar10": 
 # (bench/ae_convergence.py, results/README.md), per second of one thread a batch of 32 gains as much per update
 # as one of 128 at a quarter of the cost; a constant 3e-3 or 1e-2 oscillates, and annealed from 3e-3 the same
 # 3,750 updates end lower than at a constant 1e-3 (CIFAR-10 seed 0: 1,097 vs 1,130; Color-MNIST 478 vs 648) and
-# flat on CIFAR-10 (-0.9% to -1.1%). On Color-MNIST they are still learning (-2%; 60 epochs: 349, still -1.7%):
-# those rows say "not converged". The paper's 32-number code caps these networks near 18.5 dB on CIFAR-10.
+# nearly flat on CIFAR-10 (-0.9% to -1.1%). On Color-MNIST they are still learning (-2%; 60 epochs: 349, still
+# -1.7%): those rows say "not converged". The paper's 32-number code caps these networks near 18.5 dB on CIFAR-10.
 # Sized to about an hour and a quarter on 2 cores with the cpu backend: the whole scale ran in 78.1 min with
 # `--workers 2` on the idle development machine (2026-12-07; `convngc reproduce --list` says 78).
 SCALES = {
