@@ -405,6 +405,11 @@ def residual_config():
     return residual.ResidualConfig(base=dataclasses.replace(Config(), beta=RESIDUAL_BETA))
 
 
+def optimiser(scale_cfg, model):
+    """The scale's Adam step ("lr") and its schedule ("decay") for a model, where the scale names them."""
+    return {k: scale_cfg[k][model] for k in ("lr", "decay") if model in scale_cfg.get(k, {})}
+
+
 def make_model(name, seed, backend, lr=None, n_tune=None, decay=None):
     if name == "conv-ngc":
         return _ConvNGCRow(seed, backend, n_tune)
@@ -433,10 +438,7 @@ def row_setup(row, scale_cfg, trials, backend):
     if row.model in TRAINED:
         n_train, epochs, batch = train_size(scale_cfg, row.model, row.dataset)
         s.update(n_train=n_train, epochs=epochs, batch=batch, n_val=scale_cfg["n_val"])
-        if row.model in scale_cfg.get("lr", {}):
-            s["lr"] = scale_cfg["lr"][row.model]
-        if row.model in scale_cfg.get("decay", {}):
-            s["decay"] = scale_cfg["decay"][row.model]
+        s.update(optimiser(scale_cfg, row.model))
         if row.model != "conv-ngc" and KEEP_BEST:
             s["keep_best"] = True
     else:
@@ -553,8 +555,7 @@ def _run_part(model_name, dataset, rows, scale_cfg, seeds, trials, backend, data
         log("%s on %s (%s), trial %d/%d: %d training images x %s, batch %d" % (
             NAMES[model_name], DATASET_TITLES[dataset], ", ".join(r.id for r in rows), k + 1, trials, len(tx),
             _epochs(epochs), batch))
-        m = make_model(model_name, k, backend, scale_cfg.get("lr", {}).get(model_name), scale_cfg["n_tune"],
-                       scale_cfg.get("decay", {}).get(model_name))
+        m = make_model(model_name, k, backend, n_tune=scale_cfg["n_tune"], **optimiser(scale_cfg, model_name))
         t0 = time.time()
         hist = m.fit(tx, vx, epochs, batch, log, state_path=partial_path(partial_dir, model_name, dataset, k))
         train_s = time.time() - t0
@@ -703,10 +704,15 @@ def _setup_cell(rec):
     s = rec["setup"]
     if "epochs" in s:
         n = "all" if s["n_train"] is None else "{:,}".format(s["n_train"])
-        how = (", Adam %s" % _sci(s["lr"]) if "lr" in s else "") + (
-            " annealed (%s)" % s["decay"] if "decay" in s else "") + (", best epoch on val" if s.get("keep_best") else "") + (
-            ", beta schedule, denoising tuned on %d val imgs" % s["n_tune"] if "recipe" in s else
-            ", beta %g" % s["config"]["beta"] if "config" in s else "")
+        how = ""
+        if "lr" in s:
+            how += ", Adam %s" % _sci(s["lr"]) + (" annealed (%s)" % s["decay"] if "decay" in s else "")
+        if s.get("keep_best"):
+            how += ", best epoch on val"
+        if "recipe" in s:
+            how += ", beta schedule, denoising tuned on %d val imgs" % s["n_tune"]
+        elif "config" in s:
+            how += ", beta %g" % s["config"]["beta"]
         return "%s: %s train imgs x %d ep, batch %d%s; %s; %s" % (
             rec["scale"], n, s["epochs"], s["batch"], how, _trials(s["trials"]), convergence_note(rec)) + \
             diverging_note(rec)

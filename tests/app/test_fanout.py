@@ -130,7 +130,6 @@ def test_a_failed_or_interrupted_job_keeps_the_finished_rows_and_resume_skips_th
     skips the finished rows."""
     monkeypatch.setattr(reproduce, "_have_dataset", lambda name, d: True)
     monkeypatch.setattr(reproduce, "_have_module", lambda name: True)
-    monkeypatch.setattr(reproduce, "run_part", _fake_part)
     ids = ["cifar10/tv", "cifar10/nlm", "cifar10/bm3d"]
     by_id = {r.id: r for r in reproduce.all_rows()}
     est = reproduce.estimate_seconds([by_id[i] for i in ids], "smoke", 2, per_job=True)

@@ -550,7 +550,7 @@ def test_a_trial_stopped_mid_training_resumes_from_its_last_epoch_bit_identicall
             if stop_at is not None and re.search(r"epoch %d/3" % stop_at, s):
                 raise _StopAfter
         m = reproduce.make_model(model_name, 1, backend, n_tune=4,          # the autoencoders' step annealed
-                                 decay=reproduce.SCALES["quick"].get("decay", {}).get(model_name))
+                                 **reproduce.optimiser(reproduce.SCALES["quick"], model_name))
         hist = m.fit(x, vx, 3, 8, log, state_path=state_path)
         return m, hist
 
