@@ -180,6 +180,13 @@ def fetch(url: str, path, checksum: str, progress: Optional[bool] = None, timeou
         raise DataError(f"{path}: exists but its {algo} is {got}, expected {want}; it is corrupt or a different "
                         f"file. Delete it and run the download again (existing files are never overwritten)")
     path.parent.mkdir(parents=True, exist_ok=True)
+    with _signals_recorded() as landed:
+        return _fetch_new(url, path, algo, want, progress, timeout, deadline, min_rate, rate_window, landed)
+
+
+def _fetch_new(url, path, algo, want, progress, timeout, deadline, min_rate, rate_window, landed):
+    """fetch's download into a fresh .part file, then its verification and the atomic rename. `landed()` raises
+    the exception of a Ctrl-C or SIGTERM that arrived and was dropped (see _signals_recorded)."""
     # The temporary file's name is chosen, and its removal set up (the finally below), before the file exists:
     # a signal that lands anywhere once it exists (even inside the open) finds the cleanup in place.
     # (tempfile.mkstemp creates the file before the caller can register a cleanup: a SIGTERM between the two
@@ -201,6 +208,7 @@ def fetch(url: str, path, checksum: str, progress: Optional[bool] = None, timeou
         with os.fdopen(fd, "wb") as out:
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as resp:
+                    landed()
                     total = int(resp.headers.get("Content-Length") or 0) or None
                     bar = tqdm_bar(progress, total=total, unit="B", unit_scale=True, unit_divisor=1024,
                                    desc=path.name)
@@ -211,6 +219,7 @@ def fetch(url: str, path, checksum: str, progress: Optional[bool] = None, timeou
                     got, win_t, win_got = 0, t0, 0
                     try:
                         for chunk in iter(lambda: read(1 << 16), b""):
+                            landed()
                             out.write(chunk)
                             h.update(chunk)
                             got += len(chunk)
@@ -240,6 +249,7 @@ def fetch(url: str, path, checksum: str, progress: Optional[bool] = None, timeou
         if got != want:
             raise DataError(f"{url}: checksum mismatch for {path.name}: expected {algo} {want}, got {got}; the "
                             f"download is corrupt or the file changed upstream; nothing was saved, retry")
+        landed()
         os.replace(tmp, path)
     finally:
         if tmp is not None:
@@ -278,6 +288,56 @@ def extract(archive, dest) -> list:
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _signals_recorded():
+    """While inside, every Ctrl-C and SIGTERM is recorded before the handler in place runs (and raises). Python
+    drops an exception raised inside a weakref callback ("Exception ignored in ..."): a Ctrl-C that lands in an
+    import's module-lock cleanup during urlopen was printed and lost, and the download went on (CI, 2026-12-07).
+    Yields `landed`: a call that raises what a recorded signal's handler raises (KeyboardInterrupt, or
+    Terminated under sigterm_raises). The dropped exception is not printed either (sys.unraisablehook): the
+    user sees the one line the stopped command prints. Main thread only (elsewhere `landed` does nothing)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    got = []
+
+    def recording(old):
+        def handler(signum, frame):
+            got.append(signum)
+            if callable(old):
+                old(signum, frame)
+            elif old == signal.SIG_DFL:                     # as without us: SIGTERM ends the process
+                signal.signal(signum, signal.SIG_DFL)
+                signal.raise_signal(signum)
+        return handler
+
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {sig: signal.getsignal(sig) for sig in sigs}
+    for sig in sigs:
+        if old[sig] is not None and old[sig] != signal.SIG_IGN:
+            signal.signal(sig, recording(old[sig]))
+
+    def landed():
+        if got:
+            sig = got[0]
+            got.clear()
+            old[sig](sig, None)                         # raises as it did when the signal landed
+
+    hook = sys.unraisablehook
+
+    def quiet(unraisable):                              # a dropped stop: landed() raises it again
+        if not (got and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+            hook(unraisable)
+    sys.unraisablehook = quiet
+    try:
+        yield landed
+    finally:
+        sys.unraisablehook = hook
+        for sig in sigs:
+            if old[sig] is not None:
+                signal.signal(sig, old[sig])
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -754,6 +755,37 @@ def test_download_stopped_by_a_signal_removes_the_part_file(tmp_path, trickle, s
     assert not list(dest.rglob("*.part"))
     lines = err.strip().splitlines()
     assert len(lines) == 1 and word in lines[0] and "Traceback" not in err, err
+
+
+def _signal_in_a_weakref_callback(sig, real):
+    """`real`, after `sig` has landed inside a weakref callback, where Python discards the exception its handler
+    raises ("Exception ignored in ..."), as when a Ctrl-C lands in an import's module-lock cleanup."""
+    def wrapped(*args, **kw):
+        class Dropped:
+            pass
+        obj = Dropped()
+        ref = weakref.ref(obj, lambda _: signal.raise_signal(sig))
+        del obj                                         # the callback runs here; its exception is dropped
+        assert ref() is None
+        return real(*args, **kw)
+    return wrapped
+
+
+@pytest.mark.parametrize("sig,exc", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, DL.Terminated)])
+def test_a_signal_whose_exception_python_drops_still_stops_the_download(tmp_path, trickle, monkeypatch, sig, exc):
+    """The CI failure of 2026-12-07: a Ctrl-C sent to `convngc download` landed in an import's weakref callback
+    (`_get_module_lock.<locals>.cb`); Python printed the KeyboardInterrupt and dropped it, and the download went
+    on for a minute. fetch records every Ctrl-C and SIGTERM, so a dropped one stops it at the next packet, and
+    the .part file goes; the dropped exception is not printed (the command's one line says what happened)."""
+    monkeypatch.setattr(DL.urllib.request, "urlopen", _signal_in_a_weakref_callback(sig, DL.urllib.request.urlopen))
+    printed = []
+    monkeypatch.setattr(sys, "unraisablehook", printed.append)
+    t0 = time.monotonic()
+    with pytest.raises(exc), DL.sigterm_raises():
+        DL.fetch(trickle + "/f", tmp_path / "f", "md5:" + "0" * 32, progress=False, deadline=10, min_rate=1)
+    assert time.monotonic() - t0 < 5
+    assert not list(tmp_path.iterdir())
+    assert printed == [] and sys.unraisablehook == printed.append       # and the hook is put back
 
 
 def _sigterm_self_after(real):
