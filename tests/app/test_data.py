@@ -780,9 +780,14 @@ def test_a_signal_whose_exception_python_drops_still_stops_the_download(tmp_path
     monkeypatch.setattr(DL.urllib.request, "urlopen", _signal_in_a_weakref_callback(sig, DL.urllib.request.urlopen))
     printed = []
     monkeypatch.setattr(sys, "unraisablehook", printed.append)
-    t0 = time.monotonic()
-    with pytest.raises(exc), DL.sigterm_raises():
-        DL.fetch(trickle + "/f", tmp_path / "f", "md5:" + "0" * 32, progress=False, deadline=10, min_rate=1)
+    # a terminal user's Ctrl-C: a test run started in the background (CI) inherits SIGINT ignored
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(exc), DL.sigterm_raises():
+            DL.fetch(trickle + "/f", tmp_path / "f", "md5:" + "0" * 32, progress=False, deadline=10, min_rate=1)
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert time.monotonic() - t0 < 5
     assert not list(tmp_path.iterdir())
     assert printed == [] and sys.unraisablehook == printed.append       # and the hook is put back
