@@ -292,22 +292,25 @@ def extract(archive, dest) -> list:
 
 @contextlib.contextmanager
 def _signals_recorded():
-    """While inside, every Ctrl-C and SIGTERM is recorded before the handler in place runs (and raises). Python
-    drops an exception raised inside a weakref callback ("Exception ignored in ..."): a Ctrl-C that lands in an
-    import's module-lock cleanup during urlopen was printed and lost, and the download went on (CI, 2026-12-07).
-    Yields `landed`: a call that raises what a recorded signal's handler raises (KeyboardInterrupt, or
-    Terminated under sigterm_raises). The dropped exception is not printed either (sys.unraisablehook): the
-    user sees the one line the stopped command prints. Main thread only (elsewhere `landed` does nothing)."""
+    """While inside, the exception a Ctrl-C's or SIGTERM's handler raises (KeyboardInterrupt, or Terminated under
+    sigterm_raises) is also kept. Python drops an exception raised inside a weakref callback ("Exception ignored
+    in ..."): a Ctrl-C that landed in an import's module-lock cleanup during urlopen was printed and lost, and the
+    download went on (CI, 2026-12-07). Yields `landed`: a call that raises a kept exception again. The dropped
+    exception is not printed (sys.unraisablehook): the user sees the one line the stopped command prints. Main
+    thread only (elsewhere `landed` does nothing)."""
     if threading.current_thread() is not threading.main_thread():
         yield lambda: None
         return
-    got = []
+    raised = []
 
     def recording(old):
         def handler(signum, frame):
-            got.append(signum)
             if callable(old):
-                old(signum, frame)
+                try:
+                    old(signum, frame)
+                except BaseException as e:
+                    raised.append(e)
+                    raise
             elif old == signal.SIG_DFL:                     # as without us: SIGTERM ends the process
                 signal.signal(signum, signal.SIG_DFL)
                 signal.raise_signal(signum)
@@ -320,15 +323,13 @@ def _signals_recorded():
             signal.signal(sig, recording(old[sig]))
 
     def landed():
-        if got:
-            sig = got[0]
-            got.clear()
-            old[sig](sig, None)                         # raises as it did when the signal landed
+        if raised:
+            raise raised.pop(0)
 
     hook = sys.unraisablehook
 
     def quiet(unraisable):                              # a dropped stop: landed() raises it again
-        if not (got and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+        if not any(unraisable.exc_value is e for e in raised):
             hook(unraisable)
     sys.unraisablehook = quiet
     try:
