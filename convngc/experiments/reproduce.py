@@ -177,11 +177,16 @@ COST = {"conv-ngc": (0.0044, 0.0072), "fc-ngc": (0.0033, 0.0036), "conv-ae": (0.
 FULL = {"cifar10": (45000, 10000), "color-mnist": (55000, 10000), "svhn": (68257, 26032), "cinic10": (0, 1532)}
 
 
+def _per_dataset(table, model, dataset):
+    """table["dataset/model"] where the table names one, else table[model] (KeyError if neither)."""
+    key = "%s/%s" % (dataset, model)
+    return table[key] if key in table else table[model]
+
+
 def train_size(scale_cfg, model, dataset):
     """(training images, epochs, batch) of a trained model on a dataset at a scale: "dataset/model" if the scale
     names one, else the model's."""
-    train = scale_cfg["train"]
-    return train.get("%s/%s" % (dataset, model)) or train[model]
+    return _per_dataset(scale_cfg["train"], model, dataset)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -416,11 +421,10 @@ def optimiser(scale_cfg, model, dataset=None):
     them: "dataset/model" if the scale names one, else the model's (as train_size)."""
     out = {}
     for k in ("lr", "decay"):
-        given = scale_cfg.get(k, {})
-        for key in ("%s/%s" % (dataset, model), model):
-            if key in given:
-                out[k] = given[key]
-                break
+        try:
+            out[k] = _per_dataset(scale_cfg.get(k, {}), model, dataset)
+        except KeyError:                    # the scale names none: the model's own default
+            pass
     return out
 
 

@@ -775,8 +775,8 @@ def _signal_in_a_weakref_callback(sig, real):
 def test_a_signal_whose_exception_python_drops_still_stops_the_download(tmp_path, trickle, monkeypatch, sig, exc):
     """The CI failure of 2026-12-07: a Ctrl-C sent to `convngc download` landed in an import's weakref callback
     (`_get_module_lock.<locals>.cb`); Python printed the KeyboardInterrupt and dropped it, and the download went
-    on for a minute. fetch records every Ctrl-C and SIGTERM, so a dropped one stops it at the next packet, and
-    the .part file goes; the dropped exception is not printed (the command's one line says what happened)."""
+    on for a minute. fetch keeps the exception a Ctrl-C's or SIGTERM's handler raises, so a dropped one is
+    raised again at the next packet, and the .part file goes; the dropped exception is not printed (the command's one line says what happened)."""
     monkeypatch.setattr(DL.urllib.request, "urlopen", _signal_in_a_weakref_callback(sig, DL.urllib.request.urlopen))
     printed = []
     monkeypatch.setattr(sys, "unraisablehook", printed.append)
