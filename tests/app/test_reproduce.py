@@ -499,6 +499,10 @@ def test_the_setup_cell_says_whether_the_row_converged():
     cell = reproduce._setup_cell(_trained_rec([falling, falling]))
     assert "; **not converged** (val MSE fell 11." in cell and "mean of 2 trials" in cell
     assert "**not converged** in 1 of 2 trials" in reproduce._setup_cell(_trained_rec([flat, falling]))
+    # a curve whose lowest MSE came before the window (the paper-scale Conv-NGC row): 0.0%, never "-0.0%"
+    early = [9.5, 3.96, 2.92, 3.01]
+    assert "converged (val MSE fell at most 0.0% over the last 20% of updates)" in \
+        reproduce._setup_cell(_trained_rec([early]))
     # written before runs recorded it: the criterion on the recorded curve; nothing to go on: said so
     assert "**not converged**" in reproduce._setup_cell(_trained_rec([falling], record=False))
     bare = _trained_rec([falling], record=False)
