@@ -983,8 +983,8 @@ def measured_costs(folders=None):
             evals = sum(t.get("eval_seconds", 0.0) for rec in recs for t in rec["trials"])
             units = sum(len(rec["trials"]) * len(rec["row"]["tasks"]) * _n(rec["setup"]["n_test"],
                         rec["row"]["test_dataset"], "test") for rec in recs)
-            e = {"batch": s.get("batch"), "dataset": dataset, "eval": evals / units, "tune": 0.0, "learn": 0.0,
-                 "source": os.path.join(os.path.basename(os.path.normpath(folder)), "raw")}
+            e = {"batch": s.get("batch"), "dataset": dataset, "scale": recs[0].get("scale"), "eval": evals / units,
+                 "tune": 0.0, "learn": 0.0, "source": os.path.join(os.path.basename(os.path.normpath(folder)), "raw")}
             if model in TRAINED:
                 train_s = sum(t["train_seconds"] for t in recs[0]["trials"])
                 n_train, k = _n(s["n_train"], dataset, "train"), len(recs[0]["trials"])
@@ -998,11 +998,14 @@ def measured_costs(folders=None):
     return out
 
 
-def _rates(model, batch, measured, dataset=None):
+def _rates(model, batch, measured, dataset=None, scale=None):
     """(learn, eval, tune, overhead, source) for a model at a batch size: the mean of the measured jobs at the
-    nearest batch size (of that dataset's job when one was measured: two jobs of a model can have run at
-    different loads), else COST's (source None)."""
+    nearest batch size (of that scale's jobs when one was measured, then of that dataset's: two jobs of a model
+    can have run at different loads, threads or schedules, as Conv-NGC's paper-scale job at T up to 240 on both
+    cores and its quick jobs on one thread), else COST's (source None)."""
     got = measured.get(model)
+    if got and scale is not None:
+        got = [e for e in got if e.get("scale") == scale] or got
     if got and dataset is not None:
         got = [e for e in got if e.get("dataset") == dataset] or got
     if not got:
@@ -1025,7 +1028,7 @@ def estimate_seconds(rows, scale, trials, per_job=False, measured=None):
         jobs.setdefault((r.model, r.dataset), []).append(r)
     for (m, ds), jrows in jobs.items():
         batch = train_size(sc, m, ds)[2] if m in TRAINED else None
-        learn, ev, tune, overhead, source = _rates(m, batch, measured, ds)
+        learn, ev, tune, overhead, source = _rates(m, batch, measured, ds, scale)
         evals = sum(len(r.tasks) * _n(n_test_for(sc, m), r.test_dataset, "test") for r in jrows)
         if m in TRAINED:
             n_train, epochs, _ = train_size(sc, m, ds)

@@ -253,6 +253,20 @@ def test_the_estimate_matches_the_committed_job_times(folder, monkeypatch):
         assert abs(est - took) <= 0.1 * took + 1.0, (model, dataset, est, took)
 
 
+def test_a_scale_is_estimated_from_its_own_measurements_first():
+    """Two jobs of one model, dataset and batch measured at different scales (Conv-NGC's quick jobs on one thread
+    against its paper-scale job on both cores at T up to 240): each scale's estimate takes its own rate; a scale
+    that measured none takes their mean. Averaged, the quick Conv-NGC job was estimated 17% over its time."""
+    def job(scale, learn):
+        return {"batch": 100, "dataset": "cifar10", "scale": scale, "learn": learn, "eval": 0.5, "tune": 0.0,
+                "overhead": 1.0, "source": scale + "/raw"}
+    measured = {"conv-ngc": [job("quick", 1.0), job("paper", 3.0)]}
+    assert reproduce._rates("conv-ngc", 100, measured, "cifar10", "quick") == (1.0, 0.5, 0.0, 1.0, "quick/raw")
+    assert reproduce._rates("conv-ngc", 100, measured, "cifar10", "paper") == (3.0, 0.5, 0.0, 1.0, "paper/raw")
+    assert reproduce._rates("conv-ngc", 100, measured, "cifar10", "smoke")[0] == 2.0
+    assert reproduce._rates("conv-ngc", 100, measured, "cifar10")[0] == 2.0
+
+
 def test_the_fallback_costs_agree_with_the_committed_measurements():
     """COST (for a model no committed run measured, or an install without results/) stays within 25 % of what
     the committed quick run measured, for every model it measured, at the quick scale's batch size where a
