@@ -138,7 +138,7 @@ OOD_SUBSTITUTES = {"cifar10->cinic10": "svhn->cinic10", "color-mnist->cifar10": 
 # rows say "not converged". Conv-AE on CIFAR-10 trains 60 epochs (7,500 updates; "cifar10/conv-ae"): at 30 and 40
 # it still fell 1.0-2.1%, at 60 seeds 0 and 1 pass (-0.9%) and the row 3 of 5 trials (1,005.6 against 1,104.5).
 # The paper's 32-number code caps these networks near 19 dB on CIFAR-10.
-# Sized to about an hour and a half on 2 cores with the cpu backend: the whole scale ran in 78.1 min with
+# Sized to about 85 minutes on 2 cores with the cpu backend: the whole scale ran in 78.1 min with
 # `--workers 2` on the idle development machine (2026-12-07), before the autoencoder changes since, which bring
 # `convngc reproduce --list` to 84.
 SCALES = {
@@ -770,7 +770,8 @@ def convergence_note(rec):
     if any(c["converged"] is None for c in convs):
         return "**convergence unknown** (too few epochs to tell)"
     window = "over the last %g%% of updates" % (100 * CONVERGED_WINDOW)
-    fell = [0.0 - 100 * c["change"] for c in convs]     # change <= 0: the best MSE never rises (0.0 -: no "-0.0")
+    fell = [0.0 - 100 * c["change"] for c in convs]     # change <= 0 (the best MSE never rises); 0.0 - 0.0 is 0.0,
+                                                        # where -(0.0) would print "-0.0%"
     if all(c["converged"] for c in convs):
         return "converged (val MSE fell at most %.1f%% %s)" % (max(fell), window)
     bad = [f for c, f in zip(convs, fell) if not c["converged"]]
