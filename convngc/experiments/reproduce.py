@@ -770,8 +770,7 @@ def convergence_note(rec):
     if any(c["converged"] is None for c in convs):
         return "**convergence unknown** (too few epochs to tell)"
     window = "over the last %g%% of updates" % (100 * CONVERGED_WINDOW)
-    fell = [0.0 - 100 * c["change"] for c in convs]     # change <= 0 (the best MSE never rises); 0.0 - 0.0 is 0.0,
-                                                        # where -(0.0) would print "-0.0%"
+    fell = [abs(100 * c["change"]) for c in convs]      # change <= 0: the best MSE never rises (abs: no "-0.0%")
     if all(c["converged"] for c in convs):
         return "converged (val MSE fell at most %.1f%% %s)" % (max(fell), window)
     bad = [f for c, f in zip(convs, fell) if not c["converged"]]
@@ -1005,10 +1004,9 @@ def _rates(model, batch, measured, dataset=None, scale=None):
     can have run at different loads, threads or schedules, as Conv-NGC's paper-scale job at T up to 240 on both
     cores and its quick jobs on one thread), else COST's (source None)."""
     got = measured.get(model)
-    if got and scale is not None:
-        got = [e for e in got if e.get("scale") == scale] or got
-    if got and dataset is not None:
-        got = [e for e in got if e.get("dataset") == dataset] or got
+    for key, want in (("scale", scale), ("dataset", dataset)):
+        if got and want is not None:
+            got = [e for e in got if e.get(key) == want] or got
     if not got:
         learn, ev = COST[model]
         return (0.0 if model in CLASSICAL else learn), ev, (learn if model in CLASSICAL else 0.0), 0.0, None
