@@ -608,7 +608,7 @@ def _run_part(model_name, dataset, rows, scale_cfg, seeds, trials, backend, data
             log("  %s: %s" % (r.id, "; ".join("%s MSE %.2f, SSIM (Eq. 5) %.4f, PSNR %.2f"
                                                % (t, rec[t]["mse"], rec[t]["ssim_global"], rec[t]["psnr"])
                                                for t in r.tasks)))
-        if k == 0 and model_name == "conv-ngc":
+        if k == 0 and model_name == "conv-ngc" and dataset in test_x:      # not when only OOD rows run
             part["figures"]["figure4-%s.png" % dataset] = (figure4_rows(m.model, test_x[dataset][:1]),
                                                            {"n": FIGURE4_MAPS, "upscale": 3})
     part["seconds"] = time.time() - t_part

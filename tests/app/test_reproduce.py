@@ -199,6 +199,20 @@ def test_runner_end_to_end_on_tiny_rows(tmp_path, shared_data, monkeypatch):
                                                                      "Non-local means"}
 
 
+def test_an_out_of_distribution_row_runs_without_its_source_row(tmp_path, shared_data, monkeypatch):
+    """`--rows 'cifar10->cinic10/conv-ngc'` alone trains the CIFAR-10 model and evaluates it on CINIC-10 only: no
+    CIFAR-10 test image is loaded, so Figure 4 (CIFAR-10's state maps) is left to the CIFAR-10 row. It once
+    failed there (KeyError) after the whole training, at the paper scale."""
+    monkeypatch.setattr(reproduce, "conv_ngc_config", lambda: Config(T=4))
+    out = tmp_path / "ood"
+    rc = cli.main(["reproduce", "--scale", "smoke", "--trials", "1", "--backend", "numpy", "--data-dir",
+                   str(shared_data), "--out", str(out), "--rows", "cifar10->cinic10/conv-ngc", "--workers", "1"])
+    assert rc == 0
+    assert sorted(os.listdir(out)) == ["raw", "table2b-ood.md", "training-cifar10-conv-ngc.png"]
+    rec = json.loads((out / "raw" / "cifar10-to-cinic10__conv-ngc.json").read_text())
+    assert [t["seed"] for t in rec["trials"]] == [0] and np.isfinite(rec["trials"][0]["ood"]["mse"])
+
+
 def test_list_prints_rows_and_an_estimate(capsys, shared_data, monkeypatch):
     """--list runs nothing and reads no data: it looks the files up (svhn is missing, cifar10 is there)."""
     def no_loading(*a, **k):
