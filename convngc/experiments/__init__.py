@@ -21,7 +21,7 @@ import os
 
 RESULTS = "results"
 QUICK = os.path.join(RESULTS, "quick")                # the committed `convngc reproduce --scale quick` run
-PAPER_SCALE = os.path.join(RESULTS, "paper-scale")    # the committed `--scale paper` run (Conv-NGC, one trial)
+PAPER_SCALE = os.path.join(RESULTS, "paper-scale")    # the committed `--scale paper` runs (one trial each)
 STUDY_RESULTS = os.path.join(RESULTS, "study")        # the study's JSON per experiment, its figures and tables
 STUDY_STATE = os.path.join("runs", "study")           # the study's run folders (checkpoints; not in git)
 HEADLINE = os.path.join(RESULTS, "headline")          # full CIFAR-10 runs of `convngc train`
