@@ -5,16 +5,32 @@ reproduce.converged's criterion? Prints the trial's log, then one JSON line.
     python bench/fc_convergence.py 10000 5      # 500 updates on 10,000 images
     python bench/fc_convergence.py 2000 25      # 500 updates on the quick scale's 2,000
     python bench/fc_convergence.py 10000 20 color-mnist
+    python bench/fc_convergence.py 10000 6 color-mnist --lr 3e-3   # Adam 3e-3, not FCConfig's 1e-3
 """
-import copy, sys, json, time
+import copy, dataclasses, sys, json, time
 from convngc.experiments import reproduce
-n, ep = int(sys.argv[1]), int(sys.argv[2])
-ds = sys.argv[3] if len(sys.argv) > 3 else "cifar10"
+from ngc_ref import fc
+args = sys.argv[1:]
+lr = None
+if "--lr" in args:
+    i = args.index("--lr")
+    lr = float(args[i + 1])
+    del args[i:i + 2]
+n, ep = int(args[0]), int(args[1])
+ds = args[2] if len(args) > 2 else "cifar10"
+if lr is not None:          # the row's model with another Adam step (make_model builds FCConfig's default)
+    _make = reproduce.make_model
+
+    def make_model(name, seed, backend, **kw):
+        m = _make(name, seed, backend, **kw)
+        m.model.cfg = dataclasses.replace(m.model.cfg, lr=lr)
+        return m
+    reproduce.make_model = make_model
 sc = copy.deepcopy(reproduce.SCALES["quick"]); sc["train"]["fc-ngc"] = (n, ep, 100)
 sc["train"].pop(ds + "/fc-ngc", None)   # N x E, not the scale's size for this dataset
 r = next(r for r in reproduce.all_rows() if r.id == ds + "/fc-ngc")
 t = time.time()
 part = reproduce.run_part("fc-ngc", ds, [r], sc, [0], 1, "numpy", None, log=print)
 rec = part["trials"][r.id][0]
-print(json.dumps({"dataset": ds, "n": n, "epochs": ep, "seconds": time.time() - t, "val_mse": rec["history"]["val_mse"],
+print(json.dumps({"dataset": ds, "n": n, "epochs": ep, "lr": lr or fc.FCConfig().lr, "seconds": time.time() - t, "val_mse": rec["history"]["val_mse"],
                   "convergence": rec["convergence"], "rec": rec["reconstruction"]["mse"]}))
