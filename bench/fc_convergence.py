@@ -7,7 +7,7 @@ reproduce.converged's criterion? Prints the trial's log, then one JSON line.
     python bench/fc_convergence.py 10000 20 color-mnist
     python bench/fc_convergence.py 10000 6 color-mnist --lr 3e-3   # Adam 3e-3, not FCConfig's 1e-3
 """
-import copy, dataclasses, sys, json, time
+import copy, sys, json, time
 from convngc.experiments import reproduce
 from ngc_ref import fc
 args = sys.argv[1:]
@@ -18,15 +18,9 @@ if "--lr" in args:
     del args[i:i + 2]
 n, ep = int(args[0]), int(args[1])
 ds = args[2] if len(args) > 2 else "cifar10"
-if lr is not None:          # the row's model with another Adam step (make_model builds FCConfig's default)
-    _make = reproduce.make_model
-
-    def make_model(name, seed, backend, **kw):
-        m = _make(name, seed, backend, **kw)
-        m.model.cfg = dataclasses.replace(m.model.cfg, lr=lr)
-        return m
-    reproduce.make_model = make_model
 sc = copy.deepcopy(reproduce.SCALES["quick"]); sc["train"]["fc-ngc"] = (n, ep, 100)
+if lr is not None:          # the scale's Adam step for FC-NGC, as a "lr" entry of SCALES would give it
+    sc.setdefault("lr", {})["fc-ngc"] = lr
 sc["train"].pop(ds + "/fc-ngc", None)   # N x E, not the scale's size for this dataset
 r = next(r for r in reproduce.all_rows() if r.id == ds + "/fc-ngc")
 t = time.time()

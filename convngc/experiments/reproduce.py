@@ -443,7 +443,8 @@ def make_model(name, seed, backend, lr=None, n_tune=None, decay=None):
         return _ConvNGCRow(seed, backend, n_tune)
     from . import baselines
     if name == "fc-ngc":
-        return _GenericRow(baselines.FCNGCModel(seed=seed))
+        from ngc_ref import fc
+        return _GenericRow(baselines.FCNGCModel(None if lr is None else fc.FCConfig(lr=lr), seed=seed))
     if name == "res-conv-ngc":
         return _GenericRow(baselines.ResidualConvNGC(residual_config(), seed=seed,
                                                      backend=baselines.residual_backend(backend)))

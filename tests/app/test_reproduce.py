@@ -58,6 +58,16 @@ def test_a_per_dataset_step_overrides_the_models_step_on_that_dataset_only():
     assert reproduce.optimiser(sc, "fc-ngc", "color-mnist") == {}
 
 
+def test_a_scales_step_reaches_the_fc_ngc_model():
+    """make_model gives FC-NGC the step a scale names (bench/fc_convergence.py --lr measures through it), and
+    without one FCConfig's 1e-3 (the paper's), which the committed rows ran at."""
+    from ngc_ref import fc
+    assert reproduce.make_model("fc-ngc", 0, "numpy").model.cfg.lr == fc.FCConfig().lr == 1e-3
+    m = reproduce.make_model("fc-ngc", 0, "numpy", **reproduce.optimiser({"lr": {"fc-ngc": 3e-3}}, "fc-ngc"))
+    assert m.model.cfg.lr == 3e-3
+    assert m.model.cfg == dataclasses.replace(fc.FCConfig(), lr=3e-3)     # only the step differs
+
+
 def test_conv_ngc_rows_use_the_shipped_recipe():
     """The documented default Config() at the shipped models' Adam step (docs/training.md), and the setup cell
     says the rest of the recipe: the beta schedule and the tuned denoising reading."""
